@@ -1,0 +1,37 @@
+"""Errors a user can cause. The CLI prints them as one line and exits non-zero, never with a traceback."""
+
+from __future__ import annotations
+
+
+class HeliosError(Exception):
+    """Base for every error that is the user's to fix (bad spec, missing file, bad URL, unknown name)."""
+
+    exit_code = 2
+
+
+class SpecError(HeliosError):
+    """A JobSpec that does not parse or breaks an invariant; the message names the field path."""
+
+
+class LoaderError(HeliosError):
+    """A spec source that cannot be read: missing file, HTTP status, timeout, size cap, unsupported scheme."""
+
+
+class UnknownNameError(HeliosError):
+    """A backend, loader or repository name that no plugin registered; the message lists the known names."""
+
+
+class RenderError(HeliosError):
+    """A render that cannot proceed: no browser, no ffmpeg, a composition that throws or never gets ready."""
+
+    exit_code = 1
+
+
+class StoreError(HeliosError):
+    """The artifact store cannot be read or written."""
+
+    exit_code = 1
+
+
+class JobNotFoundError(HeliosError):
+    """A job id the repository does not know."""

@@ -1,0 +1,483 @@
+"""JobSpec v1: the pydantic models of a render job, their invariants, stable JSON, and chunk digests.
+
+The JSON contract is DESIGN §3: camelCase keys, unknown keys rejected, chunks that cover the frame range
+exactly once and in order, output paths that stay inside the job's output root. Job files written by the
+original Helios CLI are converted on load by :mod:`helios_kit.helios_format`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from enum import StrEnum
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from helios_kit.errors import SpecError
+
+SPEC_VERSION = 1
+#: A done-manifest sits beside each output as `<output>.done.json` (see helios_kit.store).
+MANIFEST_SUFFIX = ".done.json"
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def _relative_confined_path(value: str) -> str:
+    """Accept a relative POSIX path that cannot leave the job's output root; return it normalised."""
+    if not value or not value.strip():
+        raise ValueError("must not be empty")
+    if "\\" in value or PureWindowsPath(value).drive:
+        raise ValueError(f"must be a relative POSIX path, got {value!r}")
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        raise ValueError(f"must be relative to the job's directory, got absolute path {value!r}")
+    if any(part == ".." for part in path.parts):
+        raise ValueError(f"must stay inside the job's directory (no '..'), got {value!r}")
+    normalised = str(path)
+    if normalised in (".", ""):
+        raise ValueError(f"must name a file, got {value!r}")
+    return normalised
+
+
+RelativePath = Annotated[str, AfterValidator(_relative_confined_path)]
+Command = list[str] | str | None
+
+
+class SpecModel(BaseModel):
+    """Base for every JobSpec model: camelCase JSON, snake_case Python, unknown keys rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+
+class CaptureMode(StrEnum):
+    """How frames are read from the page: `auto` picks `canvas` for a single full-frame canvas."""
+
+    AUTO = "auto"
+    DOM = "dom"
+    CANVAS = "canvas"
+
+
+#: Pixel formats whose chroma is subsampled horizontally (and, for 4:2:0, vertically): sizes must be even.
+_SUBSAMPLED_PIXEL_FORMATS = re.compile(r"^(yuvj?4(20|22|11)|nv12|nv21)")
+
+
+class RenderConfig(SpecModel):
+    """Everything that decides the pixels and the encoding of a render, shared by all chunks of a job."""
+
+    input: str = Field(min_length=1, description="Composition: path relative to the job dir, or URL.")
+    width: int = Field(1280, gt=0, le=16384)
+    height: int = Field(720, gt=0, le=16384)
+    fps: float = Field(30, gt=0, le=1000)
+    start_frame: int = Field(0, ge=0)
+    frame_count: int = Field(gt=0)
+    capture: CaptureMode = CaptureMode.AUTO
+    video_codec: str = Field("libx264", min_length=1)
+    audio_codec: str = Field("aac", min_length=1)
+    pixel_format: str = Field("yuv420p", min_length=1)
+    crf: int = Field(18, ge=0, le=63)
+    output: RelativePath = "out.mp4"
+
+    @model_validator(mode="after")
+    def _even_size_for_subsampled_chroma(self) -> RenderConfig:
+        if _SUBSAMPLED_PIXEL_FORMATS.match(self.pixel_format):
+            for name, value in (("width", self.width), ("height", self.height)):
+                if value % 2:
+                    raise ValueError(
+                        f"config.{name}: must be even for pixel format {self.pixel_format}, got {value}"
+                    )
+        return self
+
+    @property
+    def end_frame(self) -> int:
+        """One past the last frame of the job."""
+        return self.start_frame + self.frame_count
+
+    @property
+    def duration_s(self) -> float:
+        return self.frame_count / self.fps
+
+
+class Chunk(SpecModel):
+    """A contiguous frame range rendered into its own file."""
+
+    id: int = Field(ge=0)
+    start_frame: int = Field(ge=0)
+    frame_count: int = Field(gt=0)
+    output_file: RelativePath
+    command: Command = None
+
+    @property
+    def end_frame(self) -> int:
+        return self.start_frame + self.frame_count
+
+
+class Merge(SpecModel):
+    """The last step: join the chunk files, in order, into the job's output."""
+
+    output_file: RelativePath
+    inputs: list[RelativePath] = Field(min_length=1)
+    command: Command = None
+
+
+class JobSpec(SpecModel):
+    """A planned render: config, the chunks that split it, and the merge that joins them."""
+
+    version: Literal[1] = SPEC_VERSION
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    config: RenderConfig
+    chunks: list[Chunk] = Field(
+        min_length=1,
+        validation_alias=AliasChoices("chunks", "partitions"),
+        serialization_alias="chunks",
+    )
+    merge: Merge
+
+    @field_validator("chunks")
+    @classmethod
+    def _unique_ids(cls, chunks: list[Chunk]) -> list[Chunk]:
+        seen: dict[int, int] = {}
+        for index, chunk in enumerate(chunks):
+            if chunk.id in seen:
+                raise ValueError(f"chunks[{index}].id: duplicate id {chunk.id} (also chunks[{seen[chunk.id]}])")
+            seen[chunk.id] = index
+        outputs: dict[str, int] = {}
+        for index, chunk in enumerate(chunks):
+            if chunk.output_file in outputs:
+                raise ValueError(
+                    f"chunks[{index}].outputFile: {chunk.output_file!r} is also chunks[{outputs[chunk.output_file]}]'s"
+                )
+            outputs[chunk.output_file] = index
+        return chunks
+
+    @model_validator(mode="after")
+    def _coverage_and_merge(self) -> JobSpec:
+        expected = self.config.start_frame
+        for index, chunk in enumerate(self.chunks):
+            if chunk.start_frame != expected:
+                raise ValueError(
+                    f"chunks[{index}].startFrame: expected {expected} so chunks cover "
+                    f"[{self.config.start_frame}, {self.config.end_frame}) exactly once in order, "
+                    f"got {chunk.start_frame}"
+                )
+            expected = chunk.end_frame
+        if expected != self.config.end_frame:
+            raise ValueError(
+                f"chunks[{len(self.chunks) - 1}].frameCount: chunks end at frame {expected}, "
+                f"but config covers [{self.config.start_frame}, {self.config.end_frame})"
+            )
+        chunk_outputs = [chunk.output_file for chunk in self.chunks]
+        if self.merge.inputs != chunk_outputs:
+            raise ValueError(
+                f"merge.inputs: must be the chunk outputs in order {chunk_outputs}, got {self.merge.inputs}"
+            )
+        if self.merge.output_file in chunk_outputs:
+            raise ValueError(f"merge.outputFile: {self.merge.output_file!r} is also a chunk's output")
+        return self
+
+    def chunk(self, chunk_id: int) -> Chunk:
+        """The chunk with this id, or a SpecError listing the ids that exist."""
+        for chunk in self.chunks:
+            if chunk.id == chunk_id:
+                return chunk
+        raise SpecError(f"unknown chunk id {chunk_id}: job {self.job_id} has ids {_id_ranges(self)}")
+
+    @property
+    def total_frames(self) -> int:
+        return self.config.frame_count
+
+
+def _id_ranges(spec: JobSpec) -> str:
+    ids = sorted(chunk.id for chunk in spec.chunks)
+    ranges: list[str] = []
+    start = prev = ids[0]
+    for value in [*ids[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        if value is not None:
+            start = prev = value
+    return ",".join(ranges)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Errors: one line naming the field path, e.g. "chunks[3].frameCount: must be > 0"
+
+_MESSAGES = {
+    "greater_than": "must be > {gt}",
+    "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}",
+    "less_than_equal": "must be <= {le}",
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown key",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "model_type": "must be an object",
+    "too_short": "must not be empty",
+    "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "must match {pattern}",
+    "literal_error": "must be {expected}",
+    "enum": "must be one of {expected}",
+}
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("list[str]", "str", "none", "function-after[_relative_confined_path(), str]"):
+            continue  # union / validator branches pydantic adds to the location
+        else:
+            text += ("." if text else "") + str(part)
+    return text
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """The first error of a pydantic ValidationError as one line: `field.path: problem`."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    kind = first["type"]
+    ctx = first.get("ctx") or {}
+    if kind == "value_error":
+        message = str(ctx.get("error", first["msg"]))
+    elif kind in _MESSAGES:
+        try:
+            message = _MESSAGES[kind].format(**ctx)
+        except (KeyError, IndexError):
+            message = first["msg"]
+    else:
+        message = first["msg"][0].lower() + first["msg"][1:]
+    loc = _format_loc(tuple(first["loc"]))
+    if re.match(r"^[A-Za-z_][\w.\[\]]*: ", message):
+        line = message  # our validators already name their (absolute) field path
+    elif loc:
+        line = f"{loc}: {message}"
+    else:
+        line = message
+    if kind in ("int_parsing", "float_parsing", "string_type", "int_type", "float_type", "literal_error"):
+        line += f" (got {first.get('input')!r})"
+    more = len(errors) - 1
+    if more:
+        line += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return line
+
+
+# ---------------------------------------------------------------------------------------------------
+# Load / dump
+
+
+def spec_from_data(data: Any) -> JobSpec:
+    """Validate parsed JSON (ours or the original Helios CLI's) into a JobSpec, or raise SpecError."""
+    if not isinstance(data, dict):
+        raise SpecError(f"job spec must be a JSON object, got {type(data).__name__}")
+    from helios_kit.helios_format import convert_helios_job, is_helios_job
+
+    if is_helios_job(data):
+        data = convert_helios_job(data)
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error)) from None
+
+
+def loads(text: str | bytes, source: str = "<spec>") -> JobSpec:
+    """Parse JSON text into a JobSpec; invalid JSON names its line and column."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{source}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    try:
+        return spec_from_data(data)
+    except SpecError as error:
+        raise SpecError(f"{source}: {error}") from None
+
+
+def load(path: str | os.PathLike[str]) -> JobSpec:
+    """Read a JobSpec from a local file."""
+    try:
+        text = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"job file not found: {path}") from None
+    except IsADirectoryError:
+        raise SpecError(f"job file is a directory: {path}") from None
+    return loads(text, source=str(path))
+
+
+def dumps(spec: JobSpec) -> str:
+    """Stable, pretty JSON (camelCase keys, in model order, trailing newline)."""
+    return json.dumps(spec.model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n"
+
+
+def dump(spec: JobSpec, path: str | os.PathLike[str]) -> None:
+    """Write a JobSpec atomically (temporary name, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(dumps(spec), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Digests: a chunk is complete when its output exists with a manifest holding the matching digest.
+
+#: Tool state that never belongs to a composition. Everything else in its folder is content.
+_IGNORED_DIRS = {".git", ".helios", "__pycache__", ".venv", ".pytest_cache", ".ruff_cache", ".hypothesis"}
+_IGNORED_PREFIXES = (".doit.db", ".#")
+_IGNORED_SUFFIXES = (".tmp", ".part", ".pyc")
+
+
+def _is_url(value: str) -> bool:
+    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value))
+
+
+def composition_root(input_ref: str, job_dir: str | os.PathLike[str] | None) -> Path:
+    """The folder a local composition lives in (the input itself when it is a folder)."""
+    path = Path(input_ref)
+    if not path.is_absolute() and job_dir is not None:
+        path = Path(job_dir) / path
+    return path if path.is_dir() else path.parent
+
+
+def composition_digest(
+    input_ref: str,
+    job_dir: str | os.PathLike[str] | None = None,
+    exclude: tuple[str | os.PathLike[str], ...] = (),
+) -> str:
+    """Hash of a composition's content.
+
+    A local input hashes every file of its folder (relative names and bytes), skipping tool state and the
+    paths in `exclude` (the job's own outputs and job file, files or folders, relative to `job_dir`), so
+    writing outputs next to the composition does not invalidate it. A URL hashes what it serves (its ETag
+    when it has one).
+    """
+    digest = hashlib.sha256()
+    if _is_url(input_ref):
+        digest.update(f"url:{input_ref}\n".encode())
+        if input_ref.startswith(("http://", "https://")):
+            digest.update(_url_fingerprint(input_ref).encode())
+        return digest.hexdigest()
+    root = composition_root(input_ref, job_dir)
+    entry = Path(input_ref).name if not Path(input_ref).is_dir() else "index.html"
+    digest.update(f"entry:{entry}\n".encode())
+    if not root.exists():
+        digest.update(b"missing\n")
+        return digest.hexdigest()
+    base = Path(job_dir) if job_dir is not None else Path.cwd()
+    excluded = {os.path.abspath(base / Path(item)) for item in exclude}
+    for file in sorted(_composition_files(root, excluded)):
+        rel = file.relative_to(root).as_posix()
+        digest.update(f"file:{rel}\n".encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _composition_files(root: Path, excluded: set[str]) -> list[Path]:
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [
+            d for d in dirnames if d not in _IGNORED_DIRS and os.path.abspath(os.path.join(dirpath, d)) not in excluded
+        ]
+        for name in filenames:
+            if name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES):
+                continue
+            path = os.path.join(dirpath, name)
+            if os.path.abspath(path) in excluded or ".tmp" in name or _is_job_file(path):
+                continue
+            files.append(Path(path))
+    return files
+
+
+def _is_job_file(path: str) -> bool:
+    """Job files next to a composition are not its content (re-planning a job must not re-render it)."""
+    if not path.endswith(".json") or os.path.getsize(path) > 64 << 20:
+        return False
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and bool({"chunks", "partitions"} & data.keys()) and bool(
+        {"merge", "mergeCommand"} & data.keys()
+    )
+
+
+def _url_fingerprint(url: str) -> str:
+    import httpx
+
+    try:
+        response = httpx.get(url, follow_redirects=True, timeout=30)
+    except httpx.HTTPError as error:
+        return f"unreachable:{type(error).__name__}"
+    etag = response.headers.get("etag")
+    if etag:
+        return f"etag:{etag}"
+    return "sha256:" + hashlib.sha256(response.content).hexdigest()
+
+
+def job_outputs(spec: JobSpec) -> tuple[str, ...]:
+    """Paths a job writes (relative to its directory): chunk outputs, their folders, the merged output."""
+    paths = {spec.merge.output_file, spec.config.output}
+    for chunk in spec.chunks:
+        paths.add(chunk.output_file)
+        parent = PurePosixPath(chunk.output_file).parent
+        if str(parent) != ".":
+            paths.add(str(parent))
+    paths |= {path + MANIFEST_SUFFIX for path in list(paths)}
+    return tuple(sorted(paths))
+
+
+def config_digest(config: RenderConfig) -> str:
+    """Hash of the render settings that change pixels or encoding (not the output names, not the range)."""
+    data = config.model_dump(mode="json", by_alias=True, exclude={"output", "start_frame", "frame_count"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def chunk_digest(
+    spec: JobSpec,
+    chunk: Chunk,
+    job_dir: str | os.PathLike[str] | None = None,
+    *,
+    content_digest: str | None = None,
+) -> str:
+    """Hash of everything that changes a chunk's pixels: config (minus outputs), frame range, content.
+
+    Pass `content_digest` (from :func:`composition_digest`) when computing many chunks of one job, so the
+    composition is hashed once.
+    """
+    content = content_digest or composition_digest(spec.config.input, job_dir, exclude=job_outputs(spec))
+    payload = {
+        "v": SPEC_VERSION,
+        "config": config_digest(spec.config),
+        "startFrame": chunk.start_frame,
+        "frameCount": chunk.frame_count,
+        "content": content,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

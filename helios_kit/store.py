@@ -1,0 +1,231 @@
+"""The artifact store: chunk outputs and their done-manifests in a folder or any fsspec URL.
+
+A chunk is complete when its output exists together with a done-manifest (`<output>.done.json`) whose
+digest matches the chunk digest and whose size matches the output. Commits are ordered so that a reader
+never takes a half-written chunk for done: the old manifest is removed first, the output is uploaded under
+a unique temporary key and moved to its final key, and the manifest is written last (itself through a
+temporary key). Local folders, `s3://`, `gs://`, `memory://` and any other fsspec URL share this code, so
+local and remote runs share one notion of done.
+
+Encoders are deterministic (same frames and settings → same bytes), so two workers committing the same
+chunk at once (at-least-once invocation) leave one valid chunk whichever wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from pydantic import ValidationError
+
+from helios_kit.backends.base import WireModel
+from helios_kit.errors import StoreError
+from helios_kit.spec import MANIFEST_SUFFIX
+
+
+class DoneManifest(WireModel):
+    """Proof that an output is complete: what produced it and what it must look like."""
+
+    version: int = 1
+    job_id: str
+    chunk_id: int | None = None
+    digest: str
+    frame_count: int
+    size: int
+    sha256: str
+    created_at: datetime
+    producer: str = ""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _is_url(value: str) -> bool:
+    return "://" in value and not value.startswith("file://")
+
+
+class ArtifactStore:
+    """Chunk outputs and manifests under one root (a local folder or an fsspec URL)."""
+
+    def __init__(self, url: str | os.PathLike[str], **storage_options: Any) -> None:
+        text = os.fspath(url)
+        self.is_local = not _is_url(text)
+        if self.is_local:
+            text = text.removeprefix("file://")
+            self.url = os.path.abspath(text)
+            self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file", auto_mkdir=True)
+            self.root = self.url
+        else:
+            self.url = text.rstrip("/")
+            try:
+                self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+            except (ImportError, ValueError) as error:
+                raise StoreError(f"store {self.url}: {error}") from None
+            self.root = self.root.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.url!r})"
+
+    # -- paths -----------------------------------------------------------------------------------------
+    def path(self, rel: str) -> str:
+        """The filesystem path of `rel` (relative to the store root) for `self.fs`."""
+        return f"{self.root}/{rel}" if self.root else rel
+
+    def uri(self, rel: str) -> str:
+        """A human-readable location of `rel`: a local path or a URL."""
+        return os.path.join(self.url, rel) if self.is_local else f"{self.url}/{rel}"
+
+    def local_path(self, rel: str) -> Path | None:
+        """The local file of `rel` when the store is a local folder, else None."""
+        return Path(self.root, rel) if self.is_local else None
+
+    @staticmethod
+    def manifest_name(rel: str) -> str:
+        return rel + MANIFEST_SUFFIX
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def exists(self, rel: str) -> bool:
+        try:
+            return bool(self.fs.exists(self.path(rel)))
+        except Exception as error:
+            raise StoreError(f"store {self.url}: cannot read {rel}: {error}") from None
+
+    def read_manifest(self, rel: str) -> DoneManifest | None:
+        """The manifest of `rel`, or None when it is missing or unreadable (treated as not done)."""
+        try:
+            with self.fs.open(self.path(self.manifest_name(rel)), "rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        except Exception as error:
+            raise StoreError(f"store {self.url}: cannot read manifest of {rel}: {error}") from None
+        try:
+            return DoneManifest.model_validate_json(data)
+        except ValidationError:
+            return None
+
+    def is_complete(self, rel: str, digest: str) -> bool:
+        """True when `rel` exists with a manifest for `digest` and the size that manifest records."""
+        manifest = self.read_manifest(rel)
+        if manifest is None or manifest.digest != digest:
+            return False
+        try:
+            size = self.fs.size(self.path(rel))
+        except FileNotFoundError:
+            return False
+        except Exception as error:
+            raise StoreError(f"store {self.url}: cannot read {rel}: {error}") from None
+        return size == manifest.size
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Write and delete a probe file; StoreError naming the store when that fails."""
+        probe = f".helios-probe-{uuid.uuid4().hex}"
+        try:
+            with self.fs.open(self.path(probe), "wb") as handle:
+                handle.write(b"ok")
+            self.fs.rm(self.path(probe))
+        except Exception as error:
+            raise StoreError(f"store {self.url} is not writable: {_short(error)}") from None
+
+    def commit(
+        self,
+        local_file: Path,
+        rel: str,
+        *,
+        digest: str,
+        job_id: str,
+        frame_count: int,
+        chunk_id: int | None = None,
+    ) -> DoneManifest:
+        """Put `local_file` at `rel` atomically, then write its manifest; returns the manifest."""
+        local_file = Path(local_file)
+        if not local_file.is_file() or local_file.stat().st_size == 0:
+            raise StoreError(f"cannot commit {rel}: {local_file} is missing or empty")
+        manifest = DoneManifest(
+            job_id=job_id,
+            chunk_id=chunk_id,
+            digest=digest,
+            frame_count=frame_count,
+            size=local_file.stat().st_size,
+            sha256=file_sha256(local_file),
+            created_at=datetime.now(UTC),
+            producer=f"{socket.gethostname()}:{os.getpid()}",
+        )
+        final = self.path(rel)
+        manifest_final = self.path(self.manifest_name(rel))
+        tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+        try:
+            self._remove_quietly(manifest_final)
+            if self.is_local:
+                Path(tmp).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(local_file, tmp)
+                os.replace(tmp, final)
+            else:
+                self.fs.put_file(str(local_file), tmp)
+                self.fs.mv(tmp, final)
+            self._write_atomic(manifest_final, manifest.model_dump_json(by_alias=True, indent=2).encode())
+        except StoreError:
+            raise
+        except Exception as error:
+            self._remove_quietly(tmp)
+            raise StoreError(f"store {self.url}: cannot commit {rel}: {_short(error)}") from None
+        return manifest
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        if self.is_local:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+        else:
+            # An object-store PUT is atomic: readers see the old object, or none, or the whole new one.
+            with self.fs.open(path, "wb") as handle:
+                handle.write(data)
+
+    def fetch(self, rel: str, local_path: Path) -> Path:
+        """Copy `rel` to a local file (for a merge reading a remote store); returns the local path."""
+        local_path = Path(local_path)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        source = self.local_path(rel)
+        if source is not None:
+            if source.resolve() != local_path.resolve():
+                shutil.copyfile(source, local_path)
+            return local_path
+        try:
+            self.fs.get_file(self.path(rel), str(local_path))
+        except Exception as error:
+            raise StoreError(f"store {self.url}: cannot fetch {rel}: {_short(error)}") from None
+        return local_path
+
+    def delete(self, rel: str) -> None:
+        """Remove an output and its manifest (manifest first, so it is never done without its file)."""
+        self._remove_quietly(self.path(self.manifest_name(rel)))
+        self._remove_quietly(self.path(rel))
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self.fs.rm(path)
+        except FileNotFoundError:
+            pass
+        except Exception as error:
+            if self.fs.exists(path):
+                raise StoreError(f"store {self.url}: cannot remove {path}: {_short(error)}") from None
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return f"{type(error).__name__}: {text}" if not text.startswith(type(error).__name__) else text
