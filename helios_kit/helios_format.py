@@ -164,9 +164,7 @@ def convert_helios_job(data: dict[str, Any]) -> dict[str, Any]:
         else:
             for key in ("input", "width", "height", "fps", "capture", "crf", "video_codec", "audio_codec"):
                 if settings.get(key) != first.get(key):
-                    raise SpecError(
-                        f"{where}: {key} {settings.get(key)!r} differs from chunks[0]'s {first.get(key)!r}"
-                    )
+                    raise SpecError(f"{where}: {key} {settings.get(key)!r} differs from chunks[0]'s {first.get(key)!r}")
         chunks.append(
             {
                 "id": raw.get("id", index),

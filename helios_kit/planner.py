@@ -112,9 +112,7 @@ def plan_job(
     chunk_dir: str = DEFAULT_CHUNK_DIR,
 ) -> JobSpec:
     """Plan a JobSpec for `config`: chunks (even split or fixed size), their commands, and the merge."""
-    ranges = split_frames(
-        config.start_frame, config.frame_count, concurrency=concurrency, chunk_frames=chunk_frames
-    )
+    ranges = split_frames(config.start_frame, config.frame_count, concurrency=concurrency, chunk_frames=chunk_frames)
     chunks = []
     for index, (start, count) in enumerate(ranges):
         output_file = chunk_output_name(index, len(ranges), config.output, chunk_dir)

@@ -12,10 +12,10 @@ skipped with a warning and listed with its error; it never breaks unrelated comm
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import threading
-import logging
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
 
@@ -128,10 +128,12 @@ class HeliosPlugins:
                 info = self.infos.setdefault(plugin_name, PluginInfo(name=plugin_name, origin="unknown"))
                 collected: list[Registration] = []
 
-                def register(name: str, target: Any, _into: list[Registration] = collected, _p: str = plugin_name) -> None:
+                def register(
+                    name: str, target: Any, _into: list[Registration] = collected, _p: str = plugin_name, _k: str = kind
+                ) -> None:
                     if not isinstance(name, str) or not name:
                         raise ValueError(f"registered name must be a non-empty string, got {name!r}")
-                    _into.append(Registration(kind=kind, name=name, target=target, plugin=_p))
+                    _into.append(Registration(kind=_k, name=name, target=target, plugin=_p))
 
                 try:
                     impl.function(register=register)
@@ -144,12 +146,8 @@ class HeliosPlugins:
                     self.registry[kind][registration.name] = registration
         for info in self.infos.values():
             info.backends = sorted(r.name for r in self.registry["backend"].values() if r.plugin == info.name)
-            info.spec_loaders = sorted(
-                r.name for r in self.registry["spec loader"].values() if r.plugin == info.name
-            )
-            info.repositories = sorted(
-                r.name for r in self.registry["repository"].values() if r.plugin == info.name
-            )
+            info.spec_loaders = sorted(r.name for r in self.registry["spec loader"].values() if r.plugin == info.name)
+            info.repositories = sorted(r.name for r in self.registry["repository"].values() if r.plugin == info.name)
 
     # -- lookup ----------------------------------------------------------------------------------------
     def names(self, kind: Kind) -> list[str]:

@@ -100,9 +100,7 @@ class RenderConfig(SpecModel):
         if _SUBSAMPLED_PIXEL_FORMATS.match(self.pixel_format):
             for name, value in (("width", self.width), ("height", self.height)):
                 if value % 2:
-                    raise ValueError(
-                        f"config.{name}: must be even for pixel format {self.pixel_format}, got {value}"
-                    )
+                    raise ValueError(f"config.{name}: must be even for pixel format {self.pixel_format}, got {value}")
         return self
 
     @property
@@ -424,8 +422,10 @@ def _is_job_file(path: str) -> bool:
             data = json.load(handle)
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and bool({"chunks", "partitions"} & data.keys()) and bool(
-        {"merge", "mergeCommand"} & data.keys()
+    return (
+        isinstance(data, dict)
+        and bool({"chunks", "partitions"} & data.keys())
+        and bool({"merge", "mergeCommand"} & data.keys())
     )
 
 

@@ -105,7 +105,7 @@ class Backend(ABC):
     def default_concurrency(self) -> int:
         return os.cpu_count() or 1
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release clients, pools and processes."""
 
     def __enter__(self) -> Backend:
