@@ -1,0 +1,1 @@
+"""The subcommands of `helios`, one module each (see helios_kit.cli)."""
