@@ -33,7 +33,7 @@ RENDER_VALUE_FLAGS: dict[str, str] = {
     "--pixel-format": "pixel_format",
 }
 #: Flags that take no value and do not change a chunk's pixels.
-RENDER_SWITCHES = {"--quiet", "-q"}
+RENDER_SWITCHES = {"--quiet", "-q", "--no-audio"}
 _INT_FIELDS = {"start_frame", "frame_count", "width", "height", "crf"}
 
 

@@ -92,6 +92,7 @@ def render_command(config: RenderConfig, start_frame: int, frame_count: int, out
         config.pixel_format,
         "--crf",
         str(config.crf),
+        "--no-audio",
     ]
 
 

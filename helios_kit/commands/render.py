@@ -1,0 +1,190 @@
+"""`helios render`: render a composition to a video file, or (with `--emit-job`) plan a JobSpec without rendering.
+
+Settings come from the command line, else from the composition's `<meta name="helios" content='{...}'>`
+tag (width, height, fps, duration), else the defaults (1280x720 at 30 fps). The original Helios CLI's
+`--mode` (= `--capture`) and `--quality` (= `--crf`) are accepted, so Helios users' scripts keep working.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import click
+
+from helios_kit.composition import CompositionInput, resolve_input
+from helios_kit.errors import HeliosError
+from helios_kit.spec import CaptureMode, RenderConfig
+
+CAPTURE_CHOICES = [mode.value for mode in CaptureMode]
+
+
+def frame_count_from(duration: float | None, frame_count: int | None, fps: float, meta_duration: float | None) -> int:
+    """Frames to render: `--frame-count`, else `--duration` × fps (rounded), else the composition's duration."""
+    if frame_count is not None and duration is not None:
+        raise click.UsageError("give --duration or --frame-count, not both")
+    if frame_count is not None:
+        if frame_count <= 0:
+            raise click.BadParameter(f"must be > 0, got {frame_count}", param_hint="--frame-count")
+        return frame_count
+    seconds = duration if duration is not None else meta_duration
+    if seconds is None:
+        raise click.UsageError("how long? give --duration SECONDS or --frame-count N (or a helios meta tag)")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise click.BadParameter(f"must be > 0, got {seconds:g}", param_hint="--duration")
+    frames = round(seconds * fps)
+    if frames <= 0:
+        raise click.BadParameter(f"{seconds:g} s at {fps:g} fps is less than one frame", param_hint="--duration")
+    return frames
+
+
+@click.command("render")
+@click.argument("input_ref", metavar="INPUT")
+@click.option("-o", "--output", "output", default=None, help="Output video file (default out.mp4).")
+@click.option("--emit-job", "emit_job", type=click.Path(dir_okay=False), default=None,
+              help="Write a JobSpec here instead of rendering.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Chunks to plan with --emit-job (default: CPU count).")
+@click.option("--chunk-frames", type=click.IntRange(min=1), default=None,
+              help="Plan chunks of this many frames instead of an even split.")
+@click.option("--duration", type=float, default=None, help="Seconds to render.")
+@click.option("--frame-count", type=int, default=None, help="Frames to render (instead of --duration).")
+@click.option("--start-frame", type=click.IntRange(min=0), default=0, show_default=True,
+              help="First frame (absolute).")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="Width in pixels (default 1280).")
+@click.option("--height", type=click.IntRange(min=1), default=None, help="Height in pixels (default 720).")
+@click.option("--fps", type=float, default=None, help="Frames per second (default 30).")
+@click.option("--capture", "--mode", "capture", type=click.Choice(CAPTURE_CHOICES), default=None,
+              help="How frames are captured (Helios: --mode). Default auto.")
+@click.option("--video-codec", default="libx264", show_default=True)
+@click.option("--audio-codec", default="aac", show_default=True)
+@click.option("--pixel-format", default="yuv420p", show_default=True)
+@click.option("--crf", "--quality", "crf", type=click.IntRange(0, 63), default=18, show_default=True,
+              help="Constant rate factor (Helios: --quality).")
+@click.option("--no-audio", is_flag=True, help="Leave audio out (chunk renders: audio is mixed once at the merge).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def render_command(
+    input_ref: str,
+    output: str | None,
+    emit_job: str | None,
+    concurrency: int | None,
+    chunk_frames: int | None,
+    duration: float | None,
+    frame_count: int | None,
+    start_frame: int,
+    width: int | None,
+    height: int | None,
+    fps: float | None,
+    capture: str | None,
+    video_codec: str,
+    audio_codec: str,
+    pixel_format: str,
+    crf: int,
+    no_audio: bool,
+    quiet: bool,
+) -> None:
+    """Render INPUT (an HTML file, a folder with index.html, or an http(s) URL) to a video file.
+
+    With --emit-job, plan a JobSpec (chunks + merge) for `helios job run` instead of rendering.
+    """
+    composition = resolve_input(input_ref)
+    meta = composition.meta
+    fps = fps if fps is not None else meta.fps or 30.0
+    if not math.isfinite(fps) or fps <= 0:
+        raise click.BadParameter(f"must be > 0, got {fps:g}", param_hint="--fps")
+    frames = frame_count_from(duration, frame_count, fps, meta.duration)
+    settings = dict(
+        width=width or meta.width or 1280,
+        height=height or meta.height or 720,
+        fps=fps,
+        start_frame=start_frame,
+        frame_count=frames,
+        capture=capture or "auto",
+        video_codec=video_codec,
+        audio_codec=audio_codec,
+        pixel_format=pixel_format,
+        crf=crf,
+    )
+    if emit_job:
+        _emit_job(composition, emit_job, output, concurrency, chunk_frames, settings)
+    else:
+        _render(composition, output or "out.mp4", settings, with_audio=not no_audio, quiet=quiet)
+
+
+def _emit_job(
+    composition: CompositionInput,
+    emit_job: str,
+    output: str | None,
+    concurrency: int | None,
+    chunk_frames: int | None,
+    settings: dict,
+) -> None:
+    from helios_kit.planner import plan_job
+    from helios_kit.spec import dump
+
+    job_path = Path(emit_job).resolve()
+    job_dir = job_path.parent
+    if composition.is_url:
+        input_value = composition.location
+    else:
+        input_value = Path(os.path.relpath(composition.location, job_dir)).as_posix()
+    output_value = _relative_to(job_dir, output or "out.mp4", "-o")
+    config = RenderConfig(input=input_value, output=output_value, **settings)
+    spec = plan_job(config, concurrency=concurrency or os.cpu_count() or 1, chunk_frames=chunk_frames)
+    try:
+        dump(spec, job_path)
+    except OSError as error:
+        raise HeliosError(f"cannot write job file {emit_job}: {error.strerror or error}") from None
+    click.echo(
+        f"wrote {emit_job}: job {spec.job_id}, {len(spec.chunks)} chunk{'s' if len(spec.chunks) != 1 else ''}, "
+        f"{config.frame_count} frames ({config.duration_s:g} s at {config.fps:g} fps) → {config.output}"
+    )
+
+
+def _relative_to(job_dir: Path, path: str, flag: str) -> str:
+    target = Path(path) if Path(path).is_absolute() else Path.cwd() / path
+    rel = Path(os.path.relpath(target.resolve(), job_dir)).as_posix()
+    if rel.startswith("../") or rel == "..":
+        raise click.BadParameter(f"{path} must be inside the job file's directory {job_dir}", param_hint=flag)
+    return rel
+
+
+def _render(composition: CompositionInput, output: str, settings: dict, *, with_audio: bool, quiet: bool) -> None:
+    from helios_kit.render.session import render_range
+
+    output_path = Path(output).resolve()
+    config = RenderConfig(input=composition.location, output=output_path.name, **settings)
+    if not output_path.parent.is_dir():
+        raise HeliosError(f"output directory does not exist: {output_path.parent}")
+    if not os.access(output_path.parent, os.W_OK):
+        raise HeliosError(f"output directory is not writable: {output_path.parent}")
+    stats = render_range(
+        config,
+        input_location=composition.location,
+        start_frame=config.start_frame,
+        frame_count=config.frame_count,
+        output_path=output_path,
+        quiet=quiet,
+    )
+    if with_audio:
+        _mix_audio(composition, output_path, config)
+    if not quiet:
+        seconds = stats.duration_ms / 1000
+        click.echo(
+            f"rendered {stats.frames} frames ({config.duration_s:g} s) in {seconds:.1f} s "
+            f"({stats.frames / max(seconds, 1e-9):.1f} frames/s, {stats.capture} capture) → {output}"
+        )
+
+
+def _mix_audio(composition: CompositionInput, output_path: Path, config: RenderConfig) -> None:
+    """A whole render is its own merge: mix the composition's audio once over its timeline."""
+    try:
+        from helios_kit.render.audio import discover_audio
+        from helios_kit.stitch import stitch
+    except ImportError:
+        return
+    plan = discover_audio(composition.location)
+    if not getattr(plan, "tracks", None):
+        return
+    stitch([output_path], output_path, audio=plan, expected_frames=config.frame_count)

@@ -1,0 +1,92 @@
+"""Resolving a composition reference (HTML file, folder with index.html, or http(s) URL) and its metadata.
+
+A composition may declare its intended settings in its HTML head::
+
+    <meta name="helios" content='{"width": 1280, "height": 720, "fps": 30, "duration": 4}'>
+
+Command-line flags override them; the defaults apply where neither says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from helios_kit.errors import HeliosError
+
+_URL = re.compile(r"^https?://", re.IGNORECASE)
+
+
+class CompositionMeta(BaseModel):
+    """Settings a composition declares for itself (all optional)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    width: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0)
+    fps: float | None = Field(None, gt=0)
+    duration: float | None = Field(None, gt=0)
+
+
+class CompositionInput(BaseModel):
+    """A resolved composition: an absolute HTML file path, or a URL."""
+
+    location: str
+    is_url: bool
+    meta: CompositionMeta = CompositionMeta()
+
+    @property
+    def root(self) -> Path | None:
+        """The folder served for a local composition (its HTML file's folder)."""
+        return None if self.is_url else Path(self.location).parent
+
+
+class _MetaFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.content: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "meta" and self.content is None:
+            values = dict(attrs)
+            if (values.get("name") or "").lower() == "helios":
+                self.content = values.get("content") or ""
+
+
+def read_meta(html: str, source: str) -> CompositionMeta:
+    """Parse the `<meta name="helios">` tag of an HTML document (absent → empty meta)."""
+    finder = _MetaFinder()
+    finder.feed(html)
+    if finder.content is None:
+        return CompositionMeta()
+    try:
+        return CompositionMeta.model_validate(json.loads(finder.content))
+    except (ValueError, ValidationError) as error:
+        first = str(error).splitlines()[0]
+        raise HeliosError(f"{source}: invalid <meta name=\"helios\"> content: {first}") from None
+
+
+def resolve_input(ref: str) -> CompositionInput:
+    """Resolve INPUT: a URL as is; a folder to its index.html; a file to its absolute path."""
+    if _URL.match(ref):
+        return CompositionInput(location=ref, is_url=True)
+    if "://" in ref and not ref.startswith("file://"):
+        raise HeliosError(f"unsupported composition URL {ref!r}: use a local path or an http(s):// URL")
+    path = Path(ref.removeprefix("file://")).expanduser()
+    if path.is_dir():
+        index = path / "index.html"
+        if not index.is_file():
+            raise HeliosError(f"composition folder has no index.html: {ref}")
+        path = index
+    elif not path.exists():
+        raise HeliosError(f"composition not found: {ref}")
+    path = path.resolve()
+    try:
+        html = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise HeliosError(f"cannot read composition {ref}: {error.strerror or error}") from None
+    return CompositionInput(location=str(path), is_url=False, meta=read_meta(html, ref))
