@@ -1,0 +1,393 @@
+"""Find and launch a headless Chromium, and talk to it over the DevTools protocol (CDP) on a pipe.
+
+We speak CDP directly over ``--remote-debugging-pipe`` (fds 3 and 4, NUL-separated JSON) instead of going
+through Playwright's driver: one hop less per screenshot, no dependency on the Chromium build Playwright
+expects, and full control of the process tree. Chromium runs in its own process group with
+``PR_SET_PDEATHSIG`` so it dies with us; :meth:`Browser.close` kills the whole group, so no orphan survives a
+success, a failure or a cancel.
+
+Finder order: ``HELIOS_CHROMIUM`` (a path), then Playwright's managed Chromium (headless shell first) when
+installed, then system ``chromium-headless-shell``, ``chromium``, ``chromium-browser``, ``google-chrome``.
+The old headless mode (``chromium-headless-shell``) takes CDP screenshots about 1.45x faster than the new
+headless mode at 1280x720; the compositor flags that make ``chromium`` flush every stage before a capture
+break ``Page.captureScreenshot`` in the headless shell, so they are only passed to ``chromium``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import glob
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from helios_kit.errors import RenderError
+
+INSTALL_HINT = (
+    "no Chromium found: install one (apt-get install chromium-headless-shell, or "
+    "`playwright install chromium`) or set HELIOS_CHROMIUM=/path/to/chrome"
+)
+
+#: Flags every launch gets: headless as root, no sandbox, no GPU, no network except what the page asks of
+#: 127.0.0.1, no background traffic.
+BASE_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+    "--disable-background-timer-throttling",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
+    "--mute-audio",
+    "--hide-scrollbars",
+    "--force-color-profile=srgb",
+    "--font-render-hinting=none",
+    "--autoplay-policy=no-user-gesture-required",
+    # WebGL without a GPU: ANGLE on SwiftShader.
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--ignore-gpu-blocklist",
+)
+
+#: Only for the new headless mode (`chromium`): without them the first capture after load can be a stale
+#: compositor frame. In the headless shell they break Page.captureScreenshot.
+FULL_CHROME_FLAGS = ("--run-all-compositor-stages-before-draw", "--disable-threaded-animation")
+
+
+@dataclass(frozen=True)
+class BrowserExecutable:
+    """A Chromium binary and whether it is the old headless shell (no --headless=new needed)."""
+
+    path: str
+    headless_shell: bool
+
+
+def _is_shell(path: str) -> bool:
+    return "headless-shell" in os.path.basename(path) or "headless_shell" in os.path.basename(path)
+
+
+def _playwright_candidates() -> list[str]:
+    root = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or os.path.expanduser("~/.cache/ms-playwright")
+    patterns = (
+        "chromium_headless_shell-*/chrome-*/headless_shell",
+        "chromium-*/chrome-linux*/chrome",
+        "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium",
+    )
+    found: list[str] = []
+    for pattern in patterns:
+        found.extend(sorted(glob.glob(os.path.join(root, pattern)), reverse=True))
+    return found
+
+
+def find_browser() -> BrowserExecutable:
+    """The Chromium to use, or a RenderError saying how to install one."""
+    env = os.environ.get("HELIOS_CHROMIUM")
+    if env:
+        path = shutil.which(env) or env
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise RenderError(f"HELIOS_CHROMIUM={env}: not an executable file")
+        return BrowserExecutable(path, _is_shell(path))
+    for path in _playwright_candidates():
+        if os.access(path, os.X_OK):
+            return BrowserExecutable(path, _is_shell(path))
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return BrowserExecutable(path, _is_shell(path))
+    raise RenderError(INSTALL_HINT)
+
+
+def _child_setup() -> None:  # pragma: no cover - runs in the child
+    """New process group, and die when the parent dies (Linux)."""
+    os.setsid()
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def popen_guarded(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group that is killed if this process dies."""
+    return subprocess.Popen(argv, preexec_fn=_child_setup, **kwargs)
+
+
+def kill_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 0.5) -> None:
+    """Terminate a process and everything in its process group; wait for it."""
+    if proc is None:
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        pgid = None
+    if proc.poll() is None and pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace_s)
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+class CDPError(Exception):
+    """A CDP command answered with an error."""
+
+
+class CDPConnection:
+    """CDP over a pipe pair: send commands (optionally to a session), get results, subscribe to events."""
+
+    def __init__(self, write_fd: int, read_fd: int) -> None:
+        self._writer = os.fdopen(write_fd, "wb", buffering=0)
+        self._reader = os.fdopen(read_fd, "rb", buffering=0)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._listeners: list[Callable[[str, dict[str, Any], str | None], None]] = []
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self.closed = False
+        self._thread = threading.Thread(target=self._read_loop, name="cdp-reader", daemon=True)
+        self._thread.start()
+
+    def add_listener(self, listener: Callable[[str, dict[str, Any], str | None], None]) -> None:
+        """Call ``listener(method, params, session_id)`` for every event (from the reader thread)."""
+        self._listeners.append(listener)
+
+    def send_async(
+        self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None
+    ) -> Future[dict[str, Any]]:
+        message_id = next(self._ids)
+        future: Future[dict[str, Any]] = Future()
+        message: dict[str, Any] = {"id": message_id, "method": method, "params": params or {}}
+        if session_id:
+            message["sessionId"] = session_id
+        with self._lock:
+            if self.closed:
+                raise CDPError("browser connection closed")
+            self._pending[message_id] = future
+        data = json.dumps(message).encode() + b"\0"
+        try:
+            with self._write_lock:
+                self._writer.write(data)
+        except OSError as error:
+            with self._lock:
+                self._pending.pop(message_id, None)
+            raise CDPError(f"browser connection closed ({error})") from None
+        return future
+
+    def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        timeout: float | None = 60.0,
+    ) -> dict[str, Any]:
+        future = self.send_async(method, params, session_id)
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            raise TimeoutError(f"CDP {method} did not answer within {timeout:g} s") from None
+
+    def _read_loop(self) -> None:
+        buffer = b""
+        try:
+            while True:
+                chunk = self._reader.read(1 << 20)
+                if not chunk:
+                    break
+                buffer += chunk
+                while True:
+                    end = buffer.find(b"\0")
+                    if end < 0:
+                        break
+                    raw, buffer = buffer[:end], buffer[end + 1 :]
+                    self._dispatch(json.loads(raw))
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._lock:
+                self.closed = True
+                pending, self._pending = self._pending, {}
+            for future in pending.values():
+                if not future.done():
+                    future.set_exception(CDPError("browser connection closed"))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "id" in message:
+            with self._lock:
+                future = self._pending.pop(message["id"], None)
+            if future is None:
+                return
+            if "error" in message:
+                future.set_exception(CDPError(message["error"].get("message", str(message["error"]))))
+            else:
+                future.set_result(message.get("result", {}))
+            return
+        for listener in list(self._listeners):
+            with contextlib.suppress(Exception):
+                listener(message.get("method", ""), message.get("params", {}), message.get("sessionId"))
+
+    def close(self) -> None:
+        for handle in (self._writer, self._reader):
+            with contextlib.suppress(OSError):
+                handle.close()
+
+
+class Browser:
+    """A running headless Chromium with a CDP pipe. Use as a context manager; close() kills its group."""
+
+    def __init__(self, executable: BrowserExecutable | None = None, extra_flags: tuple[str, ...] = ()) -> None:
+        self.executable = executable or find_browser()
+        self._profile = tempfile.mkdtemp(prefix="helios-chromium-")
+        flags = [*BASE_FLAGS, *extra_flags, f"--user-data-dir={self._profile}", "--remote-debugging-pipe"]
+        if not self.executable.headless_shell:
+            flags = ["--headless=new", *FULL_CHROME_FLAGS, *flags]
+        else:
+            flags = ["--headless", *flags]
+        # fds 3 (browser reads commands) and 4 (browser writes replies), as --remote-debugging-pipe expects.
+        cmd_read, cmd_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        argv = [self.executable.path, *flags, "about:blank"]
+
+        def setup() -> None:  # pragma: no cover - runs in the child
+            # Via fresh copies: dup2 onto the same number would keep the close-on-exec flag.
+            read_copy, write_copy = os.dup(cmd_read), os.dup(reply_write)
+            os.dup2(read_copy, 3)
+            os.dup2(write_copy, 4)
+            os.closerange(5, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+            _child_setup()
+
+        try:
+            self.process: subprocess.Popen[bytes] = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=setup,
+                close_fds=False,  # setup() keeps exactly fds 3 and 4 and closes the rest
+            )
+        except OSError as error:
+            shutil.rmtree(self._profile, ignore_errors=True)
+            raise RenderError(f"cannot start Chromium {self.executable.path}: {error.strerror}") from None
+        finally:
+            os.close(cmd_read)
+            os.close(reply_write)
+        self.cdp = CDPConnection(cmd_write, reply_read)
+        try:
+            self.version = self.cdp.send("Browser.getVersion", timeout=30)
+        except (TimeoutError, CDPError) as error:
+            self.close()
+            raise RenderError(f"Chromium {self.executable.path} did not start: {error}") from None
+
+    def new_page(self, width: int, height: int) -> Page:
+        """A fresh tab of exactly width x height CSS pixels at device scale 1, with a flat CDP session."""
+        params: dict[str, Any] = {"url": "about:blank"}
+        if self.executable.headless_shell:
+            params.update(width=width, height=height)
+        target = self.cdp.send("Target.createTarget", params)
+        attached = self.cdp.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})
+        return Page(self, target["targetId"], attached["sessionId"], width, height)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def close(self) -> None:
+        """Kill Chromium and its children, drop the profile."""
+        with contextlib.suppress(Exception):
+            if self.process.poll() is None and not self.cdp.closed:
+                self.cdp.send_async("Browser.close")
+                self.process.wait(timeout=0.5)
+        kill_group(self.process, grace_s=0.2)
+        self.cdp.close()
+        shutil.rmtree(self._profile, ignore_errors=True)
+
+    def __enter__(self) -> Browser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Page:
+    """One tab: send commands to its session, wait for its events."""
+
+    def __init__(self, browser: Browser, target_id: str, session_id: str, width: int, height: int) -> None:
+        self.browser = browser
+        self.target_id = target_id
+        self.session_id = session_id
+        self.width = width
+        self.height = height
+        self._events: dict[str, list[dict[str, Any]]] = {}
+        self._cond = threading.Condition()
+        browser.cdp.add_listener(self._on_event)
+
+    def _on_event(self, method: str, params: dict[str, Any], session_id: str | None) -> None:
+        if session_id != self.session_id:
+            return
+        with self._cond:
+            self._events.setdefault(method, []).append(params)
+            self._cond.notify_all()
+
+    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = 60.0) -> dict[str, Any]:
+        return self.browser.cdp.send(method, params, self.session_id, timeout=timeout)
+
+    def send_async(self, method: str, params: dict[str, Any] | None = None) -> Future[dict[str, Any]]:
+        return self.browser.cdp.send_async(method, params, self.session_id)
+
+    def events(self, method: str) -> list[dict[str, Any]]:
+        with self._cond:
+            return list(self._events.get(method, []))
+
+    def wait_event(
+        self,
+        method: str,
+        timeout: float,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        abort: Callable[[], bool] | None = None,
+    ) -> dict[str, Any] | None:
+        """The first recorded event `method` matching `predicate`, waiting up to `timeout` s (None if none)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for params in self._events.get(method, []):
+                    if predicate is None or predicate(params):
+                        return params
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.browser.cdp.closed or (abort is not None and abort()):
+                    return None
+                self._cond.wait(min(remaining, 0.1))
+
+    def evaluate(self, expression: str, timeout: float | None = 60.0, await_promise: bool = True) -> Any:
+        """Evaluate JS in the page and return its JSON value; a thrown error becomes CDPError(message)."""
+        result = self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": await_promise, "returnByValue": True},
+            timeout=timeout,
+        )
+        if "exceptionDetails" in result:
+            details = result["exceptionDetails"]
+            exception = details.get("exception", {})
+            raise CDPError(exception.get("description") or details.get("text", "evaluation failed"))
+        return result.get("result", {}).get("value")

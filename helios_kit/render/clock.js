@@ -1,0 +1,328 @@
+// helios-kit virtual time: installed before any page script (Page.addScriptToEvaluateOnNewDocument).
+// The renderer drives it with __heliosInternal.step(frame); see render/clock.py for the contract.
+(() => {
+  "use strict";
+  if (window.__heliosInternal) return;
+  const CONFIG = window.__HELIOS_CONFIG__ || { fps: 30, epoch: 1704067200000, timeoutMs: 30000 };
+  const FPS = CONFIG.fps;
+  const EPOCH = CONFIG.epoch;
+  const EPS = 1e-6; // ms: absorbs float drift of accumulated timer delays
+
+  const realSetTimeout = window.setTimeout.bind(window);
+  const realClearTimeout = window.clearTimeout.bind(window);
+  const realRaf = window.requestAnimationFrame.bind(window);
+  const RealDate = window.Date;
+  const realAnimate = Element.prototype.animate;
+  const realGetContext = HTMLCanvasElement.prototype.getContext;
+
+  let now = 0; // virtual ms since load
+  let currentFrame = 0;
+  const errors = [];
+  const record = (message) => { if (errors.length < 20) errors.push(String(message)); };
+  window.addEventListener("error", (event) => {
+    if (event && event.error !== undefined) {
+      record(event.message || (event.error && event.error.message) || String(event.error));
+    } else if (event && event.message) {
+      record(event.message);
+    }
+  }, true);
+  window.addEventListener("unhandledrejection", (event) => {
+    const reason = event.reason;
+    record("Unhandled promise rejection: " + (reason && reason.message ? reason.message : String(reason)));
+  });
+
+  // ---- clocks ------------------------------------------------------------------------------------
+  const perfNow = () => now;
+  try { Object.defineProperty(Performance.prototype, "now", { value: perfNow, configurable: true, writable: true }); }
+  catch (e) { performance.now = perfNow; }
+
+  function VirtualDate(...args) {
+    if (!new.target) return new RealDate(EPOCH + now).toString();
+    if (args.length === 0) return new RealDate(EPOCH + now);
+    return new RealDate(...args);
+  }
+  VirtualDate.prototype = RealDate.prototype;
+  VirtualDate.now = () => Math.floor(EPOCH + now);
+  VirtualDate.parse = RealDate.parse;
+  VirtualDate.UTC = RealDate.UTC;
+  Object.setPrototypeOf(VirtualDate, RealDate);
+  window.Date = VirtualDate;
+
+  try {
+    const desc = Object.getOwnPropertyDescriptor(AnimationTimeline.prototype, "currentTime");
+    Object.defineProperty(AnimationTimeline.prototype, "currentTime", {
+      configurable: true,
+      get() { return this === document.timeline ? now : desc.get.call(this); },
+    });
+  } catch (e) { /* older engines */ }
+
+  // ---- timers ------------------------------------------------------------------------------------
+  let nextId = 1;
+  let seq = 0;
+  const timers = new Map(); // id -> {due, seq, fn, args, interval}
+  function addTimer(fn, delay, args, repeat) {
+    const id = nextId++;
+    const ms = Math.max(0, Number(delay) || 0);
+    timers.set(id, { due: now + ms, seq: seq++, fn, args, interval: repeat ? Math.max(ms, 1) : null });
+    return id;
+  }
+  window.setTimeout = (fn, delay, ...args) => addTimer(fn, delay, args, false);
+  window.setInterval = (fn, delay, ...args) => addTimer(fn, delay, args, true);
+  window.clearTimeout = (id) => { timers.delete(id); };
+  window.clearInterval = window.clearTimeout;
+  window.requestIdleCallback = (fn) => addTimer(() => fn({ didTimeout: false, timeRemaining: () => 50 }), 0, [], false);
+  window.cancelIdleCallback = window.clearTimeout;
+
+  function nextDue(limit) {
+    let best = null;
+    for (const [id, t] of timers) {
+      if (t.due <= limit + EPS && (best === null || t.due < best[1].due || (t.due === best[1].due && t.seq < best[1].seq))) {
+        best = [id, t];
+      }
+    }
+    return best;
+  }
+
+  // ---- requestAnimationFrame: once per frame, timestamp = frame time ------------------------------
+  let rafId = 1;
+  let rafQueue = new Map();
+  window.requestAnimationFrame = (fn) => { const id = rafId++; rafQueue.set(id, fn); return id; };
+  window.cancelAnimationFrame = (id) => { rafQueue.delete(id); };
+
+  // ---- macrotask yield (lets microtasks and promise chains settle between callbacks) ---------------
+  const channel = new MessageChannel();
+  const yieldWaiters = [];
+  channel.port1.onmessage = () => { const w = yieldWaiters.shift(); if (w) w(); };
+  const macrotask = () => new Promise((resolve) => { yieldWaiters.push(resolve); channel.port2.postMessage(0); });
+
+  function invoke(fn, args, what) {
+    try {
+      if (typeof fn === "function") fn(...args);
+      else if (typeof fn === "string") (0, eval)(fn);
+    } catch (error) {
+      record((error && error.stack ? String(error.stack).split("\n")[0] : String(error)) + " (in " + what + ")");
+    }
+  }
+
+  // ---- animations (CSS animations, CSS transitions, Web Animations) -----------------------------
+  const born = new WeakMap(); // animation -> virtual ms it was created at
+  const readyPending = new Set();
+  Element.prototype.animate = function (...args) {
+    const animation = realAnimate.apply(this, args);
+    adopt(animation, now);
+    return animation;
+  };
+  function adopt(animation, t0) {
+    if (born.has(animation)) return;
+    born.set(animation, t0);
+    try { animation.pause(); } catch (e) { /* ignore */ }
+    readyPending.add(animation);
+  }
+  function collectAnimations() {
+    // getAnimations() flushes style, so CSS animations/transitions started by the last callback exist now.
+    const list = document.getAnimations ? document.getAnimations() : [];
+    for (const animation of list) adopt(animation, now);
+    return list;
+  }
+  async function settleAnimations() {
+    if (readyPending.size === 0) return;
+    const pending = [...readyPending];
+    readyPending.clear();
+    // A pending pause completes on the next animation frame and would overwrite a seek made before it.
+    await Promise.all(pending.map((a) => a.ready.catch(() => null)));
+  }
+  function seekAnimations(list) {
+    for (const animation of list) {
+      const t0 = born.get(animation);
+      if (t0 === undefined || readyPending.has(animation)) continue;
+      try {
+        if (animation.playState !== "paused") animation.pause();
+        const rate = animation.playbackRate || 1;
+        animation.currentTime = (now - t0) * rate;
+      } catch (e) { /* detached */ }
+    }
+  }
+
+  // WebGL canvases keep their drawing buffer so the canvas capture can read them after compositing.
+  HTMLCanvasElement.prototype.getContext = function (type, attributes) {
+    if (type === "webgl" || type === "webgl2" || type === "experimental-webgl") {
+      attributes = Object.assign({}, attributes || {}, { preserveDrawingBuffer: true });
+    }
+    const context = realGetContext.call(this, type, attributes);
+    if (context && !this.__heliosContextType) this.__heliosContextType = type;
+    return context;
+  };
+
+  // ---- window.helios: the composition's API --------------------------------------------------------
+  const holds = new Map();
+  let holdId = 1;
+  const api = {
+    version: 1,
+    fps: FPS,
+    get frame() { return currentFrame; },
+    get time() { return now / 1000; },
+    seek: null,
+    delayRender(label) {
+      const id = holdId++;
+      holds.set(id, { label: label ? String(label) : "delayRender #" + id, frame: currentFrame });
+      return id;
+    },
+    continueRender(handle) { holds.delete(handle); },
+  };
+  Object.defineProperty(window, "helios", {
+    configurable: false,
+    enumerable: true,
+    get() { return api; },
+    set(value) {
+      // A composition may assign `window.helios = {seek}`: keep our object, take its hooks.
+      if (value && typeof value === "object") {
+        for (const key of Object.keys(value)) {
+          if (key === "seek" || !(key in api)) api[key] = value[key];
+        }
+      }
+    },
+  });
+
+  function sleepReal(ms) { return new Promise((resolve) => realSetTimeout(resolve, ms)); }
+  async function waitHolds(frame, deadline) {
+    while (holds.size > 0) {
+      if (RealDate.now() > deadline) {
+        const labels = [...holds.values()].map((h) => h.label).join(", ");
+        throw new Error("timeout: frame " + frame + " never became ready (" + labels + " still pending)");
+      }
+      await sleepReal(5);
+    }
+  }
+  async function withTimeout(promise, frame, deadline, what) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = realSetTimeout(
+        () => reject(new Error("timeout: frame " + frame + " never became ready (" + what + ")")),
+        Math.max(0, deadline - RealDate.now()));
+    });
+    try { return await Promise.race([promise, timeout]); } finally { realClearTimeout(timer); }
+  }
+
+  // ---- media ---------------------------------------------------------------------------------------
+  const videoBorn = new WeakMap();
+  async function seekVideos(frame, deadline) {
+    const videos = document.querySelectorAll("video");
+    const waits = [];
+    for (const video of videos) {
+      if (!videoBorn.has(video)) videoBorn.set(video, now);
+      try { if (!video.paused) video.pause(); } catch (e) { /* ignore */ }
+      if (video.dataset && video.dataset.heliosManual !== undefined) continue;
+      let target = (now - videoBorn.get(video)) / 1000;
+      const duration = video.duration;
+      if (Number.isFinite(duration) && duration > 0) {
+        target = video.loop ? target % duration : Math.min(target, Math.max(0, duration - 1e-3));
+      }
+      const needsSeek = Math.abs(video.currentTime - target) > 1e-4 || video.readyState < 2;
+      if (!needsSeek) continue;
+      waits.push(new Promise((resolve) => {
+        const done = () => { video.removeEventListener("seeked", done); video.removeEventListener("error", done); resolve(); };
+        video.addEventListener("seeked", done);
+        video.addEventListener("error", done);
+        try { video.currentTime = target; } catch (e) { done(); }
+      }));
+    }
+    if (waits.length) await withTimeout(Promise.all(waits), frame, deadline, "<video> seek");
+  }
+
+  async function prepare() {
+    const deadline = RealDate.now() + CONFIG.timeoutMs;
+    if (document.fonts && document.fonts.ready) await withTimeout(document.fonts.ready, 0, deadline, "document.fonts.ready");
+    const images = [...document.images].filter((img) => img.src);
+    await withTimeout(Promise.all(images.map((img) => img.decode().catch(() => null))), 0, deadline, "image decode");
+    return errors.slice();
+  }
+
+  // ---- one frame -----------------------------------------------------------------------------------
+  async function step(frame, capture) {
+    const target = (frame * 1000) / FPS;
+    const deadline = RealDate.now() + CONFIG.timeoutMs;
+    currentFrame = frame;
+    if (target + EPS < now) throw new Error("virtual time only moves forward (frame " + frame + ")");
+    // Timers in due order, each at its own due time; then rAF at the frame time.
+    for (;;) {
+      const next = nextDue(target);
+      if (!next) break;
+      const [id, timer] = next;
+      now = Math.max(now, timer.due);
+      if (timer.interval !== null) timer.due += timer.interval, timer.seq = seq++;
+      else timers.delete(id);
+      invoke(timer.fn, timer.args || [], "timer");
+      collectAnimations();
+      await macrotask();
+    }
+    now = target;
+    const callbacks = rafQueue;
+    rafQueue = new Map();
+    for (const fn of callbacks.values()) invoke(fn, [now], "requestAnimationFrame");
+    await macrotask();
+    if (typeof api.seek === "function") {
+      try {
+        await withTimeout(Promise.resolve(api.seek(frame, now / 1000)), frame, deadline, "helios.seek");
+      } catch (error) {
+        record(error && error.message ? error.message : String(error));
+      }
+    }
+    const list = collectAnimations();
+    await withTimeout(settleAnimations(), frame, deadline, "animation.ready");
+    seekAnimations(list);
+    await waitHolds(frame, deadline);
+    if (capture) await seekVideos(frame, deadline);
+    if (errors.length) return { error: errors[0] };
+    return null;
+  }
+
+  // ---- canvas capture ------------------------------------------------------------------------------
+  function frameCanvas() {
+    const canvases = document.querySelectorAll("canvas");
+    if (canvases.length !== 1) return null;
+    return canvases[0];
+  }
+  function canvasInfo(width, height) {
+    const canvas = frameCanvas();
+    if (!canvas) return { usable: false, reason: document.querySelectorAll("canvas").length + " canvases" };
+    const rect = canvas.getBoundingClientRect();
+    const covers = rect.left <= 0.5 && rect.top <= 0.5 && rect.right >= width - 0.5 && rect.bottom >= height - 0.5;
+    const exact = canvas.width === width && canvas.height === height;
+    // Anything else visible on top of or beside the canvas would be lost.
+    let others = 0;
+    for (const el of document.body ? document.body.querySelectorAll("*") : []) {
+      if (el === canvas || el.contains(canvas) || ["SCRIPT", "STYLE", "LINK", "META", "TEMPLATE"].includes(el.tagName)) continue;
+      const r = el.getBoundingClientRect();
+      const style = getComputedStyle(el);
+      if (r.width > 0 && r.height > 0 && style.visibility !== "hidden" && style.display !== "none" && style.opacity !== "0") others++;
+    }
+    return { usable: covers && exact && others === 0, covers, exact, others, context: canvas.__heliosContextType || null };
+  }
+  function captureCanvas(type, quality) {
+    const canvas = frameCanvas();
+    if (!canvas) throw new Error("canvas capture: the page has no single canvas");
+    const url = canvas.toDataURL(type, quality);
+    return url.slice(url.indexOf(",") + 1);
+  }
+
+  window.__heliosInternal = {
+    step,
+    prepare,
+    errors: () => errors.slice(),
+    async fastForward(from, to) {
+      for (let f = from; f < to; f++) {
+        const result = await step(f, false);
+        if (result) return Object.assign(result, { frame: f });
+      }
+      return null;
+    },
+    async stepAndCapture(frame, type, quality) {
+      const result = await step(frame, true);
+      if (result) return result;
+      return { data: captureCanvas(type, quality) };
+    },
+    canvasInfo,
+    realRaf,
+    get now() { return now; },
+  };
+})();

@@ -1,0 +1,81 @@
+"""Virtual time: the init script that owns the page's clocks, and the per-frame seek that drives it.
+
+The contract (copy for the README)
+----------------------------------
+At absolute frame *n* the page observes t = n / fps seconds since it loaded at t = 0, whichever chunk
+renders it:
+
+- ``performance.now()`` returns t*1000; ``Date.now()`` / ``new Date()`` return a fixed epoch
+  (2024-01-01T00:00:00Z) + t*1000; ``document.timeline.currentTime`` returns t*1000.
+- ``requestAnimationFrame`` callbacks run once per frame with timestamp t*1000. ``setTimeout``,
+  ``setInterval`` and ``requestIdleCallback`` run in virtual time, in order of their due times (ties in the
+  order they were set), each seeing ``performance.now()`` equal to its own due time; promise chains settle
+  between callbacks.
+- CSS animations, CSS transitions and Web Animations are paused and seeked to virtual time, each relative to
+  the virtual time it was created at (an animation created by a timer at t0 shows its state at t - t0).
+- ``<video>`` elements are paused and seeked to the virtual time since they appeared (modulo their duration
+  when ``loop``) and the frame waits for ``seeked``; add ``data-helios-manual`` to a video to seek it
+  yourself. Before the first frame the renderer awaits ``document.fonts.ready`` and decodes every ``<img>``.
+- WebGL contexts are created with ``preserveDrawingBuffer: true`` so the canvas capture can read them.
+- Reaching a chunk's first frame N: the page loads at t = 0, then every frame 0..N-1 is stepped exactly as in
+  a full render (timers, rAF, animations) but without capture, so libraries with lag smoothing (GSAP drops
+  gaps > 500 ms) or that measure from their first tick (``THREE.Clock``, anime.js) see the same ticks. This
+  costs a few tens of microseconds per frame of page script, not a screenshot.
+
+``window.helios`` (defined before any page script runs)
+-------------------------------------------------------
+- ``helios.seek = (frame, timeSeconds) => { ... }`` (or ``window.helios = {seek}``): called at every frame
+  after timers and rAF callbacks; may return a Promise, which the frame waits for.
+- ``const handle = helios.delayRender(label?)`` / ``helios.continueRender(handle)``: the frame is not
+  captured until every handle is continued. Waiting longer than the render timeout (30 s by default) fails
+  the render with ``timeout: frame N never became ready (label)``.
+- ``helios.frame``, ``helios.time`` (seconds), ``helios.fps``: read-only.
+- An uncaught error or unhandled rejection in the page fails the render with its message and frame number.
+
+Why a shim, not ``Emulation.setVirtualTimePolicy``: CDP virtual time only moves forward by budgets and lets
+the browser decide when timers and frames run, so the pixels of frame n depend on how the budget was split
+(a chunk fast-forwarding to N in big budgets ticks rAF differently than a full render), it needs
+``--deterministic-mode``/begin-frame control (old headless only) to be reliable, and it cannot seek CSS/WAAPI
+animations created later relative to their creation time. The shim makes frame n a pure function of the
+per-frame steps 0..n, which is what chunk invariance needs, and fast-forwarding runs entirely inside the page
+(one ``Runtime.evaluate`` for the whole range).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+#: The fixed wall-clock epoch virtual time starts at (2024-01-01T00:00:00Z), in ms.
+EPOCH_MS = 1_704_067_200_000
+
+
+@lru_cache(maxsize=1)
+def _shim_source() -> str:
+    return resources.files("helios_kit.render").joinpath("clock.js").read_text(encoding="utf-8")
+
+
+def init_script(fps: float, timeout_s: float = 30.0) -> str:
+    """The script to install with Page.addScriptToEvaluateOnNewDocument for a render at `fps`."""
+    config = {"fps": fps, "epoch": EPOCH_MS, "timeoutMs": int(timeout_s * 1000)}
+    return f"window.__HELIOS_CONFIG__ = {json.dumps(config)};\n{_shim_source()}"
+
+
+def step_expression(frame: int) -> str:
+    """JS that advances virtual time to `frame` (timers, rAF, animations, videos) before a DOM capture."""
+    return f"window.__heliosInternal.step({int(frame)}, true)"
+
+
+def fast_forward_expression(start: int, stop: int) -> str:
+    """JS that steps frames [start, stop) without capturing (same per-frame work as a render)."""
+    return f"window.__heliosInternal.fastForward({int(start)}, {int(stop)})"
+
+
+def step_and_capture_expression(frame: int, image_type: str, quality: float) -> str:
+    """JS that steps to `frame` and returns the composition's canvas as base64 (canvas capture)."""
+    return f"window.__heliosInternal.stepAndCapture({int(frame)}, {json.dumps(image_type)}, {quality})"
+
+
+PREPARE_EXPRESSION = "window.__heliosInternal.prepare()"
+INSTALLED_EXPRESSION = "typeof window.__heliosInternal === 'object'"

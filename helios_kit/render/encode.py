@@ -1,0 +1,229 @@
+"""Encode a stream of still images (JPEG or PNG bytes) into a video with ffmpeg, through a pipe.
+
+Frames go to ffmpeg's stdin (``image2pipe``) from a writer thread, so capture and encoding overlap and no
+image ever touches the disk. Every chunk of a job is encoded with the same arguments (codec, pixel format,
+quality, preset, time base, keyframe at the first frame, constant frame rate), which is what lets
+``helios merge`` join chunks by stream copy. The output is written under a temporary name in the target
+directory and renamed by :meth:`FrameEncoder.finish` only when ffmpeg succeeded and wrote exactly the
+expected number of frames; anything else removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import ffmpeg
+
+from helios_kit.errors import RenderError
+from helios_kit.render.browser import kill_group, popen_guarded
+
+ImageFormat = Literal["jpeg", "png"]
+
+#: x264/x265 preset used for every chunk (speed matters: capture and encode share two cores).
+X264_PRESET = "veryfast"
+#: mp4/mov time base: 90 kHz divides common frame rates exactly and is the same for every chunk.
+TIMESCALE = 90000
+_LOSSLESS_CODECS = {"ffv1", "png", "qtrle", "rawvideo", "utvideo", "huffyuv", "ffvhuff"}
+_X26X = {"libx264", "libx264rgb", "libx265"}
+
+
+def find_ffmpeg() -> str:
+    """ffmpeg: HELIOS_FFMPEG, else /usr/bin/ffmpeg or the one on PATH, else imageio-ffmpeg's binary."""
+    env = os.environ.get("HELIOS_FFMPEG")
+    if env:
+        path = shutil.which(env) or env
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise RenderError(f"HELIOS_FFMPEG={env}: not an executable file")
+        return path
+    for candidate in ("/usr/bin/ffmpeg", shutil.which("ffmpeg")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        raise RenderError(
+            "no ffmpeg found: install it (apt-get install ffmpeg, or pip install imageio-ffmpeg) "
+            "or set HELIOS_FFMPEG=/path/to/ffmpeg"
+        ) from None
+
+
+def is_lossless(video_codec: str, crf: int) -> bool:
+    """Whether this codec/quality pair keeps every pixel (then frames are captured as PNG, not JPEG)."""
+    return video_codec in _LOSSLESS_CODECS or (video_codec in _X26X and crf == 0)
+
+
+def output_args(
+    *, video_codec: str, pixel_format: str, crf: int, fps: float, frame_count: int, suffix: str
+) -> dict[str, object]:
+    """The ffmpeg output options shared by every chunk of a job (pure function, so chunks agree)."""
+    args: dict[str, object] = {
+        "vcodec": video_codec,
+        "pix_fmt": pixel_format,
+        "r": f"{fps:g}",
+        "fps_mode": "cfr",
+        "force_key_frames": "expr:eq(n,0)",
+        "frames:v": frame_count,
+        "an": None,
+    }
+    if video_codec in _X26X:
+        args["preset"] = X264_PRESET
+        if crf == 0:
+            args["qp"] = 0
+        else:
+            args["crf"] = crf
+    elif video_codec in ("libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1"):
+        args["crf"] = crf
+        args["b:v"] = 0
+    if suffix.lower() in (".mp4", ".mov", ".m4v"):
+        args["movflags"] = "+faststart"
+        args["video_track_timescale"] = TIMESCALE
+    return args
+
+
+def temp_path_for(output_path: Path) -> Path:
+    """A hidden temporary name in the output's directory, keeping its suffix so ffmpeg picks the muxer."""
+    return output_path.with_name(f".{output_path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp{output_path.suffix}")
+
+
+def check_output_dir(output_path: Path) -> None:
+    """RenderError unless a file can be created next to `output_path`."""
+    parent = output_path.parent
+    if not parent.exists():
+        raise RenderError(f"output directory does not exist: {parent}")
+    if not parent.is_dir():
+        raise RenderError(f"output directory is not a directory: {parent}")
+    probe = parent / f".helios-write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}.tmp"
+    try:
+        probe.open("xb").close()
+    except OSError as error:
+        raise RenderError(f"output directory not writable: {parent} ({error.strerror})") from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
+
+
+class FrameEncoder:
+    """ffmpeg fed from a queue by a writer thread. ``put(bytes)`` per frame, then ``finish()`` or ``abort()``."""
+
+    def __init__(
+        self,
+        output_path: Path,
+        *,
+        fps: float,
+        frame_count: int,
+        image_format: ImageFormat,
+        video_codec: str = "libx264",
+        pixel_format: str = "yuv420p",
+        crf: int = 18,
+        queue_size: int = 16,
+    ) -> None:
+        self.output_path = Path(output_path)
+        self.temp_path = temp_path_for(self.output_path)
+        self.frame_count = frame_count
+        self.frames_written = 0
+        stream = ffmpeg.input(
+            "pipe:0", format="image2pipe", vcodec="mjpeg" if image_format == "jpeg" else "png", framerate=f"{fps:g}"
+        )
+        options = output_args(
+            video_codec=video_codec,
+            pixel_format=pixel_format,
+            crf=crf,
+            fps=fps,
+            frame_count=frame_count,
+            suffix=self.output_path.suffix,
+        )
+        stream = ffmpeg.output(stream, str(self.temp_path), **options)
+        self.argv = [find_ffmpeg(), "-hide_banner", "-nostats", "-loglevel", "error", "-y", *stream.get_args()]
+        try:
+            self.process = popen_guarded(
+                self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        except OSError as error:
+            raise RenderError(f"cannot start ffmpeg {self.argv[0]}: {error.strerror}") from None
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
+        self._stderr = bytearray()
+        self._write_error: str | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="ffmpeg-writer", daemon=True)
+        self._reader = threading.Thread(target=self._read_stderr, name="ffmpeg-stderr", daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    def _write_loop(self) -> None:
+        assert self.process.stdin is not None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            if self._write_error is not None:
+                continue  # drain so put() never blocks forever
+            try:
+                self.process.stdin.write(item)
+                self.frames_written += 1
+            except (BrokenPipeError, OSError) as error:
+                self._write_error = str(error)
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if len(self._stderr) < 64 << 10:
+                self._stderr.extend(line)
+
+    @property
+    def failed(self) -> bool:
+        return self._write_error is not None or self.process.poll() not in (None, 0)
+
+    def error_line(self) -> str:
+        text = self._stderr.decode("utf-8", "replace").strip().splitlines()
+        return text[-1] if text else (self._write_error or f"exit code {self.process.returncode}")
+
+    def put(self, image: bytes) -> None:
+        """Queue one encoded image (blocks when ffmpeg is behind, so memory stays bounded)."""
+        if self.failed:
+            self.process.poll()
+            raise RenderError(f"ffmpeg failed: {self.error_line()}")
+        self._queue.put(image)
+
+    def finish(self, timeout: float = 300.0) -> Path:
+        """Close the stream, wait for ffmpeg, check it, rename the temp file onto the output path."""
+        self._queue.put(None)
+        self._writer.join(timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.abort()
+            raise RenderError(f"ffmpeg did not finish within {timeout:g} s") from None
+        self._reader.join(5)
+        if code != 0 or self._write_error is not None:
+            message = self.error_line()
+            self.abort()
+            raise RenderError(f"ffmpeg failed: {message}")
+        if self.frames_written != self.frame_count:
+            self.abort()
+            raise RenderError(f"encoder got {self.frames_written} frames, expected {self.frame_count}")
+        os.replace(self.temp_path, self.output_path)
+        return self.output_path
+
+    def abort(self) -> None:
+        """Kill ffmpeg and remove the temporary output. Safe to call more than once."""
+        self._write_error = self._write_error or "aborted"
+        while True:  # make room for the stop marker even when the queue is full
+            try:
+                self._queue.put_nowait(None)
+                break
+            except queue.Full:
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get_nowait()
+        kill_group(self.process, grace_s=0.1)
+        with contextlib.suppress(OSError):
+            self.temp_path.unlink()

@@ -1,0 +1,74 @@
+"""A local HTTP server on 127.0.0.1 that serves a composition's folder for the duration of a render.
+
+Browsers refuse ES modules (and fetch, workers, some fonts) over ``file://``, so a local composition is
+always loaded from ``http://127.0.0.1:<port>/``. The server binds the loopback interface only, on a free
+port, serves only files under its root, never logs to stderr, and stops with the render session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+_EXTRA_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".wasm": "application/wasm",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".woff2": "font/woff2",
+    ".woff": "font/woff",
+    ".webm": "video/webm",
+    ".mp4": "video/mp4",
+}
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **_EXTRA_TYPES}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+
+class CompositionServer:
+    """Serve `root` on 127.0.0.1; `url_for(path)` gives the URL of a file under it. A context manager."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        for suffix, kind in _EXTRA_TYPES.items():
+            mimetypes.add_type(kind, suffix)
+        handler = partial(_QuietHandler, directory=str(self.root))
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="helios-http", daemon=True)
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def url_for(self, path: Path) -> str:
+        relative = Path(path).resolve().relative_to(self.root).as_posix()
+        return self.base_url + quote(relative)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> CompositionServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,235 @@
+"""Render a frame range of a composition to a video file: the one entry point the CLI and workers call.
+
+``render_range`` loads the composition at virtual time 0 (local inputs are served from 127.0.0.1), waits for
+fonts and images, fast-forwards to ``start_frame`` without capturing, then steps and captures each frame
+while ffmpeg encodes the previous ones. The output appears under ``output_path`` only when complete; on any
+error or cancel, Chromium and ffmpeg are killed and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from helios_kit.errors import RenderError
+from helios_kit.render import clock
+from helios_kit.render.browser import Browser, CDPError, Page, find_browser
+from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
+from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
+from helios_kit.render.server import CompositionServer
+
+if TYPE_CHECKING:
+    from helios_kit.spec import RenderConfig
+
+#: Frames stepped per Runtime.evaluate while fast-forwarding (bounded so cancel and timeouts stay prompt).
+FAST_FORWARD_BATCH = 600
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class RenderStats(BaseModel):
+    """What a render did."""
+
+    frames: int
+    duration_ms: float
+    output_path: str
+    capture: str
+    fast_forward_ms: float = 0.0
+    browser: str = ""
+
+
+class RenderCancelled(RenderError):
+    """The render was cancelled through its cancel event; nothing was written."""
+
+
+def _is_url(value: str) -> bool:
+    return bool(re.match(r"^https?://", value, re.IGNORECASE))
+
+
+def resolve_input(input_location: str) -> tuple[str | None, pathlib.Path | None]:
+    """(url, None) for http(s) inputs; (None, html_file) for local ones; RenderError when missing."""
+    if _is_url(input_location):
+        return input_location, None
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", input_location):
+        raise RenderError(f"unsupported input scheme: {input_location} (use a local path or an http(s) URL)")
+    path = pathlib.Path(input_location).expanduser()
+    if path.is_dir():
+        index = path / "index.html"
+        if not index.is_file():
+            raise RenderError(f"input folder has no index.html: {path}")
+        return None, index.resolve()
+    if not path.is_file():
+        raise RenderError(f"input not found: {path}")
+    return None, path.resolve()
+
+
+def _check_range(config: RenderConfig, start_frame: int, frame_count: int) -> None:
+    if start_frame < 0:
+        raise RenderError(f"start_frame must be >= 0, got {start_frame}")
+    if frame_count <= 0:
+        raise RenderError(f"frame_count must be > 0, got {frame_count}")
+    if config.width <= 0 or config.height <= 0:
+        raise RenderError(f"size must be positive, got {config.width}x{config.height}")
+    if not config.fps > 0:
+        raise RenderError(f"fps must be > 0, got {config.fps}")
+
+
+def _cancelled(cancel: threading.Event | None) -> bool:
+    return cancel is not None and cancel.is_set()
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if _cancelled(cancel):
+        raise RenderCancelled("render cancelled")
+
+
+def open_page(browser: Browser, url: str, config: RenderConfig, timeout: float, cancel: threading.Event | None) -> Page:
+    """A tab at the render size with the virtual-time shim installed, loaded and prepared at t = 0."""
+    page = browser.new_page(config.width, config.height)
+    page.send("Page.enable")
+    page.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": config.width, "height": config.height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": clock.init_script(config.fps, timeout)})
+    navigation = page.send("Page.navigate", {"url": url}, timeout=timeout)
+    if navigation.get("errorText"):
+        raise RenderError(f"cannot load {url}: {navigation['errorText']}")
+    loaded = page.wait_event("Page.loadEventFired", timeout, abort=lambda: _cancelled(cancel))
+    _check_cancel(cancel)
+    if loaded is None:
+        raise RenderError(f"timeout: {url} did not finish loading within {timeout:g} s")
+    status = page.evaluate("(performance.getEntriesByType('navigation')[0] || {}).responseStatus || 0", timeout=timeout)
+    if isinstance(status, int) and status >= 400:
+        raise RenderError(f"cannot load {url}: HTTP {status}")
+    if not page.evaluate(clock.INSTALLED_EXPRESSION, timeout=timeout):
+        raise RenderError(f"cannot install virtual time in {url} (not an HTML page?)")
+    try:
+        errors = page.evaluate(clock.PREPARE_EXPRESSION, timeout=timeout + 5)
+    except CDPError as error:
+        raise RenderError(str(error).splitlines()[0].removeprefix("Error: ")) from None
+    except TimeoutError:
+        raise RenderError("timeout: frame 0 never became ready (fonts/images)") from None
+    if errors:
+        raise RenderError(f"composition threw while loading (before frame 0): {errors[0]}")
+    return page
+
+
+def _frame_error(error: FrameError) -> RenderError:
+    if error.message.startswith("timeout:"):
+        return RenderError(error.message)
+    return RenderError(f"composition threw at frame {error.frame}: {error.message}")
+
+
+def fast_forward(page: Page, start: int, stop: int, timeout: float, cancel: threading.Event | None) -> None:
+    """Step frames [start, stop) without capturing, in batches."""
+    frame = start
+    while frame < stop:
+        _check_cancel(cancel)
+        batch_end = min(stop, frame + FAST_FORWARD_BATCH)
+        run_step(page, clock.fast_forward_expression(frame, batch_end), frame, timeout * 4 + 60)
+        frame = batch_end
+
+
+def render_range(
+    config: RenderConfig,
+    *,
+    input_location: str,
+    start_frame: int,
+    frame_count: int,
+    output_path: pathlib.Path,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    quiet: bool = True,
+    image_format: ImageFormat | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> RenderStats:
+    """Render frames [start_frame, start_frame + frame_count) of `input_location` into `output_path`.
+
+    `image_format` forces how frames travel to ffmpeg (default: PNG when the codec settings are lossless,
+    else JPEG). `timeout_s` bounds page load and each frame's readiness.
+    """
+    started = time.monotonic()
+    output_path = pathlib.Path(output_path).expanduser().absolute()
+    _check_range(config, start_frame, frame_count)
+    url, html_file = resolve_input(input_location)
+    check_output_dir(output_path)
+    find_ffmpeg()
+    executable = find_browser()
+    fmt: ImageFormat = image_format or ("png" if is_lossless(config.video_codec, config.crf) else "jpeg")
+
+    reporter = None
+    if progress is None and not quiet:
+        from helios_kit.render.progress import RenderProgress
+
+        reporter = RenderProgress(output_path.name, frame_count)
+        progress = reporter
+
+    server: CompositionServer | None = None
+    browser: Browser | None = None
+    encoder: FrameEncoder | None = None
+    with contextlib.ExitStack() as stack:
+        if reporter is not None:
+            stack.enter_context(reporter)
+        try:
+            _check_cancel(cancel)
+            if html_file is not None:
+                server = CompositionServer(html_file.parent)
+                url = server.url_for(html_file)
+            assert url is not None
+            browser = Browser(executable)
+            page = open_page(browser, url, config, timeout_s, cancel)
+            capture: DomCapture | CanvasCapture = choose_capture(page, config.capture.value, fmt, timeout_s)
+            ff_started = time.monotonic()
+            try:
+                fast_forward(page, 0, start_frame, timeout_s, cancel)
+            except FrameError as error:
+                raise _frame_error(error) from None
+            ff_ms = (time.monotonic() - ff_started) * 1000
+            encoder = FrameEncoder(
+                output_path,
+                fps=config.fps,
+                frame_count=frame_count,
+                image_format=fmt,
+                video_codec=config.video_codec,
+                pixel_format=config.pixel_format,
+                crf=config.crf,
+            )
+            for index in range(frame_count):
+                _check_cancel(cancel)
+                try:
+                    image = capture.frame(start_frame + index)
+                except FrameError as error:
+                    raise _frame_error(error) from None
+                encoder.put(image)
+                if progress is not None:
+                    progress(index + 1, frame_count)
+            _check_cancel(cancel)
+            browser.close()
+            browser = None
+            encoder.finish()
+            encoder = None
+        except (CDPError, TimeoutError) as error:
+            raise RenderError(f"browser failed: {error}") from None
+        finally:
+            if encoder is not None:
+                encoder.abort()
+            if browser is not None:
+                browser.close()
+            if server is not None:
+                server.close()
+    return RenderStats(
+        frames=frame_count,
+        duration_ms=(time.monotonic() - started) * 1000,
+        output_path=os.fspath(output_path),
+        capture=capture.mode,
+        fast_forward_ms=ff_ms,
+        browser=executable.path,
+    )
