@@ -56,7 +56,7 @@ def _mutations(data: dict) -> list[tuple[str, callable]]:
         return apply
 
     def swap_merge_inputs(d):
-        d["merge"]["inputs"] = list(reversed(d["merge"]["inputs"])) + ["extra.mp4"]
+        d["merge"]["inputs"] = [*reversed(d["merge"]["inputs"]), "extra.mp4"]
 
     def duplicate_id(d):
         d["chunks"].append({**d["chunks"][-1], "startFrame": d["chunks"][-1]["startFrame"]})
