@@ -102,12 +102,18 @@ class ArtifactStore:
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot read {rel}: {error}") from None
 
+    def refresh(self) -> None:
+        """Forget cached listings (object stores): another worker may have committed since we looked."""
+        if not self.is_local:
+            self.fs.invalidate_cache()
+
     def read_manifest(self, rel: str) -> DoneManifest | None:
         """The manifest of `rel`, or None when it is missing or unreadable (treated as not done)."""
+        self.refresh()
         try:
             with self.fs.open(self.path(self.manifest_name(rel)), "rb") as handle:
                 data = handle.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot read manifest of {rel}: {error}") from None
@@ -132,7 +138,7 @@ class ArtifactStore:
     # -- writing ---------------------------------------------------------------------------------------
     def check_writable(self) -> None:
         """Write and delete a probe file; StoreError naming the store when that fails."""
-        probe = f".helios-probe-{uuid.uuid4().hex}"
+        probe = f".helios-probe-{uuid.uuid4().hex}.tmp"  # ".tmp": never part of a composition digest
         try:
             with self.fs.open(self.path(probe), "wb") as handle:
                 handle.write(b"ok")
