@@ -67,7 +67,7 @@ def read_meta(html: str, source: str) -> CompositionMeta:
         return CompositionMeta.model_validate(json.loads(finder.content))
     except (ValueError, ValidationError) as error:
         first = str(error).splitlines()[0]
-        raise HeliosError(f"{source}: invalid <meta name=\"helios\"> content: {first}") from None
+        raise HeliosError(f'{source}: invalid <meta name="helios"> content: {first}') from None
 
 
 def resolve_input(ref: str) -> CompositionInput:

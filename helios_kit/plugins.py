@@ -122,8 +122,8 @@ class HeliosPlugins:
         for kind, hook_name in _HOOKS.items():
             self.registry[kind].clear()
             hook = getattr(self.manager.hook, hook_name)
-            # pluggy calls later-registered plugins first; reverse so a plugin can override a built-in name.
-            for impl in reversed(hook.get_hookimpls()):
+            # Registration order (built-ins first), so a later plugin can override a built-in name.
+            for impl in hook.get_hookimpls():
                 plugin_name = impl.plugin_name
                 info = self.infos.setdefault(plugin_name, PluginInfo(name=plugin_name, origin="unknown"))
                 collected: list[Registration] = []

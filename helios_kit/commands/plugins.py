@@ -32,4 +32,7 @@ def plugins_command(as_json: bool) -> None:
             ", ".join(info.repositories) or "-",
             info.error or "",
         )
-    Console(width=max(Console().width, 120)).print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: do not fold names into the column width of an imaginary terminal
+        console = Console(width=200)
+    console.print(table)

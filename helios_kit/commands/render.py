@@ -21,7 +21,7 @@ CAPTURE_CHOICES = [mode.value for mode in CaptureMode]
 
 
 def frame_count_from(duration: float | None, frame_count: int | None, fps: float, meta_duration: float | None) -> int:
-    """Frames to render: `--frame-count`, else `--duration` × fps (rounded), else the composition's duration."""
+    """Frames to render: `--frame-count`, else `--duration` times fps (rounded), else the composition's duration."""
     if frame_count is not None and duration is not None:
         raise click.UsageError("give --duration or --frame-count, not both")
     if frame_count is not None:
@@ -42,26 +42,51 @@ def frame_count_from(duration: float | None, frame_count: int | None, fps: float
 @click.command("render")
 @click.argument("input_ref", metavar="INPUT")
 @click.option("-o", "--output", "output", default=None, help="Output video file (default out.mp4).")
-@click.option("--emit-job", "emit_job", type=click.Path(dir_okay=False), default=None,
-              help="Write a JobSpec here instead of rendering.")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Chunks to plan with --emit-job (default: CPU count).")
-@click.option("--chunk-frames", type=click.IntRange(min=1), default=None,
-              help="Plan chunks of this many frames instead of an even split.")
+@click.option(
+    "--emit-job",
+    "emit_job",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a JobSpec here instead of rendering.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunks to plan with --emit-job (default: CPU count).",
+)
+@click.option(
+    "--chunk-frames",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Plan chunks of this many frames instead of an even split.",
+)
 @click.option("--duration", type=float, default=None, help="Seconds to render.")
 @click.option("--frame-count", type=int, default=None, help="Frames to render (instead of --duration).")
-@click.option("--start-frame", type=click.IntRange(min=0), default=0, show_default=True,
-              help="First frame (absolute).")
+@click.option("--start-frame", type=click.IntRange(min=0), default=0, show_default=True, help="First frame (absolute).")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="Width in pixels (default 1280).")
 @click.option("--height", type=click.IntRange(min=1), default=None, help="Height in pixels (default 720).")
 @click.option("--fps", type=float, default=None, help="Frames per second (default 30).")
-@click.option("--capture", "--mode", "capture", type=click.Choice(CAPTURE_CHOICES), default=None,
-              help="How frames are captured (Helios: --mode). Default auto.")
+@click.option(
+    "--capture",
+    "--mode",
+    "capture",
+    type=click.Choice(CAPTURE_CHOICES),
+    default=None,
+    help="How frames are captured (Helios: --mode). Default auto.",
+)
 @click.option("--video-codec", default="libx264", show_default=True)
 @click.option("--audio-codec", default="aac", show_default=True)
 @click.option("--pixel-format", default="yuv420p", show_default=True)
-@click.option("--crf", "--quality", "crf", type=click.IntRange(0, 63), default=18, show_default=True,
-              help="Constant rate factor (Helios: --quality).")
+@click.option(
+    "--crf",
+    "--quality",
+    "crf",
+    type=click.IntRange(0, 63),
+    default=18,
+    show_default=True,
+    help="Constant rate factor (Helios: --quality).",
+)
 @click.option("--no-audio", is_flag=True, help="Leave audio out (chunk renders: audio is mixed once at the merge).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def render_command(
