@@ -74,6 +74,10 @@ BASE_FLAGS = (
 #: compositor frame. In the headless shell they break Page.captureScreenshot.
 FULL_CHROME_FLAGS = ("--run-all-compositor-stages-before-draw", "--disable-threaded-animation")
 
+#: Only for the headless shell: unthrottled frame production (~25% more screenshots/s at 1280x720 here).
+#: In the new headless mode the same flags cut screenshot throughput to ~3/s, so never there.
+SHELL_FLAGS = ("--disable-frame-rate-limit", "--disable-gpu-vsync")
+
 
 @dataclass(frozen=True)
 class BrowserExecutable:
@@ -264,7 +268,7 @@ class Browser:
         if not self.executable.headless_shell:
             flags = ["--headless=new", *FULL_CHROME_FLAGS, *flags]
         else:
-            flags = ["--headless", *flags]
+            flags = ["--headless", *SHELL_FLAGS, *flags]
         # fds 3 (browser reads commands) and 4 (browser writes replies), as --remote-debugging-pipe expects.
         cmd_read, cmd_write = os.pipe()
         reply_read, reply_write = os.pipe()

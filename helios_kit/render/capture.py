@@ -36,10 +36,14 @@ def _clean(message: str) -> str:
     return line.removeprefix("Error: ") if line.startswith("Error: timeout:") else line
 
 
+#: Extra seconds the CDP call waits beyond the in-page timeout, so the page's own (better) message wins.
+CDP_MARGIN_S = 10.0
+
+
 def run_step(page: Page, expression: str, frame: int, timeout: float) -> Any:
     """Evaluate a step expression; raise FrameError for page errors and timeouts."""
     try:
-        result = page.evaluate(expression, timeout=timeout)
+        result = page.evaluate(expression, timeout=timeout + CDP_MARGIN_S)
     except CDPError as error:
         raise FrameError(frame, _clean(str(error))) from None
     except TimeoutError:

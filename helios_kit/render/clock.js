@@ -298,10 +298,30 @@
     }
     return { usable: covers && exact && others === 0, covers, exact, others, context: canvas.__heliosContextType || null };
   }
+  // The canvas is composited over the page background, as a screenshot would show it (a transparent
+  // canvas would otherwise come out black in JPEG/yuv).
+  let scratch = null;
+  function pageBackground() {
+    for (const el of [document.body, document.documentElement]) {
+      if (!el) continue;
+      const color = getComputedStyle(el).backgroundColor;
+      if (color && color !== "transparent" && !/^rgba\(.*,\s*0\)$/.test(color)) return color;
+    }
+    return "#ffffff";
+  }
   function captureCanvas(type, quality) {
     const canvas = frameCanvas();
     if (!canvas) throw new Error("canvas capture: the page has no single canvas");
-    const url = canvas.toDataURL(type, quality);
+    if (!scratch || scratch.width !== canvas.width || scratch.height !== canvas.height) {
+      scratch = document.createElement("canvas");
+      scratch.width = canvas.width;
+      scratch.height = canvas.height;
+    }
+    const g = scratch.getContext("2d", { alpha: false });
+    g.fillStyle = pageBackground();
+    g.fillRect(0, 0, scratch.width, scratch.height);
+    g.drawImage(canvas, 0, 0);
+    const url = scratch.toDataURL(type, quality);
     return url.slice(url.indexOf(",") + 1);
   }
 

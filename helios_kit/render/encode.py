@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import threading
 import uuid
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -29,8 +30,6 @@ ImageFormat = Literal["jpeg", "png"]
 
 #: x264/x265 preset used for every chunk (speed matters: capture and encode share two cores).
 X264_PRESET = "veryfast"
-#: mp4/mov time base: 90 kHz divides common frame rates exactly and is the same for every chunk.
-TIMESCALE = 90000
 _LOSSLESS_CODECS = {"ffv1", "png", "qtrle", "rawvideo", "utvideo", "huffyuv", "ffvhuff"}
 _X26X = {"libx264", "libx264rgb", "libx265"}
 
@@ -57,6 +56,12 @@ def find_ffmpeg() -> str:
         ) from None
 
 
+def rate(fps: float) -> str:
+    """fps as the exact fraction ffmpeg should use (29.97 -> 2997/100; ffmpeg would read "29.97" as NTSC)."""
+    fraction = Fraction(repr(float(fps))).limit_denominator(1_000_000)
+    return f"{fraction.numerator}/{fraction.denominator}"
+
+
 def is_lossless(video_codec: str, crf: int) -> bool:
     """Whether this codec/quality pair keeps every pixel (then frames are captured as PNG, not JPEG)."""
     return video_codec in _LOSSLESS_CODECS or (video_codec in _X26X and crf == 0)
@@ -69,7 +74,7 @@ def output_args(
     args: dict[str, object] = {
         "vcodec": video_codec,
         "pix_fmt": pixel_format,
-        "r": f"{fps:g}",
+        "r": rate(fps),
         "fps_mode": "cfr",
         "force_key_frames": "expr:eq(n,0)",
         "frames:v": frame_count,
@@ -86,7 +91,6 @@ def output_args(
         args["b:v"] = 0
     if suffix.lower() in (".mp4", ".mov", ".m4v"):
         args["movflags"] = "+faststart"
-        args["video_track_timescale"] = TIMESCALE
     return args
 
 
@@ -131,7 +135,7 @@ class FrameEncoder:
         self.frame_count = frame_count
         self.frames_written = 0
         stream = ffmpeg.input(
-            "pipe:0", format="image2pipe", vcodec="mjpeg" if image_format == "jpeg" else "png", framerate=f"{fps:g}"
+            "pipe:0", format="image2pipe", vcodec="mjpeg" if image_format == "jpeg" else "png", framerate=rate(fps)
         )
         options = output_args(
             video_codec=video_codec,

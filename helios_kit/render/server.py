@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import os
+import re
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -29,8 +31,58 @@ _EXTRA_TYPES = {
 }
 
 
+_BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **_EXTRA_TYPES}
+    _range_left: int | None = None
+
+    def send_head(self) -> Any:
+        """Serve single byte ranges (206): without them Chromium cannot seek a <video> (currentTime stays 0)."""
+        match = _BYTE_RANGE.match(self.headers.get("Range", "").strip())
+        path = self.translate_path(self.path)
+        if not match or not match.group(0)[6:].strip("-") or not os.path.isfile(path):
+            return super().send_head()
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - returned to the base class, which closes it
+        except OSError:
+            self.send_error(404, "File not found")
+            return None
+        size = os.fstat(f.fileno()).st_size
+        first, last = match.groups()
+        if first:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+        else:
+            start, end = max(size - int(last), 0), size - 1
+        if start >= size or start > end:
+            f.close()
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        self.send_response(206)
+        self.send_header("Content-Type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        f.seek(start)
+        self._range_left = end - start + 1
+        return f
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        left, self._range_left = self._range_left, None
+        if left is None:
+            super().copyfile(source, outputfile)
+            return
+        while left > 0:
+            chunk = source.read(min(64 * 1024, left))
+            if not chunk:
+                break
+            outputfile.write(chunk)
+            left -= len(chunk)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
