@@ -36,6 +36,9 @@ def moto_s3() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    import httpx
+
+    httpx.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()  # moto's state is process-wide
     saved = {key: os.environ.get(key) for key in aws_env(endpoint)}
     os.environ.update(aws_env(endpoint))
     try:

@@ -1,0 +1,182 @@
+"""A small AWS Lambda Invoke-API emulator on 127.0.0.1 that runs the real handler in worker processes.
+
+`POST /2015-03-31/functions/{name}/invocations` (RequestResponse) is answered like Lambda does: 200 with the
+handler's return value; 200 plus `X-Amz-Function-Error: Unhandled` and `{"errorMessage", "errorType"}` when
+the handler raises or times out; 429 `TooManyRequestsException` when throttled; 404
+`ResourceNotFoundException` for an unknown function. boto3's real client talks to it via `endpoint_url`.
+
+Knobs (all per emulator): `latency` seconds added to each invocation, `throttle_rate` and `failure_rate`
+(fractions of invocations answered 429 / Unhandled before the handler runs, from a seeded RNG),
+`reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `timeout` (the
+function's time limit, reported as `Task timed out`), and `workers` (handler processes). Counters record
+what happened, for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import random
+import re
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from helios_kit.plugins import resolve_reference
+
+_PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
+
+
+class _Context:
+    """The bits of Lambda's context object the handler uses."""
+
+    def __init__(self, timeout: float, request_id: str) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.aws_request_id = request_id
+        self.function_name = "helios-worker"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def _call_handler(reference: str, event: dict[str, Any], timeout: float, request_id: str) -> dict[str, Any]:
+    """Runs in a worker process: import and call the handler like the Lambda runtime would."""
+    handler = resolve_reference(reference)
+    try:
+        return {"ok": True, "value": handler(event, _Context(timeout, request_id))}
+    except Exception as error:
+        return {"ok": False, "errorType": type(error).__name__, "errorMessage": str(error)}
+
+
+@dataclass
+class LambdaEmulator:
+    handler: str = "helios_lambda.handler:handler"
+    function_name: str = "helios-worker"
+    latency: float = 0.0
+    throttle_rate: float = 0.0
+    failure_rate: float = 0.0
+    reserved_concurrency: int | None = None
+    timeout: float = 900.0
+    workers: int = 2
+    seed: int = 1
+    counts: Counter = field(default_factory=Counter)
+    invoked_chunks: list[int] = field(default_factory=list)
+    max_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("x-amzn-RequestId", f"req-{time.monotonic_ns()}")
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                emulator._invoke(self, raw)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.request_queue_size = 1024
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> LambdaEmulator:
+        self._thread.start()
+        # warm the worker processes (imports) so timing-sensitive tests measure invocations, not start-up
+        list(self._pool.map(resolve_reference, [self.handler] * self.workers))
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> LambdaEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- one invocation -----------------------------------------------------------------------------------
+    def _invoke(self, request: Any, raw: bytes) -> None:
+        match = _PATH.match(request.path.split("?", 1)[0])
+        if not match or match.group(1).split(":")[0] != self.function_name:
+            self.counts["not_found"] += 1
+            name = match.group(1) if match else request.path
+            return request._send(404, {"Type": "User", "Message": f"Function not found: {name}"},
+                                 {"x-amzn-ErrorType": "ResourceNotFoundException"})
+        if request.headers.get("X-Amz-Invocation-Type", "RequestResponse") != "RequestResponse":
+            return request._send(400, {"Message": "only RequestResponse is emulated"},
+                                 {"x-amzn-ErrorType": "InvalidParameterValueException"})
+        try:
+            event = json.loads(raw or b"{}")
+        except ValueError:
+            return request._send(400, {"Type": "User", "Message": "Could not parse request body into json"},
+                                 {"x-amzn-ErrorType": "InvalidRequestContentException"})
+        with self._lock:
+            roll = self._rng.random()
+            over = self.reserved_concurrency is not None and self._in_flight >= self.reserved_concurrency
+            throttled = over or roll < self.throttle_rate
+            failing = not throttled and roll < self.throttle_rate + self.failure_rate
+            if throttled:
+                self.counts["throttled"] += 1
+            else:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+                self.counts["invoked"] += 1
+                if isinstance(event, dict) and isinstance(event.get("chunkId"), int):
+                    self.invoked_chunks.append(event["chunkId"])
+        if throttled:
+            return request._send(429, {"Type": "User", "message": "Rate Exceeded.",
+                                       "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"},
+                                 {"x-amzn-ErrorType": "TooManyRequestsException"})
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            if failing:
+                self.counts["failed"] += 1
+                return request._send(200, {"errorMessage": "Runtime exited with error: signal: killed",
+                                           "errorType": "Runtime.ExitError"}, {"X-Amz-Function-Error": "Unhandled"})
+            future = self._pool.submit(_call_handler, self.handler, event, self.timeout, f"req-{roll}")
+            try:
+                outcome = future.result(timeout=self.timeout)
+            except FutureTimeout:
+                self.counts["timed_out"] += 1
+                return request._send(200, {"errorMessage": f"Task timed out after {self.timeout:.2f} seconds",
+                                           "errorType": "Sandbox.Timedout"}, {"X-Amz-Function-Error": "Unhandled"})
+            if not outcome["ok"]:
+                self.counts["unhandled"] += 1
+                return request._send(200, {"errorMessage": outcome["errorMessage"],
+                                           "errorType": outcome["errorType"]}, {"X-Amz-Function-Error": "Unhandled"})
+            self.counts["ok"] += 1
+            return request._send(200, outcome["value"], {"X-Amz-Executed-Version": "$LATEST"})
+        finally:
+            with self._lock:
+                self._in_flight -= 1
