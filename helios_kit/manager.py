@@ -1,0 +1,345 @@
+"""JobManager: create, run, submit (background), get, list, cancel and delete render jobs.
+
+The manager turns the executor's progress events into :class:`~helios_kit.repository.JobStatus` records
+(state pending → running → completed / failed / cancelled, progress 0-100, chunks done, per-chunk state and
+attempts, the result) and keeps them in a :class:`~helios_kit.repository.JobRepository`. A running job
+polls the repository's cancel flag, so `helios job cancel <id>` from another process stops it within a
+poll interval. Repository writes are best effort: a failing write is logged and added to the status's
+``warnings``; it never stops or corrupts the render (the artifact store, not the repository, says what is
+done).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helios_kit.backends.base import Backend
+from helios_kit.errors import HeliosError, SpecError
+from helios_kit.executor import EventKind, JobReport, ProgressEvent, RunOptions, execute_job
+from helios_kit.repository import (
+    ChunkState,
+    ChunkStatus,
+    InMemoryJobRepository,
+    JobRepository,
+    JobResultInfo,
+    JobState,
+    JobStatus,
+    utcnow,
+)
+from helios_kit.spec import JobSpec
+
+log = logging.getLogger("helios.manager")
+
+#: Seconds between repository writes of progress (the final state is always written).
+SAVE_INTERVAL_S = 0.5
+
+
+@dataclass
+class _Prepared:
+    spec: JobSpec
+    job_url: str
+    job_dir: Path
+    backend: Backend
+    options: RunOptions
+
+
+def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
+    """Instantiate the backend registered under `name` with its Options (UnknownNameError lists names)."""
+    from pydantic import ValidationError
+
+    from helios_kit.plugins import get_plugins
+    from helios_kit.spec import format_validation_error
+
+    backend_cls = get_plugins().backend(name)
+    try:
+        backend_options = backend_cls.Options(**(options or {}))
+    except ValidationError as error:
+        raise SpecError(f"backend {name}: {format_validation_error(error)}") from None
+    return backend_cls(backend_options)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JobManager:
+    """Jobs and their records. Safe to use from several threads; one manager runs many jobs."""
+
+    def __init__(
+        self,
+        repository: JobRepository | None = None,
+        *,
+        poll_interval: float = 0.5,
+        sinks: tuple[Any, ...] = (),
+    ) -> None:
+        self.repository = repository if repository is not None else InMemoryJobRepository()
+        self.poll_interval = poll_interval
+        self.sinks = sinks
+        self._prepared: dict[str, _Prepared] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._threads: dict[str, threading.Thread] = {}
+        self._reports: dict[str, JobReport] = {}
+        self._lock = threading.Lock()
+
+    # -- records -------------------------------------------------------------------------------------
+    def _save(self, status: JobStatus) -> None:
+        """Write `status`; a failure is logged and kept in its warnings, never raised."""
+        status.updated_at = utcnow()
+        try:
+            self.repository.save(status)
+        except Exception as error:
+            message = f"job record not saved: {type(error).__name__}: {error}"
+            log.warning("%s: %s", status.id, message)
+            if message not in status.warnings:
+                status.warnings.append(message)
+
+    def get(self, job_id: str) -> JobStatus:
+        return self.repository.get(job_id)
+
+    def list(self) -> list[JobStatus]:
+        return self.repository.list()
+
+    def report(self, job_id: str) -> JobReport | None:
+        """The executor's report of a run made by this manager (None before it ends)."""
+        return self._reports.get(job_id)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def create(
+        self,
+        source: str | os.PathLike[str] | JobSpec,
+        *,
+        backend: str | Backend = "local",
+        backend_options: dict[str, Any] | None = None,
+        options: RunOptions | None = None,
+        job_dir: str | Path | None = None,
+    ) -> JobStatus:
+        """Load and check a job (spec, chunk ids, backend and its options) and record it as pending."""
+        from helios_kit.loaders import is_remote, load_spec
+
+        if isinstance(source, JobSpec):
+            if job_dir is None:
+                raise SpecError("job_dir: required when creating a job from a JobSpec object")
+            spec, directory = source, Path(job_dir)
+            job_url = str(directory / "job.json")
+        else:
+            text = os.fspath(source)
+            job_url = text if is_remote(text) else str(Path(text.removeprefix("file://")).resolve())
+            spec, directory = load_spec(job_url)
+        options = options or RunOptions()
+        if options.chunks is not None:
+            for chunk_id in options.chunks:
+                spec.chunk(chunk_id)
+        backend_obj = backend if isinstance(backend, Backend) else make_backend(backend, backend_options)
+        selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
+        status = JobStatus(
+            id=spec.job_id,
+            total_chunks=len(selected),
+            chunks=[ChunkStatus(id=chunk_id) for chunk_id in selected],
+            job_url=job_url,
+            backend=backend_obj.name,
+            output=spec.merge.output_file,
+        )
+        with self._lock:
+            running = self._threads.get(spec.job_id)
+            if running is not None and running.is_alive():
+                raise SpecError(f"job {spec.job_id} is already running in this process")
+            self._prepared[spec.job_id] = _Prepared(spec, job_url, directory, backend_obj, options)
+            self._cancel[spec.job_id] = threading.Event()
+        self._save(status)
+        try:
+            self.repository.set_cancel_requested(spec.job_id, False)
+        except Exception as error:
+            log.warning("%s: cannot clear the cancel flag: %s", spec.job_id, error)
+        return status
+
+    def run(self, job_id: str, *, status: JobStatus | None = None) -> JobStatus:
+        """Run a created job in this thread until it ends; returns its final status."""
+        with self._lock:
+            prepared = self._prepared.get(job_id)
+            cancel = self._cancel.setdefault(job_id, threading.Event())
+        if prepared is None:
+            raise SpecError(f"job {job_id} was not created by this manager (create or submit it first)")
+        if status is None:
+            try:
+                status = self.repository.get(job_id)
+            except Exception:
+                status = JobStatus(id=job_id, total_chunks=len(prepared.spec.chunks))
+        tracker = _StatusTracker(self, status, prepared.spec)
+        status.state = JobState.RUNNING
+        status.pid = os.getpid()
+        status.error = None
+        status.result = None
+        self._save(status)
+        stop_polling = threading.Event()
+        poller = threading.Thread(target=self._poll_cancel, args=(job_id, cancel, stop_polling),
+                                  name=f"helios-cancel-{job_id}", daemon=True)
+        poller.start()
+        report: JobReport | None = None
+        try:
+            report = execute_job(prepared.spec, prepared.job_url, prepared.job_dir, prepared.backend,
+                                 prepared.options, cancel=cancel, sinks=[tracker, *self.sinks])
+        except HeliosError as error:
+            status.state = JobState.FAILED
+            status.error = str(error)
+        except Exception as error:  # never leave a record in `running`
+            log.exception("job %s crashed", job_id)
+            status.state = JobState.FAILED
+            status.error = f"{type(error).__name__}: {error}"
+        finally:
+            stop_polling.set()
+            poller.join()
+            with self._lock:
+                self._prepared.pop(job_id, None)
+        if report is not None:
+            self._reports[job_id] = report
+            tracker.finish(report)
+        self._save(status)
+        return status
+
+    def _poll_cancel(self, job_id: str, cancel: threading.Event, stop: threading.Event) -> None:
+        while not stop.wait(self.poll_interval):
+            try:
+                if self.repository.cancel_requested(job_id):
+                    cancel.set()
+                    return
+            except Exception as error:
+                log.debug("%s: cannot poll the cancel flag: %s", job_id, error)
+
+    def submit(self, source: str | os.PathLike[str] | JobSpec, **kwargs: Any) -> str:
+        """Create the job and run it in a background thread; returns its id at once."""
+        status = self.create(source, **kwargs)
+        thread = threading.Thread(target=self.run, args=(status.id,), kwargs={"status": status},
+                                  name=f"helios-job-{status.id}", daemon=True)
+        with self._lock:
+            self._threads[status.id] = thread
+        thread.start()
+        return status.id
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobStatus:
+        """Block until a job submitted here ends (or `timeout`); returns its latest record."""
+        thread = self._threads.get(job_id)
+        if thread is not None:
+            thread.join(timeout)
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> JobStatus:
+        """Ask a job to stop: here at once, in another process through the repository's flag.
+
+        A pending job, or one whose recorded process is gone, is marked cancelled directly.
+        """
+        status = self.repository.get(job_id)  # JobNotFoundError for an unknown id
+        if status.state.finished:
+            return status
+        self.repository.set_cancel_requested(job_id, True)
+        event = self._cancel.get(job_id)
+        running_here = job_id in self._threads and self._threads[job_id].is_alive()
+        if event is not None:
+            event.set()
+        if not running_here and (status.state is JobState.PENDING or not pid_alive(status.pid)):
+            if status.state is JobState.PENDING and event is None and pid_alive(status.pid):
+                return status  # a detached run starting up: it sees the flag on its first poll
+            status.state = JobState.CANCELLED
+            status.error = "cancelled"
+            self._save(status)
+        return status
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job's record (cancelling it first when it still runs here)."""
+        self.repository.get(job_id)
+        if job_id in self._threads and self._threads[job_id].is_alive():
+            self.cancel(job_id)
+            self._threads[job_id].join(30)
+        self.repository.delete(job_id)
+        with self._lock:
+            self._threads.pop(job_id, None)
+            self._cancel.pop(job_id, None)
+            self._reports.pop(job_id, None)
+
+
+class _StatusTracker:
+    """Progress events → the job's status record (throttled writes)."""
+
+    def __init__(self, manager: JobManager, status: JobStatus, spec: JobSpec) -> None:
+        self.manager = manager
+        self.status = status
+        self.spec = spec
+        self.by_id = {chunk.id: chunk for chunk in status.chunks}
+        self.lock = threading.Lock()
+        self.last_save = 0.0
+        for chunk in status.chunks:
+            chunk.state = ChunkState.PENDING
+            chunk.attempts = 0
+            chunk.error = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self.lock:
+            chunk = self.by_id.get(event.chunk_id) if event.chunk_id is not None else None
+            if chunk is not None:
+                if event.kind is EventKind.STARTED:
+                    chunk.state = ChunkState.RUNNING
+                    chunk.attempts = event.attempt
+                elif event.kind is EventKind.RENDERED:
+                    chunk.state, chunk.frames, chunk.duration_ms = ChunkState.RENDERED, event.frames, event.duration_ms
+                elif event.kind is EventKind.SKIPPED:
+                    chunk.state, chunk.frames = ChunkState.SKIPPED, event.frames
+                elif event.kind is EventKind.FAILED:
+                    chunk.state, chunk.error = ChunkState.FAILED, event.error
+                elif event.kind is EventKind.RETRYING:
+                    chunk.error = event.error
+                elif event.kind is EventKind.CANCELLED:
+                    chunk.state = ChunkState.CANCELLED
+            done = sum(1 for c in self.status.chunks if c.state.done)
+            self.status.completed_chunks = done
+            total = max(self.status.total_chunks, 1)
+            self.status.progress = round(min(99.0, 100.0 * done / total), 1)
+            now = time.monotonic()
+            if now - self.last_save >= SAVE_INTERVAL_S or event.kind in (EventKind.FAILED, EventKind.MERGE_STARTED):
+                self.last_save = now
+                self.manager._save(self.status)
+
+    def finish(self, report: JobReport) -> None:
+        status = self.status
+        with self.lock:
+            for outcome in report.chunks:
+                chunk = self.by_id.get(outcome.chunk_id)
+                if chunk is not None:
+                    chunk.state = outcome.state
+                    chunk.attempts = max(chunk.attempts, outcome.attempts)
+                    chunk.error = outcome.error
+                    chunk.frames = outcome.frames
+            status.completed_chunks = sum(1 for c in status.chunks if c.state.done)
+            if report.cancelled:
+                status.state = JobState.CANCELLED
+                status.error = "cancelled"
+            elif report.ok:
+                status.state = JobState.COMPLETED
+                status.progress = 100.0
+                merge = report.merge
+                if merge is not None and merge.output:
+                    status.result = JobResultInfo(output=merge.output, frames=merge.frames, duration=merge.duration_s)
+            else:
+                status.state = JobState.FAILED
+                failed = [c for c in report.chunks if c.state is ChunkState.FAILED]
+                if failed:
+                    status.error = failed[0].error
+                elif report.merge is not None and report.merge.error:
+                    status.error = f"merge failed: {report.merge.error}"
+                else:
+                    status.error = report.error or "failed"
+            if status.state is not JobState.COMPLETED:
+                total = max(status.total_chunks, 1)
+                status.progress = round(min(99.0, 100.0 * status.completed_chunks / total), 1)
