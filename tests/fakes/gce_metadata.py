@@ -88,6 +88,12 @@ class FakeMetadataServer:
                     return self._send(200, "computeMetadata/\n")
                 if self.headers.get("Metadata-Flavor") != "Google":
                     return self._send(403, "Missing Metadata-Flavor: Google header")
+                if url.path == "/computeMetadata/v1/instance/service-accounts/default/":
+                    info = {"email": EMAIL, "aliases": ["default"],
+                            "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+                    return self._send(200, json.dumps(info), "application/json")
+                if url.path == "/computeMetadata/v1/universe/universe-domain":
+                    return self._send(200, "googleapis.com")
                 if url.path == "/computeMetadata/v1/instance/service-accounts/default/identity":
                     audience = (parse_qs(url.query).get("audience") or [""])[0]
                     if not audience:
