@@ -154,7 +154,8 @@ def stitch(
 
     Raises RenderError (one line, naming the file and field) for a missing, empty or incompatible input,
     a frame count other than ``expected_frames`` (when given), or an ffmpeg failure. ``output`` is only
-    ever replaced by a complete, verified file.
+    ever replaced by a complete, verified file, so ``output`` may be one of the inputs (e.g. adding the
+    soundtrack to a whole render in place).
     """
     inputs = [Path(p) for p in inputs]
     output = Path(output)
@@ -167,8 +168,6 @@ def stitch(
         raise RenderError(f"{output}: output directory {out_dir} does not exist")
     if not os.access(out_dir, os.W_OK):
         raise RenderError(f"{output}: output directory {out_dir} is not writable")
-    if output.resolve() in {p.resolve() for p in inputs}:
-        raise RenderError(f"{output}: output must not be one of the inputs")
 
     fps = Fraction(first.frame_rate)
     duration_s = float(total / fps) if fps else 0.0

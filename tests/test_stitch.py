@@ -179,11 +179,19 @@ def test_verification_failure_leaves_nothing(chunks: list[Path], tmp_path: Path,
     assert not out.exists() and leftovers(tmp_path, "out.mp4") == []
 
 
-def test_refuses_missing_output_dir_and_output_equal_to_input(chunks: list[Path], tmp_path: Path) -> None:
+def test_refuses_missing_output_dir(chunks: list[Path], tmp_path: Path) -> None:
     with pytest.raises(RenderError, match="does not exist"):
         stitch(chunks, tmp_path / "nope" / "out.mp4")
-    with pytest.raises(RenderError, match="must not be one of the inputs"):
-        stitch(chunks, chunks[1])
+
+
+def test_output_may_be_an_input(chunks: list[Path], tmp_path: Path) -> None:
+    """In place (e.g. adding a soundtrack to a whole render): the input is replaced only when complete."""
+    target = tmp_path / "whole.mp4"
+    shutil.copyfile(chunks[0], target)
+    result = stitch([target, chunks[1]], target)
+    assert result.frames == 43
+    assert frame_indices(target) == list(range(43))
+    assert leftovers(tmp_path, "whole.mp4") == []
 
 
 def test_many_chunks_use_the_fast_header_path(tmp_path: Path, monkeypatch) -> None:
