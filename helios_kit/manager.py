@@ -219,6 +219,11 @@ class JobManager:
             except Exception as error:
                 log.debug("%s: cannot poll the cancel flag: %s", job_id, error)
 
+    def stop_event(self, job_id: str) -> threading.Event:
+        """The event that stops a job run by this manager (a signal handler may set it)."""
+        with self._lock:
+            return self._cancel.setdefault(job_id, threading.Event())
+
     def submit(self, source: str | os.PathLike[str] | JobSpec, **kwargs: Any) -> str:
         """Create the job and run it in a background thread; returns its id at once."""
         status = self.create(source, **kwargs)

@@ -81,7 +81,7 @@ class LocalBackend(Backend):
         started = time.monotonic()
         request = WorkerRequest(job_url=context.job_url, chunk_id=chunk.id, store=context.store_url,
                                 force=context.force)
-        env = dict(os.environ)
+        env = dict(os.environ, HELIOS_SUPERVISOR_PID=str(os.getpid()))
         if self.options.workspace_dir:  # type: ignore[attr-defined]
             env["HELIOS_WORKSPACE_DIR"] = self.options.workspace_dir  # type: ignore[attr-defined]
         cwd = context.job_dir if Path(context.job_dir).is_dir() else None
@@ -144,13 +144,35 @@ class LocalBackend(Backend):
             kill_group(proc.pid)
 
 
+def _die_with_parent(parent: int) -> None:
+    """Get SIGTERM when the supervising thread dies (Linux prctl PR_SET_PDEATHSIG), so a `kill -9` of
+    `helios job run` leaves no worker, Chromium or ffmpeg behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
 def _worker_main(argv: list[str]) -> int:
     """Entry point of a worker process: render one chunk, print the result line."""
     from helios_kit.worker.runtime import WorkerRuntime
 
     request = WorkerRequest.model_validate_json(argv[0])
     cancel = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    parent = int(os.environ.get("HELIOS_SUPERVISOR_PID") or os.getppid())
+
+    def on_term(*_: object) -> None:
+        if os.getppid() != parent:  # our supervisor died (kill -9): take everything we started with us
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        cancel.set()  # the supervisor asks: stop the render cleanly (it SIGKILLs the group after a grace)
+
+    signal.signal(signal.SIGTERM, on_term)
+    _die_with_parent(parent)
     runtime = WorkerRuntime(os.environ.get("HELIOS_WORKSPACE_DIR") or None)
     result = runtime.run(request.job_url, request.chunk_id, request.store, request.force, cancel=cancel)
     sys.stdout.write("\n" + RESULT_MARK + result.model_dump_json(by_alias=True) + "\n")

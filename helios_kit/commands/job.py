@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from helios_kit.loaders import LoaderOptions, load_spec
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from helios_kit.executor import RunOptions
+    from helios_kit.manager import JobManager
+    from helios_kit.repository import JobRepository
 
 
 @click.group("job")
@@ -32,3 +41,269 @@ def validate_command(source: str, timeout: float | None) -> None:
             f"→ {chunk.output_file}"
         )
     click.echo(f"  merge: {len(spec.merge.inputs)} inputs → {spec.merge.output_file}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# run / status / list / cancel
+
+
+def parse_chunk_ids(text: str) -> list[int]:
+    """`0,3,5-7` → [0, 3, 5, 6, 7]; SpecError naming the bad part."""
+    from helios_kit.errors import SpecError
+
+    ids: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        start, dash, end = part.partition("-")
+        try:
+            first = int(start)
+            last = int(end) if dash else first
+        except ValueError:
+            raise SpecError(f"--chunks: {part!r} is not a chunk id or a range like 5-7") from None
+        if first < 0 or last < first:
+            raise SpecError(f"--chunks: {part!r} is not a valid range")
+        ids.extend(range(first, last + 1))
+    if not ids:
+        raise SpecError("--chunks: no chunk ids given")
+    return sorted(set(ids))
+
+
+_CLICK_TYPES = {str: click.STRING, int: click.INT, float: click.FLOAT}
+
+
+def _backend_flags() -> tuple[list[click.Option], dict[str, tuple[str, set[str]]]]:
+    """A click option per field of every registered backend's Options; dest → (field, backends taking it)."""
+    import logging
+    import typing
+
+    from helios_kit.plugins import get_plugins
+
+    owners: dict[str, tuple[str, set[str]]] = {}
+    params: list[click.Option] = []
+    plugins = get_plugins()
+    for name in plugins.names("backend"):
+        try:
+            backend_cls = plugins.backend(name)
+        except Exception as error:  # a broken plugin must not break `helios job run`
+            logging.getLogger("helios.cli").warning("warning: backend %s unavailable: %s", name, error)
+            continue
+        for field_name, field in backend_cls.Options.model_fields.items():
+            dest = f"backend__{field_name}"
+            if dest in owners:
+                owners[dest][1].add(name)
+                continue
+            owners[dest] = (field_name, {name})
+            flag = "--" + field_name.replace("_", "-")
+            annotation = field.annotation
+            args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+            help_text = (field.description or "").rstrip(".")
+            if args[0] is bool:
+                params.append(click.Option([f"{flag}/--no-{flag[2:]}", dest], default=None,
+                                           help=f"[{name}] {help_text}"))
+            else:
+                params.append(click.Option([flag, dest], type=_CLICK_TYPES.get(args[0], click.STRING), default=None,
+                                           help=f"[{name}] {help_text}"))
+    for dest, (_, names) in owners.items():
+        for param in params:
+            if param.name == dest:
+                param.help = f"[{', '.join(sorted(names))}] {param.help.split('] ', 1)[-1]}"
+    return params, owners
+
+
+def _open_repository() -> JobRepository:
+    from helios_kit.repository import SQLiteJobRepository
+
+    return SQLiteJobRepository()
+
+
+@job_group.command("run")
+@click.argument("source")
+@click.option("--backend", default="local", show_default=True, help="Where chunks run (see `helios plugins`).")
+@click.option("--concurrency", "-j", type=click.IntRange(min=1), default=None,
+              help="Chunks at once (default: the backend's, CPU count for local).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Extra attempts for a chunk that fails in a retryable way.")
+@click.option("--retry-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="First backoff in seconds (doubles each attempt, plus jitter).")
+@click.option("--chunk-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds one attempt of a chunk may take.")
+@click.option("--store", default=None, help="Artifact store (folder or fsspec URL; default: the job's folder).")
+@click.option("--force", is_flag=True, help="Render every chunk even when complete.")
+@click.option("--chunks", "chunk_spec", default=None, metavar="IDS", help="Only these chunks, e.g. 0,3,5-7.")
+@click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
+def run_command(source: str, backend: str, concurrency: int | None, retries: int, retry_delay: float,
+                chunk_timeout: float | None, store: str | None, force: bool, chunk_spec: str | None, detach: bool,
+                quiet: bool, **backend_values: object) -> None:
+    """Run a JobSpec: render the chunks that are not complete, then merge.
+
+    Re-running a completed job renders nothing; a run that was killed resumes with the chunks that were
+    not complete. Backend flags below apply to the backend named in brackets.
+    """
+    import signal
+    import sys
+
+    from helios_kit.errors import SpecError
+    from helios_kit.executor import RichProgress, RunOptions
+    from helios_kit.manager import JobManager
+    from helios_kit.plugins import get_plugins
+
+    get_plugins().backend(backend)  # UnknownNameError listing the known backends
+    given: dict[str, object] = {}
+    for dest, value in backend_values.items():
+        if value is None:
+            continue
+        field_name, owners = _BACKEND_OWNERS[dest]
+        if backend not in owners:
+            flag = "--" + field_name.replace("_", "-")
+            raise SpecError(f"{flag} is an option of backend {', '.join(sorted(owners))}, not of {backend!r}")
+        given[field_name] = value
+    options = RunOptions(concurrency=concurrency, retries=retries, retry_delay=retry_delay,
+                         chunk_timeout=chunk_timeout, force=force, store=store,
+                         chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None)
+    manager = JobManager(_open_repository())
+    if detach:
+        _detach(manager, source, backend, given, options)
+        return
+    status = manager.create(source, backend=backend, backend_options=given, options=options)
+    stop = manager.stop_event(status.id)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    progress = None
+    try:
+        if not quiet and sys.stderr.isatty():
+            from helios_kit.loaders import load_spec
+
+            progress = RichProgress(load_spec(status.job_url)[0], selected=options.chunks)
+            manager.sinks = (progress,)
+            with progress:
+                final = manager.run(status.id, status=status)
+        else:
+            final = manager.run(status.id, status=status)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    report = manager.report(final.id)
+    for warning in final.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if report is not None:
+        for outcome in report.chunks:
+            if outcome.error and outcome.state.value == "failed":
+                click.echo(f"error: {outcome.error}", err=True)
+        click.echo(report.summary_line())
+        ok = report.ok
+    else:
+        click.echo(f"error: {final.error}", err=True)
+        ok = False
+    if not ok:
+        sys.exit(130 if final.state.value == "cancelled" else 1)
+
+
+def _detach(manager: JobManager, source: str, backend: str, given: dict, options: RunOptions) -> None:
+    """Record the job and start `helios job run` again in its own session, without --detach."""
+    import os
+    import subprocess
+    import sys
+
+    status = manager.create(source, backend=backend, backend_options=given, options=options)
+    argv = [sys.executable, "-m", "helios_kit.cli", "job", "run", status.job_url, "--backend", backend, "--quiet",
+            "--retries", str(options.retries), "--retry-delay", str(options.retry_delay)]
+    if options.concurrency:
+        argv += ["--concurrency", str(options.concurrency)]
+    if options.chunk_timeout:
+        argv += ["--chunk-timeout", str(options.chunk_timeout)]
+    if options.store:
+        argv += ["--store", options.store]
+    if options.force:
+        argv.append("--force")
+    if options.chunks:
+        argv += ["--chunks", ",".join(map(str, options.chunks))]
+    for field_name, value in given.items():
+        flag = "--" + field_name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            argv += [flag, str(value)]
+    log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
+    log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
+    with open(log_path, "ab") as log:
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                         env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None)
+    click.echo(f"{status.id}: started in the background (log: {log_path}); `helios job status {status.id}`")
+
+
+_BACKEND_PARAMS, _BACKEND_OWNERS = _backend_flags()
+run_command.params.extend(_BACKEND_PARAMS)
+
+
+def _age(when: datetime) -> str:
+    from helios_kit.repository import utcnow
+
+    seconds = max(0, int((utcnow() - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+@job_group.command("status")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
+def status_command(job_id: str, as_json: bool) -> None:
+    """Show a job's state, progress, chunks and result."""
+    status = _open_repository().get(job_id)
+    if as_json:
+        click.echo(status.model_dump_json(by_alias=True, indent=2))
+        return
+    click.echo(f"{status.id}: {status.state.value}, {status.progress:g}% "
+               f"({status.completed_chunks}/{status.total_chunks} chunks), updated {_age(status.updated_at)}")
+    if status.error:
+        click.echo(f"  error: {status.error}")
+    if status.result:
+        click.echo(f"  output: {status.result.output} ({status.result.frames} frames, {status.result.duration:.3f} s)")
+    for chunk in status.chunks:
+        if chunk.state.value != "pending" or chunk.attempts:
+            note = f" — {chunk.error}" if chunk.error else ""
+            click.echo(f"  chunk {chunk.id}: {chunk.state.value}, {chunk.attempts} attempt(s){note}")
+    for warning in status.warnings:
+        click.echo(f"  warning: {warning}")
+
+
+@job_group.command("list")
+def list_command() -> None:
+    """List known jobs (newest first)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    jobs = _open_repository().list()
+    table = Table(title="helios jobs")
+    for column in ("id", "state", "progress", "chunks", "age", "output"):
+        table.add_column(column)
+    for job in jobs:
+        output = job.result.output if job.result else job.output
+        table.add_row(job.id, job.state.value, f"{job.progress:g}%", f"{job.completed_chunks}/{job.total_chunks}",
+                      _age(job.created_at), output)
+    Console().print(table)
+
+
+@job_group.command("cancel")
+@click.argument("job_id")
+@click.option("--wait", "wait_s", type=float, default=0.0, help="Seconds to wait for the job to stop.")
+def cancel_command(job_id: str, wait_s: float) -> None:
+    """Stop a running job (from any terminal); it records `cancelled`."""
+    import time
+
+    from helios_kit.manager import JobManager
+
+    manager = JobManager(_open_repository())
+    status = manager.cancel(job_id)
+    if status.state.finished:
+        click.echo(f"{job_id}: {status.state.value}")
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        status = manager.get(job_id)
+        if status.state.finished:
+            break
+        time.sleep(0.2)
+    click.echo(f"{job_id}: cancel requested ({status.state.value})")
