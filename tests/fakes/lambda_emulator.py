@@ -5,7 +5,8 @@ handler's return value; 200 plus `X-Amz-Function-Error: Unhandled` and `{"errorM
 the handler raises or times out; 429 `TooManyRequestsException` when throttled; 404
 `ResourceNotFoundException` for an unknown function. boto3's real client talks to it via `endpoint_url`.
 
-Knobs (all per emulator): `latency` seconds added to each invocation, `throttle_rate` and `failure_rate`
+Knobs (all per emulator): `latency`, the least time an invocation takes (the handler runs meanwhile),
+`throttle_rate` and `failure_rate`
 (fractions of invocations answered 429 / Unhandled before the handler runs, from a seeded RNG),
 `reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `timeout` (the
 function's time limit, reported as `Task timed out`), and `workers` (handler processes). Counters record
@@ -53,6 +54,11 @@ def _call_handler(reference: str, event: dict[str, Any], timeout: float, request
         return {"ok": False, "errorType": type(error).__name__, "errorMessage": str(error)}
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # hundreds of clients connect at once; the default backlog (5) would drop SYNs
+
+
 @dataclass
 class LambdaEmulator:
     handler: str = "helios_lambda.handler:handler"
@@ -97,9 +103,7 @@ class LambdaEmulator:
                 raw = self.rfile.read(length)
                 emulator._invoke(self, raw)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 1024
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -157,16 +161,18 @@ class LambdaEmulator:
             return request._send(429, {"Type": "User", "message": "Rate Exceeded.",
                                        "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"},
                                  {"x-amzn-ErrorType": "TooManyRequestsException"})
+        started = time.monotonic()
         try:
-            if self.latency:
-                time.sleep(self.latency)
             if failing:
+                time.sleep(self.latency)
                 self.counts["failed"] += 1
                 return request._send(200, {"errorMessage": "Runtime exited with error: signal: killed",
                                            "errorType": "Runtime.ExitError"}, {"X-Amz-Function-Error": "Unhandled"})
             future = self._pool.submit(_call_handler, self.handler, event, self.timeout, f"req-{roll}")
+            # an invocation lasts `latency` (start-up, network) or the handler's own time, whichever is longer
+            time.sleep(max(0.0, self.latency - (time.monotonic() - started)))
             try:
-                outcome = future.result(timeout=self.timeout)
+                outcome = future.result(timeout=max(0.0, self.timeout - (time.monotonic() - started)))
             except FutureTimeout:
                 self.counts["timed_out"] += 1
                 return request._send(200, {"errorMessage": f"Task timed out after {self.timeout:.2f} seconds",
@@ -180,3 +186,8 @@ class LambdaEmulator:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+
+def noop_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """A handler that does no work: measures the client's and the emulator's own fan-out overhead."""
+    return {"chunkId": event.get("chunkId"), "exitCode": 0, "frames": 1}
