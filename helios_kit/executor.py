@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
 
 from helios_kit.backends.base import Backend, ChunkContext, WorkerResult
 from helios_kit.repository import ChunkState
@@ -257,8 +257,8 @@ class ChunkExecutor:
 
         retrying = Retrying(
             stop=stop_after_attempt(self.options.retries + 1),
-            wait=wait_exponential_jitter(initial=self.options.retry_delay, max=self.options.retry_max_delay,
-                                         jitter=self.options.retry_delay),
+            wait=wait_exponential(multiplier=self.options.retry_delay, max=self.options.retry_max_delay)
+            + wait_random(0, self.options.retry_delay),
             retry=retry_if_result(should_retry),
             sleep=self._sleep,
             before_sleep=before_sleep,
