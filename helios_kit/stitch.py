@@ -111,6 +111,8 @@ def check_inputs(inputs: Sequence[Path]) -> tuple[MediaInfo, list[int]]:
 
 
 def _concat_line(path: Path) -> str:
+    if "\n" in str(path) or "\r" in str(path):
+        raise RenderError(f"{path!r}: a chunk path must not contain a line break")
     escaped = str(path.resolve()).replace("'", "'\\''")
     return f"file '{escaped}'\n"
 

@@ -97,6 +97,53 @@ def test_attribute_values_round_trip(tmp_path_factory, start: float, volume: flo
     assert track.src.endswith("a b.ogg")
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "<audio",
+                "<video",
+                "<source",
+                " src=",
+                '"a.ogg"',
+                " data-helios-start=",
+                " data-helios-volume=",
+                " data-helios-audio",
+                " loop",
+                " muted",
+                "'x'",
+                '"1.5"',
+                '"-2"',
+                ">",
+                "</audio>",
+                "</video>",
+                "<p>",
+                "&amp;",
+                "<!--",
+                "-->",
+                "<script>",
+                "</script>",
+                " ",
+                "=",
+                '"',
+            ]
+        ),
+        max_size=40,
+    )
+)
+def test_any_html_gives_a_plan_or_a_one_line_error(tmp_path_factory, parts: list[str]) -> None:
+    page = write_page(tmp_path_factory.mktemp("fuzz"), "".join(parts))
+    try:
+        plan = discover_audio(str(page))
+    except HeliosError as error:
+        assert "\n" not in str(error)
+    else:
+        for track in plan.tracks:
+            assert Path(track.src).parent == page.parent.resolve()
+            assert track.start_s >= 0 and 0 < track.volume <= 10
+
+
 # --- the mix, with real ffmpeg ----------------------------------------------------------------------
 
 
