@@ -145,13 +145,38 @@
 
   // WebGL canvases keep their drawing buffer so the canvas capture can read them after compositing.
   HTMLCanvasElement.prototype.getContext = function (type, attributes) {
-    if (type === "webgl" || type === "webgl2" || type === "experimental-webgl") {
-      attributes = Object.assign({}, attributes || {}, { preserveDrawingBuffer: true });
-    }
+    const webgl = type === "webgl" || type === "webgl2" || type === "experimental-webgl";
+    const pagePreserves = !!(attributes && attributes.preserveDrawingBuffer);
+    if (webgl) attributes = Object.assign({}, attributes || {}, { preserveDrawingBuffer: true });
     const context = realGetContext.call(this, type, attributes);
     if (context && !this.__heliosContextType) this.__heliosContextType = type;
+    if (context && webgl && context.__heliosPagePreserves === undefined) context.__heliosPagePreserves = pagePreserves;
     return context;
   };
+
+  // Fast-forward skips WebGL draws into the default framebuffer of contexts that did not ask for
+  // preserveDrawingBuffer: the page expects that buffer cleared after every frame, so those pixels can
+  // never reach a later frame. Draws into framebuffer objects (render targets, simulations) still run.
+  let skipDraws = false;
+  function patchWebGL(proto) {
+    if (!proto) return;
+    const bind = proto.bindFramebuffer;
+    proto.bindFramebuffer = function (target, framebuffer) {
+      if (target !== this.READ_FRAMEBUFFER) this.__heliosDrawFbo = framebuffer;
+      return bind.call(this, target, framebuffer);
+    };
+    for (const name of ["drawArrays", "drawElements", "drawArraysInstanced", "drawElementsInstanced",
+      "drawRangeElements", "clear", "multiDrawArraysWEBGL", "multiDrawElementsWEBGL"]) {
+      const real = proto[name];
+      if (typeof real !== "function") continue;
+      proto[name] = function (...args) {
+        if (skipDraws && !this.__heliosDrawFbo && this.__heliosPagePreserves === false) return undefined;
+        return real.apply(this, args);
+      };
+    }
+  }
+  patchWebGL(window.WebGLRenderingContext && WebGLRenderingContext.prototype);
+  patchWebGL(window.WebGL2RenderingContext && WebGL2RenderingContext.prototype);
 
   // ---- window.helios: the composition's API --------------------------------------------------------
   const holds = new Map();
@@ -204,27 +229,39 @@
   }
 
   // ---- media ---------------------------------------------------------------------------------------
+  // Every step notes when each <video> appeared (fast-forward included), so its time is the same in every
+  // chunk; only captured frames pay for the seek.
   const videoBorn = new WeakMap();
-  async function seekVideos(frame, deadline) {
-    const videos = document.querySelectorAll("video");
-    const waits = [];
+  function noteVideos() {
+    const videos = document.getElementsByTagName("video");
     for (const video of videos) {
       if (!videoBorn.has(video)) videoBorn.set(video, now);
       try { if (!video.paused) video.pause(); } catch (e) { /* ignore */ }
+    }
+    return videos;
+  }
+  async function syncVideo(video, target) {
+    if (video.preload !== "auto") video.preload = "auto";
+    while (video.readyState < 1) {                     // HAVE_METADATA: duration known, seekable
+      if (video.error || (video.networkState === 3 && !video.currentSrc)) return;
+      await sleepReal(2);
+    }
+    const duration = video.duration;
+    if (Number.isFinite(duration) && duration > 0) {
+      target = video.loop ? target % duration : Math.min(target, Math.max(0, duration - 1e-3));
+    }
+    if (Math.abs(video.currentTime - target) > 1e-4) video.currentTime = target;
+    while (video.seeking || video.readyState < 2) {   // HAVE_CURRENT_DATA: this frame is decoded
+      if (video.error) return;
+      await sleepReal(2);
+    }
+  }
+  async function seekVideos(frame, deadline) {
+    const videos = noteVideos();
+    const waits = [];
+    for (const video of videos) {
       if (video.dataset && video.dataset.heliosManual !== undefined) continue;
-      let target = (now - videoBorn.get(video)) / 1000;
-      const duration = video.duration;
-      if (Number.isFinite(duration) && duration > 0) {
-        target = video.loop ? target % duration : Math.min(target, Math.max(0, duration - 1e-3));
-      }
-      const needsSeek = Math.abs(video.currentTime - target) > 1e-4 || video.readyState < 2;
-      if (!needsSeek) continue;
-      waits.push(new Promise((resolve) => {
-        const done = () => { video.removeEventListener("seeked", done); video.removeEventListener("error", done); resolve(); };
-        video.addEventListener("seeked", done);
-        video.addEventListener("error", done);
-        try { video.currentTime = target; } catch (e) { done(); }
-      }));
+      waits.push(syncVideo(video, (now - videoBorn.get(video)) / 1000));
     }
     if (waits.length) await withTimeout(Promise.all(waits), frame, deadline, "<video> seek");
   }
@@ -272,6 +309,7 @@
     seekAnimations(list);
     await waitHolds(frame, deadline);
     if (capture) await seekVideos(frame, deadline);
+    else noteVideos();
     if (errors.length) return { error: errors[0] };
     return null;
   }
@@ -330,9 +368,14 @@
     prepare,
     errors: () => errors.slice(),
     async fastForward(from, to) {
-      for (let f = from; f < to; f++) {
-        const result = await step(f, false);
-        if (result) return Object.assign(result, { frame: f });
+      skipDraws = true;
+      try {
+        for (let f = from; f < to; f++) {
+          const result = await step(f, false);
+          if (result) return Object.assign(result, { frame: f });
+        }
+      } finally {
+        skipDraws = false;
       }
       return null;
     },
