@@ -7,11 +7,29 @@ import fsspec
 from helios_kit.planner import plan_job
 from helios_kit.spec import JobSpec, RenderConfig, dumps
 
-HTML = "<!doctype html><body style='margin:0;background:#000'>frame index</body>"
+#: A composition that paints its frame index as 10 binary bars (white = 1, MSB left) from rAF +
+#: performance.now(), matching :func:`fakes.renders.decode_frame_indexes`; rendered at FPS.
+FPS = 24
+HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><style>html,body{margin:0;background:#000;overflow:hidden}canvas{display:block}
+</style></head><body><canvas id="c"></canvas><script>
+  const fps = FPS_VALUE, bits = 10, c = document.getElementById("c");
+  c.width = innerWidth; c.height = innerHeight;
+  const g = c.getContext("2d"), bar = Math.floor(c.width / bits);
+  function draw() {
+    const n = Math.round(performance.now() * fps / 1000);
+    g.fillStyle = "#000"; g.fillRect(0, 0, c.width, c.height);
+    g.fillStyle = "#fff";
+    for (let i = 0; i < bits; i++) if ((n >> (bits - 1 - i)) & 1) g.fillRect(i * bar, 0, bar, c.height);
+    requestAnimationFrame(draw);
+  }
+  requestAnimationFrame(draw);
+</script></body></html>
+""".replace("FPS_VALUE", str(FPS))
 
 
 def make_spec(frames: int = 24, chunks: int = 4, job_id: str = "cloud-job") -> JobSpec:
-    config = RenderConfig(input="index.html", width=160, height=120, fps=24, frame_count=frames)
+    config = RenderConfig(input="index.html", width=160, height=120, fps=FPS, frame_count=frames)
     return plan_job(config, concurrency=chunks, job_id=job_id)
 
 
