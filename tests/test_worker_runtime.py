@@ -263,3 +263,25 @@ def test_s3_job_with_derived_store(tmp_path: Path, runtime) -> None:
         # an unwritable store (missing bucket) is a clear, non-retryable error
         bad = worker.run(url, 1, store="s3://no-such-bucket/x/", force=True)
         assert not bad.ok and not bad.retryable and "s3://no-such-bucket/x" in bad.stderr
+
+
+# -- `helios worker run` ---------------------------------------------------------------------------------------
+
+
+def test_worker_run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from helios_kit.cli import cli
+
+    monkeypatch.setenv("HELIOS_WORKER_RENDER", "fakes.renders:bytes_render")
+    job = make_job(tmp_path / "job")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["worker", "run", str(job), "1", "--store", str(tmp_path / "store")])
+    assert result.exit_code == 0, result.output
+    assert "chunk 1: frames [4, 8)" in result.output
+    again = runner.invoke(cli, ["worker", "run", str(job), "1", "--store", str(tmp_path / "store"), "--json"])
+    assert again.exit_code == 0 and json.loads(again.output)["skipped"] is True
+    missing = runner.invoke(cli, ["worker", "run", str(job), "9"])
+    assert missing.exit_code == 2
+    assert missing.output.strip().splitlines() == ["error: unknown chunk id 9: job job-1 has ids 0-2"]
+    assert "Traceback" not in missing.output

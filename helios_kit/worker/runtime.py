@@ -206,7 +206,7 @@ class WorkerRuntime:
 
         def result(exit_code: int, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
             if stderr:
-                log.warning("chunk %s of %s: %s", chunk_id, job_url, stderr)
+                log.info("chunk %s of %s: %s", chunk_id, job_url, stderr)
             return WorkerResult(chunk_id=chunk_id, exit_code=exit_code, stderr=stderr, retryable=retryable,
                                 duration_ms=(time.monotonic() - started) * 1000, **fields)
 
