@@ -37,7 +37,8 @@ def test_discovers_audio_elements_and_opted_in_videos(tmp_path: Path) -> None:
         <audio src="off.ogg" data-helios-audio="off"></audio>
         <audio src="muted.ogg" muted></audio>
         <video src="silent-by-default.webm"></video>
-        <video src="clip.webm" data-helios-audio data-helios-start="2"></video>
+        <video src="clip.webm" muted autoplay data-helios-audio data-helios-start="2"></video>
+        <video src="other.webm" muted data-helios-audio="off"></video>
         <audio src="https://example.invalid/a.mp3"></audio>
         """,
     )

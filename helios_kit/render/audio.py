@@ -17,8 +17,9 @@ The convention (attributes on ordinary media elements, read from the HTML withou
 Attributes (all optional; times in seconds of the composition's timeline, where frame n is at n / fps):
 
 - ``data-helios-start``: when the track starts playing (default 0).
-- ``data-helios-volume``: gain, 0 to 10, 1 = unchanged (default 1; the ``muted`` attribute means 0 and
-  drops the track).
+- ``data-helios-volume``: gain, 0 to 10, 1 = unchanged (default 1). On an ``<audio>``, the ``muted``
+  attribute means 0 and drops the track; on an opted-in ``<video>`` it is ignored (browsers need it to
+  autoplay).
 - ``data-helios-trim-start`` / ``data-helios-trim-end``: play only that part of the source file.
 - ``loop`` (the standard attribute): repeat the (trimmed) source until the end of the video.
 
@@ -160,7 +161,9 @@ def discover_audio(input_location: str) -> AudioPlan:
         if not src:
             raise RenderError(f"{where}: has no src (nor a <source src> child) to take its audio from")
         volume = _seconds(attrs.get("data-helios-volume"), "data-helios-volume", where, 1.0)
-        if "muted" in attrs and attrs.get("data-helios-volume") is None:
+        # A muted <audio> stays silent; a <video> is usually muted only so browsers autoplay it, and its
+        # data-helios-audio opt-in is explicit, so `muted` does not silence it.
+        if tag == "audio" and "muted" in attrs and attrs.get("data-helios-volume") is None:
             volume = 0.0
         if not volume:
             continue
