@@ -1,0 +1,105 @@
+"""The worker server in-process (ASGI transport): one chunk at a time per instance unless configured; and the
+cloudrun backend's handling of 429 (retried with backoff) against a loopback stub."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from fakes.cloudjobs import make_spec
+
+from helios_kit.backends.base import ChunkContext, WorkerResult
+from helios_kit.worker.server import ServerConfig, create_app
+
+
+class SlowRuntime:
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+
+    def run(self, job_url, chunk_id, store=None, force=False, **_):
+        start = time.monotonic()
+        time.sleep(0.3)
+        self.spans.append((start, time.monotonic()))
+        return WorkerResult(chunk_id=chunk_id, exit_code=0)
+
+
+def _overlaps(spans: list[tuple[float, float]]) -> bool:
+    spans = sorted(spans)
+    return any(b[0] < a[1] for a, b in itertools.pairwise(spans))
+
+
+async def _post_many(app, count: int) -> list[httpx.Response]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
+        return await asyncio.gather(*(client.post("/", json={"jobUrl": "s3://b/j.json", "chunkId": i})
+                                      for i in range(count)))
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_one_chunk_at_a_time_unless_configured(concurrency: int) -> None:
+    runtime = SlowRuntime()
+    app = create_app(runtime, ServerConfig(concurrency=concurrency))
+    responses = asyncio.run(_post_many(app, 3))
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert _overlaps(runtime.spans) is (concurrency > 1)
+
+
+def test_status_codes_follow_the_result() -> None:
+    class Runtime:
+        def run(self, job_url, chunk_id, store=None, force=False, **_):
+            return WorkerResult(chunk_id=chunk_id, exit_code=1, retryable=chunk_id == 1, stderr="x")
+
+    app = create_app(Runtime(), ServerConfig())
+    responses = asyncio.run(_post_many(app, 2))
+    assert [r.status_code for r in responses] == [422, 503]
+    assert responses[1].json()["retryable"] is True
+
+
+class _Stub(BaseHTTPRequestHandler):
+    answers: list[int] = []
+    calls = 0
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = self.answers.pop(0) if self.answers else 200
+        payload = {"error": "no free instance"} if status == 429 else {"chunkId": body["chunkId"], "exitCode": 0}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def stub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Stub.calls = 0
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_cloudrun_retries_429_then_reports_retryable(stub) -> None:
+    from helios_cloudrun.backend import CloudRunBackend, CloudRunOptions
+
+    _, url = stub
+    spec = make_spec()
+    context = ChunkContext(job_url="s3://b/j.json", job_dir=".", store_url="s3://b/out")
+    _Stub.answers = [429, 429]
+    with CloudRunBackend(CloudRunOptions(service_url=url, auth=False, throttle_attempts=4)) as backend:
+        result = backend.run_chunk(spec, spec.chunks[0], context, cancel=threading.Event())
+        assert result.ok and _Stub.calls == 3
+        _Stub.answers, _Stub.calls = [429] * 5, 0
+        result = backend.run_chunk(spec, spec.chunks[1], context, cancel=threading.Event())
+    assert not result.ok and result.retryable and "HTTP 429" in result.stderr and _Stub.calls == 4
