@@ -36,3 +36,40 @@ def task_bench():
             "uptodate": [False],
             "verbosity": 2,
         }
+
+
+def task_render():
+    """Render the examples incrementally into build/examples/ (and examples/project with its own dodo.py).
+
+    Each composition is planned once into build/examples/<name>/job.json and run with `helios job run`, which
+    renders only the chunks that are not complete; re-running renders nothing.
+    """
+    from doit.action import CmdAction
+
+    build = ROOT / "build" / "examples"
+    for index in sorted((ROOT / "examples").glob("*/index.html")):
+        name = index.parent.name
+        job = build / name / "job.json"
+        yield {
+            "name": f"plan-{name}",
+            "actions": [f"mkdir -p {job.parent}",
+                        f"{PYTHON} -m helios_kit.cli render {index.parent} --emit-job {job} "
+                        f"-o {job.parent / (name + '.mp4')} --concurrency 4"],
+            "targets": [str(job)],
+            "uptodate": [True],
+        }
+        yield {
+            "name": name,
+            "actions": [f"{PYTHON} -m helios_kit.cli job run {job}"],
+            "task_dep": [f"render:plan-{name}"],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
+    project = ROOT / "examples" / "project"
+    if (project / "dodo.py").exists():
+        yield {
+            "name": "project",
+            "actions": [CmdAction(f"{PYTHON} -m doit render", cwd=str(project))],
+            "uptodate": [False],
+            "verbosity": 2,
+        }
