@@ -184,7 +184,12 @@ def stitch(
     try:
         with os.fdopen(list_fd, "w", encoding="utf-8") as f:
             f.write("ffconcat version 1.0\n")
-            f.writelines(_concat_line(p) for p in inputs)
+            for path, count in zip(inputs, counts, strict=True):
+                # The exact duration of each chunk sets where the next one starts: without it the demuxer
+                # infers it from B-frame-delayed timestamps and frames drift by up to a millisecond.
+                f.write(_concat_line(path))
+                if fps:
+                    f.write(f"duration {float(count / fps):.9f}\n")
         cmd = [
             ffmpeg_binary(),
             "-hide_banner",

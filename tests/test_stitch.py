@@ -102,6 +102,34 @@ def test_merge_keeps_every_frame_in_order(chunks: list[Path], tmp_path: Path) ->
     assert leftovers(tmp_path, "out.mp4") == []
 
 
+def test_tiny_chunks_keep_exact_timestamps(tmp_path: Path) -> None:
+    """One-frame chunks (no B-frames) between longer ones (with B-frames): every frame lands on n / fps."""
+    bounds = [(0, 1), (1, 5), (6, 1), (7, 2), (9, 1)]
+    files = [make_chunk(tmp_path / f"c{i}.mp4", s, n) for i, (s, n) in enumerate(bounds)]
+    out = tmp_path / "out.mp4"
+    assert stitch(files, out).frames == 10
+    assert frame_indices(out) == list(range(10))
+    pts = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert sorted(round(float(p) * 30, 3) for p in pts) == [float(n) for n in range(10)]
+    assert probe(out).duration_s == pytest.approx(10 / 30, abs=1e-4)
+
+
 def test_merge_single_chunk_and_relative_paths(chunks: list[Path], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(chunks[0].parent)
     out = tmp_path / "one.mp4"
