@@ -65,6 +65,7 @@ class MediaInfo(BaseModel):
             "fps": self.frame_rate,
             "pixel format": self.pixel_format,
             "time base": self.time_base,
+            "profile": self.profile,
         }
 
 

@@ -85,6 +85,13 @@ def _frames_of(path: Path, first: MediaInfo, first_sig: Mp4VideoSignature | None
         return sig.sample_count
     info = probe(path)  # the slow path: tell exactly what differs, or accept what only looked different
     _mismatch(info, first)
+    if sig is not None and first_sig is not None and sig.sample_entry != first_sig.sample_entry:
+        # Same fields, different decoder configuration (SPS/PPS in avcC): a stream copy would decode this
+        # chunk with the first one's parameters and corrupt it.
+        raise RenderError(
+            f"{path}: codec parameters (SPS/PPS: profile, level, reference frames...) differ from {first.path}; "
+            "encode every chunk with identical settings"
+        )
     return info.frame_count
 
 

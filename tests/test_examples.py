@@ -166,15 +166,19 @@ def test_timeline_video_plays(renders) -> None:
 @needs_renderer
 @needs_ffmpeg
 def test_rendered_chunks_merge_with_the_soundtrack(renders, tmp_path: Path) -> None:
-    """Chunks from the real renderer join by stream copy, and the timeline's soundtrack is mixed over them."""
+    """Chunks from the real renderer (8, 1 and 5 frames) join by stream copy, and the timeline's soundtrack
+    is mixed over them once."""
     start = STARTS["timeline"]
-    second = render("timeline", start + 8, 6, tmp_path / "chunk-0001.mp4")
-    assert second.frames == 6
+    chunks = [renders["timeline"][0]]
+    for i, (first, count) in enumerate([(start + 8, 1), (start + 9, 5)], start=1):
+        chunks.append(tmp_path / f"chunk-{i:04d}.mp4")
+        assert render("timeline", first, count, chunks[-1]).frames == count
     plan = discover_audio(str(EXAMPLES / "timeline")).model_copy(update={"timeline_start_s": start / 30})
     out = tmp_path / "merged.mp4"
-    result = stitch([renders["timeline"][0], tmp_path / "chunk-0001.mp4"], out, audio=plan, expected_frames=14)
+    result = stitch(chunks, out, audio=plan, expected_frames=14)
     info = probe(out)
     assert result.frames == 14 and info.frame_count == 14
+    assert info.duration_s == pytest.approx(14 / 30, abs=1e-3)
     assert info.audio_codec == "aac"
     assert info.audio_duration_s == pytest.approx(14 / 30, abs=0.03)
 

@@ -159,6 +159,8 @@ def test_probe_reports_fields(chunks: list[Path]) -> None:
         ({"pix_fmt": "yuv444p"}, "pixel format yuv444p differs from yuv420p"),
         ({"codec": "mpeg4"}, "codec mpeg4 differs from h264"),
         ({"extra": ("-video_track_timescale", "90000")}, "time base 1/90000 differs from"),
+        ({"extra": ("-profile:v", "main")}, "profile Main differs from High"),
+        ({"extra": ("-refs", "1")}, "codec parameters (SPS/PPS"),
     ],
 )
 def test_refuses_incompatible_chunk(chunks: list[Path], tmp_path: Path, kwargs: dict, message: str) -> None:
