@@ -188,3 +188,18 @@ def test_handler_bad_event_and_deadline(tmp_path: Path, worker_env, monkeypatch:
     result = module.handler({"jobUrl": str(tmp_path / "job.json"), "chunkId": 0}, ShortContext())
     assert result["exitCode"] != 0 and result["retryable"] and "time limit" in result["stderr"]
     monkeypatch.setattr(module, "_runtime", None)
+
+
+def test_cancel_and_timeout_do_not_wait_for_the_invocation(job, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, url = job
+    monkeypatch.setenv("HELIOS_FAKE_RENDER_SLEEP", "4")
+    with LambdaEmulator(workers=2) as emulator, backend_for(emulator) as backend:
+        cancel = threading.Event()
+        threading.Timer(0.3, cancel.set).start()
+        started = time.monotonic()
+        result = backend.run_chunk(spec, spec.chunks[0], context(url), cancel=cancel)
+        assert result.exit_code == 130 and not result.retryable and time.monotonic() - started < 2
+        started = time.monotonic()
+        result = backend.run_chunk(spec, spec.chunks[1], context(url), cancel=threading.Event(), timeout=0.5)
+        assert not result.ok and result.retryable and "no answer within 0.5 s" in result.stderr
+        assert time.monotonic() - started < 2

@@ -58,6 +58,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # hundreds of clients connect at once; the default backlog (5) would drop SYNs
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):  # clients that gave up: expected
+            super().handle_error(request, client_address)
+
 
 @dataclass
 class LambdaEmulator:

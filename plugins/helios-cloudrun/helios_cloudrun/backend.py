@@ -14,7 +14,10 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import Field
@@ -29,6 +32,39 @@ log = logging.getLogger("helios.cloudrun")
 #: Cloud Run's longest request timeout (60 minutes).
 CLOUD_RUN_MAX_TIMEOUT_S = 3600.0
 _TOKEN_MARGIN_S = 300
+
+
+T = TypeVar("T")
+
+
+class _Interrupted(Exception):
+    """The chunk's cancel event was set or its timeout passed while the remote call was still running."""
+
+
+def _call_interruptibly(fn: Callable[[], T], cancel: threading.Event, timeout: float | None) -> T:
+    """Run the blocking `fn` in a helper thread; give up (raise _Interrupted) on cancel or timeout.
+
+    The remote work may go on after we stop waiting; that is harmless because a worker's commit is atomic
+    and idempotent, and the store, not this call, decides what is done.
+    """
+    future: Future[T] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as error:
+            future.set_exception(error)
+
+    threading.Thread(target=target, name="helios-remote-call", daemon=True).start()
+    deadline = time.monotonic() + timeout if timeout else None
+    while True:
+        try:
+            return future.result(timeout=0.05)
+        except FutureTimeout:
+            if cancel.is_set():
+                raise _Interrupted("cancelled") from None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _Interrupted(f"no answer within {timeout:g} s") from None
 
 
 class CloudRunConfigError(HeliosError):
@@ -124,14 +160,20 @@ class CloudRunBackend(Backend):
         def post() -> httpx.Response:
             return self._client.post(self.url, json=payload, headers=headers, timeout=request_timeout)
 
+        retrying = Retrying(
+            retry=retry_if_result(lambda r: r.status_code == 429 and not cancel.is_set()),
+            stop=stop_after_attempt(self.options.throttle_attempts),
+            wait=wait_random_exponential(multiplier=0.2, max=10),
+            sleep=lambda seconds: cancel.wait(seconds) and None,
+            retry_error_callback=lambda state: state.outcome.result(),
+        )
         try:
-            response = Retrying(
-                retry=retry_if_result(lambda r: r.status_code == 429 and not cancel.is_set()),
-                stop=stop_after_attempt(self.options.throttle_attempts),
-                wait=wait_random_exponential(multiplier=0.2, max=10),
-                sleep=lambda seconds: cancel.wait(seconds) and None,
-                retry_error_callback=lambda state: state.outcome.result(),
-            )(post)
+            response = _call_interruptibly(lambda: retrying(post), cancel, timeout)
+        except _Interrupted as error:
+            if cancel.is_set() and str(error) == "cancelled":
+                return WorkerResult(chunk_id=chunk.id, exit_code=130, stderr="cancelled", retryable=False,
+                                    duration_ms=(time.monotonic() - started) * 1000)
+            return failed(f"chunk {chunk.id}: {self.url}: {error}", True)
         except httpx.TimeoutException:
             return failed(f"chunk {chunk.id}: no answer from {self.url} within {request_timeout:g} s", True)
         except httpx.HTTPError as error:
