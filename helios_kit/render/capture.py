@@ -72,7 +72,11 @@ class DomCapture:
             self.params["quality"] = JPEG_QUALITY
 
     def frame(self, frame: int) -> bytes:
-        run_step(self.page, clock.step_expression(frame), frame, self.timeout)
+        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout)
+        if isinstance(result, dict) and result.get("videoSeeks"):
+            # A freshly seeked <video> picture can miss the first compositor frame; that screenshot
+            # forces one, the second is taken from a frame that holds it.
+            self.screenshot()
         return self.screenshot()
 
     def screenshot(self) -> bytes:

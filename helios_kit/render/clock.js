@@ -232,10 +232,18 @@
   // Every step notes when each <video> appeared (fast-forward included), so its time is the same in every
   // chunk; only captured frames pay for the seek.
   const videoBorn = new WeakMap();
+  const VIDEO_PRESENT_WAIT_MS = 250;
+  const videoSynced = new WeakSet(); // videos seeked (and presented) at least once
   function noteVideos() {
     const videos = document.getElementsByTagName("video");
     for (const video of videos) {
-      if (!videoBorn.has(video)) videoBorn.set(video, now);
+      if (!videoBorn.has(video)) {
+        videoBorn.set(video, now);
+        // Real-time playback (autoplay, or play() from the page) must never move the picture.
+        video.autoplay = false;
+        video.addEventListener("playing", () => video.pause());
+        video.addEventListener("play", () => video.pause());
+      }
       try { if (!video.paused) video.pause(); } catch (e) { /* ignore */ }
     }
     return videos;
@@ -250,11 +258,29 @@
     if (Number.isFinite(duration) && duration > 0) {
       target = video.loop ? target % duration : Math.min(target, Math.max(0, duration - 1e-3));
     }
-    if (Math.abs(video.currentTime - target) > 1e-4) video.currentTime = target;
+    const first = !videoSynced.has(video);
+    videoSynced.add(video);
+    if (!first && Math.abs(video.currentTime - target) <= 1e-4 && video.readyState >= 2 && !video.seeking) return false;
+    // 'seeked' means decoded, not yet handed to the compositor: a screenshot right after it can show
+    // the previous picture. requestVideoFrameCallback fires once the new picture is presented; when the
+    // seek lands on the picture already shown it never fires, hence the short cap.
+    // Only a presentation of the picture at `target` counts (not a late one of the previous picture).
+    let presented = !video.requestVideoFrameCallback;
+    const onFrame = (_, meta) => {
+      if (meta.mediaTime <= target + 0.002 && meta.mediaTime > target - 0.1) presented = true;
+      else if (!presented) video.requestVideoFrameCallback(onFrame);
+    };
+    if (!presented) video.requestVideoFrameCallback(onFrame);
+    video.currentTime = target;
     while (video.seeking || video.readyState < 2) {   // HAVE_CURRENT_DATA: this frame is decoded
       if (video.error) return;
       await sleepReal(2);
     }
+    const cap = RealDate.now() + VIDEO_PRESENT_WAIT_MS;
+    while (!presented && RealDate.now() < cap) await sleepReal(1);
+    // One more real compositor frame, so the screenshot is taken from a frame that holds the picture.
+    await new Promise((resolve) => realRaf(() => realRaf(resolve)));
+    return true;
   }
   async function seekVideos(frame, deadline) {
     const videos = noteVideos();
@@ -263,7 +289,9 @@
       if (video.dataset && video.dataset.heliosManual !== undefined) continue;
       waits.push(syncVideo(video, (now - videoBorn.get(video)) / 1000));
     }
-    if (waits.length) await withTimeout(Promise.all(waits), frame, deadline, "<video> seek");
+    if (!waits.length) return 0;
+    const moved = await withTimeout(Promise.all(waits), frame, deadline, "<video> seek");
+    return moved.filter(Boolean).length;
   }
 
   async function prepare() {
@@ -308,10 +336,11 @@
     await withTimeout(settleAnimations(), frame, deadline, "animation.ready");
     seekAnimations(list);
     await waitHolds(frame, deadline);
-    if (capture) await seekVideos(frame, deadline);
+    let videoSeeks = 0;
+    if (capture) videoSeeks = await seekVideos(frame, deadline);
     else noteVideos();
     if (errors.length) return { error: errors[0] };
-    return null;
+    return videoSeeks ? { videoSeeks } : null;
   }
 
   // ---- canvas capture ------------------------------------------------------------------------------
@@ -381,7 +410,7 @@
     },
     async stepAndCapture(frame, type, quality) {
       const result = await step(frame, true);
-      if (result) return result;
+      if (result && result.error) return result;
       return { data: captureCanvas(type, quality) };
     },
     canvasInfo,

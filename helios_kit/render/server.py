@@ -34,28 +34,6 @@ _EXTRA_TYPES = {
 _BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-class _Limited:
-    """A file object that reads at most `remaining` bytes (the body of a 206 response)."""
-
-    def __init__(self, handle: Any, remaining: int) -> None:
-        self.handle = handle
-        self.remaining = remaining
-
-    def read(self, size: int = -1) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        size = self.remaining if size < 0 else min(size, self.remaining)
-        data = self.handle.read(size)
-        self.remaining -= len(data)
-        return data
-
-    def close(self) -> None:
-        self.handle.close()
-
-
 class _QuietHandler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **_EXTRA_TYPES}
     _range_left: int | None = None
@@ -88,7 +66,6 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         self.send_header("Content-Type", self.guess_type(path))
         self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.send_header("Content-Length", str(end - start + 1))
-        self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         f.seek(start)
         self._range_left = end - start + 1
@@ -113,32 +90,6 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("Accept-Ranges", "bytes")
         super().end_headers()
-
-    def send_head(self):  # type: ignore[no-untyped-def]
-        """Plain files, plus single byte ranges (`Range: bytes=a-b`): media elements need them to seek."""
-        match = _RANGE.match(self.headers.get("Range", ""))
-        path = self.translate_path(self.path)
-        if match is None or not os.path.isfile(path):
-            return super().send_head()
-        size = os.path.getsize(path)
-        first, last = match.group(1), match.group(2)
-        if first == "":
-            start, end = max(0, size - int(last or 0)), size - 1
-        else:
-            start, end = int(first), min(size - 1, int(last)) if last else size - 1
-        if start >= size or start > end:
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{size}")
-            self.end_headers()
-            return None
-        handle = open(path, "rb")  # noqa: SIM115 - closed by copyfile's caller
-        handle.seek(start)
-        self.send_response(206)
-        self.send_header("Content-Type", self.guess_type(path))
-        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
-        return _Limited(handle, end - start + 1)
 
 
 class CompositionServer:
