@@ -285,3 +285,18 @@ def test_worker_run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert missing.exit_code == 2
     assert missing.output.strip().splitlines() == ["error: unknown chunk id 9: job job-1 has ids 0-2"]
     assert "Traceback" not in missing.output
+
+
+def test_s3_unreachable_is_retryable(tmp_path: Path, runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fakes.aws import aws_env
+
+    for key, value in aws_env(f"http://127.0.0.1:{_free_port()}").items():
+        monkeypatch.setenv(key, value)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    worker, render = runtime
+    result = worker.run("s3://bkt/jobs/job.json", 0)
+    assert not result.ok and result.retryable and not render.calls
+    assert "EndpointConnectionError" in result.stderr and "s3://bkt/jobs/job.json" in result.stderr
+    s3fs.S3FileSystem.clear_instance_cache()
