@@ -10,6 +10,7 @@
   signature, expired, other audience) gets 403. `HELIOS_CERTS_URL` overrides Google's certificates URL
   (tests use a local one). Cloud Run's own IAM check normally does this; this is defence in depth and what
   makes the server safe to expose without it.
+* A caller that disconnects (client timeout, cancelled job) cancels its render.
 * Chunks run one at a time per instance (`HELIOS_WORKER_CONCURRENCY`, default 1): a render uses the whole
   CPU; extra requests wait their turn (Cloud Run's `--concurrency 1` avoids sending them at all).
 """
@@ -20,6 +21,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,7 @@ from helios_kit.worker.runtime import WorkerRuntime
 log = logging.getLogger("helios.worker.server")
 
 DEFAULT_MAX_BODY = 64 * 1024
+DISCONNECT_POLL_S = 0.5
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
@@ -124,13 +127,27 @@ def create_app(runtime: WorkerRuntime | None = None, config: ServerConfig | None
         except ValidationError as error:
             return _error(400, format_validation_error(error))
         async with slots:
-            result: WorkerResult = await run_in_threadpool(
-                runtime.run, work.job_url, work.chunk_id, work.store or config.default_store, work.force
-            )
+            result = await _run_until_disconnect(request, runtime, work, config.default_store)
         status = 200 if result.ok else (503 if result.retryable else 422)
         return JSONResponse(result.model_dump(mode="json", by_alias=True), status_code=status)
 
     return Starlette(routes=[Route("/", run_chunk, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])])
+
+
+async def _run_until_disconnect(
+    request: Request, runtime: WorkerRuntime, work: WorkerRequest, default_store: str | None
+) -> WorkerResult:
+    """Run the chunk in a thread; if the caller goes away (client timeout, cancelled job), stop the render."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(run_in_threadpool(
+        runtime.run, work.job_url, work.chunk_id, work.store or default_store, work.force, cancel=cancel
+    ))
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if not task.done() and await request.is_disconnected():
+            log.info("caller of chunk %s went away: cancelling the render", work.chunk_id)
+            cancel.set()
+    return task.result()
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, config: ServerConfig | None = None) -> None:

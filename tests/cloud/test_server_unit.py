@@ -103,3 +103,39 @@ def test_cloudrun_retries_429_then_reports_retryable(stub) -> None:
         _Stub.answers, _Stub.calls = [429] * 5, 0
         result = backend.run_chunk(spec, spec.chunks[1], context, cancel=threading.Event())
     assert not result.ok and result.retryable and "HTTP 429" in result.stderr and _Stub.calls == 4
+
+
+def test_caller_disconnect_cancels_the_render() -> None:
+    import socket
+
+    import uvicorn
+
+    cancelled = threading.Event()
+
+    class CancelAware:
+        def run(self, job_url, chunk_id, store=None, force=False, *, cancel: threading.Event, **_):
+            if cancel.wait(10):
+                cancelled.set()
+                return WorkerResult(chunk_id=chunk_id, exit_code=130, retryable=False, stderr="cancelled")
+            return WorkerResult(chunk_id=chunk_id, exit_code=0)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(CancelAware(), ServerConfig()), host="127.0.0.1", port=port,
+                                           log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"http://127.0.0.1:{port}/", json={"jobUrl": "s3://b/j.json", "chunkId": 0}, timeout=0.5)
+        assert cancelled.wait(5), "the render was not cancelled when the caller went away"
+        assert time.monotonic() - started < 3
+    finally:
+        server.should_exit = True
+        thread.join(10)
