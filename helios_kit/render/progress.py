@@ -49,7 +49,7 @@ class RenderProgress:
         self.log_every_s = log_every_s
         self.done = 0
         self._start = time.monotonic()
-        self._last_log = 0.0
+        self._last_log = float("-inf")
         self._bar: Progress | None = None
         self._task_id = None
         self.is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
