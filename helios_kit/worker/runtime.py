@@ -21,6 +21,7 @@ valid chunk (the store's commit order plus deterministic encoding).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import posixpath
@@ -37,12 +38,14 @@ from urllib.parse import urljoin
 from helios_kit.backends.base import WorkerResult
 from helios_kit.errors import HeliosError, LoaderError, RenderError, SpecError, StoreError
 from helios_kit.loaders import LoaderOptions, load_spec, scheme_of
-from helios_kit.spec import MANIFEST_SUFFIX, JobSpec, chunk_digest, composition_digest, job_outputs
+from helios_kit.spec import MANIFEST_SUFFIX, JobSpec, chunk_digest, composition_digest, job_outputs, loads
 
 log = logging.getLogger("helios.worker")
 
 #: `render(config, *, input_location, start_frame, frame_count, output_path, progress, cancel, quiet)`.
 RenderFn = Callable[..., Any]
+
+_SPEC_CACHE_SIZE = 8
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -119,7 +122,7 @@ def resolve_composition(
     if _is_local(job_url):
         job_dir = Path(job_url.removeprefix("file://")).resolve().parent
         path = Path(input_ref) if Path(input_ref).is_absolute() else job_dir / input_ref
-        digest = composition_digest(input_ref, job_dir, exclude=job_outputs(spec))
+        digest = composition_digest(input_ref, job_dir, exclude=_outputs_to_exclude(spec))
         return ResolvedComposition(str(path), digest, job_dir)
     if Path(input_ref).is_absolute():
         raise SpecError(f"config.input: absolute path {input_ref!r} cannot be resolved for a remote job {job_url}")
@@ -166,8 +169,19 @@ def _download_composition(
         raise LoaderError(f"cannot download composition {base_url}/{input_rel}: {type(error).__name__}: "
                           f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from None
     log.debug("downloaded %d composition files from %s", count, base_url)
-    digest = composition_digest(input_rel, local_job, exclude=job_outputs(spec))
+    digest = composition_digest(input_rel, local_job, exclude=_outputs_to_exclude(spec))
     return ResolvedComposition(str(local_job / input_rel), digest, local_job)
+
+
+def _outputs_to_exclude(spec: JobSpec) -> tuple[str, ...]:
+    """`job_outputs(spec)` without paths inside an excluded folder: the same files are hashed (an excluded
+    folder is never walked), but a 200-chunk job checks a handful of paths per file instead of hundreds."""
+    outputs = sorted(job_outputs(spec))
+    kept: list[str] = []
+    for path in outputs:
+        if not any(path.startswith(folder + "/") for folder in kept):
+            kept.append(path)
+    return tuple(kept)
 
 
 def _skipped(rel: str, outputs: set[str]) -> bool:
@@ -191,6 +205,30 @@ class WorkerRuntime:
         self.render = render or _default_render
         self.loader_options = loader_options or LoaderOptions()
         self.storage_options = storage_options or {}
+        self._specs: dict[str, JobSpec] = {}
+        self._lock = threading.Lock()
+
+    def _load_spec(self, job_url: str) -> JobSpec:
+        """Fetch the spec every time (it may change), but validate each distinct content only once: a warm
+        Lambda or Cloud Run instance runs many chunks of the same job."""
+        from helios_kit.errors import UnknownNameError
+        from helios_kit.plugins import get_plugins
+
+        try:
+            loader = get_plugins().spec_loader(scheme_of(job_url))
+        except UnknownNameError:
+            return load_spec(job_url, self.loader_options)[0]  # its LoaderError lists the supported schemes
+        data = loader(job_url, self.loader_options)
+        key = hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest() + "|" + job_url
+        with self._lock:
+            spec = self._specs.get(key)
+        if spec is None:
+            spec = loads(data, source=job_url)
+            with self._lock:
+                self._specs[key] = spec
+                while len(self._specs) > _SPEC_CACHE_SIZE:
+                    self._specs.pop(next(iter(self._specs)))
+        return spec
 
     def run(
         self,
@@ -248,7 +286,7 @@ class WorkerRuntime:
     ) -> WorkerResult:
         from helios_kit.store import ArtifactStore
 
-        spec, _ = load_spec(job_url, self.loader_options)
+        spec = self._load_spec(job_url)
         chunk = spec.chunk(chunk_id)
         try:
             store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
