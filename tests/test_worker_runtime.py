@@ -300,3 +300,12 @@ def test_s3_unreachable_is_retryable(tmp_path: Path, runtime, monkeypatch: pytes
     assert not result.ok and result.retryable and not render.calls
     assert "EndpointConnectionError" in result.stderr and "s3://bkt/jobs/job.json" in result.stderr
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_changed_spec_at_same_url_is_reloaded(tmp_path: Path, runtime) -> None:
+    worker, render = runtime
+    job = make_job(tmp_path / "job", frames=12, chunks=3)
+    assert worker.run(str(job), 0).ok and render.calls[-1]["frame_count"] == 4
+    make_job(tmp_path / "job", frames=12, chunks=2)  # same URL, new content: no stale cached spec
+    result = worker.run(str(job), 0)
+    assert result.ok and not result.skipped and render.calls[-1]["frame_count"] == 6
