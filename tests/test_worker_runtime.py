@@ -309,3 +309,28 @@ def test_changed_spec_at_same_url_is_reloaded(tmp_path: Path, runtime) -> None:
     make_job(tmp_path / "job", frames=12, chunks=2)  # same URL, new content: no stale cached spec
     result = worker.run(str(job), 0)
     assert result.ok and not result.skipped and render.calls[-1]["frame_count"] == 6
+
+
+def test_warm_worker_reuses_downloaded_composition_until_it_changes(tmp_path: Path, runtime) -> None:
+    from helios_kit.worker.runtime import COMPOSITION_CACHE_DIR
+
+    worker, render = runtime
+    make_job(tmp_path / "src")
+    cache = tmp_path / "ws" / COMPOSITION_CACHE_DIR
+    with moto_s3() as endpoint:
+        make_bucket(endpoint, "bkt")
+        fs = fsspec.filesystem("s3")
+        for name in ("job.json", "index.html"):
+            fs.put_file(str(tmp_path / "src" / name), f"bkt/jobs/{name}")
+        url = "s3://bkt/jobs/job.json"
+        assert worker.run(url, 0).ok and worker.run(url, 1).ok
+        versions = [p.name for p in cache.iterdir()]
+        assert len(versions) == 1  # downloaded once, reused by the second chunk (outputs not part of it)
+        assert render.calls[0]["input_location"] == render.calls[1]["input_location"]
+        assert render.calls[0]["input_location"].startswith(str(cache / versions[0]))
+        with fs.open("bkt/jobs/index.html", "wb") as handle:  # same size, new content
+            handle.write(HTML.replace("#123", "#321").encode())
+        result = worker.run(url, 0)
+        assert result.ok and not result.skipped  # new content → new digest → rendered again
+        assert len(list(cache.iterdir())) == 2
+        assert Path(render.calls[-1]["input_location"]).read_text() == HTML.replace("#123", "#321")

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ log = logging.getLogger("helios.worker")
 RenderFn = Callable[..., Any]
 
 _SPEC_CACHE_SIZE = 8
+#: Under the workspace: downloaded compositions, one immutable folder per remote version.
+COMPOSITION_CACHE_DIR = "helios-composition-cache"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -108,8 +111,11 @@ def resolve_composition(
     job_url: str,
     workspace: Path,
     storage_options: dict[str, Any] | None = None,
+    cache_dir: Path | None = None,
 ) -> ResolvedComposition:
-    """Find the composition of `spec` loaded from `job_url`; fsspec compositions are downloaded to `workspace`.
+    """Find the composition of `spec` loaded from `job_url`; fsspec compositions are downloaded to `workspace`
+    (or, with `cache_dir`, into an immutable per-version folder there, reused while the remote files are
+    unchanged: a warm instance does not download the same assets for every chunk).
 
     Clients checking the store (the executor) should use this too, so their digests match the workers'.
     """
@@ -118,7 +124,7 @@ def resolve_composition(
         if _is_http(input_ref):
             return ResolvedComposition(input_ref, composition_digest(input_ref))
         return _download_composition(spec, _url_dir(input_ref), posixpath.basename(input_ref), workspace,
-                                     storage_options, outputs_base=None)
+                                     storage_options, outputs_base=None, cache_dir=cache_dir)
     if _is_local(job_url):
         job_dir = Path(job_url.removeprefix("file://")).resolve().parent
         path = Path(input_ref) if Path(input_ref).is_absolute() else job_dir / input_ref
@@ -131,7 +137,13 @@ def resolve_composition(
         url = urljoin(base, input_ref)
         return ResolvedComposition(url, composition_digest(url))
     return _download_composition(spec, _url_dir(job_url), input_ref, workspace, storage_options,
-                                 outputs_base=_url_dir(job_url))
+                                 outputs_base=_url_dir(job_url), cache_dir=cache_dir)
+
+
+#: Listing fields that change when an object's content does (S3, GCS, Azure, local/memory filesystems).
+_CHANGE_MARKERS = ("ETag", "etag", "md5Hash", "crc32c", "generation", "LastModified", "last_modified", "mtime",
+                   "updated", "created")
+_CACHE_VERSIONS_KEPT = 4
 
 
 def _download_composition(
@@ -141,36 +153,76 @@ def _download_composition(
     workspace: Path,
     storage_options: dict[str, Any] | None,
     outputs_base: str | None,
+    cache_dir: Path | None = None,
 ) -> ResolvedComposition:
-    """Copy the composition's folder from an fsspec URL into `workspace/job`, skipping job outputs."""
+    """Copy the composition's folder from an fsspec URL, skipping job outputs, manifests and temp keys."""
     import fsspec
 
-    local_job = workspace / "job"
     try:
         fs, base_path = fsspec.core.url_to_fs(base_url, **(storage_options or {}))
+        fs.invalidate_cache()  # a warm instance must see files changed since its last chunk
         base_path = base_path.rstrip("/")
         entry = f"{base_path}/{input_rel}"
-        root = entry if fs.isdir(entry) else posixpath.dirname(entry)
         if not fs.exists(entry):
             raise LoaderError(f"composition not found: {base_url}/{input_rel}")
+        root = entry if fs.isdir(entry) else posixpath.dirname(entry)
         skip = set(job_outputs(spec)) if outputs_base is not None else set()
-        count = 0
-        for remote in sorted(fs.find(root)):
-            rel = posixpath.relpath(remote, base_path)
-            if _skipped(rel, skip):
-                continue
-            target = local_job / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(remote, str(target))
-            count += 1
+        listing = {path: info for path, info in fs.find(root, detail=True).items()
+                   if not _skipped(posixpath.relpath(path, base_path), skip)}
+        version = _listing_version(base_url, base_path, listing) if cache_dir is not None else None
+        if version is not None and cache_dir is not None:
+            local_job = cache_dir / version
+            if not local_job.is_dir():
+                staging = cache_dir / f".{version}.{uuid.uuid4().hex}.tmp"
+                _fetch_all(fs, base_path, listing, staging)
+                try:
+                    staging.rename(local_job)  # immutable once in place; a concurrent twin may have won
+                except OSError:
+                    shutil.rmtree(staging, ignore_errors=True)
+                _prune_cache(cache_dir, keep=local_job)
+            else:
+                os.utime(local_job)
+        else:
+            local_job = workspace / "job"
+            _fetch_all(fs, base_path, listing, local_job)
     except HeliosError:
         raise
     except Exception as error:
         raise LoaderError(f"cannot download composition {base_url}/{input_rel}: {type(error).__name__}: "
                           f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from None
-    log.debug("downloaded %d composition files from %s", count, base_url)
     digest = composition_digest(input_rel, local_job, exclude=_outputs_to_exclude(spec))
     return ResolvedComposition(str(local_job / input_rel), digest, local_job)
+
+
+def _listing_version(base_url: str, base_path: str, listing: dict[str, dict[str, Any]]) -> str | None:
+    """A hash of the remote files' names, sizes and change markers; None when a file has no marker."""
+    digest = hashlib.sha256(f"{base_url}\n".encode())
+    for path in sorted(listing):
+        info = listing[path]
+        markers = {key: str(info[key]) for key in _CHANGE_MARKERS if info.get(key) is not None}
+        if not markers:
+            return None
+        digest.update(f"{posixpath.relpath(path, base_path)}|{info.get('size')}|{sorted(markers.items())}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _fetch_all(fs: Any, base_path: str, listing: dict[str, dict[str, Any]], target_dir: Path) -> None:
+    for remote in sorted(listing):
+        if listing[remote].get("type") == "directory":
+            continue
+        target = target_dir / posixpath.relpath(remote, base_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(remote, str(target))
+    target_dir.mkdir(parents=True, exist_ok=True)
+    log.debug("downloaded %d composition files into %s", len(listing), target_dir)
+
+
+def _prune_cache(cache_dir: Path, keep: Path) -> None:
+    versions = sorted((p for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in versions[_CACHE_VERSIONS_KEPT:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _outputs_to_exclude(spec: JobSpec) -> tuple[str, ...]:
@@ -292,7 +344,8 @@ class WorkerRuntime:
             store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
         except StoreError as error:  # no store for an http job, an unknown scheme: a retry cannot help
             return result(EXIT_USAGE, retryable=False, stderr=str(error))
-        composition = resolve_composition(spec, job_url, workspace, self.storage_options)
+        composition = resolve_composition(spec, job_url, workspace, self.storage_options,
+                                          cache_dir=self.workspace_dir / COMPOSITION_CACHE_DIR)
         digest = chunk_digest(spec, chunk, content_digest=composition.content_digest)
         rel = chunk.output_file
         if not force and store.is_complete(rel, digest):

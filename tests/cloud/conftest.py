@@ -22,8 +22,10 @@ def s3(monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture
-def worker_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Worker processes import the fake render from tests/fakes and never look for Chromium."""
+def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Worker processes import the fake render from tests/fakes, never look for Chromium, and keep their
+    workspace (and composition cache) in the test's temp folder."""
+    monkeypatch.setenv("HELIOS_WORKSPACE", str(tmp_path / "worker-workspace"))
     path = os.environ.get("PYTHONPATH", "")
     monkeypatch.setenv("PYTHONPATH", f"{TESTS_DIR}{os.pathsep}{path}" if path else str(TESTS_DIR))
     monkeypatch.setenv("HELIOS_WORKER_RENDER", "fakes.renders:frame_index_render")
