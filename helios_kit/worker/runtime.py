@@ -14,6 +14,10 @@ Where things resolve:
   the job's location — a local folder, an http(s) base (rendered over http), or an fsspec folder that is
   downloaded into the workspace (job outputs and manifests skipped) and rendered locally.
 
+A warm instance (Lambda, Cloud Run) runs many chunks of one job: it validates each distinct spec once, and
+keeps downloaded compositions in `<workspace>/helios-composition-cache/<version>/` (immutable folders keyed
+by the remote listing's names, sizes and ETags/mtimes), so unchanged assets are fetched once.
+
 Idempotency under at-least-once invocation: a chunk whose output and matching done-manifest are already in
 the store is reported `skipped` without rendering; two workers committing the same chunk at once leave one
 valid chunk (the store's commit order plus deterministic encoding).
