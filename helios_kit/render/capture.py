@@ -87,6 +87,38 @@ class DomCapture:
         return base64.b64decode(shot["data"])
 
 
+class BeginFrameCapture(DomCapture):
+    """Step the page, then produce the frame with HeadlessExperimental.beginFrame carrying a screenshot.
+
+    Only in begin-frame mode (headless shell): Chromium draws nothing unless asked, so the frame we
+    request is the first one after the step and cannot be stale. A frame without damage may come back
+    without screenshot data: then it is identical to the previous one.
+    """
+
+    mode = "dom"
+
+    def __init__(self, page: Page, image_format: ImageFormat, timeout: float) -> None:
+        super().__init__(page, image_format, timeout)
+        self.shot: dict[str, Any] = {"format": image_format, "optimizeForSpeed": True}
+        if image_format == "jpeg":
+            self.shot["quality"] = JPEG_QUALITY
+        self.last: bytes | None = None
+
+    def frame(self, frame: int) -> bytes:
+        run_step(self.page, clock.step_expression(frame), frame, self.timeout)
+        for _ in range(3):
+            try:
+                result = self.page.begin_frame(self.shot, timeout=self.timeout)
+            except (CDPError, TimeoutError) as error:
+                raise RenderError(f"screenshot failed: {error}") from None
+            if result.get("screenshotData"):
+                self.last = base64.b64decode(result["screenshotData"])
+                return self.last
+            if self.last is not None and not result.get("hasDamage", True):
+                return self.last
+        raise RenderError(f"screenshot failed: Chromium produced no picture for frame {frame}")
+
+
 class CanvasCapture:
     """Step the page and read its canvas with toDataURL in the same evaluation."""
 
@@ -111,8 +143,9 @@ def canvas_info(page: Page) -> dict[str, Any]:
 
 def choose_capture(page: Page, requested: str, image_format: ImageFormat, timeout: float) -> DomCapture | CanvasCapture:
     """The capture for `requested` (auto | dom | canvas); `canvas` on a page without one canvas is an error."""
+    dom: type[DomCapture] = BeginFrameCapture if page.begin_frame_control else DomCapture
     if requested == "dom":
-        return DomCapture(page, image_format, timeout)
+        return dom(page, image_format, timeout)
     info = canvas_info(page)
     if requested == "canvas":
         if not info.get("covers", False) and info.get("reason"):
@@ -120,4 +153,4 @@ def choose_capture(page: Page, requested: str, image_format: ImageFormat, timeou
         return CanvasCapture(page, image_format, timeout)
     if info.get("usable"):
         return CanvasCapture(page, image_format, timeout)
-    return DomCapture(page, image_format, timeout)
+    return dom(page, image_format, timeout)

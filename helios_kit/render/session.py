@@ -99,10 +99,10 @@ def open_page(browser: Browser, url: str, config: RenderConfig, timeout: float, 
         {"width": config.width, "height": config.height, "deviceScaleFactor": 1, "mobile": False},
     )
     page.send("Page.addScriptToEvaluateOnNewDocument", {"source": clock.init_script(config.fps, timeout)})
-    navigation = page.send("Page.navigate", {"url": url}, timeout=timeout)
+    navigation = page.wait_pumping(page.send_async("Page.navigate", {"url": url}), timeout)
     if navigation.get("errorText"):
         raise RenderError(f"cannot load {url}: {navigation['errorText']}")
-    loaded = page.wait_event("Page.loadEventFired", timeout, abort=lambda: _cancelled(cancel))
+    loaded = _wait_load(page, timeout, cancel)
     _check_cancel(cancel)
     if loaded is None:
         raise RenderError(f"timeout: {url} did not finish loading within {timeout:g} s")
@@ -120,6 +120,24 @@ def open_page(browser: Browser, url: str, config: RenderConfig, timeout: float, 
     if errors:
         raise RenderError(f"composition threw while loading (before frame 0): {errors[0]}")
     return page
+
+
+def _wait_load(page: Page, timeout: float, cancel: threading.Event | None) -> dict | None:
+    """The load event; in begin-frame mode frames are produced while waiting (loading may need them)."""
+    if not page.begin_frame_control:
+        return page.wait_event("Page.loadEventFired", timeout, abort=lambda: _cancelled(cancel))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _cancelled(cancel):
+        event = page.wait_event("Page.loadEventFired", 0.005)
+        if event is not None:
+            return event
+        page.begin_frame(timeout=timeout)
+    return None
+
+
+def use_begin_frame() -> bool:
+    """Begin-frame capture (headless shell only) unless HELIOS_BEGIN_FRAME=0."""
+    return os.environ.get("HELIOS_BEGIN_FRAME", "1") != "0"
 
 
 def _frame_error(error: FrameError) -> RenderError:
@@ -184,7 +202,7 @@ def render_range(
                 server = CompositionServer(html_file.parent)
                 url = server.url_for(html_file)
             assert url is not None
-            browser = Browser(executable)
+            browser = Browser(executable, begin_frame_control=use_begin_frame())
             page = open_page(browser, url, config, timeout_s, cancel)
             capture: DomCapture | CanvasCapture = choose_capture(page, config.capture.value, fmt, timeout_s)
             ff_started = time.monotonic()

@@ -58,16 +58,26 @@ def test_lossless_chunk_pixels_equal_whole_render(tmp_path: pathlib.Path) -> Non
     _expect(frame_indices(a), 0, 40)
 
 
-@pytest.mark.parametrize("browser", ["chromium-headless-shell", "chromium"])
-def test_frame_zero_is_not_a_stale_frame(tmp_path: pathlib.Path, browser: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("browser", "begin_frame"),
+    [("chromium-headless-shell", "1"), ("chromium-headless-shell", "0"), ("chromium", "1")],
+    ids=["shell-beginframe", "shell-screenshot", "chromium-new-headless"],
+)
+def test_every_browser_mode_is_frame_exact_from_frame_zero(
+    tmp_path: pathlib.Path, browser: str, begin_frame: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frame 0 is not a stale compositor frame, and a chunk agrees, in each capture path."""
     path = shutil.which(browser)
     if path is None:
         pytest.skip(f"{browser} not installed")
     monkeypatch.setenv("HELIOS_CHROMIUM", path)
-    out = tmp_path / "zero.mp4"
-    stats = render(FRAME_INDEX, out, 0, 3)
+    monkeypatch.setenv("HELIOS_BEGIN_FRAME", begin_frame)
+    zero, chunk = tmp_path / "zero.mp4", tmp_path / "chunk.mp4"
+    stats = render(FRAME_INDEX, zero, 0, 3)
     assert stats.browser == path
-    _expect(frame_indices(decode(out, 320, 240)), 0, 3)
+    _expect(frame_indices(decode(zero, 320, 240)), 0, 3)
+    render(FRAME_INDEX, chunk, 40, 4)
+    _expect(frame_indices(decode(chunk, 320, 240)), 40, 44)
 
 
 def test_canvas_capture_is_frame_exact_and_auto_picks_it(tmp_path: pathlib.Path) -> None:
