@@ -89,31 +89,48 @@ def bench_render(name: str, capture: str, frames: int, width: int, height: int, 
         output_path=out_dir / f"{name}-{capture}.mp4",
     )
     wall = time.perf_counter() - started
-    return frames / wall, stats.capture, wall
+    return frames / wall, stats.capture, wall, frames / (stats.loop_ms / 1000)
 
 
-def bench_raw(name: str, frames: int, width: int, height: int, out_dir: pathlib.Path) -> tuple[float, float]:
-    """CDP screenshots back to back into the same ffmpeg (JPEG, same quality), no virtual time."""
+def bench_raw(
+    name: str, frames: int, width: int, height: int, out_dir: pathlib.Path, begin_frame: bool
+) -> tuple[float, float]:
+    """Screenshots back to back into the same ffmpeg (JPEG, same quality), no virtual time, no checks:
+    Page.captureScreenshot, or HeadlessExperimental.beginFrame with a screenshot (begin-frame mode)."""
     html = EXAMPLES / name / "index.html"
-    with CompositionServer(html.parent) as server, Browser(find_browser()) as browser:
+    executable = find_browser()
+    with (
+        CompositionServer(html.parent) as server,
+        Browser(executable, begin_frame_control=begin_frame) as browser,
+    ):
         page = browser.new_page(width, height)
         page.send("Page.enable")
         page.send(
             "Emulation.setDeviceMetricsOverride",
             {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
         )
-        page.send("Page.navigate", {"url": server.url_for(html)})
-        page.wait_event("Page.loadEventFired", 30)
+        page.wait_pumping(page.send_async("Page.navigate", {"url": server.url_for(html)}), 30)
+        deadline = time.monotonic() + 30
+        while page.wait_event("Page.loadEventFired", 0.005) is None and time.monotonic() < deadline:
+            if page.begin_frame_control:
+                page.begin_frame()
         params = {
             "format": "jpeg",
             "quality": JPEG_QUALITY,
             "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
             "optimizeForSpeed": True,
         }
+        shot = {"format": "jpeg", "quality": JPEG_QUALITY, "optimizeForSpeed": True}
         encoder = FrameEncoder(out_dir / f"{name}-raw.mp4", fps=30, frame_count=frames, image_format="jpeg")
         started = time.perf_counter()
+        last = b""
         for _ in range(frames):
-            encoder.put(base64.b64decode(page.send("Page.captureScreenshot", params)["data"]))
+            if page.begin_frame_control:
+                data = page.begin_frame(shot).get("screenshotData")
+                last = base64.b64decode(data) if data else last
+            else:
+                last = base64.b64decode(page.send("Page.captureScreenshot", params)["data"])
+            encoder.put(last)
         encoder.finish()
         wall = time.perf_counter() - started
     return frames / wall, wall
@@ -129,18 +146,37 @@ def main() -> None:
     print(f"browser: {find_browser().path}; {width}x{height}, 30 fps, {frames} frames; {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory(prefix="helios-bench-") as tmp, TreeRss() as rss:
         out = pathlib.Path(tmp)
-        raw_fps, raw_wall = bench_raw("titles", frames, width, height, out)
-        print(f"raw limit (titles, CDP screenshot loop -> ffmpeg): {raw_fps:6.1f} frames/s ({raw_wall:.2f} s)")
+        raw: dict[str, float] = {}
+        for mode, begin_frame in (("beginFrame", True), ("captureScreenshot", False)):
+            fps, wall = bench_raw("titles", frames, width, height, out, begin_frame)
+            raw[mode] = fps
+            print(f"raw limit, titles, {mode:17s} loop -> ffmpeg: {fps:6.1f} frames/s ({wall:.2f} s)")
         results: dict[tuple[str, str], float] = {}
-        for name, capture in (("titles", "dom"), ("timeline", "dom"), ("particles", "dom"), ("particles", "auto")):
-            fps, used, wall = bench_render(name, capture, frames, width, height, out)
-            results[(name, used)] = fps
-            print(f"render_range {name:9s} capture={capture:4s} (used {used:6s}): {fps:6.1f} frames/s ({wall:.2f} s)")
-    dom = results[("titles", "dom")]
-    print(f"ratio DOM/raw (titles): {dom / raw_fps:.2f}  (goal >= 0.8)")
-    if ("particles", "canvas") in results:
-        ratio = results[("particles", "canvas")] / results[("particles", "dom")]
-        print(f"ratio canvas/DOM (particles): {ratio:.2f}  (goal >= 2)")
+        runs = (
+            ("titles", "dom", "1"),
+            ("titles", "dom", "0"),
+            ("timeline", "dom", "1"),
+            ("particles", "dom", "1"),
+            ("particles", "auto", "1"),
+        )
+        for name, capture, begin_frame in runs:
+            os.environ["HELIOS_BEGIN_FRAME"] = begin_frame
+            fps, used, wall, loop_fps = bench_render(name, capture, frames, width, height, out)
+            mode = "beginFrame" if begin_frame == "1" else "captureScreenshot"
+            if used == "canvas":
+                mode = "toDataURL"
+            results[(name, mode)] = loop_fps
+            print(
+                f"render_range {name:9s} {capture:4s} -> {used:6s} {mode:17s}: {fps:6.1f} frames/s overall "
+                f"({wall:.2f} s incl. launch+load), frame loop {loop_fps:6.1f} frames/s"
+            )
+        os.environ.pop("HELIOS_BEGIN_FRAME", None)
+    for mode in ("beginFrame", "captureScreenshot"):
+        ratio = results[("titles", mode)] / raw[mode]
+        print(f"ratio DOM frame loop / raw loop, titles, {mode:17s}: {ratio:.2f}  (goal >= 0.8)")
+    if ("particles", "toDataURL") in results:
+        ratio = results[("particles", "toDataURL")] / results[("particles", "beginFrame")]
+        print(f"ratio canvas / DOM frame loop (particles): {ratio:.2f}  (goal >= 2)")
     print(f"peak RSS, whole process tree: {rss.peak / 2**20:.0f} MiB")
 
 

@@ -42,6 +42,8 @@ class RenderStats(BaseModel):
     output_path: str
     capture: str
     fast_forward_ms: float = 0.0
+    #: Wall time of the frame loop alone (step + capture + encode, until ffmpeg finished).
+    loop_ms: float = 0.0
     browser: str = ""
 
 
@@ -220,6 +222,7 @@ def render_range(
                 pixel_format=config.pixel_format,
                 crf=config.crf,
             )
+            loop_started = time.monotonic()
             for index in range(frame_count):
                 _check_cancel(cancel)
                 try:
@@ -234,6 +237,7 @@ def render_range(
             browser = None
             encoder.finish()
             encoder = None
+            loop_ms = (time.monotonic() - loop_started) * 1000
         except (CDPError, TimeoutError) as error:
             raise RenderError(f"browser failed: {error}") from None
         finally:
@@ -249,5 +253,6 @@ def render_range(
         output_path=os.fspath(output_path),
         capture=capture.mode,
         fast_forward_ms=ff_ms,
+        loop_ms=loop_ms,
         browser=executable.path,
     )
