@@ -294,6 +294,19 @@
     return moved.filter(Boolean).length;
   }
 
+  // Fonts and images that started loading after the first frame (text or <img> added later) are ready
+  // before the frame that shows them is captured.
+  async function awaitAssets(frame, deadline) {
+    if (document.fonts && document.fonts.status === "loading") {
+      await withTimeout(document.fonts.ready, frame, deadline, "document.fonts.ready");
+    }
+    const pending = [];
+    for (const img of document.images) {
+      if (img.src && !img.complete) pending.push(img.decode().catch(() => null));
+    }
+    if (pending.length) await withTimeout(Promise.all(pending), frame, deadline, "image decode");
+  }
+
   async function prepare() {
     const deadline = RealDate.now() + CONFIG.timeoutMs;
     if (document.fonts && document.fonts.ready) await withTimeout(document.fonts.ready, 0, deadline, "document.fonts.ready");
@@ -337,7 +350,10 @@
     seekAnimations(list);
     await waitHolds(frame, deadline);
     let videoSeeks = 0;
-    if (capture) videoSeeks = await seekVideos(frame, deadline);
+    if (capture) {
+      await awaitAssets(frame, deadline);
+      videoSeeks = await seekVideos(frame, deadline);
+    }
     else noteVideos();
     if (errors.length) return { error: errors[0] };
     return videoSeeks ? { videoSeeks } : null;

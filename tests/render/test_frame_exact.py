@@ -104,3 +104,11 @@ def test_non_integer_fps_keeps_exact_count_and_rate(tmp_path: pathlib.Path) -> N
     info = probe(out)
     assert int(info["nb_read_frames"]) == 12
     assert info["r_frame_rate"] == "2997/100"
+
+
+def test_image_added_later_is_decoded_before_its_first_frame(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "late.mp4"
+    render(FIXTURES / "late_assets.html", out, 0, 12)
+    brightness = [float(f.mean()) for f in decode(out, 320, 240)]
+    assert max(brightness[:9]) < 10
+    assert min(brightness[9:]) > 245
