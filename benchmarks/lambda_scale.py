@@ -24,15 +24,24 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
-def measure(chunks: int, concurrency: int, latency: float, workers: int = 4, handler: str = "worker",
-            ) -> dict[str, float]:
+def measure(
+    chunks: int,
+    concurrency: int,
+    latency: float,
+    workers: int = 4,
+    handler: str = "worker",
+) -> dict[str, float]:
     """Run the fan-out once; returns elapsed, ideal, ratio and the emulator's max in-flight count."""
     if str(TESTS) not in sys.path:
         sys.path.insert(0, str(TESTS))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     os.environ["HELIOS_WORKER_RENDER"] = "fakes.renders:bytes_render"
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
         os.environ.setdefault(key, value)
 
     import logging
@@ -54,9 +63,17 @@ def measure(chunks: int, concurrency: int, latency: float, workers: int = 4, han
         dump(spec, root / "job.json")
         context = ChunkContext(job_url=str(root / "job.json"), job_dir=str(root), store_url=str(root / "store"))
         reference = "helios_lambda.handler:handler" if handler == "worker" else "fakes.lambda_emulator:noop_handler"
-        with LambdaEmulator(handler=reference, latency=latency, workers=workers) as emulator, LambdaBackend(
-                LambdaOptions(function=emulator.function_name, endpoint_url=emulator.endpoint_url, region="us-east-1",
-                              max_connections=concurrency + 10)) as backend:
+        with (
+            LambdaEmulator(handler=reference, latency=latency, workers=workers) as emulator,
+            LambdaBackend(
+                LambdaOptions(
+                    function=emulator.function_name,
+                    endpoint_url=emulator.endpoint_url,
+                    region="us-east-1",
+                    max_connections=concurrency + 10,
+                )
+            ) as backend,
+        ):
             report = drive(backend, spec, context, concurrency=concurrency, retries=3)
             in_flight = emulator.max_in_flight
         failed = report.failed
@@ -64,8 +81,13 @@ def measure(chunks: int, concurrency: int, latency: float, workers: int = 4, han
             raise SystemExit(f"{len(failed)} chunks failed, e.g. {report.results[failed[0]].stderr}")
         done = sum(1 for p in (root / "store").rglob("*.done.json")) if (root / "store").exists() else 0
     ideal = math.ceil(chunks / concurrency) * latency
-    return {"elapsed": report.elapsed_s, "ideal": ideal, "ratio": report.elapsed_s / ideal,
-            "max_in_flight": in_flight, "committed": done}
+    return {
+        "elapsed": report.elapsed_s,
+        "ideal": ideal,
+        "ratio": report.elapsed_s / ideal,
+        "max_in_flight": in_flight,
+        "committed": done,
+    }
 
 
 def main() -> None:
@@ -75,13 +97,17 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5)
     parser.add_argument("--workers", type=int, default=4, help="Handler processes in the emulator.")
     args = parser.parse_args()
-    for handler, what in (("noop", "client fan-out (no-op handler)"),
-                          ("worker", "real handler (WorkerRuntime + fake render + commit, on this machine's CPUs)")):
+    for handler, what in (
+        ("noop", "client fan-out (no-op handler)"),
+        ("worker", "real handler (WorkerRuntime + fake render + commit, on this machine's CPUs)"),
+    ):
         stats = measure(args.chunks, args.concurrency, args.latency, args.workers, handler)
-        print(f"lambda scale, {what}: {args.chunks} chunks, concurrency {args.concurrency}, latency "
-              f"{args.latency:g} s: {stats['elapsed']:.2f} s (ideal {stats['ideal']:.2f} s, "
-              f"ratio {stats['ratio']:.2f}), "
-              f"max in flight {stats['max_in_flight']}, {stats['committed']} chunks committed")
+        print(
+            f"lambda scale, {what}: {args.chunks} chunks, concurrency {args.concurrency}, latency "
+            f"{args.latency:g} s: {stats['elapsed']:.2f} s (ideal {stats['ideal']:.2f} s, "
+            f"ratio {stats['ratio']:.2f}), "
+            f"max in flight {stats['max_in_flight']}, {stats['committed']} chunks committed"
+        )
 
 
 if __name__ == "__main__":
