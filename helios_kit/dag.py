@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -186,6 +187,7 @@ def job_tasks(
     basename: str = "render",
     chunk_ids: Iterable[int] | None = None,
     verbose: bool = False,
+    merge: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """doit task dicts: `<basename>:chunk-<id>` per chunk and `<basename>:merge` depending on all of them."""
     selected = set(chunk_ids) if chunk_ids is not None else None
@@ -205,6 +207,8 @@ def job_tasks(
             "clean": [(_clean, [ctx, [chunk.output_file]])],
             "verbosity": 2,  # never let doit swap sys.stdout under running threads
         }
+    if not merge:
+        return
     yield {
         "basename": basename,
         "name": "merge",
@@ -319,7 +323,7 @@ def run_job_dag(
     ids = list(chunk_ids) if chunk_ids is not None else None
 
     def task_render() -> Iterator[dict[str, Any]]:
-        yield from job_tasks(ctx, executor, chunk_ids=ids)
+        yield from job_tasks(ctx, executor, chunk_ids=ids, merge=executor.options.merge)
 
     if db_file is None:
         db_file = ctx.job_dir / STATE_DIR / f"{ctx.spec.job_id}.doit.db"
@@ -335,7 +339,13 @@ def run_job_dag(
             "-n", str(executor.concurrency), "-P", "thread", "render"]
     if executor.concurrency == 1:
         args = ["run", "--continue", "--db-file", str(db_file), "--backend", "json", "render"]
-    code = _doit_main(namespace, args)
+    # doit's dispatcher recurses about once per task when many finish together; give it room for big jobs
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20 * len(ctx.spec.chunks) + 2000))
+    try:
+        code = _doit_main(namespace, args)
+    finally:
+        sys.setrecursionlimit(limit)
     if reporter.errors:
         return reporter.errors[0]
     if code == 3:

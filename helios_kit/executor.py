@@ -49,6 +49,7 @@ class RunOptions(BaseModel):
     force: bool = False
     chunks: list[int] | None = Field(None, description="Only these chunk ids (default: all).")
     store: str | None = None
+    merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
 
 
 class EventKind(StrEnum):
@@ -152,6 +153,8 @@ class JobReport(BaseModel):
         merge = self.merge
         if self.cancelled:
             line += "; job cancelled"
+        elif merge is None and self.failed == 0:
+            line += "; not merged (--no-merge)"
         elif merge is None or merge.pending:
             line += f"; not merged ({merge.pending if merge and merge.pending else 'chunks failed'})"
         elif merge.error:
@@ -293,17 +296,26 @@ class ChunkExecutor:
     def _attempt(self, chunk: Chunk) -> WorkerResult:
         """One call of the backend, bounded by the chunk timeout and the job's cancel event."""
         timeout = self.options.chunk_timeout
+        if not timeout:  # the job's cancel event is all the backend needs: no watcher thread
+            try:
+                result = self.backend.run_chunk(self.spec, chunk, self.context, cancel=self.cancel, timeout=None)
+            except Exception as error:
+                log.debug("backend %s raised on chunk %s", self.backend.name, chunk.id, exc_info=True)
+                result = WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=f"{type(error).__name__}: {error}")
+            if self.cancel.is_set() and not result.ok:
+                return _cancelled_result(chunk.id, "cancelled")
+            return result
         stop = threading.Event()
         done = threading.Event()
         timed_out = threading.Event()
-        deadline = time.monotonic() + timeout if timeout else None
+        deadline = time.monotonic() + timeout
 
         def watch() -> None:
             while not done.wait(0.05):
                 if self.cancel.is_set():
                     stop.set()
                     return
-                if deadline is not None and time.monotonic() >= deadline:
+                if time.monotonic() >= deadline:
                     timed_out.set()
                     stop.set()
                     return

@@ -93,6 +93,7 @@ class JobManager:
         self._cancel: dict[str, threading.Event] = {}
         self._threads: dict[str, threading.Thread] = {}
         self._reports: dict[str, JobReport] = {}
+        self._signalled: set[str] = set()
         self._lock = threading.Lock()
 
     # -- records -------------------------------------------------------------------------------------
@@ -158,6 +159,7 @@ class JobManager:
             if running is not None and running.is_alive():
                 raise SpecError(f"job {spec.job_id} is already running in this process")
             self._prepared[spec.job_id] = _Prepared(spec, job_url, directory, backend_obj, options)
+            self._signalled.discard(spec.job_id)
             self._cancel[spec.job_id] = threading.Event()
         self._save(status)
         try:
@@ -211,13 +213,26 @@ class JobManager:
         return status
 
     def _poll_cancel(self, job_id: str, cancel: threading.Event, stop: threading.Event) -> None:
-        while not stop.wait(self.poll_interval):
+        """Set `cancel` when a signal asked (checked every 0.1 s) or the repository's flag is up."""
+        next_check = 0.0
+        while not stop.wait(0.1):
+            if job_id in self._signalled:
+                cancel.set()
+                return
+            now = time.monotonic()
+            if now < next_check:
+                continue
+            next_check = now + self.poll_interval
             try:
                 if self.repository.cancel_requested(job_id):
                     cancel.set()
                     return
             except Exception as error:
                 log.debug("%s: cannot poll the cancel flag: %s", job_id, error)
+
+    def stop_from_signal(self, job_id: str) -> None:
+        """Ask a job run here to stop; safe inside a signal handler (takes no lock, the poller acts on it)."""
+        self._signalled.add(job_id)
 
     def stop_event(self, job_id: str) -> threading.Event:
         """The event that stops a job run by this manager (a signal handler may set it)."""

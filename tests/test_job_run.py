@@ -129,7 +129,8 @@ def test_failure_and_timeout_leave_no_processes(tmp_path: Path, env: dict[str, s
 
 
 @pytest.mark.render
-def test_cancel_from_another_terminal(tmp_path: Path, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("how", ["helios job cancel", "SIGINT", "SIGTERM"])
+def test_cancel_from_another_terminal_or_a_signal(tmp_path: Path, env: dict[str, str], how: str) -> None:
     job = make_job(tmp_path / "job", frames=600, chunks=6)
     run = subprocess.Popen([sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "2",
                             "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -140,8 +141,11 @@ def test_cancel_from_another_terminal(tmp_path: Path, env: dict[str, str]) -> No
             time.sleep(0.05)
         time.sleep(0.5)
         asked = time.monotonic()
-        cancel = helios("job", "cancel", "job-1", env=env)
-        assert cancel.returncode == 0 and "cancel requested" in cancel.stdout
+        if how == "helios job cancel":
+            cancel = helios("job", "cancel", "job-1", env=env)
+            assert cancel.returncode == 0 and "cancel requested" in cancel.stdout
+        else:
+            run.send_signal(getattr(signal, how))
         stdout, stderr = run.communicate(timeout=15)
         assert time.monotonic() - asked < 8
     finally:
@@ -153,6 +157,8 @@ def test_cancel_from_another_terminal(tmp_path: Path, env: dict[str, str]) -> No
     status = SQLiteJobRepository(tmp_path / "home" / "jobs.db").get("job-1")
     assert status.state is JobState.CANCELLED
     assert_no_orphans(env)
+    if how != "helios job cancel":
+        return
     shown = helios("job", "status", "job-1", env=env)
     assert shown.returncode == 0 and shown.stdout.startswith("job-1: cancelled")
     listed = helios("job", "list", env=env)

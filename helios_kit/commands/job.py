@@ -131,11 +131,12 @@ def _open_repository() -> JobRepository:
 @click.option("--store", default=None, help="Artifact store (folder or fsspec URL; default: the job's folder).")
 @click.option("--force", is_flag=True, help="Render every chunk even when complete.")
 @click.option("--chunks", "chunk_spec", default=None, metavar="IDS", help="Only these chunks, e.g. 0,3,5-7.")
+@click.option("--no-merge", "no_merge", is_flag=True, help="Render the chunks only; do not merge them.")
 @click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
 def run_command(source: str, backend: str, concurrency: int | None, retries: int, retry_delay: float,
-                chunk_timeout: float | None, store: str | None, force: bool, chunk_spec: str | None, detach: bool,
-                quiet: bool, **backend_values: object) -> None:
+                chunk_timeout: float | None, store: str | None, force: bool, chunk_spec: str | None, no_merge: bool,
+                detach: bool, quiet: bool, **backend_values: object) -> None:
     """Run a JobSpec: render the chunks that are not complete, then merge.
 
     Re-running a completed job renders nothing; a run that was killed resumes with the chunks that were
@@ -160,15 +161,18 @@ def run_command(source: str, backend: str, concurrency: int | None, retries: int
             raise SpecError(f"{flag} is an option of backend {', '.join(sorted(owners))}, not of {backend!r}")
         given[field_name] = value
     options = RunOptions(concurrency=concurrency, retries=retries, retry_delay=retry_delay,
-                         chunk_timeout=chunk_timeout, force=force, store=store,
+                         chunk_timeout=chunk_timeout, force=force, store=store, merge=not no_merge,
                          chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None)
     manager = JobManager(_open_repository())
     if detach:
         _detach(manager, source, backend, given, options)
         return
     status = manager.create(source, backend=backend, backend_options=given, options=options)
-    stop = manager.stop_event(status.id)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(*_: object) -> None:  # no locks in a signal handler: the manager's poller does the rest
+        manager.stop_from_signal(status.id)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     progress = None
     try:
         if not quiet and sys.stderr.isatty():
@@ -216,6 +220,8 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
         argv += ["--store", options.store]
     if options.force:
         argv.append("--force")
+    if not options.merge:
+        argv.append("--no-merge")
     if options.chunks:
         argv += ["--chunks", ",".join(map(str, options.chunks))]
     for field_name, value in given.items():
