@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import os
 from typing import Any
 
 from helios_kit.errors import RenderError
@@ -79,6 +81,14 @@ class DomCapture:
             self.screenshot()
         return self.screenshot()
 
+    def frames(self, frame: int) -> list[bytes]:
+        """The images ready after stepping `frame` (here: exactly that frame's)."""
+        return [self.frame(frame)]
+
+    def flush(self) -> list[bytes]:
+        """Images still held after the last frame (none: DOM capture is not pipelined)."""
+        return []
+
     def screenshot(self) -> bytes:
         try:
             shot = self.page.send("Page.captureScreenshot", self.params, timeout=self.timeout)
@@ -129,11 +139,35 @@ class CanvasCapture:
         self.timeout = timeout
         self.mime = "image/jpeg" if image_format == "jpeg" else "image/png"
         self.quality = JPEG_QUALITY / 100
+        self.pipelined = os.environ.get("HELIOS_CANVAS_PIPELINE", "1") != "0"
 
     def frame(self, frame: int) -> bytes:
         expression = clock.step_and_capture_expression(frame, self.mime, self.quality)
         result = run_step(self.page, expression, frame, self.timeout)
         return base64.b64decode(result["data"])
+
+    def frames(self, frame: int) -> list[bytes]:
+        """Pipelined: step and snapshot `frame`, return the previous frame's image (encoded by a worker
+        in the page while this frame was being drawn). Call :meth:`flush` after the last frame."""
+        if not self.pipelined:
+            return [self.frame(frame)]
+        expression = (
+            f"window.__heliosInternal.stepAndCapturePipelined({int(frame)}, {json.dumps(self.mime)}, {self.quality})"
+        )
+        return self._images(run_step(self.page, expression, frame, self.timeout), frame - 1)
+
+    def flush(self) -> list[bytes]:
+        if not self.pipelined:
+            return []
+        result = run_step(self.page, "window.__heliosInternal.flushCapture()", -1, self.timeout)
+        return self._images(result, -1)
+
+    @staticmethod
+    def _images(result: Any, frame: int) -> list[bytes]:
+        if isinstance(result, dict) and result.get("error"):
+            raise RenderError(f"canvas capture failed at frame {frame}: {result['error']}")
+        data = result.get("data") if isinstance(result, dict) else None
+        return [base64.b64decode(data)] if data else []
 
 
 def canvas_info(page: Page) -> dict[str, Any]:

@@ -408,7 +408,67 @@
     return url.slice(url.indexOf(",") + 1);
   }
 
+  // Pipelined canvas capture: the frame's pixels are snapshotted (ImageBitmap) and encoded by a worker
+  // while the main thread already steps and draws the next frame; each call returns the previous frame.
+  const WORKER_SOURCE = `
+    self.onmessage = async (event) => {
+      const { id, bitmap, type, quality } = event.data;
+      try {
+        const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
+        canvas.getContext("2d").drawImage(bitmap, 0, 0);
+        bitmap.close();
+        const blob = await canvas.convertToBlob({ type, quality });
+        const url = new FileReaderSync().readAsDataURL(blob);
+        self.postMessage({ id, data: url.slice(url.indexOf(",") + 1) });
+      } catch (error) {
+        self.postMessage({ id, error: String(error && error.message || error) });
+      }
+    };`;
+  let encoder = null;
+  const encodeWaiters = new Map();
+  let inFlight = null; // promise of the previous frame's {data}
+  function encoderWorker() {
+    if (encoder) return encoder;
+    const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
+    encoder = new Worker(url);
+    encoder.onmessage = (event) => {
+      const waiter = encodeWaiters.get(event.data.id);
+      encodeWaiters.delete(event.data.id);
+      if (waiter) waiter(event.data);
+    };
+    return encoder;
+  }
+  async function snapshotCanvas() {
+    const canvas = frameCanvas();
+    if (!canvas) throw new Error("canvas capture: the page has no single canvas");
+    if (!scratch || scratch.width !== canvas.width || scratch.height !== canvas.height) {
+      scratch = document.createElement("canvas");
+      scratch.width = canvas.width;
+      scratch.height = canvas.height;
+    }
+    const g = scratch.getContext("2d", { alpha: false });
+    g.fillStyle = pageBackground();
+    g.fillRect(0, 0, scratch.width, scratch.height);
+    g.drawImage(canvas, 0, 0);
+    return createImageBitmap(scratch);
+  }
+
   window.__heliosInternal = {
+    async stepAndCapturePipelined(frame, type, quality) {
+      const result = await step(frame, true);
+      if (result && result.error) return result;
+      const bitmap = await snapshotCanvas();
+      const worker = encoderWorker();
+      const previous = inFlight;
+      inFlight = new Promise((resolve) => encodeWaiters.set(frame, resolve));
+      worker.postMessage({ id: frame, bitmap, type, quality }, [bitmap]);
+      return previous ? await previous : { data: null };
+    },
+    async flushCapture() {
+      const previous = inFlight;
+      inFlight = null;
+      return previous ? await previous : { data: null };
+    },
     step,
     prepare,
     errors: () => errors.slice(),

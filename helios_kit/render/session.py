@@ -206,7 +206,8 @@ def render_range(
             assert url is not None
             browser = Browser(executable, begin_frame_control=use_begin_frame())
             page = open_page(browser, url, config, timeout_s, cancel)
-            capture: DomCapture | CanvasCapture = choose_capture(page, config.capture.value, fmt, timeout_s)
+            requested = str(getattr(config.capture, "value", config.capture))
+            capture: DomCapture | CanvasCapture = choose_capture(page, requested, fmt, timeout_s)
             ff_started = time.monotonic()
             try:
                 fast_forward(page, 0, start_frame, timeout_s, cancel)
@@ -223,15 +224,19 @@ def render_range(
                 crf=config.crf,
             )
             loop_started = time.monotonic()
-            for index in range(frame_count):
+            done = 0
+            for index in range(frame_count + 1):
                 _check_cancel(cancel)
                 try:
-                    image = capture.frame(start_frame + index)
+                    # Pipelined captures hand back earlier frames; the extra turn flushes the last ones.
+                    images = capture.frames(start_frame + index) if index < frame_count else capture.flush()
                 except FrameError as error:
                     raise _frame_error(error) from None
-                encoder.put(image)
-                if progress is not None:
-                    progress(index + 1, frame_count)
+                for image in images:
+                    encoder.put(image)
+                    done += 1
+                    if progress is not None:
+                        progress(done, frame_count)
             _check_cancel(cancel)
             browser.close()
             browser = None

@@ -80,7 +80,11 @@ def test_every_browser_mode_is_frame_exact_from_frame_zero(
     _expect(frame_indices(decode(chunk, 320, 240)), 40, 44)
 
 
-def test_canvas_capture_is_frame_exact_and_auto_picks_it(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("pipeline", ["1", "0"], ids=["worker-pipelined", "synchronous"])
+def test_canvas_capture_is_frame_exact_and_auto_picks_it(
+    tmp_path: pathlib.Path, pipeline: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELIOS_CANVAS_PIPELINE", pipeline)
     whole, chunk = tmp_path / "whole.mp4", tmp_path / "chunk.mp4"
     stats = render(CANVAS_INDEX, whole, 0, 30)
     assert stats.capture == "canvas"
