@@ -77,8 +77,11 @@ class JobContext:
             composition = resolve_composition(spec, job_url, workspace)
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
-        if store_url is None:
-            store_url = str(job_dir) if not is_remote(job_url) else default_store_url(job_url)
+        if store_url is None:  # a local job: its folder; http(s): the current folder; s3:// etc.: the job's folder
+            if not is_remote(job_url) or job_url.startswith(("http://", "https://")):
+                store_url = str(job_dir)
+            else:
+                store_url = default_store_url(job_url)
         input_location = composition.input_location
         return cls(spec=spec, job_url=job_url, job_dir=job_dir, store=ArtifactStore(store_url),
                    content_digest=composition.content_digest, input_location=input_location, force=force)

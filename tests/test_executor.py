@@ -202,3 +202,23 @@ def test_chunk_id_lists_round_trip(ids: set[int]) -> None:
 def test_bad_chunk_lists_name_the_bad_part(text: str) -> None:
     with pytest.raises(SpecError, match="--chunks"):
         parse_chunk_ids(text)
+
+
+def test_rich_progress_counts_chunks_and_frames(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from helios_kit.executor import RichProgress
+
+    spec = load(make_job(tmp_path / "job", frames=12, chunks=3))
+    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    progress = RichProgress(spec, console=console)
+    with progress:
+        progress(ProgressEvent(kind=EventKind.SKIPPED, chunk_id=0, frames=4))
+        progress(ProgressEvent(kind=EventKind.RENDERED, chunk_id=1, frames=4, duration_ms=10))
+        progress(ProgressEvent(kind=EventKind.RETRYING, chunk_id=2, error="blip", delay_s=1.5))
+    chunks, frames = progress.progress.tasks
+    assert (chunks.completed, chunks.total) == (2, 3) and (frames.completed, frames.total) == (8, 12)
+    assert progress.rendered_frames == 4 and "frames/s" in frames.fields["rate"]
+    assert "chunk 2: retrying: blip (next try in 1.5 s)" in console.file.getvalue()

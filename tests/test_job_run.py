@@ -185,3 +185,51 @@ def test_user_errors_are_one_line(tmp_path: Path, env: dict[str, str]) -> None:
     blocker.write_text("x")
     result = helios("job", "run", str(job), "--store", str(blocker / "store"), env=env)
     assert result.returncode != 0 and "is not writable" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def fake_render_env(env: dict[str, str]) -> dict[str, str]:
+    tests = str(Path(__file__).parent)
+    return dict(env, HELIOS_WORKER_RENDER="fakes.renders:frame_index_render",
+                PYTHONPATH=os.pathsep.join([tests, env.get("PYTHONPATH", "")]))
+
+
+def test_http_job_runs_in_the_current_folder(tmp_path: Path, fake_render_env: dict[str, str]) -> None:
+    import functools
+    import http.server
+    import threading
+
+    make_job(tmp_path / "served", frames=12, chunks=3)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    here = tmp_path / "here"
+    here.mkdir()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/job.json"
+        result = subprocess.run([sys.executable, "-m", "helios_kit.cli", "job", "run", url], cwd=here,
+                                env=fake_render_env, capture_output=True, text=True, timeout=120, check=False)
+        assert result.returncode == 0, result.stderr
+        assert last_line(result).endswith(f"merged → {here / 'out.mp4'} (12 frames, 0.400 s)")
+        assert decode_frame_indexes(here / "out.mp4", W, H) == list(range(12))
+        assert not (tmp_path / "served" / "chunks").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_detach_returns_at_once_and_the_job_completes(tmp_path: Path, fake_render_env: dict[str, str]) -> None:
+    job = make_job(tmp_path / "job", frames=12, chunks=3)
+    env = dict(fake_render_env, HELIOS_FAKE_RENDER_SLEEP="0.5")
+    started = time.monotonic()
+    result = helios("job", "run", str(job), "--detach", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("job-1: started in the background")
+    assert time.monotonic() - started < 5
+    repository = SQLiteJobRepository(tmp_path / "home" / "jobs.db")
+    deadline = time.monotonic() + 60
+    while repository.get("job-1").state is not JobState.COMPLETED:
+        assert time.monotonic() < deadline, repository.get("job-1")
+        time.sleep(0.1)
+    assert decode_frame_indexes(tmp_path / "job" / "out.mp4", W, H) == list(range(12))
+    assert_no_orphans(env)

@@ -145,7 +145,7 @@ def run_command(source: str, backend: str, concurrency: int | None, retries: int
     import signal
     import sys
 
-    from helios_kit.errors import SpecError
+    from helios_kit.errors import SpecError, StoreError
     from helios_kit.executor import RichProgress, RunOptions
     from helios_kit.manager import JobManager
     from helios_kit.plugins import get_plugins
@@ -163,7 +163,16 @@ def run_command(source: str, backend: str, concurrency: int | None, retries: int
     options = RunOptions(concurrency=concurrency, retries=retries, retry_delay=retry_delay,
                          chunk_timeout=chunk_timeout, force=force, store=store, merge=not no_merge,
                          chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None)
-    manager = JobManager(_open_repository())
+    try:
+        repository = _open_repository()
+    except StoreError as error:  # the render does not need the records: run, and say they are not kept
+        if detach:
+            raise
+        from helios_kit.repository import InMemoryJobRepository
+
+        click.echo(f"warning: {error}; this run is not recorded", err=True)
+        repository = InMemoryJobRepository()
+    manager = JobManager(repository)
     if detach:
         _detach(manager, source, backend, given, options)
         return
