@@ -46,7 +46,7 @@ def listing(store: ArtifactStore) -> list[str]:
     root = store.root
     if not store.fs.exists(root):
         return []
-    return sorted(p[len(root) + 1:] if p.startswith(root + "/") else p for p in store.fs.find(root))
+    return sorted(p[len(root) + 1 :] if p.startswith(root + "/") else p for p in store.fs.find(root))
 
 
 def test_commit_then_complete(store: ArtifactStore, tmp_path: Path) -> None:
@@ -154,8 +154,10 @@ def test_unknown_scheme_is_one_line() -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.binary(min_size=1, max_size=2048),
-       rel=st.from_regex(r"[a-z0-9_-]{1,8}(/[a-z0-9_-]{1,8}){0,2}\.mp4", fullmatch=True))
+@given(
+    data=st.binary(min_size=1, max_size=2048),
+    rel=st.from_regex(r"[a-z0-9_-]{1,8}(/[a-z0-9_-]{1,8}){0,2}\.mp4", fullmatch=True),
+)
 def test_roundtrip_property(tmp_path: Path, data: bytes, rel: str) -> None:
     store = ArtifactStore(f"memory://helios-prop/{uuid.uuid4().hex}")
     src = write(tmp_path / "src.bin", data)

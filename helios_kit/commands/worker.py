@@ -16,13 +16,17 @@ def worker_group() -> None:
 @worker_group.command("run")
 @click.argument("job_url")
 @click.argument("chunk_id", type=click.IntRange(min=0))
-@click.option("--store", default=None,
-              help="Artifact store (folder or fsspec URL). Default: the job's folder (local or s3://... job).")
+@click.option(
+    "--store",
+    default=None,
+    help="Artifact store (folder or fsspec URL). Default: the job's folder (local or s3://... job).",
+)
 @click.option("--force", is_flag=True, help="Render even when the store already holds the chunk.")
 @click.option("--workspace", type=click.Path(file_okay=False), default=None, help="Temp workspace root.")
 @click.option("--json", "as_json", is_flag=True, help="Print the WorkerResult as JSON.")
-def run_command(job_url: str, chunk_id: int, store: str | None, force: bool, workspace: str | None,
-                as_json: bool) -> None:
+def run_command(
+    job_url: str, chunk_id: int, store: str | None, force: bool, workspace: str | None, as_json: bool
+) -> None:
     """Render chunk CHUNK_ID of the job at JOB_URL (path, http(s):// or s3:// URL) and commit it."""
     from helios_kit.worker.runtime import WorkerRuntime
 
@@ -38,13 +42,25 @@ def run_command(job_url: str, chunk_id: int, store: str | None, force: bool, wor
 
 
 @worker_group.command("serve")
-@click.option("--port", type=click.IntRange(0, 65535), default=lambda: int(os.environ.get("PORT", "8080")),
-              show_default="$PORT or 8080", help="Port to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=lambda: int(os.environ.get("PORT", "8080")),
+    show_default="$PORT or 8080",
+    help="Port to listen on.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface (0.0.0.0 in a container).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Chunks run at once per instance (default $HELIOS_WORKER_CONCURRENCY or 1).")
-@click.option("--verify-audience", default=None,
-              help="Require a Google ID token for this audience (default $HELIOS_VERIFY_AUDIENCE; off if unset).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunks run at once per instance (default $HELIOS_WORKER_CONCURRENCY or 1).",
+)
+@click.option(
+    "--verify-audience",
+    default=None,
+    help="Require a Google ID token for this audience (default $HELIOS_VERIFY_AUDIENCE; off if unset).",
+)
 def serve_command(port: int, host: str, concurrency: int | None, verify_audience: str | None) -> None:
     """Serve `POST /` {"jobUrl","chunkId","store"} and `GET /healthz` (the Cloud Run worker)."""
     try:

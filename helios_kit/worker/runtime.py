@@ -59,8 +59,16 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
 
-_NOT_RETRYABLE_LOADER = ("not found", "is a directory", "unsupported scheme", "larger than", "invalid URL",
-                         "access denied", "permission denied", "needs an extra package")
+_NOT_RETRYABLE_LOADER = (
+    "not found",
+    "is a directory",
+    "unsupported scheme",
+    "larger than",
+    "invalid URL",
+    "access denied",
+    "permission denied",
+    "needs an extra package",
+)
 
 
 #: `module:function` of another render function (a test double, a custom renderer) for workers started
@@ -97,7 +105,7 @@ def default_store_url(job_url: str) -> str:
     if _is_local(job_url):
         return str(Path(job_url.removeprefix("file://")).resolve().parent)
     if _is_http(job_url):
-        raise StoreError(f"job {job_url} is served over http(s): give the artifact store (--store / \"store\")")
+        raise StoreError(f'job {job_url} is served over http(s): give the artifact store (--store / "store")')
     return _url_dir(job_url) + "/"
 
 
@@ -127,8 +135,15 @@ def resolve_composition(
     if scheme_of(input_ref) != "file" and "://" in input_ref:
         if _is_http(input_ref):
             return ResolvedComposition(input_ref, composition_digest(input_ref))
-        return _download_composition(spec, _url_dir(input_ref), posixpath.basename(input_ref), workspace,
-                                     storage_options, outputs_base=None, cache_dir=cache_dir)
+        return _download_composition(
+            spec,
+            _url_dir(input_ref),
+            posixpath.basename(input_ref),
+            workspace,
+            storage_options,
+            outputs_base=None,
+            cache_dir=cache_dir,
+        )
     if _is_local(job_url):
         job_dir = Path(job_url.removeprefix("file://")).resolve().parent
         path = Path(input_ref) if Path(input_ref).is_absolute() else job_dir / input_ref
@@ -140,13 +155,30 @@ def resolve_composition(
     if _is_http(job_url):
         url = urljoin(base, input_ref)
         return ResolvedComposition(url, composition_digest(url))
-    return _download_composition(spec, _url_dir(job_url), input_ref, workspace, storage_options,
-                                 outputs_base=_url_dir(job_url), cache_dir=cache_dir)
+    return _download_composition(
+        spec,
+        _url_dir(job_url),
+        input_ref,
+        workspace,
+        storage_options,
+        outputs_base=_url_dir(job_url),
+        cache_dir=cache_dir,
+    )
 
 
 #: Listing fields that change when an object's content does (S3, GCS, Azure, local/memory filesystems).
-_CHANGE_MARKERS = ("ETag", "etag", "md5Hash", "crc32c", "generation", "LastModified", "last_modified", "mtime",
-                   "updated", "created")
+_CHANGE_MARKERS = (
+    "ETag",
+    "etag",
+    "md5Hash",
+    "crc32c",
+    "generation",
+    "LastModified",
+    "last_modified",
+    "mtime",
+    "updated",
+    "created",
+)
 _CACHE_VERSIONS_KEPT = 4
 
 
@@ -171,8 +203,11 @@ def _download_composition(
             raise LoaderError(f"composition not found: {base_url}/{input_rel}")
         root = entry if fs.isdir(entry) else posixpath.dirname(entry)
         skip = set(job_outputs(spec)) if outputs_base is not None else set()
-        listing = {path: info for path, info in fs.find(root, detail=True).items()
-                   if not _skipped(posixpath.relpath(path, base_path), skip)}
+        listing = {
+            path: info
+            for path, info in fs.find(root, detail=True).items()
+            if not _skipped(posixpath.relpath(path, base_path), skip)
+        }
         version = _listing_version(base_url, base_path, listing) if cache_dir is not None else None
         if version is not None and cache_dir is not None:
             local_job = cache_dir / version
@@ -192,8 +227,10 @@ def _download_composition(
     except HeliosError:
         raise
     except Exception as error:
-        raise LoaderError(f"cannot download composition {base_url}/{input_rel}: {type(error).__name__}: "
-                          f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from None
+        raise LoaderError(
+            f"cannot download composition {base_url}/{input_rel}: {type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        ) from None
     digest = composition_digest(input_rel, local_job, exclude=_outputs_to_exclude(spec))
     return ResolvedComposition(str(local_job / input_rel), digest, local_job)
 
@@ -222,8 +259,11 @@ def _fetch_all(fs: Any, base_path: str, listing: dict[str, dict[str, Any]], targ
 
 
 def _prune_cache(cache_dir: Path, keep: Path) -> None:
-    versions = sorted((p for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      key=lambda p: p.stat().st_mtime, reverse=True)
+    versions = sorted(
+        (p for p in cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     for old in versions[_CACHE_VERSIONS_KEPT:]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)
@@ -301,8 +341,14 @@ class WorkerRuntime:
         def result(exit_code: int, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
             if stderr:
                 log.info("chunk %s of %s: %s", chunk_id, job_url, stderr)
-            return WorkerResult(chunk_id=chunk_id, exit_code=exit_code, stderr=stderr, retryable=retryable,
-                                duration_ms=(time.monotonic() - started) * 1000, **fields)
+            return WorkerResult(
+                chunk_id=chunk_id,
+                exit_code=exit_code,
+                stderr=stderr,
+                retryable=retryable,
+                duration_ms=(time.monotonic() - started) * 1000,
+                **fields,
+            )
 
         try:
             self.workspace_dir.mkdir(parents=True, exist_ok=True)
@@ -348,13 +394,19 @@ class WorkerRuntime:
             store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
         except StoreError as error:  # no store for an http job, an unknown scheme: a retry cannot help
             return result(EXIT_USAGE, retryable=False, stderr=str(error))
-        composition = resolve_composition(spec, job_url, workspace, self.storage_options,
-                                          cache_dir=self.workspace_dir / COMPOSITION_CACHE_DIR)
+        composition = resolve_composition(
+            spec, job_url, workspace, self.storage_options, cache_dir=self.workspace_dir / COMPOSITION_CACHE_DIR
+        )
         digest = chunk_digest(spec, chunk, content_digest=composition.content_digest)
         rel = chunk.output_file
         if not force and store.is_complete(rel, digest):
-            return result(EXIT_OK, skipped=True, output_file=store.uri(rel), frames=chunk.frame_count,
-                          stdout=f"chunk {chunk.id}: already complete in {store.url}, skipped")
+            return result(
+                EXIT_OK,
+                skipped=True,
+                output_file=store.uri(rel),
+                frames=chunk.frame_count,
+                stdout=f"chunk {chunk.id}: already complete in {store.url}, skipped",
+            )
         try:
             store.check_writable()
         except StoreError as error:
@@ -376,11 +428,16 @@ class WorkerRuntime:
         if cancel is not None and cancel.is_set():
             return result(EXIT_CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         frames = int(getattr(stats, "frames", 0) or getattr(stats, "frame_count", 0) or chunk.frame_count)
-        manifest = store.commit(output, rel, digest=digest, job_id=spec.job_id, frame_count=chunk.frame_count,
-                                chunk_id=chunk.id)
-        return result(EXIT_OK, output_file=store.uri(rel), frames=frames,
-                      stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "
-                             f"{store.uri(rel)} ({manifest.size} bytes)")
+        manifest = store.commit(
+            output, rel, digest=digest, job_id=spec.job_id, frame_count=chunk.frame_count, chunk_id=chunk.id
+        )
+        return result(
+            EXIT_OK,
+            output_file=store.uri(rel),
+            frames=frames,
+            stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "
+            f"{store.uri(rel)} ({manifest.size} bytes)",
+        )
 
 
 def _client_http_error(text: str) -> bool:

@@ -139,9 +139,11 @@ async def _run_until_disconnect(
 ) -> WorkerResult:
     """Run the chunk in a thread; if the caller goes away (client timeout, cancelled job), stop the render."""
     cancel = threading.Event()
-    task = asyncio.ensure_future(run_in_threadpool(
-        runtime.run, work.job_url, work.chunk_id, work.store or default_store, work.force, cancel=cancel
-    ))
+    task = asyncio.ensure_future(
+        run_in_threadpool(
+            runtime.run, work.job_url, work.chunk_id, work.store or default_store, work.force, cancel=cancel
+        )
+    )
     while not task.done():
         await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
         if not task.done() and await request.is_disconnected():
@@ -155,6 +157,11 @@ def serve(host: str = "127.0.0.1", port: int = 8080, config: ServerConfig | None
     import uvicorn
 
     config = config or ServerConfig.from_env()
-    log.warning("helios worker listening on http://%s:%d (verify audience: %s, concurrency %d)",
-                host, port, config.verify_audience or "off", config.concurrency)
+    log.warning(
+        "helios worker listening on http://%s:%d (verify audience: %s, concurrency %d)",
+        host,
+        port,
+        config.verify_audience or "off",
+        config.concurrency,
+    )
     uvicorn.run(create_app(config=config), host=host, port=port, log_level="warning", access_log=False)

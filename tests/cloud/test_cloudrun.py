@@ -44,12 +44,21 @@ def service(s3, worker_env, metadata, tmp_path: Path):
     """`helios worker serve` on a free loopback port, verifying ID tokens for its own URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "HELIOS_VERIFY_AUDIENCE": url, "HELIOS_CERTS_URL": metadata.certs_url,
-           "HELIOS_MAX_BODY": "4096", "HELIOS_WORKSPACE": str(tmp_path / "ws")}
+    env = {
+        **os.environ,
+        "HELIOS_VERIFY_AUDIENCE": url,
+        "HELIOS_CERTS_URL": metadata.certs_url,
+        "HELIOS_MAX_BODY": "4096",
+        "HELIOS_WORKSPACE": str(tmp_path / "ws"),
+    }
     helios = shutil.which("helios", path=str(Path(sys.executable).parent)) or "helios"
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([helios, "worker", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [helios, "worker", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -120,8 +129,9 @@ def test_token_verification(service, metadata) -> None:
     # the backend without a token gets a clear, non-retryable result
     spec = make_spec(job_id="cloudrun-job")
     with backend_for(service, auth=False) as backend:
-        result = backend.run_chunk(spec, spec.chunks[0], context("s3://renders/jobs/job.json"),
-                                   cancel=threading.Event())
+        result = backend.run_chunk(
+            spec, spec.chunks[0], context("s3://renders/jobs/job.json"), cancel=threading.Event()
+        )
     assert not result.ok and not result.retryable and "HTTP 401" in result.stderr and "run.invoker" in result.stderr
 
 
@@ -147,8 +157,9 @@ def test_bad_requests(service, metadata) -> None:
 def test_unreachable_service_is_retryable(metadata) -> None:
     spec = make_spec(job_id="cloudrun-job")
     with backend_for(f"http://127.0.0.1:{_free_port()}") as backend:
-        result = backend.run_chunk(spec, spec.chunks[0], context("s3://renders/jobs/job.json"),
-                                   cancel=threading.Event())
+        result = backend.run_chunk(
+            spec, spec.chunks[0], context("s3://renders/jobs/job.json"), cancel=threading.Event()
+        )
     assert not result.ok and result.retryable and "cannot reach" in result.stderr
 
 

@@ -28,9 +28,26 @@ def client_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def lambda_args(job_url: str, store: str, emulator: LambdaEmulator, *more: str) -> list[str]:
-    return [HELIOS, "job", "run", job_url, "--backend", "lambda", "--function", emulator.function_name,
-            "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1", "--store", store, "--quiet",
-            "--retry-delay", "0.1", *more]
+    return [
+        HELIOS,
+        "job",
+        "run",
+        job_url,
+        "--backend",
+        "lambda",
+        "--function",
+        emulator.function_name,
+        "--endpoint-url",
+        emulator.endpoint_url,
+        "--region",
+        "us-east-1",
+        "--store",
+        store,
+        "--quiet",
+        "--retry-delay",
+        "0.1",
+        *more,
+    ]
 
 
 def merged_frames(store_url: str, spec, tmp_path: Path) -> list[int]:
@@ -43,8 +60,13 @@ def test_lambda_job_run_killed_then_resumed(s3, worker_env, tmp_path: Path) -> N
     url = upload_job(spec, "s3://renders/jobs/resume")
     store = "s3://renders/out/resume"
     with LambdaEmulator(latency=0.8, workers=2) as emulator:
-        proc = subprocess.Popen(lambda_args(url, store, emulator, "--concurrency", "2"), env=client_env(tmp_path),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            lambda_args(url, store, emulator, "--concurrency", "2"),
+            env=client_env(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 90
         while emulator.counts["ok"] < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
@@ -55,8 +77,13 @@ def test_lambda_job_run_killed_then_resumed(s3, worker_env, tmp_path: Path) -> N
         done_before = {c.id for c in spec.chunks if ArtifactStore(store).read_manifest(c.output_file)}
         assert 2 <= len(done_before) < len(spec.chunks)
         invoked_before = len(emulator.invoked_chunks)
-        rerun = subprocess.run(lambda_args(url, store, emulator, "--concurrency", "4"), env=client_env(tmp_path),
-                               capture_output=True, text=True, timeout=180)
+        rerun = subprocess.run(
+            lambda_args(url, store, emulator, "--concurrency", "4"),
+            env=client_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert rerun.returncode == 0, rerun.stderr + rerun.stdout
         second = emulator.invoked_chunks[invoked_before:]
     assert not set(second) & done_before, (second, done_before)  # chunks already in S3 were not re-invoked
@@ -71,8 +98,13 @@ def test_lambda_permanent_failure_names_the_chunk(s3, worker_env, tmp_path: Path
     spec = make_spec(frames=24, chunks=4, job_id="fail-job")
     url = upload_job(spec, "s3://renders/jobs/fail")
     with LambdaEmulator(workers=2) as emulator:
-        run = subprocess.run(lambda_args(url, "s3://renders/out/fail", emulator), env=client_env(tmp_path),
-                             capture_output=True, text=True, timeout=180)
+        run = subprocess.run(
+            lambda_args(url, "s3://renders/out/fail", emulator),
+            env=client_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
     assert run.returncode != 0
     assert "chunk 1" in run.stderr and "frame 9" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
@@ -85,8 +117,13 @@ def test_real_chromium_through_lambda_and_cloudrun(s3, worker_env, tmp_path: Pat
     spec = make_spec(frames=24, chunks=3, job_id="real-job")
     url = upload_job(spec, "s3://renders/jobs/real")
     with LambdaEmulator(workers=2, timeout=120) as emulator:
-        run = subprocess.run(lambda_args(url, "s3://renders/out/real-lambda", emulator, "--concurrency", "3"),
-                             env=client_env(tmp_path), capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            lambda_args(url, "s3://renders/out/real-lambda", emulator, "--concurrency", "3"),
+            env=client_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert run.returncode == 0, run.stderr + run.stdout
     assert merged_frames("s3://renders/out/real-lambda", spec, tmp_path) == list(range(24))
 
@@ -98,8 +135,12 @@ def test_real_chromium_through_lambda_and_cloudrun(s3, worker_env, tmp_path: Pat
         port = _free_port()
         service = f"http://127.0.0.1:{port}"
         env = client_env(tmp_path, HELIOS_VERIFY_AUDIENCE=service, HELIOS_CERTS_URL=metadata.certs_url)
-        server = subprocess.Popen([HELIOS, "worker", "serve", "--port", str(port)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [HELIOS, "worker", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             import httpx
 
@@ -109,9 +150,27 @@ def test_real_chromium_through_lambda_and_cloudrun(s3, worker_env, tmp_path: Pat
                         break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            run = subprocess.run([HELIOS, "job", "run", url, "--backend", "cloudrun", "--service-url", service,
-                                  "--store", "s3://renders/out/real-cloudrun", "--quiet", "--concurrency", "3"],
-                                 env=env, capture_output=True, text=True, timeout=300)
+            run = subprocess.run(
+                [
+                    HELIOS,
+                    "job",
+                    "run",
+                    url,
+                    "--backend",
+                    "cloudrun",
+                    "--service-url",
+                    service,
+                    "--store",
+                    "s3://renders/out/real-cloudrun",
+                    "--quiet",
+                    "--concurrency",
+                    "3",
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
         finally:
             server.terminate()
             server.wait(10)

@@ -28,8 +28,9 @@ STORE = "s3://renders/out/cloud-job"
 def backend_for(emulator: LambdaEmulator, **options):
     reset_plugins()
     cls = get_plugins().backend("lambda")  # through the entry point, as `helios job run --backend lambda`
-    return cls(cls.Options(function=emulator.function_name, endpoint_url=emulator.endpoint_url,
-                           region="us-east-1", **options))
+    return cls(
+        cls.Options(function=emulator.function_name, endpoint_url=emulator.endpoint_url, region="us-east-1", **options)
+    )
 
 
 def context(job_url: str, store: str = STORE, force: bool = False) -> ChunkContext:
@@ -77,8 +78,10 @@ def test_end_to_end_rerun_skips_and_merge_is_frame_exact(job, tmp_path: Path) ->
 
 def test_transient_faults_complete(job, tmp_path: Path) -> None:
     spec, url = job
-    with LambdaEmulator(throttle_rate=0.15, failure_rate=0.15, workers=2, seed=7) as emulator, \
-            backend_for(emulator, throttle_attempts=2) as backend:
+    with (
+        LambdaEmulator(throttle_rate=0.15, failure_rate=0.15, workers=2, seed=7) as emulator,
+        backend_for(emulator, throttle_attempts=2) as backend,
+    ):
         report = drive(backend, spec, context(url), concurrency=4, retries=10)
         assert not report.failed, {cid: r.stderr for cid, r in report.results.items()}
         assert emulator.counts["throttled"] > 0 and emulator.counts["failed"] > 0, emulator.counts
@@ -101,8 +104,11 @@ def test_twice_at_once_commits_one_valid_chunk(job) -> None:
     spec, url = job
     chunk = spec.chunks[1]
     with LambdaEmulator(workers=2) as emulator, backend_for(emulator) as backend, ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(
-            lambda _: backend.run_chunk(spec, chunk, context(url, force=True), cancel=threading.Event()), range(2)))
+        results = list(
+            pool.map(
+                lambda _: backend.run_chunk(spec, chunk, context(url, force=True), cancel=threading.Event()), range(2)
+            )
+        )
     assert all(r.ok and not r.skipped for r in results), results
     store = ArtifactStore(STORE)
     manifest = store.read_manifest(chunk.output_file)
@@ -110,7 +116,9 @@ def test_twice_at_once_commits_one_valid_chunk(job) -> None:
     assert manifest is not None and manifest.sha256 == file_sha256(local) and manifest.size == local.stat().st_size
     fs = fsspec.filesystem("s3")
     assert sorted(p.rsplit("/", 1)[1] for p in fs.find("renders/out/cloud-job")) == [
-        Path(chunk.output_file).name, Path(chunk.output_file).name + ".done.json"]
+        Path(chunk.output_file).name,
+        Path(chunk.output_file).name + ".done.json",
+    ]
     local.unlink()
 
 
@@ -118,8 +126,9 @@ def test_unknown_function_and_bad_payloads(job) -> None:
     spec, url = job
     with LambdaEmulator(workers=1) as emulator:
         with backend_for(emulator) as backend:
-            missing = backend.run_chunk(spec, spec.chunks[0], context("s3://renders/jobs/nope.json"),
-                                        cancel=threading.Event())
+            missing = backend.run_chunk(
+                spec, spec.chunks[0], context("s3://renders/jobs/nope.json"), cancel=threading.Event()
+            )
         assert not missing.ok and not missing.retryable and "not found" in missing.stderr
         cls = type(backend)
         with cls(cls.Options(function="missing-fn", endpoint_url=emulator.endpoint_url, region="us-east-1")) as other:
@@ -130,8 +139,10 @@ def test_unknown_function_and_bad_payloads(job) -> None:
 
 def test_throttled_until_give_up_is_retryable(job) -> None:
     spec, url = job
-    with LambdaEmulator(throttle_rate=1.0, workers=1) as emulator, \
-            backend_for(emulator, throttle_attempts=3) as backend:
+    with (
+        LambdaEmulator(throttle_rate=1.0, workers=1) as emulator,
+        backend_for(emulator, throttle_attempts=3) as backend,
+    ):
         result = backend.run_chunk(spec, spec.chunks[0], context(url), cancel=threading.Event())
     assert not result.ok and result.retryable and "throttled" in result.stderr
     assert emulator.counts["throttled"] == 3 and emulator.counts["invoked"] == 0
@@ -147,8 +158,11 @@ def test_function_timeout_is_retryable(job, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_long_chunk_warning(job, caplog: pytest.LogCaptureFixture) -> None:
     spec, _ = job
-    with LambdaEmulator(workers=1) as emulator, backend_for(emulator, render_fps=0.001) as backend, \
-            caplog.at_level(logging.WARNING, logger="helios.lambda"):
+    with (
+        LambdaEmulator(workers=1) as emulator,
+        backend_for(emulator, render_fps=0.001) as backend,
+        caplog.at_level(logging.WARNING, logger="helios.lambda"),
+    ):
         backend.check_chunk(spec, spec.chunks[0])
         backend.check_chunk(spec, spec.chunks[1])
     warnings = [r.getMessage() for r in caplog.records if "900 s limit" in r.getMessage()]

@@ -13,8 +13,14 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "lambda_scale.py"
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch):
-    for key in ("PYTHONPATH", "HELIOS_WORKER_RENDER", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED"):
+    for key in (
+        "PYTHONPATH",
+        "HELIOS_WORKER_RENDER",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_DEFAULT_REGION",
+        "AWS_EC2_METADATA_DISABLED",
+    ):
         monkeypatch.setenv(key, "")  # measure() sets them; monkeypatch restores them afterwards
         monkeypatch.delenv(key)
     spec = importlib.util.spec_from_file_location("lambda_scale", BENCH)

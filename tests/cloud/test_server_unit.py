@@ -37,8 +37,9 @@ def _overlaps(spans: list[tuple[float, float]]) -> bool:
 async def _post_many(app, count: int) -> list[httpx.Response]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://worker") as client:
-        return await asyncio.gather(*(client.post("/", json={"jobUrl": "s3://b/j.json", "chunkId": i})
-                                      for i in range(count)))
+        return await asyncio.gather(
+            *(client.post("/", json={"jobUrl": "s3://b/j.json", "chunkId": i}) for i in range(count))
+        )
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
@@ -122,8 +123,9 @@ def test_caller_disconnect_cancels_the_render() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(CancelAware(), ServerConfig()), host="127.0.0.1", port=port,
-                                           log_level="error"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(CancelAware(), ServerConfig()), host="127.0.0.1", port=port, log_level="error")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -35,15 +35,21 @@ class SigningKey:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, kid)])
         now = dt.datetime.now(dt.UTC)
         self.cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1)).sign(self.key, hashes.SHA256())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
         )
 
     @property
     def private_pem(self) -> bytes:
-        return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption())
+        return self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     @property
     def cert_pem(self) -> str:
@@ -53,8 +59,16 @@ class SigningKey:
         from google.auth import crypt, jwt
 
         now = int(time.time())
-        payload = {"iss": ISSUER, "aud": audience, "sub": "1234567890", "email": EMAIL, "email_verified": True,
-                   "iat": now, "exp": now + lifetime, **claims}
+        payload = {
+            "iss": ISSUER,
+            "aud": audience,
+            "sub": "1234567890",
+            "email": EMAIL,
+            "email_verified": True,
+            "iat": now,
+            "exp": now + lifetime,
+            **claims,
+        }
         signer = crypt.RSASigner.from_string(self.private_pem, self.kid)
         return jwt.encode(signer, payload).decode()
 
@@ -89,8 +103,11 @@ class FakeMetadataServer:
                 if self.headers.get("Metadata-Flavor") != "Google":
                     return self._send(403, "Missing Metadata-Flavor: Google header")
                 if url.path == "/computeMetadata/v1/instance/service-accounts/default/":
-                    info = {"email": EMAIL, "aliases": ["default"],
-                            "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}
+                    info = {
+                        "email": EMAIL,
+                        "aliases": ["default"],
+                        "scopes": ["https://www.googleapis.com/auth/cloud-platform"],
+                    }
                     return self._send(200, json.dumps(info), "application/json")
                 if url.path == "/computeMetadata/v1/universe/universe-domain":
                     return self._send(200, "googleapis.com")

@@ -33,8 +33,16 @@ paint();
 """
 
 
-def make_job(folder: Path, *, frames: int = 40, chunks: int = 4, job_id: str = "job-1", width: int = 160,
-             height: int = 120, html: str = FRAME_INDEX_HTML) -> Path:
+def make_job(
+    folder: Path,
+    *,
+    frames: int = 40,
+    chunks: int = 4,
+    job_id: str = "job-1",
+    width: int = 160,
+    height: int = 120,
+    html: str = FRAME_INDEX_HTML,
+) -> Path:
     """A composition and its job.json in `folder`; returns the job file."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "index.html").write_text(html)
@@ -58,14 +66,22 @@ class RuntimeBackend(Backend):
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
-    def run_chunk(self, spec: JobSpec, chunk: Chunk, context: ChunkContext, *, cancel: threading.Event,
-                  timeout: float | None = None) -> WorkerResult:
+    def run_chunk(
+        self,
+        spec: JobSpec,
+        chunk: Chunk,
+        context: ChunkContext,
+        *,
+        cancel: threading.Event,
+        timeout: float | None = None,
+    ) -> WorkerResult:
         from helios_kit.worker.runtime import WorkerRuntime
 
         with self.lock:
             self.calls.append(chunk.id)
         return WorkerRuntime(self.workspace, render=self.render).run(
-            context.job_url, chunk.id, context.store_url, context.force, cancel=cancel)
+            context.job_url, chunk.id, context.store_url, context.force, cancel=cancel
+        )
 
 
 def tagged_processes(tag: str) -> list[tuple[int, str]]:

@@ -140,16 +140,25 @@ class LambdaEmulator:
         if not match or match.group(1).split(":")[0] != self.function_name:
             self.counts["not_found"] += 1
             name = match.group(1) if match else request.path
-            return request._send(404, {"Type": "User", "Message": f"Function not found: {name}"},
-                                 {"x-amzn-ErrorType": "ResourceNotFoundException"})
+            return request._send(
+                404,
+                {"Type": "User", "Message": f"Function not found: {name}"},
+                {"x-amzn-ErrorType": "ResourceNotFoundException"},
+            )
         if request.headers.get("X-Amz-Invocation-Type", "RequestResponse") != "RequestResponse":
-            return request._send(400, {"Message": "only RequestResponse is emulated"},
-                                 {"x-amzn-ErrorType": "InvalidParameterValueException"})
+            return request._send(
+                400,
+                {"Message": "only RequestResponse is emulated"},
+                {"x-amzn-ErrorType": "InvalidParameterValueException"},
+            )
         try:
             event = json.loads(raw or b"{}")
         except ValueError:
-            return request._send(400, {"Type": "User", "Message": "Could not parse request body into json"},
-                                 {"x-amzn-ErrorType": "InvalidRequestContentException"})
+            return request._send(
+                400,
+                {"Type": "User", "Message": "Could not parse request body into json"},
+                {"x-amzn-ErrorType": "InvalidRequestContentException"},
+            )
         with self._lock:
             roll = self._rng.random()
             over = self.reserved_concurrency is not None and self._in_flight >= self.reserved_concurrency
@@ -164,16 +173,25 @@ class LambdaEmulator:
                 if isinstance(event, dict) and isinstance(event.get("chunkId"), int):
                     self.invoked_chunks.append(event["chunkId"])
         if throttled:
-            return request._send(429, {"Type": "User", "message": "Rate Exceeded.",
-                                       "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded"},
-                                 {"x-amzn-ErrorType": "TooManyRequestsException"})
+            return request._send(
+                429,
+                {
+                    "Type": "User",
+                    "message": "Rate Exceeded.",
+                    "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+                },
+                {"x-amzn-ErrorType": "TooManyRequestsException"},
+            )
         started = time.monotonic()
         try:
             if failing:
                 time.sleep(self.latency)
                 self.counts["failed"] += 1
-                return request._send(200, {"errorMessage": "Runtime exited with error: signal: killed",
-                                           "errorType": "Runtime.ExitError"}, {"X-Amz-Function-Error": "Unhandled"})
+                return request._send(
+                    200,
+                    {"errorMessage": "Runtime exited with error: signal: killed", "errorType": "Runtime.ExitError"},
+                    {"X-Amz-Function-Error": "Unhandled"},
+                )
             future = self._pool.submit(_call_handler, self.handler, event, self.timeout, f"req-{roll}")
             # an invocation lasts `latency` (start-up, network) or the handler's own time, whichever is longer
             time.sleep(max(0.0, self.latency - (time.monotonic() - started)))
@@ -181,12 +199,21 @@ class LambdaEmulator:
                 outcome = future.result(timeout=max(0.0, self.timeout - (time.monotonic() - started)))
             except FutureTimeout:
                 self.counts["timed_out"] += 1
-                return request._send(200, {"errorMessage": f"Task timed out after {self.timeout:.2f} seconds",
-                                           "errorType": "Sandbox.Timedout"}, {"X-Amz-Function-Error": "Unhandled"})
+                return request._send(
+                    200,
+                    {
+                        "errorMessage": f"Task timed out after {self.timeout:.2f} seconds",
+                        "errorType": "Sandbox.Timedout",
+                    },
+                    {"X-Amz-Function-Error": "Unhandled"},
+                )
             if not outcome["ok"]:
                 self.counts["unhandled"] += 1
-                return request._send(200, {"errorMessage": outcome["errorMessage"],
-                                           "errorType": outcome["errorType"]}, {"X-Amz-Function-Error": "Unhandled"})
+                return request._send(
+                    200,
+                    {"errorMessage": outcome["errorMessage"], "errorType": outcome["errorType"]},
+                    {"X-Amz-Function-Error": "Unhandled"},
+                )
             self.counts["ok"] += 1
             return request._send(200, outcome["value"], {"X-Amz-Executed-Version": "$LATEST"})
         finally:

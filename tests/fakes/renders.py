@@ -37,8 +37,9 @@ def _common(start_frame: int, frame_count: int) -> None:
         time.sleep(delay)
 
 
-def bytes_render(config: Any, *, input_location: str, start_frame: int, frame_count: int, output_path: Path,
-                 **_: Any) -> FakeStats:
+def bytes_render(
+    config: Any, *, input_location: str, start_frame: int, frame_count: int, output_path: Path, **_: Any
+) -> FakeStats:
     _common(start_frame, frame_count)
     payload = f"{config.width}x{config.height}@{config.fps}|{input_location.rsplit('/', 1)[-1]}|"
     payload += f"{start_frame}+{frame_count}\n"
@@ -55,20 +56,46 @@ def frame_index_frames(width: int, height: int, start_frame: int, frame_count: i
         row = bytearray(width)
         for i in range(BITS):
             if (n >> (BITS - 1 - i)) & 1:
-                row[i * bar:(i + 1) * bar] = b"\xff" * bar
+                row[i * bar : (i + 1) * bar] = b"\xff" * bar
         out += bytes(row) * height
     return bytes(out)
 
 
-def frame_index_render(config: Any, *, input_location: str, start_frame: int, frame_count: int,
-                       output_path: Path, **_: Any) -> FakeStats:
+def frame_index_render(
+    config: Any, *, input_location: str, start_frame: int, frame_count: int, output_path: Path, **_: Any
+) -> FakeStats:
     _common(start_frame, frame_count)
     frames = frame_index_frames(config.width, config.height, start_frame, frame_count)
     argv = [
-        "ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray", "-s",
-        f"{config.width}x{config.height}", "-r", f"{config.fps:g}", "-i", "-", "-c:v", config.video_codec,
-        "-pix_fmt", config.pixel_format, "-crf", str(config.crf), "-g", str(frame_count), "-bf", "0",
-        "-threads", "1", "-movflags", "+faststart", str(output_path),
+        "ffmpeg",
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "gray",
+        "-s",
+        f"{config.width}x{config.height}",
+        "-r",
+        f"{config.fps:g}",
+        "-i",
+        "-",
+        "-c:v",
+        config.video_codec,
+        "-pix_fmt",
+        config.pixel_format,
+        "-crf",
+        str(config.crf),
+        "-g",
+        str(frame_count),
+        "-bf",
+        "0",
+        "-threads",
+        "1",
+        "-movflags",
+        "+faststart",
+        str(output_path),
     ]
     subprocess.run(argv, input=frames, check=True, capture_output=True)
     return FakeStats(frame_count)
@@ -78,14 +105,15 @@ def decode_frame_indexes(video: Path, width: int, height: int) -> list[int]:
     """Read back the frame numbers `frame_index_render` (or a frame-index composition) drew."""
     raw = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(video), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     ).stdout
     size = width * height
     bar = width // BITS
     values = []
     for offset in range(0, len(raw), size):
-        frame = raw[offset:offset + size]
-        row = frame[(height // 2) * width:(height // 2 + 1) * width]
+        frame = raw[offset : offset + size]
+        row = frame[(height // 2) * width : (height // 2 + 1) * width]
         n = 0
         for i in range(BITS):
             n = (n << 1) | (1 if row[i * bar + bar // 2] > 128 else 0)

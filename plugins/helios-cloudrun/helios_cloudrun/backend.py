@@ -92,8 +92,9 @@ class CloudRunBackend(Backend):
         if not self.options.service_url:
             raise CloudRunConfigError("backend cloudrun: --service-url is required (the Cloud Run service URL)")
         if not self.options.service_url.startswith(("http://", "https://")):
-            raise CloudRunConfigError(f"backend cloudrun: --service-url must be an http(s) URL, "
-                                      f"got {self.options.service_url!r}")
+            raise CloudRunConfigError(
+                f"backend cloudrun: --service-url must be an http(s) URL, got {self.options.service_url!r}"
+            )
         self.url = self.options.service_url.rstrip("/") + "/"
         self.audience = self.options.audience or self.options.service_url.rstrip("/")
         self._client = httpx.Client(
@@ -141,14 +142,20 @@ class CloudRunBackend(Backend):
         started = time.monotonic()
 
         def failed(message: str, retryable: bool) -> WorkerResult:
-            return WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=message, retryable=retryable,
-                                duration_ms=(time.monotonic() - started) * 1000)
+            return WorkerResult(
+                chunk_id=chunk.id,
+                exit_code=1,
+                stderr=message,
+                retryable=retryable,
+                duration_ms=(time.monotonic() - started) * 1000,
+            )
 
         if cancel.is_set():
             return WorkerResult(chunk_id=chunk.id, exit_code=130, stderr="cancelled", retryable=False)
         self._warn_local(context)
-        payload = WorkerRequest(job_url=context.job_url, chunk_id=chunk.id, store=context.store_url,
-                                force=context.force).model_dump(mode="json", by_alias=True, exclude_none=True)
+        payload = WorkerRequest(
+            job_url=context.job_url, chunk_id=chunk.id, store=context.store_url, force=context.force
+        ).model_dump(mode="json", by_alias=True, exclude_none=True)
         headers = {"Content-Type": "application/json"}
         if self.options.auth:
             try:
@@ -171,8 +178,13 @@ class CloudRunBackend(Backend):
             response = _call_interruptibly(lambda: retrying(post), cancel, timeout)
         except _Interrupted as error:
             if cancel.is_set() and str(error) == "cancelled":
-                return WorkerResult(chunk_id=chunk.id, exit_code=130, stderr="cancelled", retryable=False,
-                                    duration_ms=(time.monotonic() - started) * 1000)
+                return WorkerResult(
+                    chunk_id=chunk.id,
+                    exit_code=130,
+                    stderr="cancelled",
+                    retryable=False,
+                    duration_ms=(time.monotonic() - started) * 1000,
+                )
             return failed(f"chunk {chunk.id}: {self.url}: {error}", True)
         except httpx.TimeoutException:
             return failed(f"chunk {chunk.id}: no answer from {self.url} within {request_timeout:g} s", True)
@@ -201,8 +213,12 @@ class CloudRunBackend(Backend):
             return
         for what, value in (("job", context.job_url), ("store", context.store_url)):
             if "://" not in value or value.startswith("file://"):
-                log.warning("warning: cloudrun: the %s %s is a local path; the service cannot read it "
-                            "(use an s3://, gs:// or https:// URL)", what, value)
+                log.warning(
+                    "warning: cloudrun: the %s %s is a local path; the service cannot read it "
+                    "(use an s3://, gs:// or https:// URL)",
+                    what,
+                    value,
+                )
                 self._warned_local = True
 
 

@@ -34,11 +34,25 @@ log = logging.getLogger("helios.lambda")
 
 #: Lambda's hard cap on one invocation (15 minutes).
 LAMBDA_MAX_SECONDS = 900.0
-_THROTTLE_CODES = {"TooManyRequestsException", "ThrottlingException", "Throttling", "RequestLimitExceeded",
-                   "EC2ThrottledException"}
-_FATAL_CODES = {"ResourceNotFoundException", "AccessDeniedException", "AccessDenied", "InvalidParameterValueException",
-                "RequestTooLargeException", "UnrecognizedClientException", "InvalidSignatureException",
-                "KMSAccessDeniedException", "ResourceConflictException", "InvalidRequestContentException"}
+_THROTTLE_CODES = {
+    "TooManyRequestsException",
+    "ThrottlingException",
+    "Throttling",
+    "RequestLimitExceeded",
+    "EC2ThrottledException",
+}
+_FATAL_CODES = {
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "AccessDenied",
+    "InvalidParameterValueException",
+    "RequestTooLargeException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "KMSAccessDeniedException",
+    "ResourceConflictException",
+    "InvalidRequestContentException",
+}
 
 
 class LambdaConfigError(HeliosError):
@@ -50,12 +64,16 @@ class LambdaOptions(BackendOptions):
     qualifier: str | None = Field(None, description="Version or alias to invoke.")
     region: str | None = Field(None, description="AWS region (default: the AWS config / environment).")
     endpoint_url: str | None = Field(None, description="Lambda API endpoint (an emulator; default AWS).")
-    read_timeout: float = Field(LAMBDA_MAX_SECONDS + 60, gt=0,
-                                description="Seconds to wait for one invocation (Lambda stops at 900).")
+    read_timeout: float = Field(
+        LAMBDA_MAX_SECONDS + 60, gt=0, description="Seconds to wait for one invocation (Lambda stops at 900)."
+    )
     connect_timeout: float = Field(10.0, gt=0)
     throttle_attempts: int = Field(8, ge=1, description="Tries per chunk while Lambda throttles (429).")
-    render_fps: float = Field(4.0, gt=0, description="Frames/s one function renders; used to warn about chunks "
-                                                     "planned too long for the 15-minute cap.")
+    render_fps: float = Field(
+        4.0,
+        gt=0,
+        description="Frames/s one function renders; used to warn about chunks planned too long for the 15-minute cap.",
+    )
     max_connections: int = Field(1000, ge=1, description="HTTP connection pool size (>= --concurrency).")
 
 
@@ -120,8 +138,9 @@ class LambdaBackend(Backend):
             tcp_keepalive=True,
         )
         session = boto3.session.Session()
-        self.client = session.client("lambda", region_name=self.options.region, endpoint_url=self.options.endpoint_url,
-                                     config=config)
+        self.client = session.client(
+            "lambda", region_name=self.options.region, endpoint_url=self.options.endpoint_url, config=config
+        )
         self._warned: set[str] = set()
         self._lock = threading.Lock()
         if self.options.read_timeout < LAMBDA_MAX_SECONDS:
@@ -149,7 +168,11 @@ class LambdaBackend(Backend):
                 f"long:{spec.job_id}",
                 "warning: lambda: chunk %d has %d frames, about %.0f s at %.3g frames/s, close to or over the "
                 "%.0f s limit of one invocation; plan shorter chunks (--chunk-frames %d)",
-                chunk.id, chunk.frame_count, estimate, self.options.render_fps, limit,
+                chunk.id,
+                chunk.frame_count,
+                estimate,
+                self.options.render_fps,
+                limit,
                 max(1, int(0.5 * limit * self.options.render_fps)),
             )
 
@@ -174,18 +197,29 @@ class LambdaBackend(Backend):
         function = self.options.function
 
         def failed(message: str, retryable: bool) -> WorkerResult:
-            return WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=message, retryable=retryable,
-                                duration_ms=(time.monotonic() - started) * 1000)
+            return WorkerResult(
+                chunk_id=chunk.id,
+                exit_code=1,
+                stderr=message,
+                retryable=retryable,
+                duration_ms=(time.monotonic() - started) * 1000,
+            )
 
         if cancel.is_set():
             return WorkerResult(chunk_id=chunk.id, exit_code=130, stderr="cancelled", retryable=False)
         self.check_chunk(spec, chunk)
         for what, value in (("job", context.job_url), ("store", context.store_url)):
             if "://" not in value or value.startswith("file://"):
-                self._warn_once(f"local:{what}", "warning: lambda: the %s %s is a local path; the function cannot "
-                                "read it (use an s3:// or https:// URL)", what, value)
-        payload = WorkerRequest(job_url=context.job_url, chunk_id=chunk.id, store=context.store_url,
-                                force=context.force).model_dump_json(by_alias=True, exclude_none=True)
+                self._warn_once(
+                    f"local:{what}",
+                    "warning: lambda: the %s %s is a local path; the function cannot "
+                    "read it (use an s3:// or https:// URL)",
+                    what,
+                    value,
+                )
+        payload = WorkerRequest(
+            job_url=context.job_url, chunk_id=chunk.id, store=context.store_url, force=context.force
+        ).model_dump_json(by_alias=True, exclude_none=True)
         kwargs: dict[str, Any] = {"FunctionName": function, "InvocationType": "RequestResponse", "Payload": payload}
         if self.options.qualifier:
             kwargs["Qualifier"] = self.options.qualifier
@@ -212,12 +246,20 @@ class LambdaBackend(Backend):
             response = _call_interruptibly(lambda: retrying(invoke), cancel, timeout)
         except _Interrupted as error:
             if cancel.is_set() and str(error) == "cancelled":
-                return WorkerResult(chunk_id=chunk.id, exit_code=130, stderr="cancelled", retryable=False,
-                                    duration_ms=(time.monotonic() - started) * 1000)
+                return WorkerResult(
+                    chunk_id=chunk.id,
+                    exit_code=130,
+                    stderr="cancelled",
+                    retryable=False,
+                    duration_ms=(time.monotonic() - started) * 1000,
+                )
             return failed(f"chunk {chunk.id}: invoking {function}: {error}", True)
         except _Throttled as error:
-            return failed(f"chunk {chunk.id}: function {function} throttled ({error}) after "
-                          f"{self.options.throttle_attempts} tries", True)
+            return failed(
+                f"chunk {chunk.id}: function {function} throttled ({error}) after "
+                f"{self.options.throttle_attempts} tries",
+                True,
+            )
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "") or "ClientError"
             message = error.response.get("Error", {}).get("Message", "") or str(error)
@@ -242,12 +284,22 @@ class LambdaBackend(Backend):
             detail = ""
             if isinstance(body, dict):
                 detail = f"{body.get('errorType', '')}: {body.get('errorMessage', '')}".strip(": ")
-            return WorkerResult(chunk_id=chunk.id, exit_code=1, retryable=True, duration_ms=elapsed,
-                                stderr=f"chunk {chunk.id}: function {function} failed ({response['FunctionError']})"
-                                       f"{': ' + detail if detail else ''}")
+            return WorkerResult(
+                chunk_id=chunk.id,
+                exit_code=1,
+                retryable=True,
+                duration_ms=elapsed,
+                stderr=f"chunk {chunk.id}: function {function} failed ({response['FunctionError']})"
+                f"{': ' + detail if detail else ''}",
+            )
         if not isinstance(body, dict) or "exitCode" not in body:
-            return WorkerResult(chunk_id=chunk.id, exit_code=1, retryable=False, duration_ms=elapsed,
-                                stderr=f"chunk {chunk.id}: function {function} returned no WorkerResult "
-                                       f"(is its handler helios_lambda.handler.handler?): {raw[:200]!r}")
+            return WorkerResult(
+                chunk_id=chunk.id,
+                exit_code=1,
+                retryable=False,
+                duration_ms=elapsed,
+                stderr=f"chunk {chunk.id}: function {function} returned no WorkerResult "
+                f"(is its handler helios_lambda.handler.handler?): {raw[:200]!r}",
+            )
         result = WorkerResult.model_validate(body)
         return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": elapsed})

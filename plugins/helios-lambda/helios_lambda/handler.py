@@ -70,11 +70,13 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
         if timer is not None:
             timer.cancel()
     if cancel.is_set() and not result.ok:
-        result = result.model_copy(update={
-            "retryable": True,
-            "stderr": f"chunk {request.chunk_id}: stopped {DEADLINE_MARGIN_S:g} s before the Lambda time limit "
-                      "(plan shorter chunks with --chunk-frames, or raise the function timeout)",
-        })
+        result = result.model_copy(
+            update={
+                "retryable": True,
+                "stderr": f"chunk {request.chunk_id}: stopped {DEADLINE_MARGIN_S:g} s before the Lambda time limit "
+                "(plan shorter chunks with --chunk-frames, or raise the function timeout)",
+            }
+        )
     return _dump(result)
 
 
