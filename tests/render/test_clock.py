@@ -1,0 +1,77 @@
+"""The virtual-time contract, observed from inside a real page: clocks, timers, rAF, animations, fast-forward."""
+
+from __future__ import annotations
+
+import pytest
+
+from helios_kit.render import clock
+from helios_kit.render.browser import Browser
+from helios_kit.render.capture import run_step
+from helios_kit.render.server import CompositionServer
+from helios_kit.render.session import open_page
+from tests.render.conftest import FIXTURES, config
+
+pytestmark = pytest.mark.render
+
+FPS = 20  # 50 ms a frame
+
+
+@pytest.fixture
+def opener():
+    """Opens fresh probe pages at t = 0 in one browser."""
+    cfg = config(fps=FPS)
+    with CompositionServer(FIXTURES) as server, Browser() as browser:
+        url = server.url_for(FIXTURES / "clock_probe.html")
+        yield lambda: open_page(browser, url, cfg, 30, None)
+
+
+@pytest.fixture
+def page(opener):
+    return opener()
+
+
+def _step_to(page, frame: int) -> None:
+    for n in range(frame + 1):
+        run_step(page, clock.step_expression(n), n, 30)
+
+
+def test_timers_raf_and_clocks_follow_virtual_time(page) -> None:
+    _step_to(page, 4)  # t = 0, 50, ..., 200 ms
+    log = page.evaluate("window.log")
+    timers = [entry for entry in log if entry[0] != "raf"]
+    assert timers == [
+        ["timeout0", 0],
+        ["idle", 0],
+        ["interval40", 40],
+        ["timeout50", 50, clock.EPOCH_MS + 50],
+        ["interval40", 80],
+        ["timeout100", 100],
+        ["nested+10", 110],
+        ["interval40", 120],
+    ]
+    rafs = [entry for entry in log if entry[0] == "raf"]
+    # Once per frame, timestamp = performance.now() = document.timeline.currentTime = frame time.
+    assert rafs == [["raf", t, t, t] for t in (0, 50, 100, 150)]
+
+
+def test_animation_created_later_is_offset_by_its_creation_time(page) -> None:
+    _step_to(page, 7)  # t = 350 ms; the animation was created by the 100 ms timer
+    assert page.evaluate("window.anim.currentTime") == pytest.approx(250)
+    assert page.evaluate("getComputedStyle(document.getElementById('box')).opacity") == pytest.approx("0.25", abs=0)
+
+
+def test_fast_forward_reaches_the_same_state_as_stepping(opener) -> None:
+    probe = "JSON.stringify([window.log, window.anim.currentTime])"
+    fast = opener()
+    run_step(fast, clock.fast_forward_expression(0, 7), 0, 30)
+    run_step(fast, clock.step_expression(7), 7, 30)
+    slow = opener()
+    _step_to(slow, 7)
+    assert fast.evaluate(probe) == slow.evaluate(probe)
+    assert len(slow.evaluate("window.log")) > 10
+
+
+def test_virtual_time_never_goes_back(page) -> None:
+    _step_to(page, 3)
+    with pytest.raises(Exception, match="only moves forward"):
+        run_step(page, clock.step_expression(1), 1, 30)
