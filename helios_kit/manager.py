@@ -32,7 +32,7 @@ from helios_kit.repository import (
     JobStatus,
     utcnow,
 )
-from helios_kit.spec import JobSpec
+from helios_kit.spec import JobSpec, dump
 
 log = logging.getLogger("helios.manager")
 
@@ -134,8 +134,11 @@ class JobManager:
         if isinstance(source, JobSpec):
             if job_dir is None:
                 raise SpecError("job_dir: required when creating a job from a JobSpec object")
-            spec, directory = source, Path(job_dir)
-            job_url = str(directory / "job.json")
+            # workers load jobs by URL: keep this one beside its composition (job files are not content)
+            spec, directory = source, Path(job_dir).resolve()
+            job_file = directory / f".helios-job-{spec.job_id}.json"
+            dump(spec, job_file)
+            job_url = str(job_file)
         else:
             text = os.fspath(source)
             job_url = text if is_remote(text) else str(Path(text.removeprefix("file://")).resolve())

@@ -35,7 +35,7 @@ def test_doit_render_in_the_example_project(tmp_path: Path) -> None:
     env = dict(os.environ, HELIOS_TEST_PROCESS_TAG=tag, HELIOS_HOME=str(tmp_path / "home"))
     env.pop("HELIOS_WORKER_RENDER", None)
 
-    listed = doit(project, "list", "--all", env=env).stdout
+    listed = doit(project, "list", env=env).stdout
     names = [line.split()[0] for line in listed.splitlines() if line.strip()]
     assert names == ["render", "render:chunk-0", "render:chunk-1", "render:chunk-2", "render:merge"]
 

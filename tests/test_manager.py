@@ -145,3 +145,17 @@ def test_local_backend_through_the_manager(tmp_path: Path, monkeypatch: pytest.M
     assert status.backend == "local" and status.result is not None and status.result.frames == 20
     assert decode_frame_indexes(tmp_path / "job" / "out.mp4", 160, 120) == list(range(20))
     assert wait_no_tagged_processes(tag, timeout=5) == []
+
+
+def test_create_from_a_spec_object(tmp_path: Path) -> None:
+    from helios_kit.spec import load
+
+    job = make_job(tmp_path / "job", frames=8, chunks=2)
+    spec = load(job)
+    job.unlink()  # only the object remains
+    manager = JobManager()
+    status = manager.create(spec, job_dir=tmp_path / "job", backend=ScriptedBackend(tmp_path / "ws"))
+    assert Path(status.job_url).is_file()
+    final = manager.run(status.id)
+    assert final.state is JobState.COMPLETED, final.error
+    assert decode_frame_indexes(tmp_path / "job" / "out.mp4", 160, 120) == list(range(8))

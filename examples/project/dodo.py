@@ -12,7 +12,8 @@ from helios_kit.dag import plan_project, project_tasks
 
 HERE = Path(__file__).resolve().parent
 
-DOIT_CONFIG = {"default_tasks": ["render"], "verbosity": 2}
+#: `subtasks`: plain `doit list` shows the chunk tasks and the merge, not only the `render` group.
+DOIT_CONFIG = {"default_tasks": ["render"], "verbosity": 2, "subtasks": True}
 
 #: Render settings (any RenderConfig field). Change one and only the affected chunks re-render.
 SETTINGS = {
