@@ -117,6 +117,7 @@ class JobReport(BaseModel):
     cancelled: bool = False
     error: str | None = None
     duration_ms: float = 0.0
+    merge_requested: bool = True
 
     def count(self, *states: ChunkState) -> int:
         return sum(1 for outcome in self.chunks if outcome.state in states)
@@ -153,10 +154,11 @@ class JobReport(BaseModel):
         merge = self.merge
         if self.cancelled:
             line += "; job cancelled"
-        elif merge is None and self.failed == 0:
+        elif merge is None and not self.merge_requested:
             line += "; not merged (--no-merge)"
         elif merge is None or merge.pending:
-            line += f"; not merged ({merge.pending if merge and merge.pending else 'chunks failed'})"
+            why = merge.pending if merge and merge.pending else ("chunks failed" if self.failed else "not run")
+            line += f"; not merged ({why})"
         elif merge.error:
             line += f"; merge failed: {merge.error}"
         else:
@@ -446,4 +448,5 @@ def execute_job(
         cancelled=executor.cancel.is_set(),
         error=error,
         duration_ms=(time.monotonic() - started) * 1000,
+        merge_requested=options.merge,
     )

@@ -222,3 +222,11 @@ def test_rich_progress_counts_chunks_and_frames(tmp_path: Path) -> None:
     assert (chunks.completed, chunks.total) == (2, 3) and (frames.completed, frames.total) == (8, 12)
     assert progress.rendered_frames == 4 and "frames/s" in frames.fields["rate"]
     assert "chunk 2: retrying: blip (next try in 1.5 s)" in console.file.getvalue()
+
+
+def test_no_merge_renders_chunks_only(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", frames=8, chunks=2)
+    report = run(job, ScriptedBackend(tmp_path / "ws"), merge=False)
+    assert report.ok and report.rendered == 2 and report.merge is None
+    assert report.summary_line().endswith("; not merged (--no-merge)")
+    assert not (tmp_path / "job" / "out.mp4").exists()
