@@ -52,9 +52,11 @@ def task_render():
         job = build / name / "job.json"
         yield {
             "name": f"plan-{name}",
-            "actions": [f"mkdir -p {job.parent}",
-                        f"{PYTHON} -m helios_kit.cli render {index.parent} --emit-job {job} "
-                        f"-o {job.parent / (name + '.mp4')} --concurrency 4"],
+            "actions": [
+                f"mkdir -p {job.parent}",
+                f"{PYTHON} -m helios_kit.cli render {index.parent} --emit-job {job} "
+                f"-o {job.parent / (name + '.mp4')} --concurrency 4",
+            ],
             "targets": [str(job)],
             "uptodate": [True],
         }

@@ -83,12 +83,18 @@ class JobContext:
             else:
                 store_url = default_store_url(job_url)
         input_location = composition.input_location
-        return cls(spec=spec, job_url=job_url, job_dir=job_dir, store=ArtifactStore(store_url),
-                   content_digest=composition.content_digest, input_location=input_location, force=force)
+        return cls(
+            spec=spec,
+            job_url=job_url,
+            job_dir=job_dir,
+            store=ArtifactStore(store_url),
+            content_digest=composition.content_digest,
+            input_location=input_location,
+            force=force,
+        )
 
     def chunk_context(self) -> ChunkContext:
-        return ChunkContext(job_url=self.job_url, job_dir=str(self.job_dir), store_url=self.store.url,
-                            force=self.force)
+        return ChunkContext(job_url=self.job_url, job_dir=str(self.job_dir), store_url=self.store.url, force=self.force)
 
     def digest(self, chunk: Chunk) -> str:
         if chunk.id not in self._digests:
@@ -179,8 +185,12 @@ def merge_job(ctx: JobContext, *, cancel: threading.Event | None = None) -> Merg
 
 def _merged_outcome(ctx: JobContext, skipped: bool) -> MergeOutcome:
     config = ctx.spec.config
-    return MergeOutcome(output=ctx.store.uri(ctx.spec.merge.output_file), frames=config.frame_count,
-                        duration_s=config.frame_count / config.fps, skipped=skipped)
+    return MergeOutcome(
+        output=ctx.store.uri(ctx.spec.merge.output_file),
+        frames=config.frame_count,
+        duration_s=config.frame_count / config.fps,
+        skipped=skipped,
+    )
 
 
 def job_tasks(
@@ -254,8 +264,9 @@ def _merge_uptodate(ctx: JobContext, executor: ChunkExecutor, subset: bool) -> b
         return False
     if not ctx.force and ctx.store.is_complete(ctx.spec.merge.output_file, digest):
         executor.merge = _merged_outcome(ctx, skipped=True)
-        executor.emit(ProgressEvent(kind=EventKind.MERGE_SKIPPED, output=executor.merge.output,
-                                    frames=executor.merge.frames))
+        executor.emit(
+            ProgressEvent(kind=EventKind.MERGE_SKIPPED, output=executor.merge.output, frames=executor.merge.frames)
+        )
         return True
     return False
 
@@ -303,7 +314,12 @@ class _Reporter:
         return lambda *args, **kwargs: None
 
     def add_failure(self, task: Any, fail: Any) -> None:
-        if (not task.name.endswith(":merge") and ":chunk-" not in task.name) or "Traceback" in fail.get_msg():
+        from doit.exceptions import UnmetDependency
+
+        if isinstance(fail, UnmetDependency):  # the merge (or the group) after a failed chunk: already reported
+            return
+        ours = task.name.endswith(":merge") or ":chunk-" in task.name
+        if not ours or "Traceback" in fail.get_msg():  # doit's own trouble, or an exception inside our action
             self.errors.append(f"{task.name}: {fail.get_msg().strip().splitlines()[-1]}")
 
     def runtime_error(self, msg: str) -> None:
@@ -338,8 +354,19 @@ def run_job_dag(
         "task_render": task_render,
         "DOIT_CONFIG": {"reporter": reporter, "verbosity": 0},
     }
-    args = ["run", "--continue", "--db-file", str(db_file), "--backend", "json",
-            "-n", str(executor.concurrency), "-P", "thread", "render"]
+    args = [
+        "run",
+        "--continue",
+        "--db-file",
+        str(db_file),
+        "--backend",
+        "json",
+        "-n",
+        str(executor.concurrency),
+        "-P",
+        "thread",
+        "render",
+    ]
     if executor.concurrency == 1:
         args = ["run", "--continue", "--db-file", str(db_file), "--backend", "json", "render"]
     # doit's dispatcher recurses about once per task when many finish together; give it room for big jobs

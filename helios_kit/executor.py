@@ -136,12 +136,7 @@ class JobReport(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return (
-            not self.cancelled
-            and self.error is None
-            and self.failed == 0
-            and (self.merge is None or self.merge.ok)
-        )
+        return not self.cancelled and self.error is None and self.failed == 0 and (self.merge is None or self.merge.ok)
 
     def summary_line(self) -> str:
         line = (
@@ -257,8 +252,15 @@ class ChunkExecutor:
         def before_sleep(state: RetryCallState) -> None:
             result: WorkerResult = state.outcome.result()  # type: ignore[union-attr]
             delay = state.next_action.sleep if state.next_action else 0.0  # type: ignore[union-attr]
-            self.emit(ProgressEvent(kind=EventKind.RETRYING, chunk_id=chunk.id, attempt=state.attempt_number,
-                                    error=_first_line(result.stderr), delay_s=delay))
+            self.emit(
+                ProgressEvent(
+                    kind=EventKind.RETRYING,
+                    chunk_id=chunk.id,
+                    attempt=state.attempt_number,
+                    error=_first_line(result.stderr),
+                    delay_s=delay,
+                )
+            )
 
         retrying = Retrying(
             stop=stop_after_attempt(self.options.retries + 1),
@@ -276,21 +278,45 @@ class ChunkExecutor:
             state = ChunkState.SKIPPED if result.skipped else ChunkState.RENDERED
             kind = EventKind.SKIPPED if result.skipped else EventKind.RENDERED
             frames = result.frames or chunk.frame_count
-            self.emit(ProgressEvent(kind=kind, chunk_id=chunk.id, attempt=attempts, frames=frames,
-                                    duration_ms=duration_ms, output=result.output_file))
-            return ChunkOutcome(chunk_id=chunk.id, state=state, attempts=attempts, frames=frames,
-                                duration_ms=duration_ms, output_file=result.output_file)
+            self.emit(
+                ProgressEvent(
+                    kind=kind,
+                    chunk_id=chunk.id,
+                    attempt=attempts,
+                    frames=frames,
+                    duration_ms=duration_ms,
+                    output=result.output_file,
+                )
+            )
+            return ChunkOutcome(
+                chunk_id=chunk.id,
+                state=state,
+                attempts=attempts,
+                frames=frames,
+                duration_ms=duration_ms,
+                output_file=result.output_file,
+            )
         error = _first_line(result.stderr) or f"exit code {result.exit_code}"
         if self.cancel.is_set() or result.exit_code == EXIT_CANCELLED:
-            self.emit(ProgressEvent(kind=EventKind.CANCELLED, chunk_id=chunk.id, attempt=attempts,
-                                    duration_ms=duration_ms))
-            return ChunkOutcome(chunk_id=chunk.id, state=ChunkState.CANCELLED, attempts=attempts,
-                                duration_ms=duration_ms, error="cancelled")
+            self.emit(
+                ProgressEvent(kind=EventKind.CANCELLED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms)
+            )
+            return ChunkOutcome(
+                chunk_id=chunk.id,
+                state=ChunkState.CANCELLED,
+                attempts=attempts,
+                duration_ms=duration_ms,
+                error="cancelled",
+            )
         error = f"chunk {chunk.id} failed after {attempts} attempt{'s' if attempts > 1 else ''}: {error}"
-        self.emit(ProgressEvent(kind=EventKind.FAILED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms,
-                                error=error))
-        return ChunkOutcome(chunk_id=chunk.id, state=ChunkState.FAILED, attempts=attempts, duration_ms=duration_ms,
-                            error=error)
+        self.emit(
+            ProgressEvent(
+                kind=EventKind.FAILED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms, error=error
+            )
+        )
+        return ChunkOutcome(
+            chunk_id=chunk.id, state=ChunkState.FAILED, attempts=attempts, duration_ms=duration_ms, error=error
+        )
 
     def _sleep(self, seconds: float) -> None:
         self.cancel.wait(seconds)
@@ -333,8 +359,13 @@ class ChunkExecutor:
             done.set()
             watcher.join()
         if timed_out.is_set() and not result.ok:
-            return WorkerResult(chunk_id=chunk.id, exit_code=EXIT_TIMEOUT, retryable=True,
-                                stderr=f"timed out after {timeout:g} s", duration_ms=result.duration_ms)
+            return WorkerResult(
+                chunk_id=chunk.id,
+                exit_code=EXIT_TIMEOUT,
+                retryable=True,
+                stderr=f"timed out after {timeout:g} s",
+                duration_ms=result.duration_ms,
+            )
         if self.cancel.is_set() and not result.ok:
             return _cancelled_result(chunk.id, "cancelled")
         return result
@@ -399,8 +430,10 @@ class RichProgress:
             elapsed = max(time.monotonic() - self.started, 1e-6)
             self.progress.update(self.frames_task, rate=f"{self.rendered_frames / elapsed:.1f} frames/s")
         elif event.kind in (EventKind.RETRYING, EventKind.FAILED):
-            self.progress.console.print(f"chunk {event.chunk_id}: {event.kind.value}: {event.error}"
-                                        + (f" (next try in {event.delay_s:.1f} s)" if event.delay_s else ""))
+            self.progress.console.print(
+                f"chunk {event.chunk_id}: {event.kind.value}: {event.error}"
+                + (f" (next try in {event.delay_s:.1f} s)" if event.delay_s else "")
+            )
         elif event.kind is EventKind.MERGE_STARTED:
             self.progress.console.print("merging…")
 
@@ -437,8 +470,11 @@ def execute_job(
     for chunk_id in selected:
         outcome = executor.outcomes.get(chunk_id)
         if outcome is None:  # doit never reached it (cancelled while scheduling)
-            outcome = ChunkOutcome(chunk_id=chunk_id, state=ChunkState.CANCELLED if executor.cancel.is_set()
-                                   else ChunkState.FAILED, error=error or "not run")
+            outcome = ChunkOutcome(
+                chunk_id=chunk_id,
+                state=ChunkState.CANCELLED if executor.cancel.is_set() else ChunkState.FAILED,
+                error=error or "not run",
+            )
         outcomes.append(outcome)
     return JobReport(
         job_id=spec.job_id,

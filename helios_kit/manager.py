@@ -190,13 +190,21 @@ class JobManager:
         status.result = None
         self._save(status)
         stop_polling = threading.Event()
-        poller = threading.Thread(target=self._poll_cancel, args=(job_id, cancel, stop_polling),
-                                  name=f"helios-cancel-{job_id}", daemon=True)
+        poller = threading.Thread(
+            target=self._poll_cancel, args=(job_id, cancel, stop_polling), name=f"helios-cancel-{job_id}", daemon=True
+        )
         poller.start()
         report: JobReport | None = None
         try:
-            report = execute_job(prepared.spec, prepared.job_url, prepared.job_dir, prepared.backend,
-                                 prepared.options, cancel=cancel, sinks=[tracker, *self.sinks])
+            report = execute_job(
+                prepared.spec,
+                prepared.job_url,
+                prepared.job_dir,
+                prepared.backend,
+                prepared.options,
+                cancel=cancel,
+                sinks=[tracker, *self.sinks],
+            )
         except HeliosError as error:
             status.state = JobState.FAILED
             status.error = str(error)
@@ -245,8 +253,9 @@ class JobManager:
     def submit(self, source: str | os.PathLike[str] | JobSpec, **kwargs: Any) -> str:
         """Create the job and run it in a background thread; returns its id at once."""
         status = self.create(source, **kwargs)
-        thread = threading.Thread(target=self.run, args=(status.id,), kwargs={"status": status},
-                                  name=f"helios-job-{status.id}", daemon=True)
+        thread = threading.Thread(
+            target=self.run, args=(status.id,), kwargs={"status": status}, name=f"helios-job-{status.id}", daemon=True
+        )
         with self._lock:
             self._threads[status.id] = thread
         thread.start()

@@ -27,7 +27,11 @@ def test_one_task_per_chunk_and_a_merge_depending_on_all(tmp_path: Path) -> None
     executor = ChunkExecutor(RuntimeBackend(frame_index_render, tmp_path / "ws"), spec, ctx.chunk_context())
     tasks = list(job_tasks(ctx, executor))
     assert [f"{t['basename']}:{t['name']}" for t in tasks] == [
-        "render:chunk-0", "render:chunk-1", "render:chunk-2", "render:merge"]
+        "render:chunk-0",
+        "render:chunk-1",
+        "render:chunk-2",
+        "render:merge",
+    ]
     assert tasks[-1]["task_dep"] == ["render:chunk-0", "render:chunk-1", "render:chunk-2"]
     for task in tasks:  # up to date is the store's word, never file timestamps in doit's db
         assert "file_dep" not in task and "targets" not in task and task["uptodate"]

@@ -20,8 +20,15 @@ PROJECT = Path(__file__).resolve().parents[1] / "examples" / "project"
 
 
 def doit(project: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, env=env, capture_output=True,
-                            text=True, timeout=180, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "doit", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -29,8 +36,9 @@ def doit(project: Path, *args: str, env: dict[str, str]) -> subprocess.Completed
 @pytest.mark.render
 def test_doit_render_in_the_example_project(tmp_path: Path) -> None:
     project = tmp_path / "project"
-    shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("chunks", "out.mp4*", ".doit.db*", ".helios",
-                                                                    "__pycache__"))
+    shutil.copytree(
+        PROJECT, project, ignore=shutil.ignore_patterns("chunks", "out.mp4*", ".doit.db*", ".helios", "__pycache__")
+    )
     tag = f"helios-doit-{uuid.uuid4().hex}"
     env = dict(os.environ, HELIOS_TEST_PROCESS_TAG=tag, HELIOS_HOME=str(tmp_path / "home"))
     env.pop("HELIOS_WORKER_RENDER", None)
@@ -49,7 +57,11 @@ def test_doit_render_in_the_example_project(tmp_path: Path) -> None:
     again = doit(project, "render", env=env).stdout
     assert time.monotonic() - started < 5
     assert sorted(line for line in again.splitlines() if line.startswith("--")) == [
-        "-- render:chunk-0", "-- render:chunk-1", "-- render:chunk-2", "-- render:merge"]
+        "-- render:chunk-0",
+        "-- render:chunk-1",
+        "-- render:chunk-2",
+        "-- render:merge",
+    ]
 
     doit(project, "forget", env=env)
     for db in project.glob(".doit.db*"):

@@ -25,8 +25,15 @@ class ScriptedBackend(Backend):
 
     name = "scripted"
 
-    def __init__(self, workspace: Path, *, transient: dict[int, int] | None = None, permanent: set[int] = frozenset(),
-                 hang: set[int] = frozenset(), sleep: float = 0.0) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        *,
+        transient: dict[int, int] | None = None,
+        permanent: set[int] = frozenset(),
+        hang: set[int] = frozenset(),
+        sleep: float = 0.0,
+    ) -> None:
         super().__init__()
         self.inner = RuntimeBackend(frame_index_render, workspace)
         self.transient = transient or {}
@@ -39,8 +46,15 @@ class ScriptedBackend(Backend):
         self.max_active = 0
         self.lock = threading.Lock()
 
-    def run_chunk(self, spec: JobSpec, chunk: Chunk, context: ChunkContext, *, cancel: threading.Event,
-                  timeout: float | None = None) -> WorkerResult:
+    def run_chunk(
+        self,
+        spec: JobSpec,
+        chunk: Chunk,
+        context: ChunkContext,
+        *,
+        cancel: threading.Event,
+        timeout: float | None = None,
+    ) -> WorkerResult:
         with self.lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
@@ -63,8 +77,13 @@ class ScriptedBackend(Backend):
                 self.active -= 1
 
 
-def run(job: Path, backend: Backend, events: list[ProgressEvent] | None = None,
-        cancel: threading.Event | None = None, **options):
+def run(
+    job: Path,
+    backend: Backend,
+    events: list[ProgressEvent] | None = None,
+    cancel: threading.Event | None = None,
+    **options,
+):
     spec = load(job)
     sinks = [events.append] if events is not None else []
     return execute_job(spec, str(job), job.parent, backend, RunOptions(**options), cancel=cancel, sinks=sinks)
@@ -110,6 +129,7 @@ def test_failure_after_retries_fails_the_job_naming_the_chunk_and_keeps_other_wo
     assert [o.chunk_id for o in failed] == [2]
     assert failed[0].error == "chunk 2 failed after 2 attempts: network blip 2"
     assert report.merge is None and not (tmp_path / "job" / "out.mp4").exists()
+    assert report.error is None  # the skipped merge is not reported as a second error
     assert "3 chunks: 2 rendered, 0 skipped (complete), 1 failed; not merged" in report.summary_line()
     assert any(e.kind is EventKind.FAILED and e.chunk_id == 2 for e in events)
     # the other chunks' work is kept: the next run renders only chunk 2
@@ -151,8 +171,9 @@ def test_cancel_mid_run_stops_scheduling_and_aborts_running_chunks(tmp_path: Pat
             cancel.set()
 
     started = time.monotonic()
-    report = execute_job(load(job), str(job), job.parent, backend, RunOptions(concurrency=2), cancel=cancel,
-                         sinks=[sink])
+    report = execute_job(
+        load(job), str(job), job.parent, backend, RunOptions(concurrency=2), cancel=cancel, sinks=[sink]
+    )
     assert time.monotonic() - started < 5
     assert report.cancelled and not report.ok
     assert 1 <= report.rendered < 8

@@ -29,8 +29,14 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def helios(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "helios_kit.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "helios_kit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def assert_no_orphans(env: dict[str, str]) -> None:
@@ -77,8 +83,12 @@ def test_incremental_runs_are_frame_exact(tmp_path: Path, env: dict[str, str]) -
 def test_kill_9_mid_chunk_then_resume(tmp_path: Path, env: dict[str, str]) -> None:
     job = make_job(tmp_path / "job", frames=120, chunks=4)
     chunks = tmp_path / "job" / "chunks"
-    run = subprocess.Popen([sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "1",
-                            "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "1", "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (chunks / "chunk-0000.mp4.done.json").exists():
@@ -110,8 +120,7 @@ def test_kill_9_mid_chunk_then_resume(tmp_path: Path, env: dict[str, str]) -> No
 @pytest.mark.render
 def test_failure_and_timeout_leave_no_processes(tmp_path: Path, env: dict[str, str]) -> None:
     job = make_job(tmp_path / "job", frames=8, chunks=2)
-    timed = helios("job", "run", str(job), "--chunk-timeout", "0.4", "--retries", "1", "--retry-delay", "0.05",
-                   env=env)
+    timed = helios("job", "run", str(job), "--chunk-timeout", "0.4", "--retries", "1", "--retry-delay", "0.05", env=env)
     assert timed.returncode == 1
     assert "error: chunk 0 failed after 2 attempts: timed out after 0.4 s" in timed.stderr
     assert "2 chunks: 0 rendered, 0 skipped (complete), 2 failed; not merged" in last_line(timed)
@@ -132,8 +141,13 @@ def test_failure_and_timeout_leave_no_processes(tmp_path: Path, env: dict[str, s
 @pytest.mark.parametrize("how", ["helios job cancel", "SIGINT", "SIGTERM"])
 def test_cancel_from_another_terminal_or_a_signal(tmp_path: Path, env: dict[str, str], how: str) -> None:
     job = make_job(tmp_path / "job", frames=600, chunks=6)
-    run = subprocess.Popen([sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "2",
-                            "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "2", "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not any("chrom" in cmd for _, cmd in tagged_processes(env["HELIOS_TEST_PROCESS_TAG"])):
@@ -190,8 +204,11 @@ def test_user_errors_are_one_line(tmp_path: Path, env: dict[str, str]) -> None:
 @pytest.fixture
 def fake_render_env(env: dict[str, str]) -> dict[str, str]:
     tests = str(Path(__file__).parent)
-    return dict(env, HELIOS_WORKER_RENDER="fakes.renders:frame_index_render",
-                PYTHONPATH=os.pathsep.join([tests, env.get("PYTHONPATH", "")]))
+    return dict(
+        env,
+        HELIOS_WORKER_RENDER="fakes.renders:frame_index_render",
+        PYTHONPATH=os.pathsep.join([tests, env.get("PYTHONPATH", "")]),
+    )
 
 
 def test_http_job_runs_in_the_current_folder(tmp_path: Path, fake_render_env: dict[str, str]) -> None:
@@ -207,8 +224,15 @@ def test_http_job_runs_in_the_current_folder(tmp_path: Path, fake_render_env: di
     here.mkdir()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/job.json"
-        result = subprocess.run([sys.executable, "-m", "helios_kit.cli", "job", "run", url], cwd=here,
-                                env=fake_render_env, capture_output=True, text=True, timeout=120, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "helios_kit.cli", "job", "run", url],
+            cwd=here,
+            env=fake_render_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 0, result.stderr
         assert last_line(result).endswith(f"merged → {here / 'out.mp4'} (12 frames, 0.400 s)")
         assert decode_frame_indexes(here / "out.mp4", W, H) == list(range(12))

@@ -37,8 +37,7 @@ def test_submit_returns_at_once_and_runs_in_the_background(tmp_path: Path) -> No
     job = make_job(tmp_path / "job", frames=16, chunks=4)
     manager = JobManager(InMemoryJobRepository())
     started = time.monotonic()
-    job_id = manager.submit(job, backend=ScriptedBackend(tmp_path / "ws", sleep=0.3),
-                            options=RunOptions(concurrency=2))
+    job_id = manager.submit(job, backend=ScriptedBackend(tmp_path / "ws", sleep=0.3), options=RunOptions(concurrency=2))
     assert time.monotonic() - started < 0.5
     assert job_id == "job-1"
     first = manager.get(job_id)
@@ -56,8 +55,9 @@ def test_submit_returns_at_once_and_runs_in_the_background(tmp_path: Path) -> No
 def test_failed_job_records_the_chunk_and_its_error(tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", frames=12, chunks=3)
     manager = JobManager()
-    status = manager.create(job, backend=ScriptedBackend(tmp_path / "ws", transient={1: 9}),
-                            options=RunOptions(retries=1, retry_delay=0.01))
+    status = manager.create(
+        job, backend=ScriptedBackend(tmp_path / "ws", transient={1: 9}), options=RunOptions(retries=1, retry_delay=0.01)
+    )
     assert status.state is JobState.PENDING
     final = manager.run(status.id)
     assert final.state is JobState.FAILED
@@ -72,8 +72,9 @@ def test_cancel_here_and_from_another_process_through_the_repository(tmp_path: P
     for via_repository in (False, True):
         job = make_job(tmp_path / f"job{via_repository}", frames=40, chunks=10, job_id=f"slow-{via_repository}")
         manager = JobManager(SQLiteJobRepository(db), poll_interval=0.1)
-        job_id = manager.submit(job, backend=ScriptedBackend(tmp_path / "ws", sleep=0.5),
-                                options=RunOptions(concurrency=1))
+        job_id = manager.submit(
+            job, backend=ScriptedBackend(tmp_path / "ws", sleep=0.5), options=RunOptions(concurrency=1)
+        )
         poll(manager, job_id, {JobState.RUNNING})
         time.sleep(0.2)
         started = time.monotonic()

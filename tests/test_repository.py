@@ -31,8 +31,12 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> JobRepository:
 
 
 def test_save_get_list_delete(repo: JobRepository) -> None:
-    older = JobStatus(id="a", created_at=utcnow() - timedelta(minutes=5), total_chunks=2,
-                      chunks=[ChunkStatus(id=0), ChunkStatus(id=1)])
+    older = JobStatus(
+        id="a",
+        created_at=utcnow() - timedelta(minutes=5),
+        total_chunks=2,
+        chunks=[ChunkStatus(id=0), ChunkStatus(id=1)],
+    )
     newer = JobStatus(id="b")
     repo.save(older)
     repo.save(newer)

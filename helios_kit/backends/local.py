@@ -79,15 +79,23 @@ class LocalBackend(Backend):
         timeout: float | None = None,
     ) -> WorkerResult:
         started = time.monotonic()
-        request = WorkerRequest(job_url=context.job_url, chunk_id=chunk.id, store=context.store_url,
-                                force=context.force)
+        request = WorkerRequest(
+            job_url=context.job_url, chunk_id=chunk.id, store=context.store_url, force=context.force
+        )
         env = dict(os.environ, HELIOS_SUPERVISOR_PID=str(os.getpid()))
         if self.options.workspace_dir:  # type: ignore[attr-defined]
             env["HELIOS_WORKSPACE_DIR"] = self.options.workspace_dir  # type: ignore[attr-defined]
         cwd = context.job_dir if Path(context.job_dir).is_dir() else None
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(self.worker_argv(request), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=err, env=env, start_new_session=True)
+            proc = subprocess.Popen(
+                self.worker_argv(request),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=env,
+                start_new_session=True,
+            )
             with self._lock:
                 self._procs.add(proc)
             stopped = ""
@@ -104,23 +112,40 @@ class LocalBackend(Backend):
             stderr = err.read().decode(errors="replace")
         duration_ms = (time.monotonic() - started) * 1000
         if stopped == "timeout":
-            return WorkerResult(chunk_id=chunk.id, exit_code=EXIT_TIMEOUT, stderr=f"timed out after {timeout:g} s",
-                                duration_ms=duration_ms, retryable=True)
+            return WorkerResult(
+                chunk_id=chunk.id,
+                exit_code=EXIT_TIMEOUT,
+                stderr=f"timed out after {timeout:g} s",
+                duration_ms=duration_ms,
+                retryable=True,
+            )
         if stopped == "cancel":
-            return WorkerResult(chunk_id=chunk.id, exit_code=EXIT_CANCELLED, stderr="cancelled",
-                                duration_ms=duration_ms, retryable=False)
+            return WorkerResult(
+                chunk_id=chunk.id,
+                exit_code=EXIT_CANCELLED,
+                stderr="cancelled",
+                duration_ms=duration_ms,
+                retryable=False,
+            )
         for line in reversed(stdout.splitlines()):
             if line.startswith(RESULT_MARK):
-                result = WorkerResult.model_validate_json(line[len(RESULT_MARK):])
+                result = WorkerResult.model_validate_json(line[len(RESULT_MARK) :])
                 return result.model_copy(update={"duration_ms": duration_ms})
         tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [""]
         code = proc.returncode
         why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        return WorkerResult(chunk_id=chunk.id, exit_code=code or 1, stdout=stdout, duration_ms=duration_ms,
-                            stderr=f"worker process died ({why}) {tail[0]}".strip(), retryable=True)
+        return WorkerResult(
+            chunk_id=chunk.id,
+            exit_code=code or 1,
+            stdout=stdout,
+            duration_ms=duration_ms,
+            stderr=f"worker process died ({why}) {tail[0]}".strip(),
+            retryable=True,
+        )
 
-    def _supervise(self, proc: subprocess.Popen[bytes], cancel: threading.Event, started: float,
-                   timeout: float | None) -> str:
+    def _supervise(
+        self, proc: subprocess.Popen[bytes], cancel: threading.Event, started: float, timeout: float | None
+    ) -> str:
         """Wait for the worker; on cancel or timeout, SIGTERM its group then SIGKILL. Returns why it stopped."""
         while not _exited(proc.pid):
             reason = ""

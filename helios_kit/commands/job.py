@@ -99,11 +99,18 @@ def _backend_flags() -> tuple[list[click.Option], dict[str, tuple[str, set[str]]
             args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
             help_text = (field.description or "").rstrip(".")
             if args[0] is bool:
-                params.append(click.Option([f"{flag}/--no-{flag[2:]}", dest], default=None,
-                                           help=f"[{name}] {help_text}"))
+                params.append(
+                    click.Option([f"{flag}/--no-{flag[2:]}", dest], default=None, help=f"[{name}] {help_text}")
+                )
             else:
-                params.append(click.Option([flag, dest], type=_CLICK_TYPES.get(args[0], click.STRING), default=None,
-                                           help=f"[{name}] {help_text}"))
+                params.append(
+                    click.Option(
+                        [flag, dest],
+                        type=_CLICK_TYPES.get(args[0], click.STRING),
+                        default=None,
+                        help=f"[{name}] {help_text}",
+                    )
+                )
     for dest, (_, names) in owners.items():
         for param in params:
             if param.name == dest:
@@ -120,23 +127,54 @@ def _open_repository() -> JobRepository:
 @job_group.command("run")
 @click.argument("source")
 @click.option("--backend", default="local", show_default=True, help="Where chunks run (see `helios plugins`).")
-@click.option("--concurrency", "-j", type=click.IntRange(min=1), default=None,
-              help="Chunks at once (default: the backend's, CPU count for local).")
-@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Extra attempts for a chunk that fails in a retryable way.")
-@click.option("--retry-delay", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="First backoff in seconds (doubles each attempt, plus jitter).")
-@click.option("--chunk-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds one attempt of a chunk may take.")
+@click.option(
+    "--concurrency",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Chunks at once (default: the backend's, CPU count for local).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Extra attempts for a chunk that fails in a retryable way.",
+)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="First backoff in seconds (doubles each attempt, plus jitter).",
+)
+@click.option(
+    "--chunk-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds one attempt of a chunk may take.",
+)
 @click.option("--store", default=None, help="Artifact store (folder or fsspec URL; default: the job's folder).")
 @click.option("--force", is_flag=True, help="Render every chunk even when complete.")
 @click.option("--chunks", "chunk_spec", default=None, metavar="IDS", help="Only these chunks, e.g. 0,3,5-7.")
 @click.option("--no-merge", "no_merge", is_flag=True, help="Render the chunks only; do not merge them.")
 @click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
-def run_command(source: str, backend: str, concurrency: int | None, retries: int, retry_delay: float,
-                chunk_timeout: float | None, store: str | None, force: bool, chunk_spec: str | None, no_merge: bool,
-                detach: bool, quiet: bool, **backend_values: object) -> None:
+def run_command(
+    source: str,
+    backend: str,
+    concurrency: int | None,
+    retries: int,
+    retry_delay: float,
+    chunk_timeout: float | None,
+    store: str | None,
+    force: bool,
+    chunk_spec: str | None,
+    no_merge: bool,
+    detach: bool,
+    quiet: bool,
+    **backend_values: object,
+) -> None:
     """Run a JobSpec: render the chunks that are not complete, then merge.
 
     Re-running a completed job renders nothing; a run that was killed resumes with the chunks that were
@@ -160,9 +198,16 @@ def run_command(source: str, backend: str, concurrency: int | None, retries: int
             flag = "--" + field_name.replace("_", "-")
             raise SpecError(f"{flag} is an option of backend {', '.join(sorted(owners))}, not of {backend!r}")
         given[field_name] = value
-    options = RunOptions(concurrency=concurrency, retries=retries, retry_delay=retry_delay,
-                         chunk_timeout=chunk_timeout, force=force, store=store, merge=not no_merge,
-                         chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None)
+    options = RunOptions(
+        concurrency=concurrency,
+        retries=retries,
+        retry_delay=retry_delay,
+        chunk_timeout=chunk_timeout,
+        force=force,
+        store=store,
+        merge=not no_merge,
+        chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None,
+    )
     try:
         repository = _open_repository()
     except StoreError as error:  # the render does not need the records: run, and say they are not kept
@@ -219,8 +264,21 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
     import sys
 
     status = manager.create(source, backend=backend, backend_options=given, options=options)
-    argv = [sys.executable, "-m", "helios_kit.cli", "job", "run", status.job_url, "--backend", backend, "--quiet",
-            "--retries", str(options.retries), "--retry-delay", str(options.retry_delay)]
+    argv = [
+        sys.executable,
+        "-m",
+        "helios_kit.cli",
+        "job",
+        "run",
+        status.job_url,
+        "--backend",
+        backend,
+        "--quiet",
+        "--retries",
+        str(options.retries),
+        "--retry-delay",
+        str(options.retry_delay),
+    ]
     if options.concurrency:
         argv += ["--concurrency", str(options.concurrency)]
     if options.chunk_timeout:
@@ -242,8 +300,14 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
     log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
     log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
     with open(log_path, "ab") as log:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                         env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None)
+        subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None,
+        )
     click.echo(f"{status.id}: started in the background (log: {log_path}); `helios job status {status.id}`")
 
 
@@ -270,8 +334,10 @@ def status_command(job_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(status.model_dump_json(by_alias=True, indent=2))
         return
-    click.echo(f"{status.id}: {status.state.value}, {status.progress:g}% "
-               f"({status.completed_chunks}/{status.total_chunks} chunks), updated {_age(status.updated_at)}")
+    click.echo(
+        f"{status.id}: {status.state.value}, {status.progress:g}% "
+        f"({status.completed_chunks}/{status.total_chunks} chunks), updated {_age(status.updated_at)}"
+    )
     if status.error:
         click.echo(f"  error: {status.error}")
     if status.result:
@@ -296,8 +362,14 @@ def list_command() -> None:
         table.add_column(column)
     for job in jobs:
         output = job.result.output if job.result else job.output
-        table.add_row(job.id, job.state.value, f"{job.progress:g}%", f"{job.completed_chunks}/{job.total_chunks}",
-                      _age(job.created_at), output)
+        table.add_row(
+            job.id,
+            job.state.value,
+            f"{job.progress:g}%",
+            f"{job.completed_chunks}/{job.total_chunks}",
+            _age(job.created_at),
+            output,
+        )
     Console().print(table)
 
 
