@@ -105,8 +105,113 @@
   }
 
   // ---- animations (CSS animations, CSS transitions, Web Animations) -----------------------------
-  const born = new WeakMap(); // animation -> virtual ms it was created at
+  // Each managed animation really stays paused; its virtual state is a start time t0 (local time =
+  // (now - t0) * rate) or, when the page paused it, a held local time. The page's own play(), pause() and
+  // currentTime writes update that state instead of the real (wall-clock) playback.
+  const born = new WeakMap(); // animation -> virtual ms its local time 0 is at
+  const held = new WeakMap(); // animation -> local ms while the page holds it paused
   const readyPending = new Set();
+  const AP = Animation.prototype;
+  const realPause = AP.pause;
+  const realPlay = AP.play;
+  const currentTimeDesc = Object.getOwnPropertyDescriptor(AP, "currentTime");
+  const rateOf = (animation) => animation.playbackRate || 1;
+  const localTime = (animation) =>
+    held.has(animation) ? held.get(animation) : (now - born.get(animation)) * rateOf(animation);
+  function endOf(animation) {
+    try { return animation.effect ? animation.effect.getComputedTiming().endTime : 0; } catch (e) { return 0; }
+  }
+  AP.pause = function () {
+    if (!born.has(this)) return realPause.call(this);
+    if (!held.has(this)) held.set(this, localTime(this));
+    return realPause.call(this);
+  };
+  AP.play = function () {
+    if (!born.has(this)) return realPlay.call(this);
+    let local = localTime(this);
+    const end = endOf(this);
+    if (rateOf(this) > 0 && Number.isFinite(end) && local >= end) local = 0; // play() after the end restarts
+    held.delete(this);
+    born.set(this, now - local / rateOf(this));
+    rearm(this, local);
+    return undefined;
+  };
+
+  // Finishing happens in virtual time too: when an animation's local time reaches its end at a frame,
+  // its `finish` event fires (onfinish and listeners) and its `finished` promise resolves, before that
+  // frame's requestAnimationFrame callbacks, so chains started from them are stepped like any other.
+  const finishedPromise = new WeakMap(); // animation -> {promise, resolve}
+  const fired = new WeakSet();
+  const realFinishedDesc = Object.getOwnPropertyDescriptor(AP, "finished");
+  Object.defineProperty(AP, "finished", {
+    configurable: true,
+    get() {
+      if (!born.has(this)) return realFinishedDesc.get.call(this);
+      let entry = finishedPromise.get(this);
+      if (!entry) {
+        let resolve;
+        const promise = new Promise((r) => { resolve = r; });
+        entry = { promise, resolve };
+        finishedPromise.set(this, entry);
+        if (fired.has(this)) resolve(this);
+      }
+      return entry.promise;
+    },
+  });
+  function rearm(animation, local) {
+    const end = endOf(animation);
+    if (!(Number.isFinite(end) && local >= end)) {
+      if (fired.has(animation)) finishedPromise.delete(animation);
+      fired.delete(animation);
+      tracked.add(animation);
+    }
+  }
+  const tracked = new Set(); // managed animations that may still finish
+  function dispatchFinishes() {
+    for (const animation of tracked) {
+      if (held.has(animation) || fired.has(animation)) continue;
+      const end = endOf(animation);
+      if (!Number.isFinite(end)) { tracked.delete(animation); continue; }
+      if (rateOf(animation) > 0 && localTime(animation) >= end) {
+        fired.add(animation);
+        tracked.delete(animation);
+        const entry = finishedPromise.get(animation);
+        if (entry) entry.resolve(animation);
+        try {
+          animation.dispatchEvent(new AnimationPlaybackEvent("finish", { currentTime: end, timelineTime: now }));
+          // Paused CSS animations and transitions never send their DOM end events: send them here.
+          const target = animation.effect && animation.effect.target;
+          const elapsedTime = animation.effect ? animation.effect.getComputedTiming().activeDuration / 1000 : 0;
+          if (target && window.CSSAnimation && animation instanceof CSSAnimation) {
+            target.dispatchEvent(new AnimationEvent("animationend",
+              { animationName: animation.animationName, elapsedTime, bubbles: true }));
+          } else if (target && window.CSSTransition && animation instanceof CSSTransition) {
+            target.dispatchEvent(new TransitionEvent("transitionend",
+              { propertyName: animation.transitionProperty, elapsedTime, bubbles: true }));
+          }
+        } catch (error) {
+          record((error && error.message) || String(error));
+        }
+      }
+    }
+  }
+  Object.defineProperty(AP, "currentTime", {
+    configurable: true,
+    get() { return currentTimeDesc.get.call(this); },
+    set(value) {
+      if (born.has(this) && value !== null && !internalWrite) {
+        if (held.has(this)) held.set(this, Number(value));
+        else born.set(this, now - Number(value) / rateOf(this));
+        rearm(this, Number(value));
+      }
+      currentTimeDesc.set.call(this, value);
+    },
+  });
+  let internalWrite = false;
+  function setLocal(animation, value) {
+    internalWrite = true;
+    try { animation.currentTime = value; } finally { internalWrite = false; }
+  }
   Element.prototype.animate = function (...args) {
     const animation = realAnimate.apply(this, args);
     adopt(animation, now);
@@ -115,7 +220,8 @@
   function adopt(animation, t0) {
     if (born.has(animation)) return;
     born.set(animation, t0);
-    try { animation.pause(); } catch (e) { /* ignore */ }
+    tracked.add(animation);
+    try { realPause.call(animation); } catch (e) { /* ignore */ }
     readyPending.add(animation);
   }
   function collectAnimations() {
@@ -131,15 +237,20 @@
     // A pending pause completes on the next animation frame and would overwrite a seek made before it.
     await Promise.all(pending.map((a) => a.ready.catch(() => null)));
   }
-  function seekAnimations(list) {
+  async function seekAnimations(list) {
+    // The page may have played an animation again (play(), reverse(), finish()...): pause it and wait for
+    // the pause to apply before seeking, or the pending pause would overwrite the seek.
+    const replayed = list.filter((a) => born.has(a) && a.playState !== "paused");
+    if (replayed.length) {
+      for (const animation of replayed) { try { realPause.call(animation); } catch (e) { /* ignore */ } }
+      await Promise.all(replayed.map((a) => a.ready.catch(() => null)));
+    }
     for (const animation of list) {
-      const t0 = born.get(animation);
-      if (t0 === undefined || readyPending.has(animation)) continue;
-      try {
-        if (animation.playState !== "paused") animation.pause();
-        const rate = animation.playbackRate || 1;
-        animation.currentTime = (now - t0) * rate;
-      } catch (e) { /* detached */ }
+      if (!born.has(animation)) continue;
+      let local = localTime(animation);
+      const end = endOf(animation);
+      if (Number.isFinite(end)) local = Math.min(Math.max(local, 0), end); // as a finished animation reads
+      try { setLocal(animation, local); } catch (e) { /* detached */ }
     }
   }
 
@@ -334,6 +445,9 @@
       await macrotask();
     }
     now = target;
+    dispatchFinishes();
+    await macrotask();
+    collectAnimations();
     const callbacks = rafQueue;
     rafQueue = new Map();
     for (const fn of callbacks.values()) invoke(fn, [now], "requestAnimationFrame");
@@ -347,7 +461,7 @@
     }
     const list = collectAnimations();
     await withTimeout(settleAnimations(), frame, deadline, "animation.ready");
-    seekAnimations(list);
+    await withTimeout(seekAnimations(list), frame, deadline, "animation.ready");
     await waitHolds(frame, deadline);
     let videoSeeks = 0;
     if (capture) {

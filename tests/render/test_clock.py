@@ -18,11 +18,14 @@ FPS = 20  # 50 ms a frame
 
 @pytest.fixture
 def opener():
-    """Opens fresh probe pages at t = 0 in one browser."""
+    """Opens fresh pages (default: the clock probe) at t = 0 in one browser."""
     cfg = config(fps=FPS)
     with CompositionServer(FIXTURES) as server, Browser() as browser:
-        url = server.url_for(FIXTURES / "clock_probe.html")
-        yield lambda: open_page(browser, url, cfg, 30, None)
+        yield lambda name="clock_probe.html": open_page(browser, server.url_for(FIXTURES / name), cfg, 30, None)
+
+
+def opener_for(opener, name: str):
+    return opener(name)
 
 
 @pytest.fixture
@@ -31,7 +34,11 @@ def page(opener):
 
 
 def _step_to(page, frame: int) -> None:
-    for n in range(frame + 1):
+    _step_to_from(page, 0, frame)
+
+
+def _step_to_from(page, first: int, last: int) -> None:
+    for n in range(first, last + 1):
         run_step(page, clock.step_expression(n), n, 30)
 
 
@@ -75,3 +82,25 @@ def test_virtual_time_never_goes_back(page) -> None:
     _step_to(page, 3)
     with pytest.raises(Exception, match="only moves forward"):
         run_step(page, clock.step_expression(1), 1, 30)
+
+
+def test_page_controlled_animations_follow_virtual_time(opener) -> None:
+    page = opener_for(opener, "waapi_control.html")
+    _step_to(page, 12)  # t = 600 ms
+    local = page.evaluate("[a.currentTime, b.currentTime, c.currentTime]")
+    assert local == pytest.approx([400, 400, 500])
+    # c finished at 500 ms (frame 10): event and promise, in virtual time, once.
+    assert page.evaluate("seen") == [["c.onfinish", 500], ["c.finished", 500]]
+    _step_to_from(page, 13, 16)  # t = 800 ms
+    assert page.evaluate("[a.currentTime, b.currentTime, c.currentTime]") == pytest.approx([500, 500, 100])
+    assert page.evaluate("seen.length") == 2
+
+
+def test_css_end_events_fire_in_virtual_time(opener) -> None:
+    page = opener("css_events.html")
+    _step_to(page, 5)  # t = 250 ms: nothing ended yet
+    assert page.evaluate("seen") == []
+    _step_to_from(page, 6, 10)  # t = 500 ms
+    seen = page.evaluate("seen")
+    assert ["transitionend", "width", 300] in seen and ["animationend", "grow", 300] in seen
+    assert len(seen) == 2
