@@ -13,6 +13,10 @@ renders it:
   between callbacks.
 - CSS animations, CSS transitions and Web Animations are paused and seeked to virtual time, each relative to
   the virtual time it was created at (an animation created by a timer at t0 shows its state at t - t0).
+  The page's own ``play()``, ``pause()`` and ``currentTime`` writes act in virtual time (``play()`` after
+  the end restarts). When an animation reaches its end at a frame, ``finish`` (``onfinish``), the
+  ``finished`` promise and, for CSS, ``animationend`` / ``transitionend`` fire at that frame, before its
+  rAF callbacks. Not followed: ``reverse()``, ``updatePlaybackRate()``, ``animationstart``/``iteration``.
 - ``<video>`` elements never play in real time: each is paused and seeked to the virtual time since it
   appeared in the document (modulo its duration when ``loop``), and the frame waits until the seeked picture
   is decoded and presented (``requestVideoFrameCallback``); add ``data-helios-manual`` to a video to seek it
