@@ -286,12 +286,30 @@
       };
     }
   }
+  // 2D canvases keep their pixels between frames, so their drawing is only skipped when the composition
+  // says every frame repaints the whole canvas from the time alone: window.helios.statelessCanvas = true.
+  function patch2D(proto) {
+    if (!proto) return;
+    for (const name of ["fill", "stroke", "fillRect", "strokeRect", "clearRect", "fillText", "strokeText",
+      "drawImage", "putImageData", "drawFocusIfNeeded", "clip", "beginPath", "closePath", "moveTo", "lineTo",
+      "arc", "arcTo", "ellipse", "rect", "roundRect", "bezierCurveTo", "quadraticCurveTo"]) {
+      const real = proto[name];
+      if (typeof real !== "function") continue;
+      proto[name] = function (...args) {
+        if (skipDraws && api.statelessCanvas === true) return undefined;
+        return real.apply(this, args);
+      };
+    }
+  }
+  patch2D(window.CanvasRenderingContext2D && CanvasRenderingContext2D.prototype);
+  patch2D(window.OffscreenCanvasRenderingContext2D && OffscreenCanvasRenderingContext2D.prototype);
   patchWebGL(window.WebGLRenderingContext && WebGLRenderingContext.prototype);
   patchWebGL(window.WebGL2RenderingContext && WebGL2RenderingContext.prototype);
 
   // ---- window.helios: the composition's API --------------------------------------------------------
   const holds = new Map();
   let holdId = 1;
+  const READ_ONLY = new Set(["version", "fps", "frame", "time", "delayRender", "continueRender"]);
   const api = {
     version: 1,
     fps: FPS,
@@ -313,7 +331,7 @@
       // A composition may assign `window.helios = {seek}`: keep our object, take its hooks.
       if (value && typeof value === "object") {
         for (const key of Object.keys(value)) {
-          if (key === "seek" || !(key in api)) api[key] = value[key];
+          if (!READ_ONLY.has(key)) api[key] = value[key];
         }
       }
     },

@@ -35,6 +35,9 @@ renders it:
 - ``const handle = helios.delayRender(label?)`` / ``helios.continueRender(handle)``: the frame is not
   captured until every handle is continued. Waiting longer than the render timeout (30 s by default) fails
   the render with ``timeout: frame N never became ready (label)``.
+- ``helios.statelessCanvas = true``: the composition repaints its whole 2D canvas from the time alone at
+  every frame, so the renderer may skip 2D drawing while fast-forwarding to a chunk's first frame (WebGL
+  draws into the default framebuffer are always skipped there: that buffer is cleared every frame).
 - ``helios.frame``, ``helios.time`` (seconds), ``helios.fps``: read-only.
 - An uncaught error or unhandled rejection in the page fails the render with its message and frame number.
 

@@ -48,3 +48,17 @@ def test_canvas_capture_matches_dom_capture(tmp_path: pathlib.Path) -> None:
     render(FIXTURES / "lib_chart.html", b_path, 20, 5, cfg_dom)
     a, b = decode(a_path, 320, 240), decode(b_path, 320, 240)
     assert min(psnr(x, y) for x, y in zip(a, b, strict=True)) >= 40
+
+
+def test_stateless_canvas_skips_drawing_while_fast_forwarding_and_matches(tmp_path: pathlib.Path) -> None:
+    cfg = config(lossless=True)
+    whole, chunk = tmp_path / "whole.mkv", tmp_path / "chunk.mkv"
+    render(FIXTURES / "canvas_stateless.html", whole, 0, 40, cfg)
+    stats = render(FIXTURES / "canvas_stateless.html", chunk, 300, 4, cfg)
+    stats_whole_again = render(FIXTURES / "canvas_stateless.html", tmp_path / "w2.mkv", 296, 8, cfg)
+    a = decode(tmp_path / "w2.mkv", 320, 240)
+    b = decode(chunk, 320, 240)
+    assert min(psnr(x, y) for x, y in zip(a[4:], b, strict=True)) == float("inf")
+    # Skipping the drawing makes reaching frame 300 cheap (the page only runs its math).
+    assert stats.fast_forward_ms < 10_000 and stats_whole_again.frames == 8
+    assert not np.array_equal(decode(whole, 320, 240)[0], decode(whole, 320, 240)[-1])
