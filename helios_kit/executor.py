@@ -15,6 +15,7 @@ return a :class:`JobReport` whose :meth:`JobReport.summary_line` is what `helios
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -397,7 +398,8 @@ class RichProgress:
 
         ids = set(selected) if selected is not None else {chunk.id for chunk in spec.chunks}
         frames = sum(chunk.frame_count for chunk in spec.chunks if chunk.id in ids)
-        self.console = console or Console(stderr=True)
+        # the real stderr, fixed now, and no stream redirection: workers' threads may write while the bar draws
+        self.console = console or Console(file=sys.stderr)
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -408,6 +410,8 @@ class RichProgress:
             TimeRemainingColumn(),
             console=self.console,
             transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
         )
         self.chunks_task = self.progress.add_task("chunks", total=len(ids), rate="")
         self.frames_task = self.progress.add_task("frames", total=frames, rate="")

@@ -257,3 +257,38 @@ def test_detach_returns_at_once_and_the_job_completes(tmp_path: Path, fake_rende
         time.sleep(0.1)
     assert decode_frame_indexes(tmp_path / "job" / "out.mp4", W, H) == list(range(12))
     assert_no_orphans(env)
+
+
+def test_progress_bar_on_a_tty(tmp_path: Path, fake_render_env: dict[str, str]) -> None:
+    """With a terminal on stderr the rich progress bar draws, and the run still ends (no output feedback loop)."""
+    job = make_job(tmp_path / "job", frames=12, chunks=3)
+    leader, follower = os.openpty()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job)],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=dict(fake_render_env, COLUMNS="100"),
+    )
+    os.close(follower)
+    output = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                block = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not block:
+                break
+            output += block
+        run.wait(10)
+    finally:
+        if run.poll() is None:
+            run.kill()
+        os.close(leader)
+    text = output.decode(errors="replace")
+    assert run.returncode == 0, text[-2000:]
+    assert "12/12" in text and "frames/s" in text
+    assert "3 chunks: 3 rendered, 0 skipped (complete), 0 failed; merged" in text
+    assert len(output) < 200_000
