@@ -47,6 +47,7 @@ class _Prepared:
     job_dir: Path
     backend: Backend
     options: RunOptions
+    owns_backend: bool = False
 
 
 def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
@@ -161,7 +162,9 @@ class JobManager:
             running = self._threads.get(spec.job_id)
             if running is not None and running.is_alive():
                 raise SpecError(f"job {spec.job_id} is already running in this process")
-            self._prepared[spec.job_id] = _Prepared(spec, job_url, directory, backend_obj, options)
+            self._prepared[spec.job_id] = _Prepared(
+                spec, job_url, directory, backend_obj, options, owns_backend=not isinstance(backend, Backend)
+            )
             self._signalled.discard(spec.job_id)
             self._cancel[spec.job_id] = threading.Event()
         self._save(status)
@@ -217,6 +220,11 @@ class JobManager:
             poller.join()
             with self._lock:
                 self._prepared.pop(job_id, None)
+            if prepared.owns_backend:  # made here from a name: release its clients and processes
+                try:
+                    prepared.backend.close()
+                except Exception:
+                    log.warning("%s: closing backend %s failed", job_id, prepared.backend.name, exc_info=True)
         if report is not None:
             self._reports[job_id] = report
             tracker.finish(report)
