@@ -55,7 +55,14 @@ class JobContext:
     content_digest: str
     input_location: str
     force: bool = False
+    workspace: Path | None = None
     _digests: dict[int, str] = field(default_factory=dict)
+
+    def close(self) -> None:
+        """Remove the downloaded copy of a remote composition, if any."""
+        if self.workspace is not None:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+            self.workspace = None
 
     @classmethod
     def prepare(
@@ -75,7 +82,11 @@ class JobContext:
         workspace = Path(tempfile.mkdtemp(prefix="helios-resolve-"))
         try:
             composition = resolve_composition(spec, job_url, workspace)
-        finally:
+        except BaseException:
+            shutil.rmtree(workspace, ignore_errors=True)
+            raise
+        downloaded = any(workspace.iterdir())  # an fsspec composition: kept for the merge's audio, see close()
+        if not downloaded:
             shutil.rmtree(workspace, ignore_errors=True)
         if store_url is None:  # a local job: its folder; http(s): the current folder; s3:// etc.: the job's folder
             if not is_remote(job_url) or job_url.startswith(("http://", "https://")):
@@ -84,6 +95,7 @@ class JobContext:
                 store_url = default_store_url(job_url)
         input_location = composition.input_location
         return cls(
+            workspace=workspace if downloaded else None,
             spec=spec,
             job_url=job_url,
             job_dir=job_dir,

@@ -462,13 +462,17 @@ def execute_job(
 
     options = options or RunOptions()
     started = time.monotonic()
-    ctx = context or JobContext.prepare(spec, job_url, job_dir, store_url=options.store, force=options.force)
     if options.chunks is not None:
         for chunk_id in options.chunks:
             spec.chunk(chunk_id)  # SpecError naming the ids that exist
-    ctx.store.check_writable()
-    executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
-    error = run_job_dag(ctx, executor, chunk_ids=options.chunks)
+    ctx = context or JobContext.prepare(spec, job_url, job_dir, store_url=options.store, force=options.force)
+    try:
+        ctx.store.check_writable()
+        executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
+        error = run_job_dag(ctx, executor, chunk_ids=options.chunks)
+    finally:
+        if context is None:
+            ctx.close()
     selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
     outcomes = []
     for chunk_id in selected:

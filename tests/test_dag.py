@@ -106,3 +106,41 @@ def test_remote_store_chunks_and_merge_live_in_the_store(tmp_path: Path) -> None
     assert not (tmp_path / "job" / "out.mp4").exists()
     again = run(job, backend, store=store)
     assert (again.rendered, again.skipped) == (0, 3) and again.merge.skipped
+
+
+def test_remote_job_and_composition_merge_keeps_the_soundtrack(tmp_path: Path) -> None:
+    import subprocess
+
+    from helios_kit.loaders import load_spec
+
+    folder = tmp_path / "job"
+    make_job(folder, frames=12, chunks=2, html="<body><audio src='tone.wav'></audio></body>")
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(folder / "tone.wav")],
+        check=True,
+    )
+    base = f"memory://helios-{uuid.uuid4().hex}/jobs"
+    fs = fsspec.filesystem("memory")
+    for name in ("job.json", "index.html", "tone.wav"):
+        fs.pipe(f"{base.removeprefix('memory://')}/{name}", (folder / name).read_bytes())
+    job_url = f"{base}/job.json"
+    spec, job_dir = load_spec(job_url)
+    backend = RuntimeBackend(frame_index_render, tmp_path / "ws")
+    report = execute_job(spec, job_url, job_dir, backend, RunOptions())
+    assert report.ok, report.summary_line()
+    assert report.merge.output == f"{base}/out.mp4"
+    local = tmp_path / "out.mp4"
+    fs.get_file(f"/{base.removeprefix('memory://')}/out.mp4", str(local))
+    streams = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", str(local)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(streams) == ["audio", "video"]
+    assert decode_frame_indexes(local, 160, 120) == list(range(12))
+    ctx = JobContext.prepare(spec, job_url, job_dir)  # the downloaded composition lives until close()
+    assert ctx.workspace is not None and (ctx.workspace / "job" / "tone.wav").is_file()
+    workspace = ctx.workspace
+    ctx.close()
+    assert not workspace.exists()
