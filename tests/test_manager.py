@@ -160,3 +160,16 @@ def test_create_from_a_spec_object(tmp_path: Path) -> None:
     final = manager.run(status.id)
     assert final.state is JobState.COMPLETED, final.error
     assert decode_frame_indexes(tmp_path / "job" / "out.mp4", 160, 120) == list(range(8))
+
+
+def test_cancel_of_a_job_whose_process_is_gone_records_cancelled(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    repository = SQLiteJobRepository(tmp_path / "jobs.db")
+    repository.save(JobStatus(id="orphan", state=JobState.RUNNING, pid=int(gone.stdout)))
+    status = JobManager(repository).cancel("orphan")
+    assert status.state is JobState.CANCELLED
+    assert repository.get("orphan").state is JobState.CANCELLED
+    assert JobManager(repository).cancel("orphan").state is JobState.CANCELLED  # finished jobs stay as they are
