@@ -131,8 +131,13 @@ def load_fsspec(source: str, options: LoaderOptions) -> bytes:
             "config_kwargs", {"connect_timeout": options.timeout, "read_timeout": options.timeout}
         )
     try:
-        with fsspec.open(source, "rb", **storage_options) as handle:
-            data = handle.read(options.max_bytes + 1)
+        fs, path = fsspec.core.url_to_fs(source, **storage_options)
+        size = fs.size(path)
+        if size is not None and size > options.max_bytes:
+            raise _too_big(source, options.max_bytes)
+        data = fs.cat_file(path)  # one request; thread-safe even on fsspec's shared in-memory filesystem
+    except LoaderError:
+        raise
     except ImportError as error:
         extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
         hint = f"pip install 'helios-kit[{extra}]'" if extra == "s3" else f"install the fsspec driver ({error})"

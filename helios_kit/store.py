@@ -44,6 +44,28 @@ class DoneManifest(WireModel):
     producer: str = ""
 
 
+def download(fs: fsspec.AbstractFileSystem, remote: str, local: str | os.PathLike[str]) -> None:
+    """Copy one remote file to a local path, safely from several threads at once.
+
+    fsspec's in-memory filesystem hands every reader the same BytesIO (one shared position), so concurrent
+    `get_file`/`open` calls there can read each other's leftovers; its `cat_file` copies the buffer instead.
+    """
+    if "memory" in _protocols(fs):
+        Path(local).write_bytes(fs.cat_file(remote))
+    else:
+        fs.get_file(remote, os.fspath(local))
+
+
+def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
+    """The whole content of one remote file (thread-safe on every filesystem, see :func:`download`)."""
+    return fs.cat_file(remote)
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -111,8 +133,7 @@ class ArtifactStore:
         """The manifest of `rel`, or None when it is missing or unreadable (treated as not done)."""
         self.refresh()
         try:
-            with self.fs.open(self.path(self.manifest_name(rel)), "rb") as handle:
-                data = handle.read()
+            data = read_bytes(self.fs, self.path(self.manifest_name(rel)))
         except (FileNotFoundError, NotADirectoryError):
             return None
         except Exception as error:
@@ -212,7 +233,7 @@ class ArtifactStore:
                 shutil.copyfile(source, local_path)
             return local_path
         try:
-            self.fs.get_file(self.path(rel), str(local_path))
+            download(self.fs, self.path(rel), local_path)
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot fetch {rel}: {_short(error)}") from None
         return local_path

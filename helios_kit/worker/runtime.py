@@ -44,6 +44,7 @@ from helios_kit.backends.base import WorkerResult
 from helios_kit.errors import HeliosError, LoaderError, RenderError, SpecError, StoreError
 from helios_kit.loaders import LoaderOptions, load_spec, scheme_of
 from helios_kit.spec import MANIFEST_SUFFIX, JobSpec, chunk_digest, composition_digest, job_outputs, loads
+from helios_kit.store import download
 
 log = logging.getLogger("helios.worker")
 
@@ -253,7 +254,7 @@ def _fetch_all(fs: Any, base_path: str, listing: dict[str, dict[str, Any]], targ
             continue
         target = target_dir / posixpath.relpath(remote, base_path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fs.get_file(remote, str(target))
+        download(fs, remote, target)
     target_dir.mkdir(parents=True, exist_ok=True)
     log.debug("downloaded %d composition files into %s", len(listing), target_dir)
 
