@@ -25,6 +25,16 @@ class RenderError(HeliosError):
     """A render that cannot proceed: no browser, no ffmpeg, a composition that throws or never gets ready."""
 
     exit_code = 1
+    #: Whether another attempt may succeed. The composition's own faults are deterministic: it would throw
+    #: again at the same frame, so retrying them only wastes time.
+    retryable = False
+
+
+class BrowserFault(RenderError):
+    """The browser failed for reasons outside the composition (a lost frame, a crash, a stalled DevTools
+    call, often under heavy load): another attempt may well succeed."""
+
+    retryable = True
 
 
 class StoreError(HeliosError):

@@ -15,7 +15,7 @@ import pytest
 from fakes.aws import make_bucket, moto_s3
 from fakes.renders import bytes_render
 
-from helios_kit.errors import RenderError
+from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.planner import plan_job
 from helios_kit.spec import RenderConfig, chunk_digest, dumps
 from helios_kit.store import ArtifactStore, file_sha256
@@ -163,6 +163,11 @@ def test_render_errors(tmp_path: Path) -> None:
     crash = WorkerRuntime(tmp_path / "ws", render=CountingRender(fail=BrokenPipeError("ffmpeg went away")))
     result = crash.run(str(job), 0)
     assert not result.ok and result.retryable and "BrokenPipeError" in result.stderr
+    # A lost frame or a stalled browser is not the composition's fault: another attempt may succeed.
+    fault = BrowserFault("screenshot failed: Chromium produced no picture for frame 10")
+    flaky = WorkerRuntime(tmp_path / "ws", render=CountingRender(fail=fault))
+    result = flaky.run(str(job), 0)
+    assert not result.ok and result.retryable and "no picture for frame 10" in result.stderr
     assert not ArtifactStore(tmp_path / "job").exists("chunks")  # nothing partial was committed
 
 

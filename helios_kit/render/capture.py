@@ -15,7 +15,7 @@ import json
 import os
 from typing import Any
 
-from helios_kit.errors import RenderError
+from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import CDPError, Page
 from helios_kit.render.encode import ImageFormat
@@ -93,7 +93,7 @@ class DomCapture:
         try:
             shot = self.page.send("Page.captureScreenshot", self.params, timeout=self.timeout)
         except (CDPError, TimeoutError) as error:
-            raise RenderError(f"screenshot failed: {error}") from None
+            raise BrowserFault(f"screenshot failed: {error}") from None
         return base64.b64decode(shot["data"])
 
 
@@ -120,13 +120,13 @@ class BeginFrameCapture(DomCapture):
             try:
                 result = self.page.begin_frame(self.shot, timeout=self.timeout)
             except (CDPError, TimeoutError) as error:
-                raise RenderError(f"screenshot failed: {error}") from None
+                raise BrowserFault(f"screenshot failed: {error}") from None
             if result.get("screenshotData"):
                 self.last = base64.b64decode(result["screenshotData"])
                 return self.last
             if self.last is not None and not result.get("hasDamage", True):
                 return self.last
-        raise RenderError(f"screenshot failed: Chromium produced no picture for frame {frame}")
+        raise BrowserFault(f"screenshot failed: Chromium produced no picture for frame {frame}")
 
 
 class CanvasCapture:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from helios_kit.errors import RenderError
+from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import Browser, CDPError, Page, find_browser
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
@@ -256,7 +256,7 @@ def render_range(
             encoder = None
             loop_ms = (time.monotonic() - loop_started) * 1000
         except (CDPError, TimeoutError) as error:
-            raise RenderError(f"browser failed: {error}") from None
+            raise BrowserFault(f"browser failed: {error}") from None
         finally:
             if encoder is not None:
                 encoder.abort()

@@ -365,7 +365,7 @@ class WorkerRuntime:
             retryable = not any(marker in text for marker in _NOT_RETRYABLE_LOADER) and not _client_http_error(text)
             return result(EXIT_USAGE if not retryable else EXIT_FAILED, retryable=retryable, stderr=text)
         except RenderError as error:
-            return result(EXIT_FAILED, retryable=False, stderr=f"render failed: {error}")
+            return result(EXIT_FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
         except StoreError as error:
             return result(EXIT_FAILED, stderr=str(error))
         except HeliosError as error:
