@@ -50,19 +50,58 @@ def landscape() -> np.ndarray:
 def main() -> None:
     raw = HERE / "landscape.rgb"
     raw.write_bytes(landscape().tobytes())
-    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}", "-i", str(raw), "-frames:v", "1",
-           str(HERE / "landscape.png"))
+    ffmpeg(
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{W}x{H}",
+        "-i",
+        str(raw),
+        "-frames:v",
+        "1",
+        str(HERE / "landscape.png"),
+    )
     raw.unlink()
-    ffmpeg("-f", "lavfi", "-i",
-           "mandelbrot=s=320x180:rate=30:start_scale=3:end_scale=0.05:end_pts=90"
-           ":start_x=-0.743643887037151:start_y=0.131825904205330,format=yuv420p",
-           "-t", "3", "-c:v", "libvpx-vp9", "-b:v", "360k", "-maxrate", "400k", "-deadline", "good",
-           "-cpu-used", "4", "-row-mt", "1", "-an", str(HERE / "clip.webm"))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "mandelbrot=s=320x180:rate=30:start_scale=3:end_scale=0.05:end_pts=90"
+        ":start_x=-0.743643887037151:start_y=0.131825904205330,format=yuv420p",
+        "-t",
+        "3",
+        "-c:v",
+        "libvpx-vp9",
+        "-b:v",
+        "360k",
+        "-maxrate",
+        "400k",
+        "-deadline",
+        "good",
+        "-cpu-used",
+        "4",
+        "-row-mt",
+        "1",
+        "-an",
+        str(HERE / "clip.webm"),
+    )
     notes = "if(lt(mod(t,2),0.5),220,if(lt(mod(t,2),1),261.63,if(lt(mod(t,2),1.5),329.63,392)))"
     expr = f"0.22*sin(2*PI*t*{notes})*exp(-7*mod(t,0.5))+0.05*sin(2*PI*110*t)+0.03*sin(2*PI*164.81*t)"
-    ffmpeg("-f", "lavfi", "-i", f"aevalsrc='{expr}|{expr}':s=48000:d=6",
-           "-af", "afade=t=in:d=0.3,afade=t=out:st=5.2:d=0.8", "-c:a", "libvorbis", "-q:a", "3",
-           str(HERE / "soundtrack.ogg"))
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"aevalsrc='{expr}|{expr}':s=48000:d=6",
+        "-af",
+        "afade=t=in:d=0.3,afade=t=out:st=5.2:d=0.8",
+        "-c:a",
+        "libvorbis",
+        "-q:a",
+        "3",
+        str(HERE / "soundtrack.ogg"),
+    )
 
 
 if __name__ == "__main__":
