@@ -97,6 +97,10 @@ class DomCapture:
         return base64.b64decode(shot["data"])
 
 
+#: Compositor frames produced after a <video> seek before the captured one (begin-frame mode).
+VIDEO_SETTLE_FRAMES = 2
+
+
 class BeginFrameCapture(DomCapture):
     """Step the page, then produce the frame with HeadlessExperimental.beginFrame carrying a screenshot.
 
@@ -115,7 +119,16 @@ class BeginFrameCapture(DomCapture):
         self.last: bytes | None = None
 
     def frame(self, frame: int) -> bytes:
-        run_step(self.page, clock.step_expression(frame), frame, self.timeout)
+        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout)
+        if isinstance(result, dict) and result.get("videoSeeks"):
+            # A freshly seeked <video> picture reaches the compositor asynchronously; under load the frame
+            # right after the step can still hold the previous picture (seen at a chunk's first frame, the
+            # picture from load time). Frames without screenshot let it land before the captured one.
+            for _ in range(VIDEO_SETTLE_FRAMES):
+                try:
+                    self.page.begin_frame(timeout=self.timeout)
+                except (CDPError, TimeoutError) as error:
+                    raise BrowserFault(f"screenshot failed: {error}") from None
         for _ in range(3):
             try:
                 result = self.page.begin_frame(self.shot, timeout=self.timeout)

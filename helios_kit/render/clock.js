@@ -362,6 +362,11 @@
   // chunk; only captured frames pay for the seek.
   const videoBorn = new WeakMap();
   const VIDEO_PRESENT_WAIT_MS = 250;
+  // A video's first sync away from its start (a chunk beginning mid-way) must present a new picture: the
+  // one on screen is from load time. Under load that can take longer than the short cap above, and
+  // capturing early shows the stale picture, so wait longer for it (still bounded: a video whose pictures
+  // are sparser than 10 per second never matches the window below).
+  const VIDEO_FIRST_PRESENT_WAIT_MS = 3000;
   const videoSynced = new WeakSet(); // videos seeked (and presented) at least once
   function noteVideos() {
     const videos = document.getElementsByTagName("video");
@@ -405,7 +410,8 @@
       if (video.error) return;
       await sleepReal(2);
     }
-    const cap = RealDate.now() + VIDEO_PRESENT_WAIT_MS;
+    const mustPresent = first && target > 0.1;
+    const cap = RealDate.now() + (mustPresent ? VIDEO_FIRST_PRESENT_WAIT_MS : VIDEO_PRESENT_WAIT_MS);
     while (!presented && RealDate.now() < cap) await sleepReal(1);
     // One more real compositor frame, so the screenshot is taken from a frame that holds the picture.
     await new Promise((resolve) => realRaf(() => realRaf(resolve)));
