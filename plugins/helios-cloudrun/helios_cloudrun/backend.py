@@ -14,16 +14,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from pydantic import Field
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
+from helios_kit.backends.remote import Interrupted, call_interruptibly
 from helios_kit.errors import HeliosError
 from helios_kit.spec import Chunk, JobSpec
 
@@ -32,39 +30,6 @@ log = logging.getLogger("helios.cloudrun")
 #: Cloud Run's longest request timeout (60 minutes).
 CLOUD_RUN_MAX_TIMEOUT_S = 3600.0
 _TOKEN_MARGIN_S = 300
-
-
-T = TypeVar("T")
-
-
-class _Interrupted(Exception):
-    """The chunk's cancel event was set or its timeout passed while the remote call was still running."""
-
-
-def _call_interruptibly(fn: Callable[[], T], cancel: threading.Event, timeout: float | None) -> T:
-    """Run the blocking `fn` in a helper thread; give up (raise _Interrupted) on cancel or timeout.
-
-    The remote work may go on after we stop waiting; that is harmless because a worker's commit is atomic
-    and idempotent, and the store, not this call, decides what is done.
-    """
-    future: Future[T] = Future()
-
-    def target() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as error:
-            future.set_exception(error)
-
-    threading.Thread(target=target, name="helios-remote-call", daemon=True).start()
-    deadline = time.monotonic() + timeout if timeout else None
-    while True:
-        try:
-            return future.result(timeout=0.05)
-        except FutureTimeout:
-            if cancel.is_set():
-                raise _Interrupted("cancelled") from None
-            if deadline is not None and time.monotonic() >= deadline:
-                raise _Interrupted(f"no answer within {timeout:g} s") from None
 
 
 class CloudRunConfigError(HeliosError):
@@ -175,8 +140,8 @@ class CloudRunBackend(Backend):
             retry_error_callback=lambda state: state.outcome.result(),
         )
         try:
-            response = _call_interruptibly(lambda: retrying(post), cancel, timeout)
-        except _Interrupted as error:
+            response = call_interruptibly(lambda: retrying(post), cancel, timeout)
+        except Interrupted as error:
             if cancel.is_set() and str(error) == "cancelled":
                 return WorkerResult(
                     chunk_id=chunk.id,

@@ -18,15 +18,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
+from helios_kit.backends.remote import Interrupted, call_interruptibly
 from helios_kit.errors import HeliosError
 from helios_kit.spec import Chunk, JobSpec
 
@@ -75,39 +73,6 @@ class LambdaOptions(BackendOptions):
         description="Frames/s one function renders; used to warn about chunks planned too long for the 15-minute cap.",
     )
     max_connections: int = Field(1000, ge=1, description="HTTP connection pool size (>= --concurrency).")
-
-
-T = TypeVar("T")
-
-
-class _Interrupted(Exception):
-    """The chunk's cancel event was set or its timeout passed while the remote call was still running."""
-
-
-def _call_interruptibly(fn: Callable[[], T], cancel: threading.Event, timeout: float | None) -> T:
-    """Run the blocking `fn` in a helper thread; give up (raise _Interrupted) on cancel or timeout.
-
-    The remote work may go on after we stop waiting; that is harmless because a worker's commit is atomic
-    and idempotent, and the store, not this call, decides what is done.
-    """
-    future: Future[T] = Future()
-
-    def target() -> None:
-        try:
-            future.set_result(fn())
-        except BaseException as error:
-            future.set_exception(error)
-
-    threading.Thread(target=target, name="helios-remote-call", daemon=True).start()
-    deadline = time.monotonic() + timeout if timeout else None
-    while True:
-        try:
-            return future.result(timeout=0.05)
-        except FutureTimeout:
-            if cancel.is_set():
-                raise _Interrupted("cancelled") from None
-            if deadline is not None and time.monotonic() >= deadline:
-                raise _Interrupted(f"no answer within {timeout:g} s") from None
 
 
 class _Throttled(Exception):
@@ -243,8 +208,8 @@ class LambdaBackend(Backend):
             reraise=True,
         )
         try:
-            response = _call_interruptibly(lambda: retrying(invoke), cancel, timeout)
-        except _Interrupted as error:
+            response = call_interruptibly(lambda: retrying(invoke), cancel, timeout)
+        except Interrupted as error:
             if cancel.is_set() and str(error) == "cancelled":
                 return WorkerResult(
                     chunk_id=chunk.id,
