@@ -34,6 +34,8 @@ RENDER_VALUE_FLAGS: dict[str, str] = {
 }
 #: Flags that take no value and do not change a chunk's pixels.
 RENDER_SWITCHES = {"--quiet", "-q", "--no-audio"}
+#: Flags that take a value but only change how a render is executed, not its pixels (ours: --parts).
+RENDER_EXECUTION_FLAGS = {"--parts"}
 _INT_FIELDS = {"start_frame", "frame_count", "width", "height", "crf"}
 
 
@@ -81,6 +83,9 @@ def parse_render_command(command: Any, where: str) -> dict[str, Any]:
             flag, _, inline = token.partition("=")
             if flag in RENDER_SWITCHES:
                 index += 1
+                continue
+            if flag in RENDER_EXECUTION_FLAGS:
+                index += 1 if inline else 2
                 continue
             if flag not in RENDER_VALUE_FLAGS:
                 raise SpecError(f"{where}: unknown flag {flag!r} in helios render command")

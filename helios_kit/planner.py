@@ -93,6 +93,8 @@ def render_command(config: RenderConfig, start_frame: int, frame_count: int, out
         "--crf",
         str(config.crf),
         "--no-audio",
+        "--parts",
+        "1",
     ]
 
 

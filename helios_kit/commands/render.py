@@ -88,6 +88,13 @@ def frame_count_from(duration: float | None, frame_count: int | None, fps: float
     help="Constant rate factor (Helios: --quality).",
 )
 @click.option("--no-audio", is_flag=True, help="Leave audio out (chunk renders: audio is mixed once at the merge).")
+@click.option(
+    "--parts",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Render the range as N parts at once in N browsers, then join them (default 0: one per core when "
+    "the render is long enough to pay for it).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def render_command(
     input_ref: str,
@@ -107,6 +114,7 @@ def render_command(
     pixel_format: str,
     crf: int,
     no_audio: bool,
+    parts: int,
     quiet: bool,
 ) -> None:
     """Render INPUT (an HTML file, a folder with index.html, or an http(s) URL) to a video file.
@@ -134,7 +142,7 @@ def render_command(
     if emit_job:
         _emit_job(composition, emit_job, output, concurrency, chunk_frames, settings)
     else:
-        _render(composition, output or "out.mp4", settings, with_audio=not no_audio, quiet=quiet)
+        _render(composition, output or "out.mp4", settings, with_audio=not no_audio, parts=parts, quiet=quiet)
 
 
 def _emit_job(
@@ -175,8 +183,10 @@ def _relative_to(job_dir: Path, path: str, flag: str) -> str:
     return rel
 
 
-def _render(composition: CompositionInput, output: str, settings: dict, *, with_audio: bool, quiet: bool) -> None:
-    from helios_kit.render.session import render_range
+def _render(
+    composition: CompositionInput, output: str, settings: dict, *, with_audio: bool, parts: int, quiet: bool
+) -> None:
+    from helios_kit.render.parallel import auto_parts, render_parallel
 
     output_path = Path(output).resolve()
     config = RenderConfig(input=composition.location, output=output_path.name, **settings)
@@ -184,12 +194,13 @@ def _render(composition: CompositionInput, output: str, settings: dict, *, with_
         raise HeliosError(f"output directory does not exist: {output_path.parent}")
     if not os.access(output_path.parent, os.W_OK):
         raise HeliosError(f"output directory is not writable: {output_path.parent}")
-    stats = render_range(
+    stats = render_parallel(
         config,
         input_location=composition.location,
         start_frame=config.start_frame,
         frame_count=config.frame_count,
         output_path=output_path,
+        parts=parts or auto_parts(config.frame_count),
         quiet=quiet,
     )
     if with_audio:
@@ -204,12 +215,12 @@ def _render(composition: CompositionInput, output: str, settings: dict, *, with_
 
 def _mix_audio(composition: CompositionInput, output_path: Path, config: RenderConfig) -> None:
     """A whole render is its own merge: mix the composition's audio once over its timeline."""
-    try:
-        from helios_kit.render.audio import discover_audio
-        from helios_kit.stitch import stitch
-    except ImportError:
-        return
+    from helios_kit.render.audio import discover_audio
+    from helios_kit.stitch import stitch
+
     plan = discover_audio(composition.location)
-    if not getattr(plan, "tracks", None):
+    if not plan.tracks:
         return
+    # The render may start mid-way: its first frame sits at start_frame / fps on the composition's timeline.
+    plan = plan.model_copy(update={"timeline_start_s": config.start_frame / config.fps})
     stitch([output_path], output_path, audio=plan, expected_frames=config.frame_count)
