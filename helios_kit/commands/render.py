@@ -200,7 +200,7 @@ def _render(
         start_frame=config.start_frame,
         frame_count=config.frame_count,
         output_path=output_path,
-        parts=parts or auto_parts(config.frame_count),
+        parts=parts or auto_parts(config.frame_count, capture=config.capture.value),
         quiet=quiet,
     )
     if with_audio:

@@ -74,3 +74,4 @@ def test_auto_parts_only_split_long_renders() -> None:
     assert auto_parts(2 * MIN_FRAMES_PER_PART, cpus=2) == 2
     assert auto_parts(10_000, cpus=2) == 2
     assert auto_parts(10_000, cpus=1) == 1
+    assert auto_parts(10_000, cpus=2, capture="canvas") == 1
