@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 
+def describe(error: BaseException) -> str:
+    """An exception in one line: `Type: first line of its message` (just `Type` when it has none)."""
+    name = type(error).__name__
+    text = str(error).strip()
+    if not text:
+        return name
+    first = text.splitlines()[0]
+    return first if first.startswith(name) else f"{name}: {first}"
+
+
 class HeliosError(Exception):
     """Base for every error that is the user's to fix (bad spec, missing file, bad URL, unknown name)."""
 

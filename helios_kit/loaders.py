@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from helios_kit.errors import LoaderError, UnknownNameError
+from helios_kit.errors import LoaderError, UnknownNameError, describe
 from helios_kit.spec import JobSpec, loads
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -147,8 +147,7 @@ def load_fsspec(source: str, options: LoaderOptions) -> bytes:
     except PermissionError as error:
         raise LoaderError(f"access denied reading {source}: {error}") from None
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise LoaderError(f"cannot read {source}: {type(error).__name__}: {first}") from None
+        raise LoaderError(f"cannot read {source}: {describe(error)}") from None
     if len(data) > options.max_bytes:
         raise _too_big(source, options.max_bytes)
     return data

@@ -26,7 +26,7 @@ import fsspec
 from pydantic import ValidationError
 
 from helios_kit.backends.base import WireModel
-from helios_kit.errors import StoreError
+from helios_kit.errors import StoreError, describe
 from helios_kit.spec import MANIFEST_SUFFIX
 
 
@@ -165,7 +165,7 @@ class ArtifactStore:
                 handle.write(b"ok")
             self.fs.rm(self.path(probe))
         except Exception as error:
-            raise StoreError(f"store {self.url} is not writable: {_short(error)}") from None
+            raise StoreError(f"store {self.url} is not writable: {describe(error)}") from None
 
     def commit(
         self,
@@ -208,7 +208,7 @@ class ArtifactStore:
             raise
         except Exception as error:
             self._remove_quietly(tmp)
-            raise StoreError(f"store {self.url}: cannot commit {rel}: {_short(error)}") from None
+            raise StoreError(f"store {self.url}: cannot commit {rel}: {describe(error)}") from None
         return manifest
 
     def _write_atomic(self, path: str, data: bytes) -> None:
@@ -235,7 +235,7 @@ class ArtifactStore:
         try:
             download(self.fs, self.path(rel), local_path)
         except Exception as error:
-            raise StoreError(f"store {self.url}: cannot fetch {rel}: {_short(error)}") from None
+            raise StoreError(f"store {self.url}: cannot fetch {rel}: {describe(error)}") from None
         return local_path
 
     def delete(self, rel: str) -> None:
@@ -250,9 +250,4 @@ class ArtifactStore:
             pass
         except Exception as error:
             if self.fs.exists(path):
-                raise StoreError(f"store {self.url}: cannot remove {path}: {_short(error)}") from None
-
-
-def _short(error: BaseException) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return f"{type(error).__name__}: {text}" if not text.startswith(type(error).__name__) else text
+                raise StoreError(f"store {self.url}: cannot remove {path}: {describe(error)}") from None

@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from helios_kit.backends.base import WorkerResult
-from helios_kit.errors import HeliosError, LoaderError, RenderError, SpecError, StoreError
+from helios_kit.errors import HeliosError, LoaderError, RenderError, SpecError, StoreError, describe
 from helios_kit.loaders import LoaderOptions, load_spec, scheme_of
 from helios_kit.spec import MANIFEST_SUFFIX, JobSpec, chunk_digest, composition_digest, job_outputs, loads
 from helios_kit.store import download
@@ -372,8 +372,7 @@ class WorkerRuntime:
             return result(error.exit_code, retryable=False, stderr=str(error))
         except Exception as error:  # a worker reports, it never crashes its host (Lambda, Cloud Run)
             log.exception("chunk %s of %s crashed", chunk_id, job_url)
-            first = (str(error).strip().splitlines() or [""])[0]
-            return result(EXIT_FAILED, stderr=f"worker error: {type(error).__name__}: {first}".rstrip(": "))
+            return result(EXIT_FAILED, stderr=f"worker error: {describe(error)}")
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
 

@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
 from helios_kit.backends.remote import Interrupted, call_interruptibly
-from helios_kit.errors import HeliosError
+from helios_kit.errors import HeliosError, describe
 from helios_kit.spec import Chunk, JobSpec
 
 log = logging.getLogger("helios.cloudrun")
@@ -126,7 +126,7 @@ class CloudRunBackend(Backend):
             try:
                 headers["Authorization"] = f"Bearer {self.id_token()}"
             except Exception as error:
-                return failed(f"cannot get a Google ID token for {self.audience}: {_first_line(error)}", True)
+                return failed(f"cannot get a Google ID token for {self.audience}: {describe(error)}", True)
         request_timeout = min(timeout or self.options.timeout, self.options.timeout)
 
         def post() -> httpx.Response:
@@ -154,7 +154,7 @@ class CloudRunBackend(Backend):
         except httpx.TimeoutException:
             return failed(f"chunk {chunk.id}: no answer from {self.url} within {request_timeout:g} s", True)
         except httpx.HTTPError as error:
-            return failed(f"chunk {chunk.id}: cannot reach {self.url}: {_first_line(error)}", True)
+            return failed(f"chunk {chunk.id}: cannot reach {self.url}: {describe(error)}", True)
         return self._result(chunk, response, started)
 
     def _result(self, chunk: Chunk, response: httpx.Response, started: float) -> WorkerResult:
@@ -185,8 +185,3 @@ class CloudRunBackend(Backend):
                     value,
                 )
                 self._warned_local = True
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
