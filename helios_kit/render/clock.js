@@ -530,7 +530,8 @@
     }
     return "#ffffff";
   }
-  function captureCanvas(type, quality) {
+  // The composition's canvas composited over the page background (what a DOM capture would show).
+  function compositeCanvas() {
     const canvas = frameCanvas();
     if (!canvas) throw new Error("canvas capture: the page has no single canvas");
     if (!scratch || scratch.width !== canvas.width || scratch.height !== canvas.height) {
@@ -542,7 +543,10 @@
     g.fillStyle = pageBackground();
     g.fillRect(0, 0, scratch.width, scratch.height);
     g.drawImage(canvas, 0, 0);
-    const url = scratch.toDataURL(type, quality);
+    return scratch;
+  }
+  function captureCanvas(type, quality) {
+    const url = compositeCanvas().toDataURL(type, quality);
     return url.slice(url.indexOf(",") + 1);
   }
 
@@ -577,18 +581,7 @@
     return encoder;
   }
   async function snapshotCanvas() {
-    const canvas = frameCanvas();
-    if (!canvas) throw new Error("canvas capture: the page has no single canvas");
-    if (!scratch || scratch.width !== canvas.width || scratch.height !== canvas.height) {
-      scratch = document.createElement("canvas");
-      scratch.width = canvas.width;
-      scratch.height = canvas.height;
-    }
-    const g = scratch.getContext("2d", { alpha: false });
-    g.fillStyle = pageBackground();
-    g.fillRect(0, 0, scratch.width, scratch.height);
-    g.drawImage(canvas, 0, 0);
-    return createImageBitmap(scratch);
+    return createImageBitmap(compositeCanvas());
   }
 
   window.__heliosInternal = {
