@@ -10,6 +10,7 @@ import uuid
 
 import numpy as np
 import pytest
+from fakes.jobs import tagged_processes as tagged_commands
 
 from helios_kit.render import render_range
 from helios_kit.render.session import RenderStats
@@ -128,18 +129,4 @@ def process_tag(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def tagged_processes(tag: str) -> list[int]:
     """Live (non-zombie) processes other than this one whose environment carries `tag`."""
-    found = []
-    needle = f"HELIOS_TEST_PROCESS_TAG={tag}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                state = handle.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and state != b"Z":
-            found.append(int(entry))
-    return found
+    return [pid for pid, _command in tagged_commands(tag)]
