@@ -255,7 +255,11 @@ def render_range(
             encoder.finish()
             encoder = None
             loop_ms = (time.monotonic() - loop_started) * 1000
-        except (CDPError, TimeoutError) as error:
+        except (CDPError, TimeoutError, BrowserFault) as error:
+            # Cancelling tears the browser down under a running DevTools call: that failure is the cancel.
+            _check_cancel(cancel)
+            if isinstance(error, BrowserFault):
+                raise
             raise BrowserFault(f"browser failed: {error}") from None
         finally:
             if encoder is not None:
