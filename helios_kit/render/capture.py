@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import time
 from typing import Any
 
 from helios_kit.errors import BrowserFault, RenderError
@@ -98,9 +97,6 @@ class DomCapture:
         return base64.b64decode(shot["data"])
 
 
-#: Seconds a begin-frame capture keeps asking for a picture before it falls back to Page.captureScreenshot.
-NO_PICTURE_PATIENCE_S = 0.25
-
 #: Compositor frames produced after a <video> seek before the captured one (begin-frame mode).
 VIDEO_SETTLE_FRAMES = 2
 
@@ -109,8 +105,8 @@ class BeginFrameCapture(DomCapture):
     """Step the page, then produce the frame with HeadlessExperimental.beginFrame carrying a screenshot.
 
     Only in begin-frame mode (headless shell): Chromium draws nothing unless asked, so the frame we
-    request is the first one after the step and cannot be stale. A frame that comes back without
-    screenshot data falls back to a Page.captureScreenshot taken while frames are produced.
+    request is the first one after the step and cannot be stale. A frame without damage may come back
+    without screenshot data: then it is identical to the previous one.
     """
 
     mode = "dom"
@@ -120,16 +116,10 @@ class BeginFrameCapture(DomCapture):
         self.shot: dict[str, Any] = {"format": image_format, "optimizeForSpeed": True}
         if image_format == "jpeg":
             self.shot["quality"] = JPEG_QUALITY
+        self.last: bytes | None = None
 
     def frame(self, frame: int) -> bytes:
         result = run_step(self.page, clock.step_expression(frame), frame, self.timeout)
-        if isinstance(result, dict) and result.get("firstVideoSeeks"):
-            # A video's first picture away from its start (a chunk beginning mid-way): under load the
-            # begin-frame compositor was seen to keep the picture from load time even though the element
-            # had seeked (currentTime and readyState right). Page.captureScreenshot with frames produced
-            # while it waits (forced twice, as DomCapture does) showed the seeked picture every time.
-            self.pumped_screenshot(frame)
-            return self.pumped_screenshot(frame)
         if isinstance(result, dict) and result.get("videoSeeks"):
             # A freshly seeked <video> picture reaches the compositor asynchronously; under load the frame
             # right after the step can still hold the previous picture (seen at a chunk's first frame, the
@@ -139,33 +129,17 @@ class BeginFrameCapture(DomCapture):
                     self.page.begin_frame(timeout=self.timeout)
                 except (CDPError, TimeoutError) as error:
                     raise BrowserFault(f"screenshot failed: {error}") from None
-        # A screenshot frame normally always carries a picture (measured: even on a static page). One
-        # without comes back when the compositor is busy or wedged (seen under load, often at a chunk's
-        # first frame). Ask again for a moment, then take the picture with Page.captureScreenshot while
-        # producing frames: slower, but never a stale picture and never a failed render.
-        deadline = time.monotonic() + NO_PICTURE_PATIENCE_S
-        pause = 0.002
-        while True:
+        for _ in range(3):
             try:
                 result = self.page.begin_frame(self.shot, timeout=self.timeout)
             except (CDPError, TimeoutError) as error:
                 raise BrowserFault(f"screenshot failed: {error}") from None
             if result.get("screenshotData"):
-                return base64.b64decode(result["screenshotData"])
-            if time.monotonic() >= deadline:
-                return self.pumped_screenshot(frame)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
-
-    def pumped_screenshot(self, frame: int) -> bytes:
-        """Page.captureScreenshot in begin-frame mode: frames are produced while it waits for one."""
-        try:
-            shot = self.page.wait_pumping(self.page.send_async("Page.captureScreenshot", self.params), self.timeout)
-        except (CDPError, TimeoutError) as error:
-            raise BrowserFault(f"screenshot failed for frame {frame}: {error}") from None
-        if not shot.get("data"):
-            raise BrowserFault(f"screenshot failed: Chromium produced no picture for frame {frame}")
-        return base64.b64decode(shot["data"])
+                self.last = base64.b64decode(result["screenshotData"])
+                return self.last
+            if self.last is not None and not result.get("hasDamage", True):
+                return self.last
+        raise BrowserFault(f"screenshot failed: Chromium produced no picture for frame {frame}")
 
 
 class CanvasCapture:
