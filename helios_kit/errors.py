@@ -14,9 +14,19 @@ def describe(error: BaseException) -> str:
 
 
 class HeliosError(Exception):
-    """Base for every error that is the user's to fix (bad spec, missing file, bad URL, unknown name)."""
+    """Base for every error that is the user's to fix (bad spec, missing file, bad URL, unknown name).
+
+    `retryable` is data, never parsed from the message: whether another attempt at the same work may
+    succeed. Each class sets its default; a raise site that knows better passes `retryable=`.
+    """
 
     exit_code = 2
+    retryable = False
+
+    def __init__(self, *args: object, retryable: bool | None = None) -> None:
+        super().__init__(*args)
+        if retryable is not None:
+            self.retryable = retryable
 
 
 class SpecError(HeliosError):
@@ -24,7 +34,12 @@ class SpecError(HeliosError):
 
 
 class LoaderError(HeliosError):
-    """A spec source that cannot be read: missing file, HTTP status, timeout, size cap, unsupported scheme."""
+    """A spec source that cannot be read: missing file, HTTP status, timeout, size cap, unsupported scheme.
+
+    Retryable by default (a network blip); raise sites of permanent faults (not found, 4xx, too large,
+    unsupported scheme, access denied) pass `retryable=False`."""
+
+    retryable = True
 
 
 class UnknownNameError(HeliosError):
@@ -48,9 +63,10 @@ class BrowserFault(RenderError):
 
 
 class StoreError(HeliosError):
-    """The artifact store cannot be read or written."""
+    """The artifact store cannot be read or written (retryable unless the raise site says otherwise)."""
 
     exit_code = 1
+    retryable = True
 
 
 class JobNotFoundError(HeliosError):
