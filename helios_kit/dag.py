@@ -33,10 +33,20 @@ from pathlib import Path
 from typing import Any
 
 from helios_kit.backends.base import ChunkContext
+from helios_kit.composition import (
+    DependencyChecker,
+    ResolvedComposition,
+    chunk_digest,
+    config_digest,
+    default_store_url,
+    is_http,
+    is_local,
+    resolve_composition,
+)
 from helios_kit.errors import HeliosError, RenderError
 from helios_kit.executor import ChunkExecutor, EventKind, MergeOutcome, ProgressEvent
-from helios_kit.spec import Chunk, JobSpec, chunk_digest, config_digest
-from helios_kit.store import ArtifactStore, DoneManifest
+from helios_kit.spec import Chunk, JobSpec
+from helios_kit.store import ArtifactStore, DoneManifest, manifest_current
 
 log = logging.getLogger("helios.dag")
 
@@ -46,17 +56,28 @@ STATE_DIR = ".helios"
 
 @dataclass
 class JobContext:
-    """A job resolved for execution: its spec, where it came from, its store and its content digest."""
+    """A job resolved for execution: its spec, where it came from, its store and its composition."""
 
     spec: JobSpec
     job_url: str
     job_dir: Path
     store: ArtifactStore
-    content_digest: str
-    input_location: str
+    composition: ResolvedComposition
     force: bool = False
     workspace: Path | None = None
     _digests: dict[int, str] = field(default_factory=dict)
+    _checker: DependencyChecker | None = None
+
+    @property
+    def input_location(self) -> str:
+        return self.composition.input_location
+
+    @property
+    def checker(self) -> DependencyChecker:
+        """One dependency checker per run: each file hashed and each URL fetched at most once."""
+        if self._checker is None:
+            self._checker = self.composition.checker()
+        return self._checker
 
     def close(self) -> None:
         """Remove the downloaded copy of a remote composition, if any."""
@@ -74,14 +95,12 @@ class JobContext:
         store_url: str | None = None,
         force: bool = False,
     ) -> JobContext:
-        """Resolve the composition (digest as the workers compute it) and the store (default: the job dir)."""
-        from helios_kit.loaders import is_remote
-        from helios_kit.worker.runtime import default_store_url, resolve_composition
-
+        """Resolve the composition (as the workers do, see helios_kit.composition) and the store (default:
+        the job dir)."""
         job_dir = Path(job_dir)
         workspace = Path(tempfile.mkdtemp(prefix="helios-resolve-"))
         try:
-            composition = resolve_composition(spec, job_url, workspace)
+            composition = resolve_composition(spec, job_url, workspace, job_dir=job_dir)
         except BaseException:
             shutil.rmtree(workspace, ignore_errors=True)
             raise
@@ -89,19 +108,14 @@ class JobContext:
         if not downloaded:
             shutil.rmtree(workspace, ignore_errors=True)
         if store_url is None:  # a local job: its folder; http(s): the current folder; s3:// etc.: the job's folder
-            if not is_remote(job_url) or job_url.startswith(("http://", "https://")):
-                store_url = str(job_dir)
-            else:
-                store_url = default_store_url(job_url)
-        input_location = composition.input_location
+            store_url = str(job_dir) if is_local(job_url) or is_http(job_url) else default_store_url(job_url)
         return cls(
             workspace=workspace if downloaded else None,
             spec=spec,
             job_url=job_url,
             job_dir=job_dir,
             store=ArtifactStore(store_url),
-            content_digest=composition.content_digest,
-            input_location=input_location,
+            composition=composition,
             force=force,
         )
 
@@ -110,18 +124,18 @@ class JobContext:
 
     def digest(self, chunk: Chunk) -> str:
         if chunk.id not in self._digests:
-            self._digests[chunk.id] = chunk_digest(self.spec, chunk, content_digest=self.content_digest)
+            self._digests[chunk.id] = chunk_digest(self.spec, chunk)
         return self._digests[chunk.id]
 
     def chunk_complete(self, chunk: Chunk) -> bool:
-        return self.store.is_complete(chunk.output_file, self.digest(chunk))
+        return self.store.is_complete(chunk.output_file, self.digest(chunk), self.checker)
 
     def input_manifests(self) -> list[DoneManifest | None]:
         """The manifests of the merge inputs (None where a chunk is not complete)."""
         manifests: list[DoneManifest | None] = []
         for chunk in self.spec.chunks:
             manifest = self.store.read_manifest(chunk.output_file)
-            if manifest is None or manifest.digest != self.digest(chunk):
+            if manifest is None or not manifest_current(manifest, self.digest(chunk), self.checker):
                 manifests.append(None)
             else:
                 manifests.append(manifest)

@@ -10,18 +10,17 @@ naming the field path, an unsupported scheme listing the supported ones.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from helios_kit.composition.locations import job_dir_for, scheme_of
 from helios_kit.errors import LoaderError, UnknownNameError, describe
 from helios_kit.spec import JobSpec, loads
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
-_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
 class LoaderOptions(BaseModel):
@@ -30,23 +29,6 @@ class LoaderOptions(BaseModel):
     timeout: float = Field(default_factory=lambda: float(os.environ.get("HELIOS_SPEC_TIMEOUT", DEFAULT_TIMEOUT_S)))
     max_bytes: int = DEFAULT_MAX_BYTES
     storage_options: dict[str, Any] = {}
-
-
-def scheme_of(source: str) -> str:
-    """`https` for https://..., `file` for local paths and file:// URLs."""
-    match = _SCHEME.match(source)
-    return match.group(1).lower() if match else "file"
-
-
-def is_remote(source: str) -> bool:
-    return scheme_of(source) != "file"
-
-
-def job_dir_for(source: str) -> Path:
-    """Where a job's relative paths resolve: a local file's folder; the current directory for a URL."""
-    if scheme_of(source) == "file":
-        return Path(source.removeprefix("file://")).resolve().parent
-    return Path.cwd()
 
 
 def load_spec(source: str | os.PathLike[str], options: LoaderOptions | None = None) -> tuple[JobSpec, Path]:

@@ -130,7 +130,8 @@ class JobManager:
         job_dir: str | Path | None = None,
     ) -> JobStatus:
         """Load and check a job (spec, chunk ids, backend and its options) and record it as pending."""
-        from helios_kit.loaders import is_remote, load_spec
+        from helios_kit.composition.locations import is_local, local_path
+        from helios_kit.loaders import load_spec
 
         if isinstance(source, JobSpec):
             if job_dir is None:
@@ -142,7 +143,7 @@ class JobManager:
             job_url = str(job_file)
         else:
             text = os.fspath(source)
-            job_url = text if is_remote(text) else str(Path(text.removeprefix("file://")).resolve())
+            job_url = str(local_path(text).resolve()) if is_local(text) else text
             spec, directory = load_spec(job_url)
         options = options or RunOptions()
         if options.chunks is not None:

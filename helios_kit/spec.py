@@ -1,4 +1,4 @@
-"""JobSpec v1: the pydantic models of a render job, their invariants, stable JSON, and chunk digests.
+"""JobSpec v1: the pydantic models of a render job, their invariants and stable JSON (no files, no networks).
 
 The JSON contract is DESIGN §3: camelCase keys, unknown keys rejected, chunks that cover the frame range
 exactly once and in order, output paths that stay inside the job's output root. Job files written by the
@@ -7,7 +7,6 @@ original Helios CLI are converted on load by :mod:`helios_kit.helios_format`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -339,145 +338,3 @@ def dump(spec: JobSpec, path: str | os.PathLike[str]) -> None:
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tmp.write_text(dumps(spec), encoding="utf-8")
     os.replace(tmp, target)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Digests: a chunk is complete when its output exists with a manifest holding the matching digest.
-
-#: Tool state that never belongs to a composition. Everything else in its folder is content.
-_IGNORED_DIRS = {".git", ".helios", "__pycache__", ".venv", ".pytest_cache", ".ruff_cache", ".hypothesis"}
-_IGNORED_PREFIXES = (".doit.db", ".#")
-_IGNORED_SUFFIXES = (".tmp", ".part", ".pyc")
-
-
-def _is_url(value: str) -> bool:
-    return bool(re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value))
-
-
-def composition_root(input_ref: str, job_dir: str | os.PathLike[str] | None) -> Path:
-    """The folder a local composition lives in (the input itself when it is a folder)."""
-    path = Path(input_ref)
-    if not path.is_absolute() and job_dir is not None:
-        path = Path(job_dir) / path
-    return path if path.is_dir() else path.parent
-
-
-def composition_digest(
-    input_ref: str,
-    job_dir: str | os.PathLike[str] | None = None,
-    exclude: tuple[str | os.PathLike[str], ...] = (),
-) -> str:
-    """Hash of a composition's content.
-
-    A local input hashes every file of its folder (relative names and bytes), skipping tool state and the
-    paths in `exclude` (the job's own outputs and job file, files or folders, relative to `job_dir`), so
-    writing outputs next to the composition does not invalidate it. A URL hashes what it serves (its ETag
-    when it has one).
-    """
-    digest = hashlib.sha256()
-    if _is_url(input_ref):
-        digest.update(f"url:{input_ref}\n".encode())
-        if input_ref.startswith(("http://", "https://")):
-            digest.update(_url_fingerprint(input_ref).encode())
-        return digest.hexdigest()
-    root = composition_root(input_ref, job_dir)
-    entry = Path(input_ref).name if not Path(input_ref).is_dir() else "index.html"
-    digest.update(f"entry:{entry}\n".encode())
-    if not root.exists():
-        digest.update(b"missing\n")
-        return digest.hexdigest()
-    base = Path(job_dir) if job_dir is not None else Path.cwd()
-    excluded = {os.path.abspath(base / Path(item)) for item in exclude}
-    for file in sorted(_composition_files(root, excluded)):
-        rel = file.relative_to(root).as_posix()
-        digest.update(f"file:{rel}\n".encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def _composition_files(root: Path, excluded: set[str]) -> list[Path]:
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [
-            d for d in dirnames if d not in _IGNORED_DIRS and os.path.abspath(os.path.join(dirpath, d)) not in excluded
-        ]
-        for name in filenames:
-            if name.startswith(_IGNORED_PREFIXES) or name.endswith(_IGNORED_SUFFIXES):
-                continue
-            path = os.path.join(dirpath, name)
-            if os.path.abspath(path) in excluded or ".tmp" in name or _is_job_file(path):
-                continue
-            files.append(Path(path))
-    return files
-
-
-def _is_job_file(path: str) -> bool:
-    """Job files next to a composition are not its content (re-planning a job must not re-render it)."""
-    if not path.endswith(".json") or os.path.getsize(path) > 64 << 20:
-        return False
-    try:
-        with open(path, "rb") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(data, dict)
-        and bool({"chunks", "partitions"} & data.keys())
-        and bool({"merge", "mergeCommand"} & data.keys())
-    )
-
-
-def _url_fingerprint(url: str) -> str:
-    import httpx
-
-    try:
-        response = httpx.get(url, follow_redirects=True, timeout=30)
-    except httpx.HTTPError as error:
-        return f"unreachable:{type(error).__name__}"
-    etag = response.headers.get("etag")
-    if etag:
-        return f"etag:{etag}"
-    return "sha256:" + hashlib.sha256(response.content).hexdigest()
-
-
-def job_outputs(spec: JobSpec) -> tuple[str, ...]:
-    """Paths a job writes (relative to its directory): chunk outputs, their folders, the merged output."""
-    paths = {spec.merge.output_file, spec.config.output}
-    for chunk in spec.chunks:
-        paths.add(chunk.output_file)
-        parent = PurePosixPath(chunk.output_file).parent
-        if str(parent) != ".":
-            paths.add(str(parent))
-    paths |= {path + MANIFEST_SUFFIX for path in list(paths)}
-    return tuple(sorted(paths))
-
-
-def config_digest(config: RenderConfig) -> str:
-    """Hash of the render settings that change pixels or encoding (not the output names, not the range)."""
-    data = config.model_dump(mode="json", by_alias=True, exclude={"output", "start_frame", "frame_count"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
-def chunk_digest(
-    spec: JobSpec,
-    chunk: Chunk,
-    job_dir: str | os.PathLike[str] | None = None,
-    *,
-    content_digest: str | None = None,
-) -> str:
-    """Hash of everything that changes a chunk's pixels: config (minus outputs), frame range, content.
-
-    Pass `content_digest` (from :func:`composition_digest`) when computing many chunks of one job, so the
-    composition is hashed once.
-    """
-    content = content_digest or composition_digest(spec.config.input, job_dir, exclude=job_outputs(spec))
-    payload = {
-        "v": SPEC_VERSION,
-        "config": config_digest(spec.config),
-        "startFrame": chunk.start_frame,
-        "frameCount": chunk.frame_count,
-        "content": content,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

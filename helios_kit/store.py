@@ -1,7 +1,8 @@
 """The artifact store: chunk outputs and their done-manifests in a folder or any fsspec URL.
 
 A chunk is complete when its output exists together with a done-manifest (`<output>.done.json`) whose
-digest matches the chunk digest and whose size matches the output. Commits are ordered so that a reader
+digest matches the chunk digest, whose size matches the output, and whose recorded dependencies (what the
+chunk's render loaded) are all unchanged (see :mod:`helios_kit.composition.deps`). Commits are ordered so that a reader
 never takes a half-written chunk for done: the old manifest is removed first, the output is uploaded under
 a unique temporary key and moved to its final key, and the manifest is written last (itself through a
 temporary key). Local folders, `s3://`, `gs://`, `memory://` and any other fsspec URL share this code, so
@@ -13,7 +14,6 @@ chunk at once (at-least-once invocation) leave one valid chunk whichever wins.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import socket
@@ -26,34 +26,31 @@ import fsspec
 from pydantic import ValidationError
 
 from helios_kit.backends.base import WireModel
+from helios_kit.composition.deps import Dependency, DependencyChecker, sha256_file
+from helios_kit.composition.locations import is_local
+from helios_kit.composition.resolve import fetch_file
 from helios_kit.errors import StoreError, describe
 from helios_kit.spec import MANIFEST_SUFFIX
+
+#: Version 2 added the dependency list; older manifests never count as complete.
+MANIFEST_VERSION = 2
 
 
 class DoneManifest(WireModel):
     """Proof that an output is complete: what produced it and what it must look like."""
 
-    version: int = 1
+    version: int = MANIFEST_VERSION
     job_id: str
     chunk_id: int | None = None
     digest: str
+    start_frame: int | None = None
     frame_count: int
     size: int
     sha256: str
     created_at: datetime
     producer: str = ""
-
-
-def download(fs: fsspec.AbstractFileSystem, remote: str, local: str | os.PathLike[str]) -> None:
-    """Copy one remote file to a local path, safely from several threads at once.
-
-    fsspec's in-memory filesystem hands every reader the same BytesIO (one shared position), so concurrent
-    `get_file`/`open` calls there can read each other's leftovers; its `cat_file` copies the buffer instead.
-    """
-    if "memory" in _protocols(fs):
-        Path(local).write_bytes(fs.cat_file(remote))
-    else:
-        fs.get_file(remote, os.fspath(local))
+    #: What the render loaded (files of the composition's folder, or URLs) with their content hashes.
+    dependencies: list[Dependency] = []
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
@@ -61,21 +58,11 @@ def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
     return fs.cat_file(remote)
 
 
-def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
-    protocol = fs.protocol
-    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _is_url(value: str) -> bool:
-    return "://" in value and not value.startswith("file://")
+def manifest_current(manifest: DoneManifest, digest: str, checker: DependencyChecker | None = None) -> bool:
+    """A manifest of this format for `digest` whose recorded dependencies (given a `checker`) are unchanged."""
+    if manifest.version != MANIFEST_VERSION or manifest.digest != digest:
+        return False
+    return checker is None or checker.unchanged(manifest.dependencies)
 
 
 class ArtifactStore:
@@ -83,7 +70,7 @@ class ArtifactStore:
 
     def __init__(self, url: str | os.PathLike[str], **storage_options: Any) -> None:
         text = os.fspath(url)
-        self.is_local = not _is_url(text)
+        self.is_local = is_local(text)
         if self.is_local:
             text = text.removeprefix("file://")
             self.url = os.path.abspath(text)
@@ -143,10 +130,11 @@ class ArtifactStore:
         except ValidationError:
             return None
 
-    def is_complete(self, rel: str, digest: str) -> bool:
-        """True when `rel` exists with a manifest for `digest` and the size that manifest records."""
+    def is_complete(self, rel: str, digest: str, checker: DependencyChecker | None = None) -> bool:
+        """True when `rel` exists with a current manifest for `digest` and the size that manifest records,
+        and (given a `checker`) every dependency the manifest records is unchanged."""
         manifest = self.read_manifest(rel)
-        if manifest is None or manifest.digest != digest:
+        if manifest is None or not manifest_current(manifest, digest, checker):
             return False
         try:
             size = self.fs.size(self.path(rel))
@@ -176,6 +164,8 @@ class ArtifactStore:
         job_id: str,
         frame_count: int,
         chunk_id: int | None = None,
+        start_frame: int | None = None,
+        dependencies: list[Dependency] | None = None,
     ) -> DoneManifest:
         """Put `local_file` at `rel` atomically, then write its manifest; returns the manifest."""
         local_file = Path(local_file)
@@ -185,9 +175,11 @@ class ArtifactStore:
             job_id=job_id,
             chunk_id=chunk_id,
             digest=digest,
+            start_frame=start_frame,
             frame_count=frame_count,
+            dependencies=dependencies or [],
             size=local_file.stat().st_size,
-            sha256=file_sha256(local_file),
+            sha256=sha256_file(local_file),
             created_at=datetime.now(UTC),
             producer=f"{socket.gethostname()}:{os.getpid()}",
         )
@@ -233,7 +225,7 @@ class ArtifactStore:
                 shutil.copyfile(source, local_path)
             return local_path
         try:
-            download(self.fs, self.path(rel), local_path)
+            fetch_file(self.fs, self.path(rel), local_path)
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot fetch {rel}: {describe(error)}") from None
         return local_path

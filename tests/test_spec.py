@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 
 from helios_kit.errors import SpecError
 from helios_kit.planner import plan_job
+from helios_kit.composition import chunk_digest
 from helios_kit.spec import (
     RenderConfig,
-    chunk_digest,
-    composition_digest,
     dumps,
     load,
     loads,
@@ -120,31 +119,19 @@ def test_invalid_json_names_line_and_column(tmp_path) -> None:
         load(path)
 
 
-def test_chunk_digest_tracks_content_settings_and_range_but_not_outputs(tmp_path) -> None:
+def test_chunk_digest_tracks_settings_range_and_entry_but_not_outputs_or_files(tmp_path) -> None:
     (tmp_path / "index.html").write_text("<p>v1</p>")
-    (tmp_path / "asset.svg").write_text("<svg/>")
     spec = plan_job(RenderConfig(input="index.html", frame_count=20), concurrency=2)
-    first = chunk_digest(spec, spec.chunks[0], tmp_path)
-    assert first == chunk_digest(spec, spec.chunks[0], tmp_path)
-    assert first != chunk_digest(spec, spec.chunks[1], tmp_path)
-    # Outputs, manifests and job files written next to the composition do not change it.
-    (tmp_path / "chunks").mkdir()
-    (tmp_path / "chunks" / "chunk-0000.mp4").write_bytes(b"x" * 10)
-    (tmp_path / "out.mp4").write_bytes(b"y")
-    (tmp_path / "out.mp4.done.json").write_text("{}")
-    (tmp_path / "job.json").write_text(dumps(spec))
-    assert chunk_digest(spec, spec.chunks[0], tmp_path) == first
-    # Content and settings do.
-    (tmp_path / "asset.svg").write_text("<svg></svg>")
-    second = chunk_digest(spec, spec.chunks[0], tmp_path)
-    assert second != first
+    first = chunk_digest(spec, spec.chunks[0])
+    assert first == chunk_digest(spec, spec.chunks[0])
+    assert first != chunk_digest(spec, spec.chunks[1])
+    # Files are dependencies checked one by one (helios_kit.composition.deps), never part of the digest.
+    (tmp_path / "index.html").write_text("<p>v2</p>")
+    assert chunk_digest(spec, spec.chunks[0]) == first
+    # Settings and the entry point are.
     other = spec.model_copy(update={"config": spec.config.model_copy(update={"crf": 30})})
-    assert chunk_digest(other, other.chunks[0], tmp_path) != second
+    assert chunk_digest(other, other.chunks[0]) != first
+    moved = spec.model_copy(update={"config": spec.config.model_copy(update={"input": "other.html"})})
+    assert chunk_digest(moved, moved.chunks[0]) != first
     renamed = spec.model_copy(update={"config": spec.config.model_copy(update={"output": "final.mp4"})})
-    assert chunk_digest(renamed, renamed.chunks[0], tmp_path) == second
-
-
-def test_composition_digest_of_url_is_stable_without_network() -> None:
-    a = composition_digest("https://127.0.0.1:9/never")
-    b = composition_digest("https://127.0.0.1:9/never")
-    assert a == b
+    assert chunk_digest(renamed, renamed.chunks[0]) == first

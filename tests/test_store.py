@@ -12,8 +12,9 @@ from fakes.aws import make_bucket, moto_s3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helios_kit.composition.deps import sha256_file as file_sha256
 from helios_kit.errors import StoreError
-from helios_kit.store import ArtifactStore, file_sha256
+from helios_kit.store import ArtifactStore
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 

@@ -15,11 +15,13 @@ import pytest
 from fakes.aws import make_bucket, moto_s3
 from fakes.renders import bytes_render
 
+from helios_kit.composition.deps import sha256_file as file_sha256
 from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.planner import plan_job
-from helios_kit.spec import RenderConfig, chunk_digest, dumps
-from helios_kit.store import ArtifactStore, file_sha256
-from helios_kit.worker import WorkerRuntime, default_store_url, resolve_composition
+from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
+from helios_kit.spec import RenderConfig, dumps
+from helios_kit.store import ArtifactStore
+from helios_kit.worker import WorkerRuntime
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
@@ -256,15 +258,17 @@ def test_s3_job_with_derived_store(tmp_path: Path, runtime) -> None:
         again = worker.run(url, 0)
         assert again.ok and again.skipped, again
         assert len(render.calls) == 3
-        # the digest a client computes matches the worker's (and the local job's: same content)
+        # a client resolving the same job sees the worker's chunk as complete: same digest, same files
         from helios_kit.spec import load
 
         spec = load(local)
         resolved = resolve_composition(spec, url, tmp_path / "client")
         local_resolved = resolve_composition(spec, str(local), tmp_path / "client2")
-        assert resolved.content_digest == local_resolved.content_digest
         manifest = ArtifactStore("s3://bkt/jobs/").read_manifest(spec.chunks[0].output_file)
-        assert manifest.digest == chunk_digest(spec, spec.chunks[0], content_digest=resolved.content_digest)
+        assert manifest.digest == chunk_digest(spec, spec.chunks[0])
+        assert [dep.path for dep in manifest.dependencies] == ["index.html"]
+        assert resolved.checker().unchanged(manifest.dependencies)
+        assert local_resolved.checker().unchanged(manifest.dependencies)
         # an unwritable store (missing bucket) is a clear, non-retryable error
         bad = worker.run(url, 1, store="s3://no-such-bucket/x/", force=True)
         assert not bad.ok and not bad.retryable and "s3://no-such-bucket/x" in bad.stderr

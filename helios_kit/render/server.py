@@ -2,7 +2,12 @@
 
 Browsers refuse ES modules (and fetch, workers, some fonts) over ``file://``, so a local composition is
 always loaded from ``http://127.0.0.1:<port>/``. The server binds the loopback interface only, on a free
-port, serves only files under its root, never logs to stderr, and stops with the render session.
+port, never logs to stderr, and stops with the render session.
+
+It serves only the composition's own real files: no dotfiles or dot-folders (`.env`, `.git/`), nothing
+whose real path (after resolving symlinks) leaves the folder. It records every file the page asked for
+(`served()`: path, size, sha256; absent when missing): the render's dependency list, which the chunk's
+done-manifest keeps (docs/ARCHITECTURE.md, "Incrementality").
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
+
+from helios_kit.composition.deps import FILE_HASHER, Dependency, FileHasher, file_dependency
 
 _EXTRA_TYPES = {
     ".js": "text/javascript",
@@ -34,12 +41,69 @@ _EXTRA_TYPES = {
 _BYTE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+class _Recorder:
+    """The files requested during a render, each fingerprinted once (thread-safe)."""
+
+    def __init__(self, root: Path, hasher: FileHasher) -> None:
+        self.root = root
+        self.hasher = hasher
+        self._seen: dict[str, Dependency] = {}
+        self._lock = threading.Lock()
+
+    def record(self, rel: str) -> None:
+        with self._lock:
+            if rel in self._seen:
+                return
+        dependency = file_dependency(self.root, rel, self.hasher)
+        with self._lock:
+            self._seen.setdefault(rel, dependency)
+
+    def dependencies(self) -> list[Dependency]:
+        with self._lock:
+            return [self._seen[rel] for rel in sorted(self._seen)]
+
+
+def _request_rel(raw_path: str) -> str:
+    """The request's path relative to the served root (query and fragment dropped, percent-decoded)."""
+    return unquote(urlsplit(raw_path).path).lstrip("/")
+
+
+def _allowed(root: Path, rel: str) -> bool:
+    """No dot-named part, and a real path (links resolved) inside the root."""
+    parts = [part for part in rel.split("/") if part]
+    if any(part.startswith(".") for part in parts):
+        return False
+    try:
+        (root / rel).resolve().relative_to(root)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, **_EXTRA_TYPES}
     _range_left: int | None = None
 
     def send_head(self) -> Any:
-        """Serve single byte ranges (206): without them Chromium cannot seek a <video> (currentTime stays 0)."""
+        """Serve only allowed paths, record what is asked for, then the file (single byte ranges as 206:
+        without them Chromium cannot seek a <video>, its currentTime stays 0)."""
+        recorder: _Recorder = self.server.recorder  # type: ignore[attr-defined]
+        rel = _request_rel(self.path)
+        if not _allowed(recorder.root, rel):
+            self.send_error(404, "File not found")
+            return None
+        folder = recorder.root / rel
+        if not folder.is_dir():
+            recorder.record(rel)
+        elif (folder / "index.html").is_file():
+            recorder.record(f"{rel.rstrip('/')}/index.html".lstrip("/"))
+        return self._send_file_head()
+
+    def list_directory(self, path: Any) -> Any:
+        self.send_error(404, "File not found")  # a composition's folder is not browsable
+        return None
+
+    def _send_file_head(self) -> Any:
         match = _BYTE_RANGE.match(self.headers.get("Range", "").strip())
         path = self.translate_path(self.path)
         if not match or not match.group(0)[6:].strip("-") or not os.path.isfile(path):
@@ -93,14 +157,17 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 class CompositionServer:
-    """Serve `root` on 127.0.0.1; `url_for(path)` gives the URL of a file under it. A context manager."""
+    """Serve `root` on 127.0.0.1; `url_for(path)` gives the URL of a file under it; `served()` what the page
+    asked for. A context manager."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, hasher: FileHasher = FILE_HASHER) -> None:
         self.root = Path(root).resolve()
         for suffix, kind in _EXTRA_TYPES.items():
             mimetypes.add_type(kind, suffix)
         handler = partial(_QuietHandler, directory=str(self.root))
+        self._recorder = _Recorder(self.root, hasher)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.recorder = self._recorder  # type: ignore[attr-defined]
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="helios-http", daemon=True)
@@ -113,6 +180,10 @@ class CompositionServer:
     def url_for(self, path: Path) -> str:
         relative = Path(path).resolve().relative_to(self.root).as_posix()
         return self.base_url + quote(relative)
+
+    def served(self) -> list[Dependency]:
+        """Every file the page asked for so far (sorted by path), with its size and sha256."""
+        return self._recorder.dependencies()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -24,15 +24,17 @@ import contextlib
 import logging
 import os
 import pathlib
-import re
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 
-from helios_kit.errors import BrowserFault, RenderError
+from helios_kit.composition.deps import Dependency, url_dependency
+from helios_kit.composition.meta import locate_entry
+from helios_kit.errors import BrowserFault, HeliosError, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import Browser, CDPError, Page, find_browser
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
@@ -61,31 +63,20 @@ class RenderStats(BaseModel):
     #: Wall time of the frame loop alone (step + capture + encode, until ffmpeg finished).
     loop_ms: float = 0.0
     browser: str = ""
+    #: Every resource the page loaded from the composition (its folder's files, or same-origin URLs).
+    dependencies: list[Dependency] = []
 
 
 class RenderCancelled(RenderError):
     """The render was cancelled through its cancel event; nothing was written."""
 
 
-def _is_url(value: str) -> bool:
-    return bool(re.match(r"^https?://", value, re.IGNORECASE))
-
-
 def resolve_input(input_location: str) -> tuple[str | None, pathlib.Path | None]:
     """(url, None) for http(s) inputs; (None, html_file) for local ones; RenderError when missing."""
-    if _is_url(input_location):
-        return input_location, None
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", input_location):
-        raise RenderError(f"unsupported input scheme: {input_location} (use a local path or an http(s) URL)")
-    path = pathlib.Path(input_location).expanduser()
-    if path.is_dir():
-        index = path / "index.html"
-        if not index.is_file():
-            raise RenderError(f"input folder has no index.html: {path}")
-        return None, index.resolve()
-    if not path.is_file():
-        raise RenderError(f"input not found: {path}")
-    return None, path.resolve()
+    try:
+        return locate_entry(input_location)
+    except HeliosError as error:
+        raise RenderError(str(error)) from None
 
 
 def _check_range(config: RenderConfig, start_frame: int, frame_count: int) -> None:
@@ -108,10 +99,21 @@ def _check_cancel(cancel: threading.Event | None) -> None:
         raise RenderCancelled("render cancelled")
 
 
-def open_page(browser: Browser, url: str, config: RenderConfig, timeout: float, cancel: threading.Event | None) -> Page:
-    """A tab at the render size with the virtual-time shim installed, loaded and prepared at t = 0."""
+def open_page(
+    browser: Browser,
+    url: str,
+    config: RenderConfig,
+    timeout: float,
+    cancel: threading.Event | None,
+    *,
+    record_network: bool = False,
+) -> Page:
+    """A tab at the render size with the virtual-time shim installed, loaded and prepared at t = 0.
+    `record_network` keeps the page's network responses (see :func:`url_dependencies`)."""
     page = browser.new_page(config.width, config.height)
     page.send("Page.enable")
+    if record_network:
+        page.send("Network.enable")
     page.send(
         "Emulation.setDeviceMetricsOverride",
         {"width": config.width, "height": config.height, "deviceScaleFactor": 1, "mobile": False},
@@ -151,6 +153,17 @@ def _wait_load(page: Page, timeout: float, cancel: threading.Event | None) -> di
             return event
         page.begin_frame(timeout=timeout)
     return None
+
+
+def url_dependencies(page: Page, entry_url: str) -> list[Dependency]:
+    """The responses the page received from the entry URL's origin, each fingerprinted (ETag or sha256)."""
+    origin = urlsplit(entry_url)[:2]
+    urls = {entry_url}
+    for event in page.events("Network.responseReceived"):
+        url = str(event.get("response", {}).get("url", ""))
+        if urlsplit(url)[:2] == origin:
+            urls.add(url.split("#", 1)[0])
+    return [url_dependency(url) for url in sorted(urls)]
 
 
 def use_begin_frame() -> bool:
@@ -273,7 +286,7 @@ def _render_once(
                 url = server.url_for(html_file)
             assert url is not None
             browser = Browser(executable, begin_frame_control=begin_frame)
-            page = open_page(browser, url, config, timeout_s, cancel)
+            page = open_page(browser, url, config, timeout_s, cancel, record_network=html_file is None)
             requested = str(getattr(config.capture, "value", config.capture))
             capture: DomCapture | CanvasCapture = choose_capture(page, requested, fmt, timeout_s)
             ff_started = time.monotonic()
@@ -311,6 +324,7 @@ def _render_once(
             encoder.finish()
             encoder = None
             loop_ms = (time.monotonic() - loop_started) * 1000
+            dependencies = server.served() if server is not None else url_dependencies(page, url)
         except (CDPError, TimeoutError, BrowserFault) as error:
             # Cancelling tears the browser down under a running DevTools call: that failure is the cancel.
             _check_cancel(cancel)
@@ -332,4 +346,5 @@ def _render_once(
         fast_forward_ms=ff_ms,
         loop_ms=loop_ms,
         browser=executable.path,
+        dependencies=dependencies,
     )

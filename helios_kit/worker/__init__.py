@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from helios_kit.worker.runtime import ResolvedComposition, WorkerRuntime, default_store_url, resolve_composition
+from helios_kit.worker.runtime import WorkerRuntime
 
-__all__ = ["ResolvedComposition", "WorkerRuntime", "default_store_url", "resolve_composition"]
+__all__ = ["WorkerRuntime"]

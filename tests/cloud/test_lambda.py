@@ -18,9 +18,10 @@ from fakes.lambda_emulator import LambdaEmulator
 from fakes.renders import decode_frame_indexes
 
 from helios_kit.backends.base import ChunkContext
+from helios_kit.composition.deps import sha256_file as file_sha256
 from helios_kit.plugins import get_plugins, reset_plugins
 from helios_kit.stitch import stitch
-from helios_kit.store import ArtifactStore, file_sha256
+from helios_kit.store import ArtifactStore
 
 STORE = "s3://renders/out/cloud-job"
 

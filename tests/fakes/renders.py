@@ -22,8 +22,23 @@ BITS = 10
 
 
 class FakeStats:
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, input_location: str = "") -> None:
         self.frames = frames
+        self.dependencies = _entry_dependencies(input_location)
+
+
+def _entry_dependencies(input_location: str) -> list[Any]:
+    """What a real render of a page loading nothing else records: its entry HTML file."""
+    from helios_kit.composition import locate_entry
+    from helios_kit.composition.deps import file_dependency
+
+    try:
+        _url, html_file = locate_entry(input_location)
+    except Exception:
+        return []
+    if html_file is None:
+        return []
+    return [file_dependency(html_file.parent, html_file.name)]
 
 
 def _common(start_frame: int, frame_count: int) -> None:
@@ -45,7 +60,7 @@ def bytes_render(
     payload += f"{start_frame}+{frame_count}\n"
     body = payload.encode() + hashlib.sha256(payload.encode()).digest() * 4
     Path(output_path).write_bytes(body)
-    return FakeStats(frame_count)
+    return FakeStats(frame_count, input_location)
 
 
 def frame_index_frames(width: int, height: int, start_frame: int, frame_count: int) -> bytes:
@@ -98,7 +113,7 @@ def frame_index_render(
         str(output_path),
     ]
     subprocess.run(argv, input=frames, check=True, capture_output=True)
-    return FakeStats(frame_count)
+    return FakeStats(frame_count, input_location)
 
 
 def decode_frame_indexes(video: Path, width: int, height: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Resolving a composition reference (HTML file, folder with index.html, or http(s) URL) and its metadata.
+"""A composition's entry (HTML file, folder with index.html, or http(s) URL) and the settings it declares.
 
 A composition may declare its intended settings in its HTML head::
 
@@ -10,15 +10,13 @@ Command-line flags override them; the defaults apply where neither says.
 from __future__ import annotations
 
 import json
-import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from helios_kit.composition.locations import is_http, is_local, local_path
 from helios_kit.errors import HeliosError
-
-_URL = re.compile(r"^https?://", re.IGNORECASE)
 
 
 class CompositionMeta(BaseModel):
@@ -65,28 +63,38 @@ def read_meta(html: str, source: str) -> CompositionMeta:
         return CompositionMeta()
     try:
         return CompositionMeta.model_validate(json.loads(finder.content))
-    except (ValueError, ValidationError) as error:
-        first = str(error).splitlines()[0]
+    except (ValueError, ValidationError, RecursionError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HeliosError(f'{source}: invalid <meta name="helios"> content: {first}') from None
 
 
-def resolve_input(ref: str) -> CompositionInput:
-    """Resolve INPUT: a URL as is; a folder to its index.html; a file to its absolute path."""
-    if _URL.match(ref):
-        return CompositionInput(location=ref, is_url=True)
-    if "://" in ref and not ref.startswith("file://"):
-        raise HeliosError(f"unsupported composition URL {ref!r}: use a local path or an http(s):// URL")
-    path = Path(ref.removeprefix("file://")).expanduser()
+def locate_entry(ref: str) -> tuple[str | None, Path | None]:
+    """`(url, None)` for an http(s) composition, `(None, html_file)` for a local one (a folder means its
+    index.html); HeliosError naming the reference when it is missing or of another scheme."""
+    if is_http(ref):
+        return ref, None
+    if not is_local(ref):
+        raise HeliosError(f"unsupported composition location {ref!r}: use a local path or an http(s):// URL")
+    path = local_path(ref)
     if path.is_dir():
         index = path / "index.html"
         if not index.is_file():
             raise HeliosError(f"composition folder has no index.html: {ref}")
-        path = index
-    elif not path.exists():
+        return None, index.resolve()
+    if not path.is_file():
         raise HeliosError(f"composition not found: {ref}")
-    path = path.resolve()
+    return None, path.resolve()
+
+
+def resolve_input(ref: str) -> CompositionInput:
+    """Resolve INPUT for `helios render`: a URL as is; a folder to its index.html; a file to its absolute
+    path, with the settings its meta tag declares."""
+    url, html_file = locate_entry(ref)
+    if url is not None:
+        return CompositionInput(location=url, is_url=True)
+    assert html_file is not None
     try:
-        html = path.read_text(encoding="utf-8", errors="replace")
+        html = html_file.read_text(encoding="utf-8", errors="replace")
     except OSError as error:
         raise HeliosError(f"cannot read composition {ref}: {error.strerror or error}") from None
-    return CompositionInput(location=str(path), is_url=False, meta=read_meta(html, ref))
+    return CompositionInput(location=str(html_file), is_url=False, meta=read_meta(html, ref))

@@ -1,0 +1,62 @@
+"""What kind of location a reference is, and where a job's relative paths resolve: the one scheme helper.
+
+Every module that must tell a local path from a URL asks here (`scheme_of`, `is_local`, `is_http`), so the
+client that checks the store and the worker that renders agree on what a reference means.
+
+The job-dir rule (docs/ARCHITECTURE.md, "Where paths resolve"): a job file's relative paths resolve in its
+folder; for a job loaded from a URL the job dir is the current directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from helios_kit.errors import StoreError
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def scheme_of(ref: str) -> str:
+    """The URL scheme in lower case: `https` for https://..., `s3`, ...; `file` for paths and file:// URLs."""
+    match = _SCHEME.match(ref)
+    return match.group(1).lower() if match else "file"
+
+
+def is_local(ref: str) -> bool:
+    """A filesystem path (or a file:// URL)."""
+    return scheme_of(ref) == "file"
+
+
+def is_http(ref: str) -> bool:
+    return scheme_of(ref) in ("http", "https")
+
+
+def local_path(ref: str) -> Path:
+    """The path of a local reference (file:// stripped, ~ expanded)."""
+    return Path(ref.removeprefix("file://")).expanduser()
+
+
+def parent_url(url: str) -> str:
+    """`s3://bucket/jobs/intro.json` → `s3://bucket/jobs` (a URL without a path is its own parent)."""
+    rest = url.split("://", 1)[1] if "://" in url else url
+    return url.rsplit("/", 1)[0] if "/" in rest else url
+
+
+def job_dir_for(job_url: str) -> Path:
+    """Where a job's relative paths resolve: a local job file's folder; the current directory for a URL."""
+    if is_local(job_url):
+        return local_path(job_url).resolve().parent
+    return Path.cwd()
+
+
+def default_store_url(job_url: str) -> str:
+    """The artifact store a worker uses when none is given: a local job's folder, an fsspec job's folder
+    (`s3://bucket/jobs/` mirrors the local layout); StoreError for an http(s) job (no writable folder)."""
+    if is_local(job_url):
+        return str(local_path(job_url).resolve().parent)
+    if is_http(job_url):
+        raise StoreError(
+            f'job {job_url} is served over http(s): give the artifact store (--store / "store")', retryable=False
+        )
+    return parent_url(job_url) + "/"
