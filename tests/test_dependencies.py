@@ -108,8 +108,9 @@ def test_url_dependencies_use_etag_or_content(tmp_path: Path) -> None:
         assert not DependencyChecker(None).unchanged([recorded])
         gone = deps_module.url_dependency(server.base_url + "nope.txt")
         assert gone.size is None and DependencyChecker(None).unchanged([gone])
-    assert deps_module.same_content(Dependency(url="u", size=1, etag='"x"'), Dependency(url="u", size=2, etag='"x"'))
-    assert not deps_module.same_content(Dependency(url="u", size=1, etag='"x"'), Dependency(url="u", size=1, etag='"y"'))
+    tagged = Dependency(url="u", size=1, etag='"x"')
+    assert deps_module.same_content(tagged, Dependency(url="u", size=2, etag='"x"'))
+    assert not deps_module.same_content(tagged, Dependency(url="u", size=1, etag='"y"'))
 
 
 # -- real renders ----------------------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helios_kit.composition import chunk_digest
 from helios_kit.errors import SpecError
 from helios_kit.planner import plan_job
-from helios_kit.composition import chunk_digest
 from helios_kit.spec import (
     RenderConfig,
     dumps,

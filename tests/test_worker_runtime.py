@@ -15,10 +15,10 @@ import pytest
 from fakes.aws import make_bucket, moto_s3
 from fakes.renders import bytes_render
 
+from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
 from helios_kit.composition.deps import sha256_file as file_sha256
 from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.planner import plan_job
-from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
 from helios_kit.spec import RenderConfig, dumps
 from helios_kit.store import ArtifactStore
 from helios_kit.worker import WorkerRuntime
