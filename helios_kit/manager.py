@@ -321,6 +321,7 @@ class _StatusTracker:
         self.by_id = {chunk.id: chunk for chunk in status.chunks}
         self.lock = threading.Lock()
         self.last_save = 0.0
+        self.done = 0  # chunks in a final state, counted as they change (a 10,000-chunk job sends 10,000 events)
         for chunk in status.chunks:
             chunk.state = ChunkState.PENDING
             chunk.attempts = 0
@@ -330,6 +331,7 @@ class _StatusTracker:
         with self.lock:
             chunk = self.by_id.get(event.chunk_id) if event.chunk_id is not None else None
             if chunk is not None:
+                self.done -= chunk.state.done
                 if event.kind is EventKind.STARTED:
                     chunk.state = ChunkState.RUNNING
                     chunk.attempts = event.attempt
@@ -343,10 +345,10 @@ class _StatusTracker:
                     chunk.error = event.error
                 elif event.kind is EventKind.CANCELLED:
                     chunk.state = ChunkState.CANCELLED
-            done = sum(1 for c in self.status.chunks if c.state.done)
-            self.status.completed_chunks = done
+                self.done += chunk.state.done
+            self.status.completed_chunks = self.done
             total = max(self.status.total_chunks, 1)
-            self.status.progress = round(min(99.0, 100.0 * done / total), 1)
+            self.status.progress = round(min(99.0, 100.0 * self.done / total), 1)
             now = time.monotonic()
             if now - self.last_save >= SAVE_INTERVAL_S or event.kind in (EventKind.FAILED, EventKind.MERGE_STARTED):
                 self.last_save = now
