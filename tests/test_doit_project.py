@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -53,9 +52,8 @@ def test_doit_render_in_the_example_project(tmp_path: Path) -> None:
     assert count_packets(out) == 90
     assert wait_no_tagged_processes(tag) == []
 
-    started = time.monotonic()
+    (project / "composition" / "notes.txt").write_text("a file the page never loads")
     again = doit(project, "render", env=env).stdout
-    assert time.monotonic() - started < 5
     assert sorted(line for line in again.splitlines() if line.startswith("--")) == [
         "-- render:chunk-0",
         "-- render:chunk-1",
