@@ -67,7 +67,7 @@ class TinyBackend(Backend):
             frame_count=chunk.frame_count,
             chunk_id=chunk.id,
         )
-        return WorkerResult(chunk_id=chunk.id, exit_code=0, frames=chunk.frame_count)
+        return WorkerResult(chunk_id=chunk.id, status="ok", frames=chunk.frame_count)
 
 
 class NoopBackend(Backend):
@@ -82,7 +82,7 @@ class NoopBackend(Backend):
         cancel: threading.Event,
         timeout: float | None = None,
     ) -> WorkerResult:
-        return WorkerResult(chunk_id=chunk.id, exit_code=0, frames=chunk.frame_count)
+        return WorkerResult(chunk_id=chunk.id, status="ok", frames=chunk.frame_count)
 
 
 def make_job(folder: Path, chunks: int, frames_per_chunk: int = 1, width: int = 160, height: int = 120) -> Path:

@@ -18,15 +18,15 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from enum import StrEnum
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
 
-from helios_kit.backends.base import Backend, ChunkContext, WorkerResult
+from helios_kit.backends.base import Backend, ChunkContext
+from helios_kit.protocol import EventKind, EventSink, ProgressEvent, WorkerResult, WorkerStatus
 from helios_kit.repository import ChunkState
 from helios_kit.spec import Chunk, JobSpec
 
@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from helios_kit.dag import JobContext
 
 log = logging.getLogger("helios.executor")
-
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
 
 
 class RunOptions(BaseModel):
@@ -51,36 +48,6 @@ class RunOptions(BaseModel):
     chunks: list[int] | None = Field(None, description="Only these chunk ids (default: all).")
     store: str | None = None
     merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
-
-
-class EventKind(StrEnum):
-    STARTED = "started"
-    RENDERED = "rendered"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    RETRYING = "retrying"
-    CANCELLED = "cancelled"
-    MERGE_STARTED = "merge-started"
-    MERGED = "merged"
-    MERGE_SKIPPED = "merge-skipped"
-    MERGE_FAILED = "merge-failed"
-
-
-class ProgressEvent(BaseModel):
-    """One thing that happened to a chunk (or the merge), with its attempt, duration and frames."""
-
-    kind: EventKind
-    chunk_id: int | None = None
-    attempt: int = 0
-    frames: int = 0
-    duration_ms: float = 0.0
-    error: str | None = None
-    delay_s: float | None = None
-    output: str | None = None
-    at: float = Field(default_factory=time.time)
-
-
-EventSink = Callable[[ProgressEvent], None]
 
 
 class ChunkOutcome(BaseModel):
@@ -163,10 +130,6 @@ class JobReport(BaseModel):
         if self.error and not self.cancelled:
             line += f"; error: {self.error}"
         return line
-
-
-def _cancelled_result(chunk_id: int, text: str) -> WorkerResult:
-    return WorkerResult(chunk_id=chunk_id, exit_code=EXIT_CANCELLED, stderr=text, retryable=False)
 
 
 class ChunkExecutor:
@@ -276,8 +239,9 @@ class ChunkExecutor:
         result: WorkerResult = retrying(attempt)
         duration_ms = (time.monotonic() - started) * 1000
         if result.ok:
-            state = ChunkState.SKIPPED if result.skipped else ChunkState.RENDERED
-            kind = EventKind.SKIPPED if result.skipped else EventKind.RENDERED
+            skipped = result.status is WorkerStatus.SKIPPED
+            state = ChunkState.SKIPPED if skipped else ChunkState.RENDERED
+            kind = EventKind.SKIPPED if skipped else EventKind.RENDERED
             frames = result.frames or chunk.frame_count
             self.emit(
                 ProgressEvent(
@@ -297,8 +261,8 @@ class ChunkExecutor:
                 duration_ms=duration_ms,
                 output_file=result.output_file,
             )
-        error = _first_line(result.stderr) or f"exit code {result.exit_code}"
-        if self.cancel.is_set() or result.exit_code == EXIT_CANCELLED:
+        error = _first_line(result.stderr) or result.status.value
+        if self.cancel.is_set() or result.status is WorkerStatus.CANCELLED:
             self.emit(
                 ProgressEvent(kind=EventKind.CANCELLED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms)
             )
@@ -330,9 +294,9 @@ class ChunkExecutor:
                 result = self.backend.run_chunk(self.spec, chunk, self.context, cancel=self.cancel, timeout=None)
             except Exception as error:
                 log.debug("backend %s raised on chunk %s", self.backend.name, chunk.id, exc_info=True)
-                result = WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=f"{type(error).__name__}: {error}")
+                result = WorkerResult.from_error(chunk.id, error)
             if self.cancel.is_set() and not result.ok:
-                return _cancelled_result(chunk.id, "cancelled")
+                return WorkerResult.cancelled(chunk.id)
             return result
         stop = threading.Event()
         done = threading.Event()
@@ -355,20 +319,14 @@ class ChunkExecutor:
             result = self.backend.run_chunk(self.spec, chunk, self.context, cancel=stop, timeout=timeout)
         except Exception as error:  # a backend bug is a failed attempt, not a crashed job
             log.debug("backend %s raised on chunk %s", self.backend.name, chunk.id, exc_info=True)
-            result = WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=f"{type(error).__name__}: {error}")
+            result = WorkerResult.from_error(chunk.id, error)
         finally:
             done.set()
             watcher.join()
         if timed_out.is_set() and not result.ok:
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=EXIT_TIMEOUT,
-                retryable=True,
-                stderr=f"timed out after {timeout:g} s",
-                duration_ms=result.duration_ms,
-            )
+            return WorkerResult.timed_out(chunk.id, f"timed out after {timeout:g} s", duration_ms=result.duration_ms)
         if self.cancel.is_set() and not result.ok:
-            return _cancelled_result(chunk.id, "cancelled")
+            return WorkerResult.cancelled(chunk.id)
         return result
 
 

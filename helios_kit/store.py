@@ -25,8 +25,8 @@ from typing import Any
 import fsspec
 from pydantic import ValidationError
 
-from helios_kit.backends.base import WireModel
 from helios_kit.errors import StoreError, describe
+from helios_kit.protocol import WireModel
 from helios_kit.spec import MANIFEST_SUFFIX
 
 

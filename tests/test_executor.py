@@ -63,14 +63,14 @@ class ScriptedBackend(Backend):
             attempt = self.attempts[chunk.id]
         try:
             if chunk.id in self.permanent:
-                return WorkerResult(chunk_id=chunk.id, exit_code=2, retryable=False, stderr="composition threw")
+                return WorkerResult.failed(chunk.id, "composition threw", retryable=False)
             if attempt <= self.transient.get(chunk.id, 0):
-                return WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=f"network blip {attempt}")
+                return WorkerResult.failed(chunk.id, f"network blip {attempt}", retryable=True)
             if chunk.id in self.hang:
                 cancel.wait(30)
-                return WorkerResult(chunk_id=chunk.id, exit_code=130, retryable=False, stderr="stopped")
+                return WorkerResult.cancelled(chunk.id, "stopped")
             if self.sleep and cancel.wait(self.sleep):
-                return WorkerResult(chunk_id=chunk.id, exit_code=130, retryable=False, stderr="stopped")
+                return WorkerResult.cancelled(chunk.id, "stopped")
             return self.inner.run_chunk(spec, chunk, context, cancel=cancel, timeout=timeout)
         finally:
             with self.lock:
