@@ -11,8 +11,9 @@ import fsspec
 from fakes.jobs import RuntimeBackend, make_job
 from fakes.renders import decode_frame_indexes, frame_index_render
 
-from helios_kit.dag import JobContext, job_tasks
-from helios_kit.executor import ChunkExecutor, RunOptions, execute_job
+from helios_kit.context import JobContext
+from helios_kit.executor import ChunkExecutor, RunOptions
+from helios_kit.run import JobRun, execute_job
 from helios_kit.spec import load
 
 
@@ -25,7 +26,7 @@ def test_one_task_per_chunk_and_a_merge_depending_on_all(tmp_path: Path) -> None
     spec = load(job)
     ctx = JobContext.prepare(spec, str(job), job.parent)
     executor = ChunkExecutor(RuntimeBackend(frame_index_render, tmp_path / "ws"), spec, ctx.chunk_context())
-    tasks = list(job_tasks(ctx, executor))
+    tasks = list(JobRun(ctx, executor).tasks())
     assert [f"{t['basename']}:{t['name']}" for t in tasks] == [
         "render:chunk-0",
         "render:chunk-1",

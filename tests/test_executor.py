@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from helios_kit.backends.base import Backend, ChunkContext, WorkerResult
 from helios_kit.commands.job import parse_chunk_ids
 from helios_kit.errors import SpecError
-from helios_kit.executor import EventKind, ProgressEvent, RunOptions, execute_job
+from helios_kit.executor import RunOptions
+from helios_kit.protocol import EventKind, ProgressEvent
 from helios_kit.repository import ChunkState
+from helios_kit.run import execute_job
 from helios_kit.spec import Chunk, JobSpec, load
 
 
@@ -230,7 +232,7 @@ def test_rich_progress_counts_chunks_and_frames(tmp_path: Path) -> None:
 
     from rich.console import Console
 
-    from helios_kit.executor import RichProgress
+    from helios_kit.commands.progress import RichProgress
 
     spec = load(make_job(tmp_path / "job", frames=12, chunks=3))
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
