@@ -1,5 +1,5 @@
 """Wire models: the data that crosses a process or network boundary between a client, its backends and
-the workers (see docs/ARCHITECTURE.md, "contracts").
+the workers. These are contracts: change a field only with a reason, and keep reading what older workers send.
 
 * :class:`WorkerRequest` — what a stateless worker receives: `{"jobUrl", "chunkId", "store", "force"}`.
 * :class:`WorkerResult` — what running one chunk produced, with a :class:`WorkerStatus` (`ok`, `skipped`,
