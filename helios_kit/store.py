@@ -94,7 +94,7 @@ class ArtifactStore:
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
             except (ImportError, ValueError) as error:
-                raise StoreError(f"store {self.url}: {error}") from None
+                raise StoreError(f"store {self.url}: {error}", retryable=False) from None  # unknown scheme
             self.root = self.root.rstrip("/")
 
     def __repr__(self) -> str:
@@ -165,7 +165,7 @@ class ArtifactStore:
                 handle.write(b"ok")
             self.fs.rm(self.path(probe))
         except Exception as error:
-            raise StoreError(f"store {self.url} is not writable: {describe(error)}") from None
+            raise StoreError(f"store {self.url} is not writable: {describe(error)}", retryable=False) from None
 
     def commit(
         self,

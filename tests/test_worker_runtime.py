@@ -339,3 +339,11 @@ def test_warm_worker_reuses_downloaded_composition_until_it_changes(tmp_path: Pa
         assert result.status == "ok"  # new content → new digest → rendered again
         assert len(list(cache.iterdir())) == 2
         assert Path(render.calls[-1]["input_location"]).read_text() == HTML.replace("#123", "#321")
+
+
+def test_a_store_that_cannot_exist_is_not_retried(tmp_path: Path, runtime) -> None:
+    worker, render = runtime
+    job = make_job(tmp_path / "job")
+    result = worker.run(str(job), 0, store="nosuchscheme://bucket/out")
+    assert result.status == "failed" and not result.retryable and not render.calls
+    assert result.stderr.startswith("store nosuchscheme://bucket/out") and "\n" not in result.stderr

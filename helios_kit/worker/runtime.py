@@ -101,7 +101,9 @@ def default_store_url(job_url: str) -> str:
     if _is_local(job_url):
         return str(Path(job_url.removeprefix("file://")).resolve().parent)
     if _is_http(job_url):
-        raise StoreError(f'job {job_url} is served over http(s): give the artifact store (--store / "store")')
+        raise StoreError(
+            f'job {job_url} is served over http(s): give the artifact store (--store / "store")', retryable=False
+        )
     return _url_dir(job_url) + "/"
 
 
@@ -381,10 +383,7 @@ class WorkerRuntime:
 
         spec = self._load_spec(job_url)
         chunk = spec.chunk(chunk_id)
-        try:
-            store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
-        except StoreError as error:  # no store for an http job, an unknown scheme: a retry cannot help
-            return result(WorkerStatus.FAILED, retryable=False, stderr=str(error))
+        store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
         composition = resolve_composition(
             spec, job_url, workspace, self.storage_options, cache_dir=self.workspace_dir / COMPOSITION_CACHE_DIR
         )
@@ -397,10 +396,7 @@ class WorkerRuntime:
                 frames=chunk.frame_count,
                 stdout=f"chunk {chunk.id}: already complete in {store.url}, skipped",
             )
-        try:
-            store.check_writable()
-        except StoreError as error:
-            return result(WorkerStatus.FAILED, retryable=False, stderr=str(error))
+        store.check_writable()
         if cancel is not None and cancel.is_set():
             return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         output = workspace / "out" / posixpath.basename(rel)
