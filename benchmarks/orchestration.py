@@ -29,9 +29,8 @@ sys.path.insert(0, str(ROOT))
 from helios_kit.backends.base import Backend, ChunkContext, WorkerResult  # noqa: E402
 from helios_kit.backends.local import LocalBackend  # noqa: E402
 from helios_kit.context import JobContext  # noqa: E402
-from helios_kit.executor import RunOptions  # noqa: E402
 from helios_kit.planner import plan_job  # noqa: E402
-from helios_kit.run import execute_job  # noqa: E402
+from helios_kit.run import RunOptions, execute_job  # noqa: E402
 from helios_kit.spec import Chunk, JobSpec, RenderConfig, dump  # noqa: E402
 
 FRAME_INDEX_HTML = (

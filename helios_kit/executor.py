@@ -29,18 +29,14 @@ from helios_kit.spec import Chunk, JobSpec
 log = logging.getLogger("helios.executor")
 
 
-class RunOptions(BaseModel):
-    """How a job runs (the backend-independent flags of `helios job run`)."""
+class AttemptOptions(BaseModel):
+    """How chunks are attempted: how many at once, how often, how long (a run's RunOptions extend these)."""
 
     concurrency: int | None = Field(None, ge=1, description="Chunks at once (default: the backend's).")
     retries: int = Field(2, ge=0, description="Extra attempts for a chunk whose failure is retryable.")
     retry_delay: float = Field(1.0, ge=0, description="First backoff (s); doubles per attempt, plus jitter.")
     retry_max_delay: float = Field(30.0, ge=0)
     chunk_timeout: float | None = Field(None, gt=0, description="Seconds one attempt of a chunk may take.")
-    force: bool = False
-    chunks: list[int] | None = Field(None, description="Only these chunk ids (default: all).")
-    store: str | None = None
-    merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
 
 
 class ChunkOutcome(BaseModel):
@@ -63,7 +59,7 @@ class ChunkExecutor:
         backend: Backend,
         spec: JobSpec,
         context: ChunkContext,
-        options: RunOptions | None = None,
+        options: AttemptOptions | None = None,
         *,
         cancel: threading.Event | None = None,
         sinks: Iterable[EventSink] = (),
@@ -71,7 +67,7 @@ class ChunkExecutor:
         self.backend = backend
         self.spec = spec
         self.context = context
-        self.options = options or RunOptions()
+        self.options = options or AttemptOptions()
         self.cancel = cancel or threading.Event()
         self.sinks = list(sinks)
         self.concurrency = self.options.concurrency or backend.default_concurrency()

@@ -21,7 +21,6 @@ from typing import Any
 
 from helios_kit.backends.base import Backend
 from helios_kit.errors import HeliosError, SpecError
-from helios_kit.executor import RunOptions
 from helios_kit.plugins import make_backend
 from helios_kit.protocol import EventKind, ProgressEvent
 from helios_kit.repository import (
@@ -34,7 +33,7 @@ from helios_kit.repository import (
     JobStatus,
     utcnow,
 )
-from helios_kit.run import JobReport, execute_job
+from helios_kit.run import JobReport, RunOptions, execute_job
 from helios_kit.spec import JobSpec, dump
 
 log = logging.getLogger("helios.manager")

@@ -31,7 +31,7 @@ from helios_kit.backends.base import Backend
 from helios_kit.context import STATE_DIR, JobContext
 from helios_kit.dag import TaskActions, job_tasks, run_tasks
 from helios_kit.errors import HeliosError, RenderError
-from helios_kit.executor import ChunkExecutor, ChunkOutcome, RunOptions
+from helios_kit.executor import AttemptOptions, ChunkExecutor, ChunkOutcome
 from helios_kit.protocol import EventKind, EventSink, ProgressEvent
 from helios_kit.repository import ChunkState
 from helios_kit.spec import Chunk, JobSpec, id_ranges
@@ -40,6 +40,16 @@ if TYPE_CHECKING:
     from helios_kit.render.audio import AudioPlan
 
 log = logging.getLogger("helios.run")
+
+
+class RunOptions(AttemptOptions):
+    """How a job runs (the backend-independent flags of `helios job run`): the executor's attempt options,
+    and which chunks, where to, whether to force and to merge."""
+
+    force: bool = False
+    chunks: list[int] | None = Field(None, description="Only these chunk ids (default: all).")
+    store: str | None = None
+    merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
 
 
 class MergeOutcome(BaseModel):
@@ -172,12 +182,14 @@ class JobRun:
         executor: ChunkExecutor,
         *,
         chunk_ids: Iterable[int] | None = None,
+        merge: bool = True,
         verbose: bool = False,
     ) -> None:
         self.ctx = ctx
         self.executor = executor
         self.chunk_ids = list(chunk_ids) if chunk_ids is not None else None
         self.verbose = verbose
+        self.merge_requested = merge
         self.merge: MergeOutcome | None = None
 
     @property
@@ -194,9 +206,11 @@ class JobRun:
             clean=self.clean,
         )
 
-    def tasks(self, *, basename: str = "render", merge: bool = True) -> Iterator[dict[str, Any]]:
+    def tasks(self, *, basename: str = "render") -> Iterator[dict[str, Any]]:
         """The doit task dicts of this run (see :func:`helios_kit.dag.job_tasks`)."""
-        return job_tasks(self.ctx.spec, self.actions(), basename=basename, chunk_ids=self.chunk_ids, merge=merge)
+        return job_tasks(
+            self.ctx.spec, self.actions(), basename=basename, chunk_ids=self.chunk_ids, merge=self.merge_requested
+        )
 
     # -- the actions -------------------------------------------------------------------------------------
     def chunk_uptodate(self, chunk: Chunk) -> bool:
@@ -264,9 +278,8 @@ class JobRun:
     # -- the whole run -----------------------------------------------------------------------------------
     def run(self, *, db_file: Path | None = None) -> str | None:
         """Run the tasks with DoitMain; returns doit's own error line, if any."""
-        merge = self.executor.options.merge
         return run_tasks(
-            lambda: self.tasks(merge=merge),
+            self.tasks,
             db_file=db_file or _doit_db_file(self.ctx),
             concurrency=self.executor.concurrency,
             task_count=len(self.ctx.spec.chunks),
@@ -294,7 +307,7 @@ class JobRun:
             cancelled=executor.cancel.is_set(),
             error=error,
             duration_ms=duration_ms,
-            merge_requested=executor.options.merge,
+            merge_requested=self.merge_requested,
         )
 
 
@@ -329,7 +342,7 @@ def execute_job(
     try:
         ctx.store.check_writable()
         executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
-        run = JobRun(ctx, executor, chunk_ids=options.chunks)
+        run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge)
         error = run.run()
     finally:
         if context is None:

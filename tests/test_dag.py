@@ -12,8 +12,8 @@ from fakes.jobs import RuntimeBackend, make_job
 from fakes.renders import decode_frame_indexes, frame_index_render
 
 from helios_kit.context import JobContext
-from helios_kit.executor import ChunkExecutor, RunOptions
-from helios_kit.run import JobRun, execute_job
+from helios_kit.executor import ChunkExecutor
+from helios_kit.run import JobRun, RunOptions, execute_job
 from helios_kit.spec import load
 
 

@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from helios_kit.backends.base import Backend, ChunkContext, WorkerResult
 from helios_kit.commands.job import parse_chunk_ids
 from helios_kit.errors import SpecError
-from helios_kit.executor import RunOptions
 from helios_kit.protocol import EventKind, ProgressEvent
 from helios_kit.repository import ChunkState
-from helios_kit.run import execute_job
+from helios_kit.run import RunOptions, execute_job
 from helios_kit.spec import Chunk, JobSpec, load
 
 

@@ -11,9 +11,9 @@ from helios_kit.loaders import LoaderOptions, load_spec
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from helios_kit.executor import RunOptions
     from helios_kit.manager import JobManager
     from helios_kit.repository import JobRepository, JobStatus
+    from helios_kit.run import RunOptions
 
 
 @click.group("job")
@@ -182,8 +182,8 @@ def run_command(
     """
     import sys
 
-    from helios_kit.executor import RunOptions
     from helios_kit.manager import JobManager
+    from helios_kit.run import RunOptions
 
     given = _backend_options(backend, backend_values)
     options = RunOptions(
