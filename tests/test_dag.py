@@ -145,3 +145,31 @@ def test_remote_job_and_composition_merge_keeps_the_soundtrack(tmp_path: Path) -
     workspace = ctx.workspace
     ctx.close()
     assert not workspace.exists()
+
+
+def test_tasks_call_the_actions_they_are_handed(tmp_path: Path) -> None:
+    from helios_kit.dag import TaskActions, job_tasks
+
+    spec = load(make_job(tmp_path / "job", frames=12, chunks=3))
+    calls: list[tuple[str, object]] = []
+    actions = TaskActions(
+        chunk_uptodate=lambda chunk: calls.append(("uptodate", chunk.id)) or False,
+        render_chunk=lambda chunk: calls.append(("render", chunk.id)) or True,
+        merge_uptodate=lambda: False,
+        merge=lambda: calls.append(("merge", None)) or True,
+        clean=lambda rels: calls.append(("clean", tuple(rels))),
+    )
+    tasks = list(job_tasks(spec, actions, chunk_ids=[1], basename="make"))
+    assert [f"{t['basename']}:{t['name']}" for t in tasks] == ["make:chunk-1", "make:merge"]
+    assert tasks[-1]["task_dep"] == ["make:chunk-1"]
+    for task in tasks:
+        for action, args in [*task["uptodate"], *task["actions"], *task["clean"]]:
+            action(*args)
+    assert calls == [
+        ("uptodate", 1),
+        ("render", 1),
+        ("clean", ("chunks/chunk-0001.mp4",)),
+        ("merge", None),
+        ("clean", ("out.mp4",)),
+    ]
+    assert list(job_tasks(spec, actions, merge=False))[-1]["name"] == "chunk-2"
