@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from helios_kit.backends.base import Backend, ChunkContext, WorkerResult  # noqa: E402
 from helios_kit.backends.local import LocalBackend  # noqa: E402
-from helios_kit.dag import JobContext  # noqa: E402
-from helios_kit.executor import RunOptions, execute_job  # noqa: E402
+from helios_kit.context import JobContext  # noqa: E402
 from helios_kit.planner import plan_job  # noqa: E402
+from helios_kit.run import RunOptions, execute_job  # noqa: E402
 from helios_kit.spec import Chunk, JobSpec, RenderConfig, dump  # noqa: E402
 
 FRAME_INDEX_HTML = (
@@ -67,7 +67,7 @@ class TinyBackend(Backend):
             frame_count=chunk.frame_count,
             chunk_id=chunk.id,
         )
-        return WorkerResult(chunk_id=chunk.id, exit_code=0, frames=chunk.frame_count)
+        return WorkerResult(chunk_id=chunk.id, status="ok", frames=chunk.frame_count)
 
 
 class NoopBackend(Backend):
@@ -82,7 +82,7 @@ class NoopBackend(Backend):
         cancel: threading.Event,
         timeout: float | None = None,
     ) -> WorkerResult:
-        return WorkerResult(chunk_id=chunk.id, exit_code=0, frames=chunk.frame_count)
+        return WorkerResult(chunk_id=chunk.id, status="ok", frames=chunk.frame_count)
 
 
 def make_job(folder: Path, chunks: int, frames_per_chunk: int = 1, width: int = 160, height: int = 120) -> Path:
@@ -207,7 +207,7 @@ def bench_merge(tmp: Path) -> None:
     config = RenderConfig(input="index.html", width=160, height=120, fps=30, frame_count=30)
     frame_index_render(config, input_location="", start_frame=0, frame_count=30, output_path=one)
     _, ctx = complete_job(tmp / "merge1k", 1_000, chunk_file=one)
-    from helios_kit.dag import merge_job
+    from helios_kit.run import merge_job
 
     started = time.perf_counter()
     outcome = merge_job(ctx)

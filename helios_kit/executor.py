@@ -1,86 +1,42 @@
-"""Executes a job's chunks through a backend: retries with backoff and jitter, per-chunk timeouts, a
-concurrency limit, progress events, and cancellation.
+"""Runs attempts at a job's chunks through a backend: retries with backoff and jitter, per-attempt timeouts, a
+concurrency limit, progress events, and cancellation. Nothing else: what a job run is (its context, its doit
+tasks, the merge, the report) is :mod:`helios_kit.run`'s.
 
-:class:`ChunkExecutor` runs one chunk at a time per caller (the doit tasks of :mod:`helios_kit.dag` call it
-from their runner's threads or processes): it waits for a concurrency slot, calls ``backend.run_chunk``,
-retries retryable failures with exponential backoff plus jitter (tenacity), turns an attempt that runs past
-``chunk_timeout`` into a retryable failure (the backend sees its cancel event set and must stop), and emits
-:class:`ProgressEvent` objects to every sink (the rich progress bar, the JobManager). Setting the job's
-cancel event stops scheduling (chunks not started return ``cancelled``) and aborts running attempts.
-
-:func:`execute_job` is the whole run: resolve the job's context, build the DAG, run it with doit, and
-return a :class:`JobReport` whose :meth:`JobReport.summary_line` is what `helios job run` prints last.
+:class:`ChunkExecutor` runs one chunk at a time per caller (the doit tasks of a run call it from their
+runner's threads or processes): it waits for a concurrency slot, calls ``backend.run_chunk``, retries
+results whose ``retryable`` is true with exponential backoff plus jitter (tenacity), turns an attempt that
+runs past ``chunk_timeout`` into a ``timed_out`` result (the backend sees its cancel event set and must
+stop), and emits :class:`~helios_kit.protocol.ProgressEvent` objects to every sink (the progress bar, the
+JobManager). Setting the job's cancel event stops scheduling (chunks not started end ``cancelled``) and
+aborts running attempts.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
-from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
 
-from helios_kit.backends.base import Backend, ChunkContext, WorkerResult
+from helios_kit.backends.base import Backend, ChunkContext
+from helios_kit.protocol import EventKind, EventSink, ProgressEvent, WorkerResult, WorkerStatus
 from helios_kit.repository import ChunkState
 from helios_kit.spec import Chunk, JobSpec
 
-if TYPE_CHECKING:
-    from helios_kit.dag import JobContext
-
 log = logging.getLogger("helios.executor")
 
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
 
-
-class RunOptions(BaseModel):
-    """How a job runs (the backend-independent flags of `helios job run`)."""
+class AttemptOptions(BaseModel):
+    """How chunks are attempted: how many at once, how often, how long (a run's RunOptions extend these)."""
 
     concurrency: int | None = Field(None, ge=1, description="Chunks at once (default: the backend's).")
     retries: int = Field(2, ge=0, description="Extra attempts for a chunk whose failure is retryable.")
     retry_delay: float = Field(1.0, ge=0, description="First backoff (s); doubles per attempt, plus jitter.")
     retry_max_delay: float = Field(30.0, ge=0)
     chunk_timeout: float | None = Field(None, gt=0, description="Seconds one attempt of a chunk may take.")
-    force: bool = False
-    chunks: list[int] | None = Field(None, description="Only these chunk ids (default: all).")
-    store: str | None = None
-    merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
-
-
-class EventKind(StrEnum):
-    STARTED = "started"
-    RENDERED = "rendered"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    RETRYING = "retrying"
-    CANCELLED = "cancelled"
-    MERGE_STARTED = "merge-started"
-    MERGED = "merged"
-    MERGE_SKIPPED = "merge-skipped"
-    MERGE_FAILED = "merge-failed"
-
-
-class ProgressEvent(BaseModel):
-    """One thing that happened to a chunk (or the merge), with its attempt, duration and frames."""
-
-    kind: EventKind
-    chunk_id: int | None = None
-    attempt: int = 0
-    frames: int = 0
-    duration_ms: float = 0.0
-    error: str | None = None
-    delay_s: float | None = None
-    output: str | None = None
-    at: float = Field(default_factory=time.time)
-
-
-EventSink = Callable[[ProgressEvent], None]
 
 
 class ChunkOutcome(BaseModel):
@@ -95,80 +51,6 @@ class ChunkOutcome(BaseModel):
     output_file: str | None = None
 
 
-class MergeOutcome(BaseModel):
-    output: str | None = None
-    frames: int = 0
-    duration_s: float = 0.0
-    skipped: bool = False
-    error: str | None = None
-    pending: str | None = Field(None, description="Why the merge did not run (chunks left to render).")
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class JobReport(BaseModel):
-    """Everything one run did; `summary_line()` is the CLI's last line."""
-
-    job_id: str
-    total_chunks: int
-    chunks: list[ChunkOutcome] = Field(default_factory=list)
-    merge: MergeOutcome | None = None
-    cancelled: bool = False
-    error: str | None = None
-    duration_ms: float = 0.0
-    merge_requested: bool = True
-
-    def count(self, *states: ChunkState) -> int:
-        return sum(1 for outcome in self.chunks if outcome.state in states)
-
-    @property
-    def rendered(self) -> int:
-        return self.count(ChunkState.RENDERED)
-
-    @property
-    def skipped(self) -> int:
-        return self.count(ChunkState.SKIPPED)
-
-    @property
-    def failed(self) -> int:
-        return self.count(ChunkState.FAILED)
-
-    @property
-    def ok(self) -> bool:
-        return not self.cancelled and self.error is None and self.failed == 0 and (self.merge is None or self.merge.ok)
-
-    def summary_line(self) -> str:
-        line = (
-            f"{self.total_chunks} chunks: {self.rendered} rendered, {self.skipped} skipped (complete), "
-            f"{self.failed} failed"
-        )
-        cancelled = self.count(ChunkState.CANCELLED)
-        if self.cancelled or cancelled:
-            line += f", {cancelled} cancelled"
-        merge = self.merge
-        if self.cancelled:
-            line += "; job cancelled"
-        elif merge is None and not self.merge_requested:
-            line += "; not merged (--no-merge)"
-        elif merge is None or merge.pending:
-            why = merge.pending if merge and merge.pending else ("chunks failed" if self.failed else "not run")
-            line += f"; not merged ({why})"
-        elif merge.error:
-            line += f"; merge failed: {merge.error}"
-        else:
-            note = ", up to date" if merge.skipped else ""
-            line += f"; merged → {merge.output} ({merge.frames} frames, {merge.duration_s:.3f} s{note})"
-        if self.error and not self.cancelled:
-            line += f"; error: {self.error}"
-        return line
-
-
-def _cancelled_result(chunk_id: int, text: str) -> WorkerResult:
-    return WorkerResult(chunk_id=chunk_id, exit_code=EXIT_CANCELLED, stderr=text, retryable=False)
-
-
 class ChunkExecutor:
     """Runs chunks through a backend with retries, timeouts, a concurrency limit, events and cancellation."""
 
@@ -177,7 +59,7 @@ class ChunkExecutor:
         backend: Backend,
         spec: JobSpec,
         context: ChunkContext,
-        options: RunOptions | None = None,
+        options: AttemptOptions | None = None,
         *,
         cancel: threading.Event | None = None,
         sinks: Iterable[EventSink] = (),
@@ -185,7 +67,7 @@ class ChunkExecutor:
         self.backend = backend
         self.spec = spec
         self.context = context
-        self.options = options or RunOptions()
+        self.options = options or AttemptOptions()
         self.cancel = cancel or threading.Event()
         self.sinks = list(sinks)
         self.concurrency = self.options.concurrency or backend.default_concurrency()
@@ -194,7 +76,6 @@ class ChunkExecutor:
         self.active = 0
         self.max_active = 0
         self.outcomes: dict[int, ChunkOutcome] = {}
-        self.merge: MergeOutcome | None = None
 
     # -- events ----------------------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -210,7 +91,7 @@ class ChunkExecutor:
         return outcome
 
     def mark_skipped(self, chunk: Chunk) -> None:
-        """The store already holds this chunk complete (the DAG found it up to date)."""
+        """The store already holds this chunk complete (the run found it up to date)."""
         self.record(ChunkOutcome(chunk_id=chunk.id, state=ChunkState.SKIPPED, frames=chunk.frame_count))
         self.emit(ProgressEvent(kind=EventKind.SKIPPED, chunk_id=chunk.id, frames=chunk.frame_count))
 
@@ -247,6 +128,18 @@ class ChunkExecutor:
             self.emit(ProgressEvent(kind=EventKind.STARTED, chunk_id=chunk.id, attempt=attempts))
             return self._attempt(chunk)
 
+        result: WorkerResult = self._retrying(chunk)(attempt)
+        duration_ms = (time.monotonic() - started) * 1000
+        if result.ok:
+            return self._succeeded(chunk, result, attempts, duration_ms)
+        if self.cancel.is_set() or result.status is WorkerStatus.CANCELLED:
+            return self._cancelled(chunk, attempts, duration_ms)
+        return self._failed(chunk, result, attempts, duration_ms)
+
+    def _retrying(self, chunk: Chunk) -> Retrying:
+        """Tenacity's loop: retry while the result is a retryable failure, exponential backoff plus jitter,
+        sleeping on the cancel event (a cancel ends the wait), a RETRYING event before each sleep."""
+
         def should_retry(result: WorkerResult) -> bool:
             return not result.ok and result.retryable and not self.cancel.is_set()
 
@@ -263,53 +156,51 @@ class ChunkExecutor:
                 )
             )
 
-        retrying = Retrying(
+        return Retrying(
             stop=stop_after_attempt(self.options.retries + 1),
             wait=wait_exponential(multiplier=self.options.retry_delay, max=self.options.retry_max_delay)
             + wait_random(0, self.options.retry_delay),
             retry=retry_if_result(should_retry),
-            sleep=self._sleep,
+            sleep=self.cancel.wait,
             before_sleep=before_sleep,
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
             reraise=False,
         )
-        result: WorkerResult = retrying(attempt)
-        duration_ms = (time.monotonic() - started) * 1000
-        if result.ok:
-            state = ChunkState.SKIPPED if result.skipped else ChunkState.RENDERED
-            kind = EventKind.SKIPPED if result.skipped else EventKind.RENDERED
-            frames = result.frames or chunk.frame_count
-            self.emit(
-                ProgressEvent(
-                    kind=kind,
-                    chunk_id=chunk.id,
-                    attempt=attempts,
-                    frames=frames,
-                    duration_ms=duration_ms,
-                    output=result.output_file,
-                )
-            )
-            return ChunkOutcome(
+
+    def _succeeded(self, chunk: Chunk, result: WorkerResult, attempts: int, duration_ms: float) -> ChunkOutcome:
+        """RENDERED, or SKIPPED when this run rendered nothing for the chunk: the worker found it complete on
+        the first attempt. After an earlier attempt of this run (one that timed out after its commit, a
+        worker killed while reporting, a lost answer), a worker's skip is that attempt's own commit."""
+        skipped = result.status is WorkerStatus.SKIPPED and attempts == 1
+        frames = result.frames or chunk.frame_count
+        self.emit(
+            ProgressEvent(
+                kind=EventKind.SKIPPED if skipped else EventKind.RENDERED,
                 chunk_id=chunk.id,
-                state=state,
-                attempts=attempts,
+                attempt=attempts,
                 frames=frames,
                 duration_ms=duration_ms,
-                output_file=result.output_file,
+                output=result.output_file,
             )
-        error = _first_line(result.stderr) or f"exit code {result.exit_code}"
-        if self.cancel.is_set() or result.exit_code == EXIT_CANCELLED:
-            self.emit(
-                ProgressEvent(kind=EventKind.CANCELLED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms)
-            )
-            return ChunkOutcome(
-                chunk_id=chunk.id,
-                state=ChunkState.CANCELLED,
-                attempts=attempts,
-                duration_ms=duration_ms,
-                error="cancelled",
-            )
-        error = f"chunk {chunk.id} failed after {attempts} attempt{'s' if attempts > 1 else ''}: {error}"
+        )
+        return ChunkOutcome(
+            chunk_id=chunk.id,
+            state=ChunkState.SKIPPED if skipped else ChunkState.RENDERED,
+            attempts=attempts,
+            frames=frames,
+            duration_ms=duration_ms,
+            output_file=result.output_file,
+        )
+
+    def _cancelled(self, chunk: Chunk, attempts: int, duration_ms: float) -> ChunkOutcome:
+        self.emit(ProgressEvent(kind=EventKind.CANCELLED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms))
+        return ChunkOutcome(
+            chunk_id=chunk.id, state=ChunkState.CANCELLED, attempts=attempts, duration_ms=duration_ms, error="cancelled"
+        )
+
+    def _failed(self, chunk: Chunk, result: WorkerResult, attempts: int, duration_ms: float) -> ChunkOutcome:
+        why = _first_line(result.stderr) or result.status.value
+        error = f"chunk {chunk.id} failed after {attempts} attempt{'s' if attempts > 1 else ''}: {why}"
         self.emit(
             ProgressEvent(
                 kind=EventKind.FAILED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms, error=error
@@ -319,178 +210,51 @@ class ChunkExecutor:
             chunk_id=chunk.id, state=ChunkState.FAILED, attempts=attempts, duration_ms=duration_ms, error=error
         )
 
-    def _sleep(self, seconds: float) -> None:
-        self.cancel.wait(seconds)
-
     def _attempt(self, chunk: Chunk) -> WorkerResult:
         """One call of the backend, bounded by the chunk timeout and the job's cancel event."""
         timeout = self.options.chunk_timeout
         if not timeout:  # the job's cancel event is all the backend needs: no watcher thread
-            try:
-                result = self.backend.run_chunk(self.spec, chunk, self.context, cancel=self.cancel, timeout=None)
-            except Exception as error:
-                log.debug("backend %s raised on chunk %s", self.backend.name, chunk.id, exc_info=True)
-                result = WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=f"{type(error).__name__}: {error}")
+            result = self._call_backend(chunk, self.cancel, None)
             if self.cancel.is_set() and not result.ok:
-                return _cancelled_result(chunk.id, "cancelled")
+                return WorkerResult.cancelled(chunk.id)
             return result
         stop = threading.Event()
         done = threading.Event()
         timed_out = threading.Event()
-        deadline = time.monotonic() + timeout
-
-        def watch() -> None:
-            while not done.wait(0.05):
-                if self.cancel.is_set():
-                    stop.set()
-                    return
-                if time.monotonic() >= deadline:
-                    timed_out.set()
-                    stop.set()
-                    return
-
-        watcher = threading.Thread(target=watch, name=f"helios-watch-{chunk.id}", daemon=True)
+        watcher = threading.Thread(
+            target=self._watch, args=(stop, done, timed_out, time.monotonic() + timeout), daemon=True
+        )
         watcher.start()
         try:
-            result = self.backend.run_chunk(self.spec, chunk, self.context, cancel=stop, timeout=timeout)
-        except Exception as error:  # a backend bug is a failed attempt, not a crashed job
-            log.debug("backend %s raised on chunk %s", self.backend.name, chunk.id, exc_info=True)
-            result = WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=f"{type(error).__name__}: {error}")
+            result = self._call_backend(chunk, stop, timeout)
         finally:
             done.set()
             watcher.join()
         if timed_out.is_set() and not result.ok:
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=EXIT_TIMEOUT,
-                retryable=True,
-                stderr=f"timed out after {timeout:g} s",
-                duration_ms=result.duration_ms,
-            )
+            return WorkerResult.timed_out(chunk.id, f"timed out after {timeout:g} s", duration_ms=result.duration_ms)
         if self.cancel.is_set() and not result.ok:
-            return _cancelled_result(chunk.id, "cancelled")
+            return WorkerResult.cancelled(chunk.id)
         return result
+
+    def _watch(self, stop: threading.Event, done: threading.Event, timed_out: threading.Event, deadline: float) -> None:
+        """Set `stop` (the attempt's cancel event) when the job is cancelled or the attempt's deadline passes."""
+        while not done.wait(0.05):
+            if self.cancel.is_set():
+                stop.set()
+                return
+            if time.monotonic() >= deadline:
+                timed_out.set()
+                stop.set()
+                return
+
+    def _call_backend(self, chunk: Chunk, cancel: threading.Event, timeout: float | None) -> WorkerResult:
+        try:
+            return self.backend.run_chunk(self.spec, chunk, self.context, cancel=cancel, timeout=timeout)
+        except Exception as error:  # a backend bug is a failed attempt, not a crashed job
+            log.debug("backend %s raised on chunk %s", self.backend.name, chunk.id, exc_info=True)
+            return WorkerResult.from_error(chunk.id, error)
 
 
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Progress display
-
-
-class RichProgress:
-    """An event sink drawing chunks and frames done, frames/s and ETA with rich (on stderr)."""
-
-    def __init__(self, spec: JobSpec, *, console: Any = None, selected: Iterable[int] | None = None) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        ids = set(selected) if selected is not None else {chunk.id for chunk in spec.chunks}
-        frames = sum(chunk.frame_count for chunk in spec.chunks if chunk.id in ids)
-        # the real stderr, fixed now, and no stream redirection: workers' threads may write while the bar draws
-        self.console = console or Console(file=sys.stderr)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        )
-        self.chunks_task = self.progress.add_task("chunks", total=len(ids), rate="")
-        self.frames_task = self.progress.add_task("frames", total=frames, rate="")
-        self.started = time.monotonic()
-        self.rendered_frames = 0
-
-    def __enter__(self) -> RichProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if event.kind in (EventKind.RENDERED, EventKind.SKIPPED):
-            self.progress.advance(self.chunks_task)
-            self.progress.advance(self.frames_task, event.frames)
-            if event.kind is EventKind.RENDERED:
-                self.rendered_frames += event.frames
-            elapsed = max(time.monotonic() - self.started, 1e-6)
-            self.progress.update(self.frames_task, rate=f"{self.rendered_frames / elapsed:.1f} frames/s")
-        elif event.kind in (EventKind.RETRYING, EventKind.FAILED):
-            self.progress.console.print(
-                f"chunk {event.chunk_id}: {event.kind.value}: {event.error}"
-                + (f" (next try in {event.delay_s:.1f} s)" if event.delay_s else "")
-            )
-        elif event.kind is EventKind.MERGE_STARTED:
-            self.progress.console.print("merging…")
-
-
-# ---------------------------------------------------------------------------------------------------
-# The whole job
-
-
-def execute_job(
-    spec: JobSpec,
-    job_url: str,
-    job_dir: Path,
-    backend: Backend,
-    options: RunOptions | None = None,
-    *,
-    cancel: threading.Event | None = None,
-    sinks: Iterable[EventSink] = (),
-    context: JobContext | None = None,
-) -> JobReport:
-    """Render what is not complete, then merge; returns the report (raises only for user errors up front)."""
-    from helios_kit.dag import JobContext, run_job_dag
-
-    options = options or RunOptions()
-    started = time.monotonic()
-    if options.chunks is not None:
-        for chunk_id in options.chunks:
-            spec.chunk(chunk_id)  # SpecError naming the ids that exist
-    ctx = context or JobContext.prepare(spec, job_url, job_dir, store_url=options.store, force=options.force)
-    try:
-        ctx.store.check_writable()
-        executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
-        error = run_job_dag(ctx, executor, chunk_ids=options.chunks)
-    finally:
-        if context is None:
-            ctx.close()
-    selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
-    outcomes = []
-    for chunk_id in selected:
-        outcome = executor.outcomes.get(chunk_id)
-        if outcome is None:  # doit never reached it (cancelled while scheduling)
-            outcome = ChunkOutcome(
-                chunk_id=chunk_id,
-                state=ChunkState.CANCELLED if executor.cancel.is_set() else ChunkState.FAILED,
-                error=error or "not run",
-            )
-        outcomes.append(outcome)
-    return JobReport(
-        job_id=spec.job_id,
-        total_chunks=len(selected),
-        chunks=outcomes,
-        merge=executor.merge,
-        cancelled=executor.cancel.is_set(),
-        error=error,
-        duration_ms=(time.monotonic() - started) * 1000,
-        merge_requested=options.merge,
-    )

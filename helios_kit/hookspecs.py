@@ -36,7 +36,7 @@ def register_backends(register: Register) -> None:
     """Register execution backends: `register("lambda", LambdaBackend)`.
 
     A backend is a subclass of :class:`helios_kit.backends.base.Backend`: it runs one chunk (and optionally
-    the merge) and returns a :class:`helios_kit.backends.base.WorkerResult`.
+    the merge) and returns a :class:`helios_kit.protocol.WorkerResult` with a status.
     """
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from helios_kit.backends.base import Backend
 from helios_kit.errors import HeliosError, SpecError
-from helios_kit.executor import EventKind, JobReport, ProgressEvent, RunOptions, execute_job
+from helios_kit.plugins import make_backend
+from helios_kit.protocol import EventKind, ProgressEvent
 from helios_kit.repository import (
     ChunkState,
     ChunkStatus,
@@ -32,6 +33,7 @@ from helios_kit.repository import (
     JobStatus,
     utcnow,
 )
+from helios_kit.run import JobReport, RunOptions, execute_job
 from helios_kit.spec import JobSpec, dump
 
 log = logging.getLogger("helios.manager")
@@ -48,21 +50,6 @@ class _Prepared:
     backend: Backend
     options: RunOptions
     owns_backend: bool = False
-
-
-def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
-    """Instantiate the backend registered under `name` with its Options (UnknownNameError lists names)."""
-    from pydantic import ValidationError
-
-    from helios_kit.plugins import get_plugins
-    from helios_kit.spec import format_validation_error
-
-    backend_cls = get_plugins().backend(name)
-    try:
-        backend_options = backend_cls.Options(**(options or {}))
-    except ValidationError as error:
-        raise SpecError(f"backend {name}: {format_validation_error(error)}") from None
-    return backend_cls(backend_options)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -253,11 +240,6 @@ class JobManager:
     def stop_from_signal(self, job_id: str) -> None:
         """Ask a job run here to stop; safe inside a signal handler (takes no lock, the poller acts on it)."""
         self._signalled.add(job_id)
-
-    def stop_event(self, job_id: str) -> threading.Event:
-        """The event that stops a job run by this manager (a signal handler may set it)."""
-        with self._lock:
-            return self._cancel.setdefault(job_id, threading.Event())
 
     def submit(self, source: str | os.PathLike[str] | JobSpec, **kwargs: Any) -> str:
         """Create the job and run it in a background thread; returns its id at once."""

@@ -17,13 +17,16 @@ import os
 import sys
 import threading
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pluggy
 from pydantic import BaseModel, ConfigDict, Field
 
 from helios_kit import hookspecs
-from helios_kit.errors import UnknownNameError
+from helios_kit.errors import SpecError, UnknownNameError
+
+if TYPE_CHECKING:
+    from helios_kit.backends.base import Backend
 
 ENTRY_POINT_GROUP = "helios"
 PLUGINS_ENV_VAR = "HELIOS_PLUGINS"
@@ -213,6 +216,22 @@ def get_plugins() -> HeliosPlugins:
         if _plugins is None:
             _plugins = HeliosPlugins()
         return _plugins
+
+
+def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
+    """The backend registered under `name`, built from its Options: the one place that builds backends
+    (`helios job run`, the JobManager, a project's dodo.py). UnknownNameError lists the known names; bad
+    options are a SpecError naming the field."""
+    from pydantic import ValidationError
+
+    from helios_kit.spec import format_validation_error
+
+    backend_cls = get_plugins().backend(name)
+    try:
+        backend_options = backend_cls.Options(**(options or {}))
+    except ValidationError as error:
+        raise SpecError(f"backend {name}: {format_validation_error(error)}") from None
+    return backend_cls(backend_options)
 
 
 def reset_plugins() -> None:

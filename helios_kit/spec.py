@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Annotated, Any, Literal
@@ -194,24 +195,20 @@ class JobSpec(SpecModel):
         for chunk in self.chunks:
             if chunk.id == chunk_id:
                 return chunk
-        raise SpecError(f"unknown chunk id {chunk_id}: job {self.job_id} has ids {_id_ranges(self)}")
-
-    @property
-    def total_frames(self) -> int:
-        return self.config.frame_count
+        raise SpecError(
+            f"unknown chunk id {chunk_id}: job {self.job_id} has ids {id_ranges(chunk.id for chunk in self.chunks)}"
+        )
 
 
-def _id_ranges(spec: JobSpec) -> str:
-    ids = sorted(chunk.id for chunk in spec.chunks)
+def id_ranges(ids: Iterable[int]) -> str:
+    """Chunk ids as ranges, the way `--chunks` takes them: [0, 1, 2, 5, 7, 8] → `0-2,5,7-8`."""
     ranges: list[str] = []
-    start = prev = ids[0]
-    for value in [*ids[1:], None]:
-        if value is not None and value == prev + 1:
-            prev = value
-            continue
-        ranges.append(str(start) if start == prev else f"{start}-{prev}")
-        if value is not None:
-            start = prev = value
+    ordered = sorted(set(ids))
+    for index, value in enumerate(ordered):
+        if index == 0 or value != ordered[index - 1] + 1:
+            start = value
+        if index + 1 == len(ordered) or ordered[index + 1] != value + 1:
+            ranges.append(str(start) if start == value else f"{start}-{value}")
     return ",".join(ranges)
 
 

@@ -172,12 +172,7 @@ def stitch(
     total = sum(counts)
     if expected_frames is not None and total != expected_frames:
         raise RenderError(f"merge: inputs hold {total} frames, expected {expected_frames}")
-    out_dir = output.parent if str(output.parent) else Path(".")
-    if not out_dir.is_dir():
-        raise RenderError(f"{output}: output directory {out_dir} does not exist")
-    if not os.access(out_dir, os.W_OK):
-        raise RenderError(f"{output}: output directory {out_dir} is not writable")
-
+    out_dir = _writable_output_dir(output)
     fps = Fraction(first.frame_rate)
     duration_s = float(total / fps) if fps else 0.0
     mixing = audio is not None and bool(audio.tracks)
@@ -190,58 +185,9 @@ def stitch(
     list_fd, list_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".concat.txt", dir=out_dir)
     try:
         with os.fdopen(list_fd, "w", encoding="utf-8") as f:
-            f.write("ffconcat version 1.0\n")
-            for path, count in zip(inputs, counts, strict=True):
-                # The exact duration of each chunk sets where the next one starts: without it the demuxer
-                # infers it from B-frame-delayed timestamps and frames drift by up to a millisecond.
-                f.write(_concat_line(path))
-                if fps:
-                    f.write(f"duration {float(count / fps):.9f}\n")
-        cmd = [
-            ffmpeg_binary(),
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-            list_name,
-        ]
-        if mixing:
-            track_inputs, graph = mix_filter(audio, duration_s, first_input=1)
-            for args in track_inputs:
-                cmd += args
-            cmd += [
-                "-filter_complex",
-                graph,
-                "-map",
-                "0:v:0",
-                "-map",
-                "[aout]",
-                "-c:v",
-                "copy",
-                "-c:a",
-                audio.codec,
-                "-b:a",
-                audio.bitrate,
-                "-ar",
-                str(audio.sample_rate),
-            ]
-        else:
-            cmd += ["-map", "0", "-c", "copy"]
-        fmt = ["-f", "mp4"] if output.suffix.lower() in ("", ".mp4", ".m4v") else []
-        cmd += [*fmt, "-movflags", "+faststart", str(tmp)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-            raise RenderError(f"{output}: ffmpeg concat failed: {detail}")
-        got = count_packets(tmp)
-        if got != total:
-            raise RenderError(f"{output}: merged file has {got} frames, expected {total} (sum of inputs)")
+            f.write(_concat_list(inputs, counts, fps))
+        cmd = _concat_command(list_name, tmp, output.suffix, audio if mixing else None, duration_s)
+        _run_ffmpeg_concat(cmd, output, tmp, total)
         os.replace(tmp, output)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -255,3 +201,50 @@ def stitch(
         inputs=inputs,
         audio_tracks=len(audio.tracks) if mixing else 0,
     )
+
+
+def _writable_output_dir(output: Path) -> Path:
+    out_dir = output.parent if str(output.parent) else Path(".")
+    if not out_dir.is_dir():
+        raise RenderError(f"{output}: output directory {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise RenderError(f"{output}: output directory {out_dir} is not writable")
+    return out_dir
+
+
+def _concat_list(inputs: list[Path], counts: list[int], fps: Fraction) -> str:
+    """The concat demuxer's script: each input with its exact duration. Without the durations the demuxer
+    infers them from B-frame-delayed timestamps and frames drift by up to a millisecond per chunk."""
+    lines = ["ffconcat version 1.0\n"]
+    for path, count in zip(inputs, counts, strict=True):
+        lines.append(_concat_line(path))
+        if fps:
+            lines.append(f"duration {float(count / fps):.9f}\n")
+    return "".join(lines)
+
+
+def _concat_command(list_name: str, tmp: Path, suffix: str, audio: AudioPlan | None, duration_s: float) -> list[str]:
+    """ffmpeg's argv: video by stream copy from the concat script, plus the audio mix when there is one."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    cmd += ["-f", "concat", "-safe", "0", "-i", list_name]
+    if audio is not None:
+        track_inputs, graph = mix_filter(audio, duration_s, first_input=1)
+        for args in track_inputs:
+            cmd += args
+        cmd += ["-filter_complex", graph, "-map", "0:v:0", "-map", "[aout]", "-c:v", "copy"]
+        cmd += ["-c:a", audio.codec, "-b:a", audio.bitrate, "-ar", str(audio.sample_rate)]
+    else:
+        cmd += ["-map", "0", "-c", "copy"]
+    fmt = ["-f", "mp4"] if suffix.lower() in ("", ".mp4", ".m4v") else []
+    return [*cmd, *fmt, "-movflags", "+faststart", str(tmp)]
+
+
+def _run_ffmpeg_concat(cmd: list[str], output: Path, tmp: Path, total: int) -> None:
+    """Run the join into `tmp` and check it holds every input frame; RenderError naming `output` if not."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise RenderError(f"{output}: ffmpeg concat failed: {detail}")
+    got = count_packets(tmp)
+    if got != total:
+        raise RenderError(f"{output}: merged file has {got} frames, expected {total} (sum of inputs)")

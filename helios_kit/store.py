@@ -25,11 +25,11 @@ from typing import Any
 import fsspec
 from pydantic import ValidationError
 
-from helios_kit.backends.base import WireModel
 from helios_kit.composition.deps import Dependency, DependencyChecker, sha256_file
 from helios_kit.composition.locations import is_local
 from helios_kit.composition.resolve import fetch_file
 from helios_kit.errors import StoreError, describe
+from helios_kit.protocol import WireModel
 from helios_kit.spec import MANIFEST_SUFFIX
 
 #: Version 2 added the dependency list; older manifests never count as complete.
@@ -81,7 +81,7 @@ class ArtifactStore:
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
             except (ImportError, ValueError) as error:
-                raise StoreError(f"store {self.url}: {error}") from None
+                raise StoreError(f"store {self.url}: {error}", retryable=False) from None  # unknown scheme
             self.root = self.root.rstrip("/")
 
     def __repr__(self) -> str:
@@ -153,7 +153,7 @@ class ArtifactStore:
                 handle.write(b"ok")
             self.fs.rm(self.path(probe))
         except Exception as error:
-            raise StoreError(f"store {self.url} is not writable: {describe(error)}") from None
+            raise StoreError(f"store {self.url} is not writable: {describe(error)}", retryable=False) from None
 
     def commit(
         self,

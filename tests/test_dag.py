@@ -11,8 +11,9 @@ import fsspec
 from fakes.jobs import RuntimeBackend, make_job
 from fakes.renders import decode_frame_indexes, frame_index_render
 
-from helios_kit.dag import JobContext, job_tasks
-from helios_kit.executor import ChunkExecutor, RunOptions, execute_job
+from helios_kit.context import JobContext
+from helios_kit.executor import ChunkExecutor
+from helios_kit.run import JobRun, RunOptions, execute_job
 from helios_kit.spec import load
 
 
@@ -25,7 +26,7 @@ def test_one_task_per_chunk_and_a_merge_depending_on_all(tmp_path: Path) -> None
     spec = load(job)
     ctx = JobContext.prepare(spec, str(job), job.parent)
     executor = ChunkExecutor(RuntimeBackend(frame_index_render, tmp_path / "ws"), spec, ctx.chunk_context())
-    tasks = list(job_tasks(ctx, executor))
+    tasks = list(JobRun(ctx, executor).tasks())
     assert [f"{t['basename']}:{t['name']}" for t in tasks] == [
         "render:chunk-0",
         "render:chunk-1",
@@ -144,3 +145,31 @@ def test_remote_job_and_composition_merge_keeps_the_soundtrack(tmp_path: Path) -
     workspace = ctx.workspace
     ctx.close()
     assert not workspace.exists()
+
+
+def test_tasks_call_the_actions_they_are_handed(tmp_path: Path) -> None:
+    from helios_kit.dag import TaskActions, job_tasks
+
+    spec = load(make_job(tmp_path / "job", frames=12, chunks=3))
+    calls: list[tuple[str, object]] = []
+    actions = TaskActions(
+        chunk_uptodate=lambda chunk: calls.append(("uptodate", chunk.id)) or False,
+        render_chunk=lambda chunk: calls.append(("render", chunk.id)) or True,
+        merge_uptodate=lambda: False,
+        merge=lambda: calls.append(("merge", None)) or True,
+        clean=lambda rels: calls.append(("clean", tuple(rels))),
+    )
+    tasks = list(job_tasks(spec, actions, chunk_ids=[1], basename="make"))
+    assert [f"{t['basename']}:{t['name']}" for t in tasks] == ["make:chunk-1", "make:merge"]
+    assert tasks[-1]["task_dep"] == ["make:chunk-1"]
+    for task in tasks:
+        for action, args in [*task["uptodate"], *task["actions"], *task["clean"]]:
+            action(*args)
+    assert calls == [
+        ("uptodate", 1),
+        ("render", 1),
+        ("clean", ("chunks/chunk-0001.mp4",)),
+        ("merge", None),
+        ("clean", ("out.mp4",)),
+    ]
+    assert list(job_tasks(spec, actions, merge=False))[-1]["name"] == "chunk-2"

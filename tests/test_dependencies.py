@@ -205,7 +205,7 @@ def test_reruns_redo_exactly_the_chunks_whose_dependencies_changed(tmp_path: Pat
 def test_a_no_op_check_never_hashes_files_the_page_did_not_load(
     tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from helios_kit.dag import JobContext
+    from helios_kit.context import JobContext
 
     job = make_job(tmp_path, chunks=2)
     run_job(job, env)

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from helios_kit.backends.base import Backend, ChunkContext, WorkerResult
 from helios_kit.commands.job import parse_chunk_ids
 from helios_kit.errors import SpecError
-from helios_kit.executor import EventKind, ProgressEvent, RunOptions, execute_job
+from helios_kit.protocol import EventKind, ProgressEvent
 from helios_kit.repository import ChunkState
+from helios_kit.run import RunOptions, execute_job
 from helios_kit.spec import Chunk, JobSpec, load
 
 
@@ -63,14 +64,14 @@ class ScriptedBackend(Backend):
             attempt = self.attempts[chunk.id]
         try:
             if chunk.id in self.permanent:
-                return WorkerResult(chunk_id=chunk.id, exit_code=2, retryable=False, stderr="composition threw")
+                return WorkerResult.failed(chunk.id, "composition threw", retryable=False)
             if attempt <= self.transient.get(chunk.id, 0):
-                return WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=f"network blip {attempt}")
+                return WorkerResult.failed(chunk.id, f"network blip {attempt}", retryable=True)
             if chunk.id in self.hang:
                 cancel.wait(30)
-                return WorkerResult(chunk_id=chunk.id, exit_code=130, retryable=False, stderr="stopped")
+                return WorkerResult.cancelled(chunk.id, "stopped")
             if self.sleep and cancel.wait(self.sleep):
-                return WorkerResult(chunk_id=chunk.id, exit_code=130, retryable=False, stderr="stopped")
+                return WorkerResult.cancelled(chunk.id, "stopped")
             return self.inner.run_chunk(spec, chunk, context, cancel=cancel, timeout=timeout)
         finally:
             with self.lock:
@@ -230,7 +231,7 @@ def test_rich_progress_counts_chunks_and_frames(tmp_path: Path) -> None:
 
     from rich.console import Console
 
-    from helios_kit.executor import RichProgress
+    from helios_kit.commands.progress import RichProgress
 
     spec = load(make_job(tmp_path / "job", frames=12, chunks=3))
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
@@ -251,3 +252,62 @@ def test_no_merge_renders_chunks_only(tmp_path: Path) -> None:
     assert report.ok and report.rendered == 2 and report.merge is None
     assert report.summary_line().endswith("; not merged (--no-merge)")
     assert not (tmp_path / "job" / "out.mp4").exists()
+
+
+class CommitsThenLosesTheAnswer(Backend):
+    """Each chunk's first attempt renders and commits, then fails in a retryable way (its answer lost, a
+    timeout just after the commit); later attempts go to the worker, which finds the chunk complete."""
+
+    name = "lossy"
+
+    def __init__(self, workspace: Path) -> None:
+        super().__init__()
+        self.inner = RuntimeBackend(frame_index_render, workspace)
+        self.results: list[WorkerResult] = []
+        self.lock = threading.Lock()
+
+    def run_chunk(self, spec, chunk, context, *, cancel, timeout=None) -> WorkerResult:
+        result = self.inner.run_chunk(spec, chunk, context, cancel=cancel, timeout=timeout)
+        with self.lock:
+            self.results.append(result)
+            first = sum(1 for r in self.results if r.chunk_id == chunk.id) == 1
+        if first:
+            return WorkerResult.failed(chunk.id, "connection reset after the commit", retryable=True)
+        return result
+
+
+def test_a_chunk_this_run_rendered_counts_as_rendered_after_a_retry(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", frames=12, chunks=3)
+    backend = CommitsThenLosesTheAnswer(tmp_path / "ws")
+    events: list[ProgressEvent] = []
+    report = run(job, backend, events, retries=1, retry_delay=0.01)
+    # the retries met what the first attempts had committed: the worker said `skipped` every time
+    assert [r.status for r in backend.results].count("skipped") == 3
+    assert report.ok and (report.rendered, report.skipped) == (3, 0), report.summary_line()
+    assert report.summary_line().startswith("3 chunks: 3 rendered, 0 skipped (complete), 0 failed; merged")
+    assert all(o.state is ChunkState.RENDERED and o.attempts == 2 for o in report.chunks)
+    assert sorted(e.chunk_id for e in events if e.kind is EventKind.RENDERED) == [0, 1, 2]
+    assert not [e for e in events if e.kind is EventKind.SKIPPED]
+    # and the next run, which renders nothing, says so
+    again = run(job, CommitsThenLosesTheAnswer(tmp_path / "ws"))
+    assert (again.rendered, again.skipped) == (0, 3)
+
+
+class AnotherRunnerWasFaster(Backend):
+    """Another runner commits the chunk just before this run's worker looks: the worker skips it."""
+
+    name = "raced"
+
+    def __init__(self, workspace: Path) -> None:
+        super().__init__()
+        self.inner = RuntimeBackend(frame_index_render, workspace)
+
+    def run_chunk(self, spec, chunk, context, *, cancel, timeout=None) -> WorkerResult:
+        self.inner.run_chunk(spec, chunk, context, cancel=cancel, timeout=timeout)  # the other runner
+        return self.inner.run_chunk(spec, chunk, context, cancel=cancel, timeout=timeout)
+
+
+def test_a_workers_skip_counts_as_skipped_when_this_run_rendered_nothing_for_it(tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", frames=8, chunks=2)
+    report = run(job, AnotherRunnerWasFaster(tmp_path / "ws"))
+    assert report.ok and (report.rendered, report.skipped) == (0, 2), report.summary_line()

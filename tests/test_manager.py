@@ -13,9 +13,9 @@ from fakes.renders import decode_frame_indexes
 from test_executor import ScriptedBackend
 
 from helios_kit.errors import JobNotFoundError, StoreError
-from helios_kit.executor import RunOptions
 from helios_kit.manager import JobManager
 from helios_kit.repository import ChunkState, InMemoryJobRepository, JobState, JobStatus, SQLiteJobRepository
+from helios_kit.run import RunOptions
 
 TESTS = Path(__file__).parent
 

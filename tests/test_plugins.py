@@ -32,7 +32,7 @@ class ClusterBackend(Backend):
     Options = ClusterOptions
 
     def run_chunk(self, spec, chunk, context, *, cancel, timeout=None):
-        return WorkerResult(chunk_id=chunk.id, exit_code=0, stdout=self.options.queue)
+        return WorkerResult(chunk_id=chunk.id, status="ok", stdout=self.options.queue)
 
 
 def load_demo(source, options):

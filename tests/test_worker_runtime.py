@@ -64,7 +64,7 @@ def test_local_job_renders_commits_then_skips(tmp_path: Path, runtime) -> None:
     job = make_job(tmp_path / "job")
     result = worker.run(str(job), 1)
     assert result.ok, result.stderr
-    assert not result.skipped and result.frames == 4 and result.chunk_id == 1
+    assert result.status == "ok" and result.frames == 4 and result.chunk_id == 1
     assert render.calls[0]["start_frame"] == 4 and render.calls[0]["frame_count"] == 4
     assert render.calls[0]["input_location"] == str(tmp_path / "job" / "index.html")
     store = ArtifactStore(tmp_path / "job")
@@ -74,11 +74,11 @@ def test_local_job_renders_commits_then_skips(tmp_path: Path, runtime) -> None:
     assert manifest.sha256 == file_sha256(Path(result.output_file))
     # at-least-once: the same invocation again is a no-op
     again = worker.run(str(job), 1)
-    assert again.ok and again.skipped and len(render.calls) == 1
+    assert again.status == "skipped" and len(render.calls) == 1
     assert "skipped" in again.stdout
     # force renders anyway
     forced = worker.run(str(job), 1, force=True)
-    assert forced.ok and not forced.skipped and len(render.calls) == 2
+    assert forced.status == "ok" and len(render.calls) == 2
     # the workspace is cleaned up
     assert list((tmp_path / "ws").iterdir()) == []
 
@@ -89,7 +89,7 @@ def test_changed_composition_is_rendered_again(tmp_path: Path, runtime) -> None:
     assert worker.run(str(job), 0).ok
     (tmp_path / "job" / "index.html").write_text(HTML.replace("#123", "#456"))
     result = worker.run(str(job), 0)
-    assert result.ok and not result.skipped and len(render.calls) == 2
+    assert result.status == "ok" and len(render.calls) == 2
 
 
 def test_separate_store(tmp_path: Path, runtime) -> None:
@@ -105,7 +105,7 @@ def test_invalid_json(tmp_path: Path, runtime) -> None:
     job = tmp_path / "job.json"
     job.write_text('{"version": 1,\n  "jobId": }')
     result = worker.run(str(job), 0)
-    assert result.exit_code == 2 and not result.retryable and not render.calls
+    assert result.status == "failed" and not result.retryable and not render.calls
     assert "invalid JSON at line 2" in result.stderr and "\n" not in result.stderr
 
 
@@ -124,7 +124,7 @@ def test_unknown_chunk_id(tmp_path: Path, runtime) -> None:
     worker, render = runtime
     job = make_job(tmp_path / "job")
     result = worker.run(str(job), 7)
-    assert result.exit_code == 2 and not result.retryable and not render.calls
+    assert result.status == "failed" and not result.retryable and not render.calls
     assert "unknown chunk id 7" in result.stderr and "0-2" in result.stderr
 
 
@@ -179,7 +179,7 @@ def test_cancelled_before_render(tmp_path: Path, runtime) -> None:
     cancel = threading.Event()
     cancel.set()
     result = worker.run(str(job), 0, cancel=cancel)
-    assert result.exit_code == 130 and not render.calls
+    assert result.status == "cancelled" and not render.calls
 
 
 def test_invoked_twice_at_once_commits_one_valid_chunk(tmp_path: Path) -> None:
@@ -256,7 +256,7 @@ def test_s3_job_with_derived_store(tmp_path: Path, runtime) -> None:
         # rendering the other chunks puts outputs beside the job; the digest ignores them
         assert worker.run(url, 1).ok and worker.run(url, 2).ok
         again = worker.run(url, 0)
-        assert again.ok and again.skipped, again
+        assert again.status == "skipped", again
         assert len(render.calls) == 3
         # a client resolving the same job sees the worker's chunk as complete: same digest, same files
         from helios_kit.spec import load
@@ -289,7 +289,7 @@ def test_worker_run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert result.exit_code == 0, result.output
     assert "chunk 1: frames [4, 8)" in result.output
     again = runner.invoke(cli, ["worker", "run", str(job), "1", "--store", str(tmp_path / "store"), "--json"])
-    assert again.exit_code == 0 and json.loads(again.output)["skipped"] is True
+    assert again.exit_code == 0 and json.loads(again.output)["status"] == "skipped"
     missing = runner.invoke(cli, ["worker", "run", str(job), "9"])
     assert missing.exit_code == 2
     assert missing.output.strip().splitlines() == ["error: unknown chunk id 9: job job-1 has ids 0-2"]
@@ -317,7 +317,7 @@ def test_changed_spec_at_same_url_is_reloaded(tmp_path: Path, runtime) -> None:
     assert worker.run(str(job), 0).ok and render.calls[-1]["frame_count"] == 4
     make_job(tmp_path / "job", frames=12, chunks=2)  # same URL, new content: no stale cached spec
     result = worker.run(str(job), 0)
-    assert result.ok and not result.skipped and render.calls[-1]["frame_count"] == 6
+    assert result.status == "ok" and render.calls[-1]["frame_count"] == 6
 
 
 def test_warm_worker_reuses_downloaded_composition_until_it_changes(tmp_path: Path, runtime) -> None:
@@ -340,6 +340,14 @@ def test_warm_worker_reuses_downloaded_composition_until_it_changes(tmp_path: Pa
         with fs.open("bkt/jobs/index.html", "wb") as handle:  # same size, new content
             handle.write(HTML.replace("#123", "#321").encode())
         result = worker.run(url, 0)
-        assert result.ok and not result.skipped  # new content → new digest → rendered again
+        assert result.status == "ok"  # new content → new digest → rendered again
         assert len(list(cache.iterdir())) == 2
         assert Path(render.calls[-1]["input_location"]).read_text() == HTML.replace("#123", "#321")
+
+
+def test_a_store_that_cannot_exist_is_not_retried(tmp_path: Path, runtime) -> None:
+    worker, render = runtime
+    job = make_job(tmp_path / "job")
+    result = worker.run(str(job), 0, store="nosuchscheme://bucket/out")
+    assert result.status == "failed" and not result.retryable and not render.calls
+    assert result.stderr.startswith("store nosuchscheme://bucket/out") and "\n" not in result.stderr

@@ -8,7 +8,7 @@ done-manifest and digest), so `doit forget` or deleting .doit.db never re-render
 
 from pathlib import Path
 
-from helios_kit.dag import plan_project, project_tasks
+from helios_kit.run import plan_project, project_tasks
 
 HERE = Path(__file__).resolve().parent
 

@@ -11,18 +11,23 @@ from __future__ import annotations
 import os
 import threading
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
+from helios_kit.protocol import WireModel, WorkerRequest, WorkerResult, WorkerStatus
 from helios_kit.spec import Chunk, JobSpec
 
-
-class WireModel(BaseModel):
-    """camelCase on the wire (JSON payloads between clients and workers), snake_case in Python."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+#: The wire models live in helios_kit.protocol; a backend (the README's plugin example) imports them here.
+__all__ = [
+    "Backend",
+    "BackendOptions",
+    "ChunkContext",
+    "WireModel",
+    "WorkerRequest",
+    "WorkerResult",
+    "WorkerStatus",
+]
 
 
 class ChunkContext(WireModel):
@@ -33,32 +38,9 @@ class ChunkContext(WireModel):
     store_url: str = Field(description="Artifact store (folder or fsspec URL) the chunk is committed to.")
     force: bool = Field(False, description="Render even when the store already holds a complete chunk.")
 
-
-class WorkerRequest(WireModel):
-    """The payload a stateless worker receives: `{"jobUrl": ..., "chunkId": ..., "store": ...}`."""
-
-    job_url: str
-    chunk_id: int
-    store: str | None = None
-    force: bool = False
-
-
-class WorkerResult(WireModel):
-    """What running one chunk (or the merge) produced."""
-
-    chunk_id: int | None = None
-    exit_code: int
-    stdout: str = ""
-    stderr: str = ""
-    output_file: str | None = None
-    duration_ms: float = 0.0
-    skipped: bool = Field(False, description="The store already held a complete chunk; nothing rendered.")
-    retryable: bool = Field(True, description="False for errors a retry cannot fix (bad spec, unknown chunk).")
-    frames: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
+    def worker_request(self, chunk: Chunk) -> WorkerRequest:
+        """The payload a worker needs to render `chunk` in this context."""
+        return WorkerRequest(job_url=self.job_url, chunk_id=chunk.id, store=self.store_url, force=self.force)
 
 
 class BackendOptions(BaseModel):
@@ -72,9 +54,6 @@ class Backend(ABC):
 
     name: ClassVar[str] = "?"
     Options: ClassVar[type[BackendOptions]] = BackendOptions
-    #: How the executor runs many chunks at once: worker processes (CPU-bound local rendering) or threads
-    #: (remote invocations that mostly wait on the network).
-    parallelism: ClassVar[Literal["process", "thread"]] = "thread"
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -89,7 +68,10 @@ class Backend(ABC):
         cancel: threading.Event,
         timeout: float | None = None,
     ) -> WorkerResult:
-        """Render `chunk` and commit it to `context.store_url`; never raise for a chunk's own failure."""
+        """Render `chunk` and commit it to `context.store_url`; never raise for a chunk's own failure.
+
+        Report how it ended as the result's `status` (`cancelled` when `cancel` was set, `timed_out` when
+        `timeout` passed) and whether another attempt may help as its `retryable`."""
 
     def run_merge(
         self,

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 from pydantic import Field
 
@@ -27,8 +28,6 @@ from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, Work
 from helios_kit.spec import Chunk, JobSpec
 
 RESULT_MARK = "HELIOS-WORKER-RESULT "
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
 #: Seconds between SIGTERM and SIGKILL when a chunk is cancelled or times out.
 GRACE_S = 3.0
 
@@ -56,7 +55,6 @@ class LocalBackend(Backend):
 
     name = "local"
     Options = LocalOptions
-    parallelism = "process"
 
     def __init__(self, options: LocalOptions | None = None) -> None:
         super().__init__(options)
@@ -79,26 +77,9 @@ class LocalBackend(Backend):
         timeout: float | None = None,
     ) -> WorkerResult:
         started = time.monotonic()
-        request = WorkerRequest(
-            job_url=context.job_url, chunk_id=chunk.id, store=context.store_url, force=context.force
-        )
-        env = dict(os.environ, HELIOS_SUPERVISOR_PID=str(os.getpid()))
-        if self.options.workspace_dir:  # type: ignore[attr-defined]
-            env["HELIOS_WORKSPACE_DIR"] = self.options.workspace_dir  # type: ignore[attr-defined]
         cwd = context.job_dir if Path(context.job_dir).is_dir() else None
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(
-                self.worker_argv(request),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=env,
-                start_new_session=True,
-            )
-            with self._lock:
-                self._procs.add(proc)
-            stopped = ""
+            proc = self._start_worker(context.worker_request(chunk), cwd, out, err)
             try:
                 stopped = self._supervise(proc, cancel, started, timeout)
             finally:
@@ -106,42 +87,36 @@ class LocalBackend(Backend):
                 proc.wait()
                 with self._lock:
                     self._procs.discard(proc)
-            out.seek(0)
-            err.seek(0)
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
+            stdout, stderr = _read_back(out), _read_back(err)
         duration_ms = (time.monotonic() - started) * 1000
         if stopped == "timeout":
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=EXIT_TIMEOUT,
-                stderr=f"timed out after {timeout:g} s",
-                duration_ms=duration_ms,
-                retryable=True,
-            )
+            return WorkerResult.timed_out(chunk.id, f"timed out after {timeout:g} s", duration_ms=duration_ms)
         if stopped == "cancel":
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=EXIT_CANCELLED,
-                stderr="cancelled",
-                duration_ms=duration_ms,
-                retryable=False,
-            )
-        for line in reversed(stdout.splitlines()):
-            if line.startswith(RESULT_MARK):
-                result = WorkerResult.model_validate_json(line[len(RESULT_MARK) :])
-                return result.model_copy(update={"duration_ms": duration_ms})
-        tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [""]
-        code = proc.returncode
-        why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        return WorkerResult(
-            chunk_id=chunk.id,
-            exit_code=code or 1,
-            stdout=stdout,
-            duration_ms=duration_ms,
-            stderr=f"worker process died ({why}) {tail[0]}".strip(),
-            retryable=True,
+            return WorkerResult.cancelled(chunk.id, duration_ms=duration_ms)
+        reported = _reported_result(stdout)
+        if reported is not None:
+            return reported.model_copy(update={"duration_ms": duration_ms})
+        return _died(chunk.id, proc.returncode, stdout, stderr, duration_ms)
+
+    def _start_worker(
+        self, request: WorkerRequest, cwd: str | None, out: IO[bytes], err: IO[bytes]
+    ) -> subprocess.Popen[bytes]:
+        """Start a worker process for `request` in its own session (one process group to kill)."""
+        env = dict(os.environ, HELIOS_SUPERVISOR_PID=str(os.getpid()))
+        if self.options.workspace_dir:  # type: ignore[attr-defined]
+            env["HELIOS_WORKSPACE_DIR"] = self.options.workspace_dir  # type: ignore[attr-defined]
+        proc = subprocess.Popen(
+            self.worker_argv(request),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=env,
+            start_new_session=True,
         )
+        with self._lock:
+            self._procs.add(proc)
+        return proc
 
     def _supervise(
         self, proc: subprocess.Popen[bytes], cancel: threading.Event, started: float, timeout: float | None
@@ -167,6 +142,29 @@ class LocalBackend(Backend):
             procs = list(self._procs)
         for proc in procs:
             kill_group(proc.pid)
+
+
+def _read_back(file: IO[bytes]) -> str:
+    file.seek(0)
+    return file.read().decode(errors="replace")
+
+
+def _reported_result(stdout: str) -> WorkerResult | None:
+    """The WorkerResult the worker printed as its last marked line, if it got that far."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith(RESULT_MARK):
+            return WorkerResult.model_validate_json(line[len(RESULT_MARK) :])
+    return None
+
+
+def _died(chunk_id: int, code: int, stdout: str, stderr: str, duration_ms: float) -> WorkerResult:
+    """A worker that exited without reporting (a crash, a kill): a failed attempt that may succeed again."""
+    tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or [""]
+    why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    result = WorkerResult.failed(
+        chunk_id, f"worker process died ({why}) {tail[0]}".strip(), retryable=True, duration_ms=duration_ms
+    )
+    return result.model_copy(update={"stdout": stdout})
 
 
 def _die_with_parent(parent: int) -> None:

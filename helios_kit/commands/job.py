@@ -11,9 +11,9 @@ from helios_kit.loaders import LoaderOptions, load_spec
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from helios_kit.executor import RunOptions
     from helios_kit.manager import JobManager
-    from helios_kit.repository import JobRepository
+    from helios_kit.repository import JobRepository, JobStatus
+    from helios_kit.run import RunOptions
 
 
 @click.group("job")
@@ -180,24 +180,12 @@ def run_command(
     Re-running a completed job renders nothing; a run that was killed resumes with the chunks that were
     not complete. Backend flags below apply to the backend named in brackets.
     """
-    import signal
     import sys
 
-    from helios_kit.errors import SpecError, StoreError
-    from helios_kit.executor import RichProgress, RunOptions
     from helios_kit.manager import JobManager
-    from helios_kit.plugins import get_plugins
+    from helios_kit.run import RunOptions
 
-    get_plugins().backend(backend)  # UnknownNameError listing the known backends
-    given: dict[str, object] = {}
-    for dest, value in backend_values.items():
-        if value is None:
-            continue
-        field_name, owners = _BACKEND_OWNERS[dest]
-        if backend not in owners:
-            flag = "--" + field_name.replace("_", "-")
-            raise SpecError(f"{flag} is an option of backend {', '.join(sorted(owners))}, not of {backend!r}")
-        given[field_name] = value
+    given = _backend_options(backend, backend_values)
     options = RunOptions(
         concurrency=concurrency,
         retries=retries,
@@ -208,53 +196,89 @@ def run_command(
         merge=not no_merge,
         chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None,
     )
+    manager = JobManager(_repository_for_run(detach))
+    if detach:
+        _detach(manager, source, backend, given, options)
+        return
+    status = manager.create(source, backend=backend, backend_options=given, options=options)
+    final = _run_until_done(manager, status, show_progress=not quiet and sys.stderr.isatty())
+    if not _print_outcome(manager, final):
+        sys.exit(130 if final.state.value == "cancelled" else 1)
+
+
+def _backend_options(backend: str, values: dict[str, object]) -> dict[str, object]:
+    """The backend flags given on the command line, checked to belong to `backend` (the JobManager builds
+    the backend from them through helios_kit.plugins.make_backend)."""
+    from helios_kit.errors import SpecError
+    from helios_kit.plugins import get_plugins
+
+    get_plugins().backend(backend)  # UnknownNameError listing the known backends, before any flag error
+    given: dict[str, object] = {}
+    for dest, value in values.items():
+        if value is None:
+            continue
+        field_name, owners = _BACKEND_OWNERS[dest]
+        if backend not in owners:
+            flag = "--" + field_name.replace("_", "-")
+            raise SpecError(f"{flag} is an option of backend {', '.join(sorted(owners))}, not of {backend!r}")
+        given[field_name] = value
+    return given
+
+
+def _repository_for_run(detach: bool) -> JobRepository:
+    """The job records; when they cannot be opened, a foreground run goes on unrecorded (with a warning)."""
+    from helios_kit.errors import StoreError
+
     try:
-        repository = _open_repository()
+        return _open_repository()
     except StoreError as error:  # the render does not need the records: run, and say they are not kept
         if detach:
             raise
         from helios_kit.repository import InMemoryJobRepository
 
         click.echo(f"warning: {error}; this run is not recorded", err=True)
-        repository = InMemoryJobRepository()
-    manager = JobManager(repository)
-    if detach:
-        _detach(manager, source, backend, given, options)
-        return
-    status = manager.create(source, backend=backend, backend_options=given, options=options)
+        return InMemoryJobRepository()
+
+
+def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bool) -> JobStatus:
+    """Run the created job here, with the progress bar when asked; SIGINT/SIGTERM cancel it cleanly."""
+    import signal
 
     def on_signal(*_: object) -> None:  # no locks in a signal handler: the manager's poller does the rest
         manager.stop_from_signal(status.id)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    progress = None
     try:
-        if not quiet and sys.stderr.isatty():
-            from helios_kit.loaders import load_spec
+        if not show_progress:
+            return manager.run(status.id, status=status)
+        from helios_kit.commands.progress import RichProgress
 
-            progress = RichProgress(load_spec(status.job_url)[0], selected=options.chunks)
-            manager.sinks = (progress,)
-            with progress:
-                final = manager.run(status.id, status=status)
-        else:
-            final = manager.run(status.id, status=status)
+        progress = RichProgress(load_spec(status.job_url)[0], selected=_selected_chunks(status))
+        manager.sinks = (progress,)
+        with progress:
+            return manager.run(status.id, status=status)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _selected_chunks(status: JobStatus) -> list[int]:
+    return [chunk.id for chunk in status.chunks]
+
+
+def _print_outcome(manager: JobManager, final: JobStatus) -> bool:
+    """Warnings, each failed chunk's error and the summary line; True when the run succeeded."""
     report = manager.report(final.id)
     for warning in final.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if report is not None:
-        for outcome in report.chunks:
-            if outcome.error and outcome.state.value == "failed":
-                click.echo(f"error: {outcome.error}", err=True)
-        click.echo(report.summary_line())
-        ok = report.ok
-    else:
+    if report is None:
         click.echo(f"error: {final.error}", err=True)
-        ok = False
-    if not ok:
-        sys.exit(130 if final.state.value == "cancelled" else 1)
+        return False
+    for outcome in report.chunks:
+        if outcome.error and outcome.state.value == "failed":
+            click.echo(f"error: {outcome.error}", err=True)
+    click.echo(report.summary_line())
+    return report.ok
 
 
 def _detach(manager: JobManager, source: str, backend: str, given: dict, options: RunOptions) -> None:

@@ -38,10 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helios_kit.backends.base import WorkerResult
 from helios_kit.composition import chunk_digest, default_store_url, resolve_composition, scheme_of
-from helios_kit.errors import HeliosError, LoaderError, RenderError, SpecError, StoreError, describe
+from helios_kit.errors import HeliosError, LoaderError, RenderError, describe
 from helios_kit.loaders import LoaderOptions, load_spec
+from helios_kit.protocol import WorkerResult, WorkerStatus
 from helios_kit.spec import JobSpec, loads
 
 log = logging.getLogger("helios.worker")
@@ -52,11 +52,6 @@ RenderFn = Callable[..., Any]
 _SPEC_CACHE_SIZE = 8
 #: Under the workspace: downloaded compositions, one immutable folder per remote version.
 COMPOSITION_CACHE_DIR = "helios-composition-cache"
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CANCELLED = 130
 
 _NOT_RETRYABLE_LOADER = (
     "not found",
@@ -138,12 +133,12 @@ class WorkerRuntime:
         """Render chunk `chunk_id` of the job at `job_url` into `store`; never raises for the chunk's failure."""
         started = time.monotonic()
 
-        def result(exit_code: int, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
+        def result(status: WorkerStatus, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
             if stderr:
                 log.info("chunk %s of %s: %s", chunk_id, job_url, stderr)
             return WorkerResult(
                 chunk_id=chunk_id,
-                exit_code=exit_code,
+                status=status,
                 stderr=stderr,
                 retryable=retryable,
                 duration_ms=(time.monotonic() - started) * 1000,
@@ -154,24 +149,20 @@ class WorkerRuntime:
             self.workspace_dir.mkdir(parents=True, exist_ok=True)
             workspace = Path(tempfile.mkdtemp(prefix=f"helios-chunk-{chunk_id}-", dir=self.workspace_dir))
         except OSError as error:
-            return result(EXIT_FAILED, stderr=f"workspace {self.workspace_dir} is not usable: {error}")
+            return result(WorkerStatus.FAILED, stderr=f"workspace {self.workspace_dir} is not usable: {error}")
         try:
             return self._run(job_url, chunk_id, store, force, cancel, workspace, result)
-        except SpecError as error:
-            return result(EXIT_USAGE, retryable=False, stderr=str(error))
         except LoaderError as error:
             text = str(error)
             retryable = not any(marker in text for marker in _NOT_RETRYABLE_LOADER) and not _client_http_error(text)
-            return result(EXIT_USAGE if not retryable else EXIT_FAILED, retryable=retryable, stderr=text)
+            return result(WorkerStatus.FAILED, retryable=retryable, stderr=text)
         except RenderError as error:
-            return result(EXIT_FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
-        except StoreError as error:
-            return result(EXIT_FAILED, stderr=str(error))
-        except HeliosError as error:
-            return result(error.exit_code, retryable=False, stderr=str(error))
+            return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
+        except HeliosError as error:  # SpecError, StoreError, ...: each class says whether a retry may help
+            return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=str(error))
         except Exception as error:  # a worker reports, it never crashes its host (Lambda, Cloud Run)
             log.exception("chunk %s of %s crashed", chunk_id, job_url)
-            return result(EXIT_FAILED, stderr=f"worker error: {describe(error)}")
+            return result(WorkerStatus.FAILED, stderr=f"worker error: {describe(error)}")
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
 
@@ -189,10 +180,7 @@ class WorkerRuntime:
 
         spec = self._load_spec(job_url)
         chunk = spec.chunk(chunk_id)
-        try:
-            store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
-        except StoreError as error:  # no store for an http job, an unknown scheme: a retry cannot help
-            return result(EXIT_USAGE, retryable=False, stderr=str(error))
+        store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
         composition = resolve_composition(
             spec, job_url, workspace, self.storage_options, cache_dir=self.workspace_dir / COMPOSITION_CACHE_DIR
         )
@@ -200,18 +188,14 @@ class WorkerRuntime:
         rel = chunk.output_file
         if not force and store.is_complete(rel, digest, composition.checker()):
             return result(
-                EXIT_OK,
-                skipped=True,
+                WorkerStatus.SKIPPED,
                 output_file=store.uri(rel),
                 frames=chunk.frame_count,
                 stdout=f"chunk {chunk.id}: already complete in {store.url}, skipped",
             )
-        try:
-            store.check_writable()
-        except StoreError as error:
-            return result(EXIT_FAILED, retryable=False, stderr=str(error))
+        store.check_writable()
         if cancel is not None and cancel.is_set():
-            return result(EXIT_CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
+            return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         output = workspace / "out" / posixpath.basename(rel)
         output.parent.mkdir(parents=True, exist_ok=True)
         stats = self.render(
@@ -225,7 +209,7 @@ class WorkerRuntime:
             quiet=True,
         )
         if cancel is not None and cancel.is_set():
-            return result(EXIT_CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
+            return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         frames = int(getattr(stats, "frames", 0) or getattr(stats, "frame_count", 0) or chunk.frame_count)
         manifest = store.commit(
             output,
@@ -238,7 +222,7 @@ class WorkerRuntime:
             dependencies=list(getattr(stats, "dependencies", None) or []),
         )
         return result(
-            EXIT_OK,
+            WorkerStatus.OK,
             output_file=store.uri(rel),
             frames=frames,
             stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "

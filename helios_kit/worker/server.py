@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from helios_kit.backends.base import WorkerRequest, WorkerResult
+from helios_kit.protocol import WorkerRequest, WorkerResult
 from helios_kit.spec import format_validation_error
 from helios_kit.worker.runtime import WorkerRuntime
 

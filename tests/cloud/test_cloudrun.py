@@ -104,7 +104,7 @@ def test_end_to_end_with_id_tokens(service, metadata, tmp_path: Path) -> None:
         assert not first.failed, first.results
         report = drive(backend, spec, context(url), concurrency=4)
     assert not report.failed, {cid: r.stderr for cid, r in report.results.items()}
-    assert [cid for cid, r in sorted(report.results.items()) if r.skipped] == [0]
+    assert [cid for cid, r in sorted(report.results.items()) if r.status == "skipped"] == [0]
     assert metadata.issued == [service]  # one token, audience = the service URL, reused for every request
     store = ArtifactStore(STORE)
     local = [store.fetch(c.output_file, tmp_path / c.output_file) for c in spec.chunks]
@@ -151,7 +151,7 @@ def test_bad_requests(service, metadata) -> None:
     response = httpx.post(service + "/", json={"jobUrl": url, "chunkId": 99, "store": STORE}, headers=headers)
     assert response.status_code == 422
     result = response.json()
-    assert result["exitCode"] == 2 and result["retryable"] is False and "unknown chunk id 99" in result["stderr"]
+    assert result["status"] == "failed" and result["retryable"] is False and "unknown chunk id 99" in result["stderr"]
 
 
 def test_unreachable_service_is_retryable(metadata) -> None:

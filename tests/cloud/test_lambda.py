@@ -68,7 +68,7 @@ def test_end_to_end_rerun_skips_and_merge_is_frame_exact(job, tmp_path: Path) ->
         # the re-run skips them (the store says they are done) and renders the rest
         second = drive(backend, spec, context(url), concurrency=4)
         assert not second.failed, {cid: r.stderr for cid, r in second.results.items()}
-        skipped = sorted(cid for cid, r in second.results.items() if r.skipped)
+        skipped = sorted(cid for cid, r in second.results.items() if r.status == "skipped")
         assert skipped == [0, 1]
         assert emulator.counts["ok"] == 6
     fs = fsspec.filesystem("s3")
@@ -110,7 +110,7 @@ def test_twice_at_once_commits_one_valid_chunk(job) -> None:
                 lambda _: backend.run_chunk(spec, chunk, context(url, force=True), cancel=threading.Event()), range(2)
             )
         )
-    assert all(r.ok and not r.skipped for r in results), results
+    assert all(r.status == "ok" for r in results), results
     store = ArtifactStore(STORE)
     manifest = store.read_manifest(chunk.output_file)
     local = Path(store.fetch(chunk.output_file, Path("/tmp") / f"twice-{time.monotonic_ns()}.mp4"))
@@ -158,14 +158,14 @@ def test_function_timeout_is_retryable(job, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_long_chunk_warning(job, caplog: pytest.LogCaptureFixture) -> None:
-    spec, _ = job
+    spec, url = job
     with (
         LambdaEmulator(workers=1) as emulator,
         backend_for(emulator, render_fps=0.001) as backend,
         caplog.at_level(logging.WARNING, logger="helios.lambda"),
     ):
-        backend.check_chunk(spec, spec.chunks[0])
-        backend.check_chunk(spec, spec.chunks[1])
+        backend.check_chunk(spec, spec.chunks[0], context(url))
+        backend.check_chunk(spec, spec.chunks[1], context(url))
     warnings = [r.getMessage() for r in caplog.records if "900 s limit" in r.getMessage()]
     assert len(warnings) == 1 and "chunk 0" in warnings[0] and "--chunk-frames" in warnings[0]
 
@@ -181,8 +181,8 @@ def test_handler_bad_event_and_deadline(tmp_path: Path, worker_env, monkeypatch:
     from helios_lambda import handler as module
 
     bad = module.handler({"jobUrl": "x"}, None)
-    assert bad["exitCode"] == 2 and not bad["retryable"] and "chunkId" in bad["stderr"]
-    assert module.handler({"body": "not json"}, None)["exitCode"] == 2
+    assert bad["status"] == "failed" and not bad["retryable"] and "chunkId" in bad["stderr"]
+    assert module.handler({"body": "not json"}, None)["status"] == "failed"
 
     from fakes.cloudjobs import HTML
 
@@ -201,7 +201,7 @@ def test_handler_bad_event_and_deadline(tmp_path: Path, worker_env, monkeypatch:
 
     monkeypatch.setattr(module, "_runtime", module.WorkerRuntime(tmp_path / "ws", render=slow_render))
     result = module.handler({"jobUrl": str(tmp_path / "job.json"), "chunkId": 0}, ShortContext())
-    assert result["exitCode"] != 0 and result["retryable"] and "time limit" in result["stderr"]
+    assert result["status"] == "timed_out" and result["retryable"] and "time limit" in result["stderr"]
     monkeypatch.setattr(module, "_runtime", None)
 
 
@@ -213,8 +213,8 @@ def test_cancel_and_timeout_do_not_wait_for_the_invocation(job, monkeypatch: pyt
         threading.Timer(0.3, cancel.set).start()
         started = time.monotonic()
         result = backend.run_chunk(spec, spec.chunks[0], context(url), cancel=cancel)
-        assert result.exit_code == 130 and not result.retryable and time.monotonic() - started < 2
+        assert result.status == "cancelled" and not result.retryable and time.monotonic() - started < 2
         started = time.monotonic()
         result = backend.run_chunk(spec, spec.chunks[1], context(url), cancel=threading.Event(), timeout=0.5)
-        assert not result.ok and result.retryable and "no answer within 0.5 s" in result.stderr
+        assert result.status == "timed_out" and result.retryable and "no answer within 0.5 s" in result.stderr
         assert time.monotonic() - started < 2

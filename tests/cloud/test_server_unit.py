@@ -26,7 +26,7 @@ class SlowRuntime:
         start = time.monotonic()
         time.sleep(0.3)
         self.spans.append((start, time.monotonic()))
-        return WorkerResult(chunk_id=chunk_id, exit_code=0)
+        return WorkerResult(chunk_id=chunk_id, status="ok")
 
 
 def _overlaps(spans: list[tuple[float, float]]) -> bool:
@@ -54,7 +54,7 @@ def test_one_chunk_at_a_time_unless_configured(concurrency: int) -> None:
 def test_status_codes_follow_the_result() -> None:
     class Runtime:
         def run(self, job_url, chunk_id, store=None, force=False, **_):
-            return WorkerResult(chunk_id=chunk_id, exit_code=1, retryable=chunk_id == 1, stderr="x")
+            return WorkerResult.failed(chunk_id, "x", retryable=chunk_id == 1)
 
     app = create_app(Runtime(), ServerConfig())
     responses = asyncio.run(_post_many(app, 2))
@@ -73,7 +73,7 @@ class _Stub(BaseHTTPRequestHandler):
         type(self).calls += 1
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status = self.answers.pop(0) if self.answers else 200
-        payload = {"error": "no free instance"} if status == 429 else {"chunkId": body["chunkId"], "exitCode": 0}
+        payload = {"error": "no free instance"} if status == 429 else {"chunkId": body["chunkId"], "status": "ok"}
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -117,8 +117,8 @@ def test_caller_disconnect_cancels_the_render() -> None:
         def run(self, job_url, chunk_id, store=None, force=False, *, cancel: threading.Event, **_):
             if cancel.wait(10):
                 cancelled.set()
-                return WorkerResult(chunk_id=chunk_id, exit_code=130, retryable=False, stderr="cancelled")
-            return WorkerResult(chunk_id=chunk_id, exit_code=0)
+                return WorkerResult.cancelled(chunk_id)
+            return WorkerResult(chunk_id=chunk_id, status="ok")
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

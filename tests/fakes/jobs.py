@@ -57,7 +57,6 @@ class RuntimeBackend(Backend):
     """Runs chunks in this process through WorkerRuntime with a stand-in render function."""
 
     name = "runtime"
-    parallelism = "thread"
 
     def __init__(self, render: Callable[..., Any], workspace: Path) -> None:
         super().__init__()

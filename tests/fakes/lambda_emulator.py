@@ -223,4 +223,4 @@ class LambdaEmulator:
 
 def noop_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """A handler that does no work: measures the client's and the emulator's own fan-out overhead."""
-    return {"chunkId": event.get("chunkId"), "exitCode": 0, "frames": 1}
+    return {"chunkId": event.get("chunkId"), "status": "ok", "frames": 1}

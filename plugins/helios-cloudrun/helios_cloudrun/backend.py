@@ -6,11 +6,13 @@ Every request carries `{"jobUrl", "chunkId", "store"}` and a Google ID token for
 The service answers a WorkerResult. Mapping to the executor's retries: 200/422/503 carry the worker's own
 result; 429 (no instance free) is retried here with backoff, then reported retryable; 5xx, timeouts and
 connection errors are retryable; 401/403 (token/IAM) and 400/413 are not.
+
+The payload, cancel and timeout, and reading the answer are :class:`helios_kit.backends.remote.RemoteBackend`'s;
+this module only POSTs with an ID token and says what the HTTP statuses mean.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -20,16 +22,19 @@ import httpx
 from pydantic import Field
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
-from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
-from helios_kit.backends.remote import Interrupted, call_interruptibly
+from helios_kit.backends.base import BackendOptions
+from helios_kit.backends.remote import RemoteBackend, RemoteFailure
 from helios_kit.errors import HeliosError, describe
-from helios_kit.spec import Chunk, JobSpec
+from helios_kit.protocol import WorkerRequest
 
 log = logging.getLogger("helios.cloudrun")
 
 #: Cloud Run's longest request timeout (60 minutes).
 CLOUD_RUN_MAX_TIMEOUT_S = 3600.0
 _TOKEN_MARGIN_S = 300
+#: Statuses whose body is the worker's own WorkerResult (helios_kit.worker.server); a 503 is the worker's
+#: only when it carries a JSON object (Google's front end answers 503 pages of its own).
+_WORKER_STATUSES = (200, 422)
 
 
 class CloudRunConfigError(HeliosError):
@@ -44,12 +49,11 @@ class CloudRunOptions(BackendOptions):
     throttle_attempts: int = Field(6, ge=1, description="Tries when the service answers 429 (no free instance).")
 
 
-class CloudRunBackend(Backend):
+class CloudRunBackend(RemoteBackend):
     """Runs chunks on a Cloud Run service (one chunk per request, one request per instance)."""
 
     name = "cloudrun"
     Options = CloudRunOptions
-    parallelism = "thread"
 
     def __init__(self, options: CloudRunOptions | None = None) -> None:
         super().__init__(options)
@@ -61,6 +65,7 @@ class CloudRunBackend(Backend):
                 f"backend cloudrun: --service-url must be an http(s) URL, got {self.options.service_url!r}"
             )
         self.url = self.options.service_url.rstrip("/") + "/"
+        self.target = self.url
         self.audience = self.options.audience or self.options.service_url.rstrip("/")
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.options.timeout, connect=15.0),
@@ -68,7 +73,6 @@ class CloudRunBackend(Backend):
         )
         self._token: tuple[str, float] | None = None
         self._token_lock = threading.Lock()
-        self._warned_local = False
 
     def default_concurrency(self) -> int:
         return 50
@@ -94,43 +98,29 @@ class CloudRunBackend(Backend):
             self._token = (token, expiry)
             return token
 
-    # -- running ---------------------------------------------------------------------------------------
-    def run_chunk(
-        self,
-        spec: JobSpec,
-        chunk: Chunk,
-        context: ChunkContext,
-        *,
-        cancel: threading.Event,
-        timeout: float | None = None,
-    ) -> WorkerResult:
-        started = time.monotonic()
-
-        def failed(message: str, retryable: bool) -> WorkerResult:
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=1,
-                stderr=message,
-                retryable=retryable,
-                duration_ms=(time.monotonic() - started) * 1000,
-            )
-
-        if cancel.is_set():
-            return WorkerResult(chunk_id=chunk.id, exit_code=130, stderr="cancelled", retryable=False)
-        self._warn_local(context)
-        payload = WorkerRequest(
-            job_url=context.job_url, chunk_id=chunk.id, store=context.store_url, force=context.force
-        ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.options.auth:
             try:
                 headers["Authorization"] = f"Bearer {self.id_token()}"
             except Exception as error:
-                return failed(f"cannot get a Google ID token for {self.audience}: {describe(error)}", True)
+                raise RemoteFailure(
+                    f"cannot get a Google ID token for {self.audience}: {describe(error)}", retryable=True
+                ) from None
+        return headers
+
+    # -- running ---------------------------------------------------------------------------------------
+    def invoke(self, request: WorkerRequest, *, cancel: threading.Event, timeout: float | None) -> Any:
+        """POST the request (retrying 429 here); returns the worker's answer, raises for other statuses."""
+        payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        headers = self._headers()
         request_timeout = min(timeout or self.options.timeout, self.options.timeout)
 
         def post() -> httpx.Response:
-            return self._client.post(self.url, json=payload, headers=headers, timeout=request_timeout)
+            try:
+                return self._client.post(self.url, json=payload, headers=headers, timeout=request_timeout)
+            except httpx.TimeoutException:
+                raise RemoteFailure(f"no answer from {self.url} within {request_timeout:g} s", retryable=True) from None
 
         retrying = Retrying(
             retry=retry_if_result(lambda r: r.status_code == 429 and not cancel.is_set()),
@@ -139,49 +129,29 @@ class CloudRunBackend(Backend):
             sleep=lambda seconds: cancel.wait(seconds) and None,
             retry_error_callback=lambda state: state.outcome.result(),
         )
-        try:
-            response = call_interruptibly(lambda: retrying(post), cancel, timeout)
-        except Interrupted as error:
-            if cancel.is_set() and str(error) == "cancelled":
-                return WorkerResult(
-                    chunk_id=chunk.id,
-                    exit_code=130,
-                    stderr="cancelled",
-                    retryable=False,
-                    duration_ms=(time.monotonic() - started) * 1000,
-                )
-            return failed(f"chunk {chunk.id}: {self.url}: {error}", True)
-        except httpx.TimeoutException:
-            return failed(f"chunk {chunk.id}: no answer from {self.url} within {request_timeout:g} s", True)
-        except httpx.HTTPError as error:
-            return failed(f"chunk {chunk.id}: cannot reach {self.url}: {describe(error)}", True)
-        return self._result(chunk, response, started)
-
-    def _result(self, chunk: Chunk, response: httpx.Response, started: float) -> WorkerResult:
-        elapsed = (time.monotonic() - started) * 1000
+        response = retrying(post)
         status = response.status_code
-        body: Any = None
-        with contextlib.suppress(ValueError):
-            body = response.json()
-        if status in (200, 422, 503) and isinstance(body, dict) and "exitCode" in body:
-            result = WorkerResult.model_validate(body)
-            return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": elapsed})
+        if status in _WORKER_STATUSES or (status == 503 and _is_json_object(response)):
+            return response.content
+        raise self._status_failure(response)
+
+    def _status_failure(self, response: httpx.Response) -> RemoteFailure:
+        status = response.status_code
+        body = response.json() if _is_json_object(response) else None
         reason = body.get("error") if isinstance(body, dict) else response.text[:200].strip()
-        message = f"chunk {chunk.id}: {self.url} answered HTTP {status}: {reason or response.reason_phrase}"
-        retryable = status == 429 or status >= 500
+        message = f"{self.url} answered HTTP {status}: {reason or response.reason_phrase}"
         if status in (401, 403):
             message += " (check the ID token audience and that the caller has roles/run.invoker)"
-        return WorkerResult(chunk_id=chunk.id, exit_code=1, stderr=message, retryable=retryable, duration_ms=elapsed)
+        return RemoteFailure(message, retryable=status == 429 or status >= 500)
 
-    def _warn_local(self, context: ChunkContext) -> None:
-        if self._warned_local:
-            return
-        for what, value in (("job", context.job_url), ("store", context.store_url)):
-            if "://" not in value or value.startswith("file://"):
-                log.warning(
-                    "warning: cloudrun: the %s %s is a local path; the service cannot read it "
-                    "(use an s3://, gs:// or https:// URL)",
-                    what,
-                    value,
-                )
-                self._warned_local = True
+    def describe_failure(self, error: Exception) -> RemoteFailure:
+        if isinstance(error, httpx.HTTPError):
+            return RemoteFailure(f"cannot reach {self.url}: {describe(error)}", retryable=True)
+        return super().describe_failure(error)
+
+
+def _is_json_object(response: httpx.Response) -> bool:
+    try:
+        return isinstance(response.json(), dict)
+    except (ValueError, RecursionError):
+        return False

@@ -7,7 +7,11 @@ chunk into the store and returns a WorkerResult. Mapping to the executor's retri
 * `FunctionError` (an unhandled exception, out of memory, the function's timeout) → retryable;
 * throttling (`TooManyRequestsException`, HTTP 429) is retried here with jittered backoff (tenacity), then
   reported retryable; other 5xx service errors, read/connect timeouts and connection errors → retryable;
-* a missing function, access denied, an invalid payload → not retryable, one line naming the function.
+* a missing function, access denied, an invalid payload → not retryable, one line naming the function;
+* an answer that is no WorkerResult (a handler that is not helios_lambda's) → retryable, quoting it.
+
+The payload, cancel and timeout, and reading the answer are :class:`helios_kit.backends.remote.RemoteBackend`'s;
+this module only invokes the function and says what Lambda's errors mean.
 
 botocore's own retries are switched off so every retry is visible and bounded by the executor.
 """
@@ -17,15 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from typing import Any
 
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
-from helios_kit.backends.remote import Interrupted, call_interruptibly
+from helios_kit.backends.base import BackendOptions, ChunkContext
+from helios_kit.backends.remote import RemoteBackend, RemoteFailure
 from helios_kit.errors import HeliosError
+from helios_kit.protocol import WorkerRequest
 from helios_kit.spec import Chunk, JobSpec
 
 log = logging.getLogger("helios.lambda")
@@ -76,22 +80,27 @@ class LambdaOptions(BackendOptions):
 
 
 class _Throttled(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    """Lambda said TooManyRequests: retried here with backoff before the attempt fails."""
 
 
-class LambdaBackend(Backend):
+class LambdaBackend(RemoteBackend):
     """Runs chunks as synchronous Lambda invocations; hundreds in flight from one client's threads."""
 
     name = "lambda"
     Options = LambdaOptions
-    parallelism = "thread"
 
     def __init__(self, options: LambdaOptions | None = None) -> None:
         super().__init__(options)
         self.options: LambdaOptions
         if not self.options.function:
             raise LambdaConfigError("backend lambda: --function is required (the Lambda function name or ARN)")
+        self.target = f"function {self.options.function}"
+        self.client = self._make_client()
+        if self.options.read_timeout < LAMBDA_MAX_SECONDS:
+            log.debug("lambda read timeout %.0f s is below Lambda's 900 s cap", self.options.read_timeout)
+
+    def _make_client(self) -> Any:
+        """A boto3 Lambda client with botocore's own retries off (the executor's are visible and bounded)."""
         import boto3
         from botocore.config import Config
 
@@ -103,13 +112,9 @@ class LambdaBackend(Backend):
             tcp_keepalive=True,
         )
         session = boto3.session.Session()
-        self.client = session.client(
+        return session.client(
             "lambda", region_name=self.options.region, endpoint_url=self.options.endpoint_url, config=config
         )
-        self._warned: set[str] = set()
-        self._lock = threading.Lock()
-        if self.options.read_timeout < LAMBDA_MAX_SECONDS:
-            log.debug("lambda read timeout %.0f s is below Lambda's 900 s cap", self.options.read_timeout)
 
     def default_concurrency(self) -> int:
         return 100
@@ -117,19 +122,14 @@ class LambdaBackend(Backend):
     def close(self) -> None:
         self.client.close()
 
-    def _warn_once(self, key: str, message: str, *args: Any) -> None:
-        with self._lock:
-            if key in self._warned:
-                return
-            self._warned.add(key)
-        log.warning(message, *args)
-
-    def check_chunk(self, spec: JobSpec, chunk: Chunk) -> None:
-        """Warn (once per job) when a chunk is planned too long for one Lambda invocation."""
+    def check_chunk(self, spec: JobSpec, chunk: Chunk, context: ChunkContext) -> None:
+        """Warn (once per job) when a chunk is planned too long for one Lambda invocation, and about local
+        paths the function cannot read."""
+        super().check_chunk(spec, chunk, context)
         estimate = chunk.frame_count / self.options.render_fps
         limit = min(LAMBDA_MAX_SECONDS, self.options.read_timeout)
         if estimate > 0.8 * limit:
-            self._warn_once(
+            self.warn_once(
                 f"long:{spec.job_id}",
                 "warning: lambda: chunk %d has %d frames, about %.0f s at %.3g frames/s, close to or over the "
                 "%.0f s limit of one invocation; plan shorter chunks (--chunk-frames %d)",
@@ -141,15 +141,45 @@ class LambdaBackend(Backend):
                 max(1, int(0.5 * limit * self.options.render_fps)),
             )
 
-    def run_chunk(
-        self,
-        spec: JobSpec,
-        chunk: Chunk,
-        context: ChunkContext,
-        *,
-        cancel: threading.Event,
-        timeout: float | None = None,
-    ) -> WorkerResult:
+    def invoke(self, request: WorkerRequest, *, cancel: threading.Event, timeout: float | None) -> Any:
+        """Invoke the function (RequestResponse), retrying throttles here; returns its JSON payload."""
+        kwargs: dict[str, Any] = {
+            "FunctionName": self.options.function,
+            "InvocationType": "RequestResponse",
+            "Payload": request.model_dump_json(by_alias=True, exclude_none=True),
+        }
+        if self.options.qualifier:
+            kwargs["Qualifier"] = self.options.qualifier
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, _Throttled) and not cancel.is_set()),
+            stop=stop_after_attempt(self.options.throttle_attempts),
+            wait=wait_random_exponential(multiplier=0.25, max=20),
+            sleep=lambda seconds: cancel.wait(seconds) and None,
+            reraise=True,
+        )
+        response = retrying(lambda: self._invoke_once(kwargs))
+        raw = response["Payload"].read()
+        if response.get("FunctionError"):
+            raise RemoteFailure(
+                f"{self.target} failed ({response['FunctionError']}){_error_detail(raw)}", retryable=True
+            )
+        return raw
+
+    def _invoke_once(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.invoke(**kwargs)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _THROTTLE_CODES or status == 429:
+                detail = error.response.get("Error", {}).get("Message", "")
+                raise _Throttled(f"{code or 'HTTP 429'}: {detail}") from None
+            raise
+
+    def describe_failure(self, error: Exception) -> RemoteFailure:
+        """Throttling and service errors may pass; a missing function or access denied will not."""
         from botocore.exceptions import (
             ClientError,
             ConnectionClosedError,
@@ -158,113 +188,30 @@ class LambdaBackend(Backend):
             ReadTimeoutError,
         )
 
-        started = time.monotonic()
-        function = self.options.function
-
-        def failed(message: str, retryable: bool) -> WorkerResult:
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=1,
-                stderr=message,
-                retryable=retryable,
-                duration_ms=(time.monotonic() - started) * 1000,
+        if isinstance(error, _Throttled):
+            return RemoteFailure(
+                f"{self.target} throttled ({error}) after {self.options.throttle_attempts} tries", retryable=True
             )
-
-        if cancel.is_set():
-            return WorkerResult(chunk_id=chunk.id, exit_code=130, stderr="cancelled", retryable=False)
-        self.check_chunk(spec, chunk)
-        for what, value in (("job", context.job_url), ("store", context.store_url)):
-            if "://" not in value or value.startswith("file://"):
-                self._warn_once(
-                    f"local:{what}",
-                    "warning: lambda: the %s %s is a local path; the function cannot "
-                    "read it (use an s3:// or https:// URL)",
-                    what,
-                    value,
-                )
-        payload = WorkerRequest(
-            job_url=context.job_url, chunk_id=chunk.id, store=context.store_url, force=context.force
-        ).model_dump_json(by_alias=True, exclude_none=True)
-        kwargs: dict[str, Any] = {"FunctionName": function, "InvocationType": "RequestResponse", "Payload": payload}
-        if self.options.qualifier:
-            kwargs["Qualifier"] = self.options.qualifier
-
-        def invoke() -> dict[str, Any]:
-            try:
-                return self.client.invoke(**kwargs)
-            except ClientError as error:
-                code = error.response.get("Error", {}).get("Code", "")
-                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if code in _THROTTLE_CODES or status == 429:
-                    detail = error.response.get("Error", {}).get("Message", "")
-                    raise _Throttled(f"{code or 'HTTP 429'}: {detail}") from None
-                raise
-
-        retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, _Throttled) and not cancel.is_set()),
-            stop=stop_after_attempt(self.options.throttle_attempts),
-            wait=wait_random_exponential(multiplier=0.25, max=20),
-            sleep=lambda seconds: cancel.wait(seconds) and None,
-            reraise=True,
-        )
-        try:
-            response = call_interruptibly(lambda: retrying(invoke), cancel, timeout)
-        except Interrupted as error:
-            if cancel.is_set() and str(error) == "cancelled":
-                return WorkerResult(
-                    chunk_id=chunk.id,
-                    exit_code=130,
-                    stderr="cancelled",
-                    retryable=False,
-                    duration_ms=(time.monotonic() - started) * 1000,
-                )
-            return failed(f"chunk {chunk.id}: invoking {function}: {error}", True)
-        except _Throttled as error:
-            return failed(
-                f"chunk {chunk.id}: function {function} throttled ({error}) after "
-                f"{self.options.throttle_attempts} tries",
-                True,
-            )
-        except ClientError as error:
+        if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "") or "ClientError"
             message = error.response.get("Error", {}).get("Message", "") or str(error)
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             retryable = code not in _FATAL_CODES and (status >= 500 or status == 0)
-            return failed(f"chunk {chunk.id}: invoking {function}: {code}: {message}", retryable)
-        except (ReadTimeoutError, ConnectTimeoutError) as error:
-            return failed(f"chunk {chunk.id}: invoking {function} timed out: {error}", True)
-        except (EndpointConnectionError, ConnectionClosedError) as error:
-            return failed(f"chunk {chunk.id}: cannot reach Lambda: {error}", True)
-        return self._result(chunk, response, started)
+            return RemoteFailure(f"invoking {self.target}: {code}: {message}", retryable=retryable)
+        if isinstance(error, (ReadTimeoutError, ConnectTimeoutError)):
+            return RemoteFailure(f"invoking {self.target} timed out: {error}", retryable=True)
+        if isinstance(error, (EndpointConnectionError, ConnectionClosedError)):
+            return RemoteFailure(f"cannot reach Lambda: {error}", retryable=True)
+        return super().describe_failure(error)
 
-    def _result(self, chunk: Chunk, response: dict[str, Any], started: float) -> WorkerResult:
-        elapsed = (time.monotonic() - started) * 1000
-        function = self.options.function
-        raw = response["Payload"].read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        if response.get("FunctionError"):
-            detail = ""
-            if isinstance(body, dict):
-                detail = f"{body.get('errorType', '')}: {body.get('errorMessage', '')}".strip(": ")
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=1,
-                retryable=True,
-                duration_ms=elapsed,
-                stderr=f"chunk {chunk.id}: function {function} failed ({response['FunctionError']})"
-                f"{': ' + detail if detail else ''}",
-            )
-        if not isinstance(body, dict) or "exitCode" not in body:
-            return WorkerResult(
-                chunk_id=chunk.id,
-                exit_code=1,
-                retryable=False,
-                duration_ms=elapsed,
-                stderr=f"chunk {chunk.id}: function {function} returned no WorkerResult "
-                f"(is its handler helios_lambda.handler.handler?): {raw[:200]!r}",
-            )
-        result = WorkerResult.model_validate(body)
-        return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": elapsed})
+
+def _error_detail(raw: bytes) -> str:
+    """`: <errorType>: <errorMessage>` of a function error's payload, when it has them."""
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    detail = f"{body.get('errorType', '')}: {body.get('errorMessage', '')}".strip(": ")
+    return f": {detail}" if detail else ""

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from helios_kit.backends.base import WorkerRequest, WorkerResult
+from helios_kit.protocol import WorkerRequest, WorkerResult, WorkerStatus
 from helios_kit.spec import format_validation_error
 from helios_kit.worker.runtime import WorkerRuntime
 
@@ -51,9 +51,9 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     try:
         request = _parse(event)
     except ValidationError as error:
-        return _dump(WorkerResult(exit_code=2, retryable=False, stderr=f"bad event: {format_validation_error(error)}"))
+        return _dump(WorkerResult.failed(None, f"bad event: {format_validation_error(error)}", retryable=False))
     except (ValueError, TypeError) as error:
-        return _dump(WorkerResult(exit_code=2, retryable=False, stderr=f"bad event: not a JSON object ({error})"))
+        return _dump(WorkerResult.failed(None, f"bad event: not a JSON object ({error})", retryable=False))
 
     cancel = threading.Event()
     timer: threading.Timer | None = None
@@ -72,6 +72,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
     if cancel.is_set() and not result.ok:
         result = result.model_copy(
             update={
+                "status": WorkerStatus.TIMED_OUT,
                 "retryable": True,
                 "stderr": f"chunk {request.chunk_id}: stopped {DEADLINE_MARGIN_S:g} s before the Lambda time limit "
                 "(plan shorter chunks with --chunk-frames, or raise the function timeout)",

@@ -1,0 +1,154 @@
+"""Wire models: the data that crosses a process or network boundary between a client, its backends and
+the workers. These are contracts: change a field only with a reason, and keep reading what older workers send.
+
+* :class:`WorkerRequest` — what a stateless worker receives: `{"jobUrl", "chunkId", "store", "force"}`.
+* :class:`WorkerResult` — what running one chunk produced, with a :class:`WorkerStatus` (`ok`, `skipped`,
+  `failed`, `cancelled`, `timed_out`) and `retryable` as data: whether another attempt may succeed.
+* :class:`ProgressEvent` — one thing that happened to a chunk or the merge during a run (progress bars, the
+  job records and the dashboard read these).
+
+JSON keys are camelCase, Python names snake_case. This module knows nothing of jobs, stores or browsers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from helios_kit.errors import describe
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire (JSON payloads between clients and workers), snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class WorkerRequest(WireModel):
+    """The payload a stateless worker receives: `{"jobUrl": ..., "chunkId": ..., "store": ...}`."""
+
+    job_url: str
+    chunk_id: int
+    store: str | None = None
+    force: bool = False
+
+
+class WorkerStatus(StrEnum):
+    """How an attempt at a chunk ended."""
+
+    OK = "ok"  # rendered and committed
+    SKIPPED = "skipped"  # the store already held the chunk complete: nothing rendered
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped because someone asked (the job's cancel, a caller that went away)
+    TIMED_OUT = "timed_out"  # stopped because its time ran out (the chunk timeout, a platform's limit)
+
+    @property
+    def ok(self) -> bool:
+        return self in (WorkerStatus.OK, WorkerStatus.SKIPPED)
+
+
+#: `exitCode` of results written before `status` existed (helios-kit up to 0.x workers still deployed).
+_LEGACY_EXIT_CODES = {0: WorkerStatus.OK, 124: WorkerStatus.TIMED_OUT, 130: WorkerStatus.CANCELLED}
+
+
+class WorkerResult(WireModel):
+    """What one attempt at a chunk (or the merge) produced."""
+
+    chunk_id: int | None = None
+    status: WorkerStatus
+    stdout: str = ""
+    stderr: str = Field("", description="One line saying what went wrong (empty when it went well).")
+    output_file: str | None = None
+    duration_ms: float = 0.0
+    retryable: bool = Field(True, description="Whether another attempt may succeed (data, never parsed).")
+    frames: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status.ok
+
+    @model_validator(mode="before")
+    @classmethod
+    def _status_from_legacy_exit_code(cls, data: Any) -> Any:
+        """Read `{"exitCode": 0, "skipped": true}` from a worker deployed before `status` existed."""
+        if isinstance(data, dict) and "status" not in data and isinstance(data.get("exitCode"), int):
+            data = dict(data)
+            code = data.pop("exitCode")
+            skipped = data.pop("skipped", False) is True
+            status = _LEGACY_EXIT_CODES.get(code, WorkerStatus.FAILED)
+            data["status"] = WorkerStatus.SKIPPED if status is WorkerStatus.OK and skipped else status
+        return data
+
+    # -- results a client builds itself (no worker answered) -------------------------------------------
+    @classmethod
+    def failed(cls, chunk_id: int | None, message: str, *, retryable: bool, duration_ms: float = 0.0) -> WorkerResult:
+        return cls(
+            chunk_id=chunk_id,
+            status=WorkerStatus.FAILED,
+            stderr=message,
+            retryable=retryable,
+            duration_ms=duration_ms,
+        )
+
+    @classmethod
+    def from_error(cls, chunk_id: int | None, error: BaseException, *, prefix: str = "") -> WorkerResult:
+        """A failed result for an exception: its one-line description, and its `retryable` when it has one
+        (every HeliosError does); an exception that does not say is taken as transient."""
+        retryable = getattr(error, "retryable", True)
+        return cls.failed(chunk_id, f"{prefix}{describe(error)}", retryable=bool(retryable))
+
+    @classmethod
+    def cancelled(cls, chunk_id: int | None, message: str = "cancelled", *, duration_ms: float = 0.0) -> WorkerResult:
+        return cls(
+            chunk_id=chunk_id,
+            status=WorkerStatus.CANCELLED,
+            stderr=message,
+            retryable=False,
+            duration_ms=duration_ms,
+        )
+
+    @classmethod
+    def timed_out(cls, chunk_id: int | None, message: str, *, duration_ms: float = 0.0) -> WorkerResult:
+        return cls(
+            chunk_id=chunk_id,
+            status=WorkerStatus.TIMED_OUT,
+            stderr=message,
+            retryable=True,
+            duration_ms=duration_ms,
+        )
+
+
+class EventKind(StrEnum):
+    STARTED = "started"
+    RENDERED = "rendered"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    RETRYING = "retrying"
+    CANCELLED = "cancelled"
+    MERGE_STARTED = "merge-started"
+    MERGED = "merged"
+    MERGE_SKIPPED = "merge-skipped"
+    MERGE_FAILED = "merge-failed"
+
+
+class ProgressEvent(BaseModel):
+    """One thing that happened to a chunk (or the merge), with its attempt, duration and frames."""
+
+    kind: EventKind
+    chunk_id: int | None = None
+    attempt: int = 0
+    frames: int = 0
+    duration_ms: float = 0.0
+    error: str | None = None
+    delay_s: float | None = None
+    output: str | None = None
+    at: float = Field(default_factory=time.time)
+
+
+#: Where progress events go (a progress bar, the job records); a sink must not block.
+EventSink = Callable[[ProgressEvent], None]

@@ -1,0 +1,412 @@
+"""A job run: prepare the job's context, hand doit its chunk and merge actions, run them, merge, report.
+
+This module sits above :mod:`helios_kit.dag` (which only builds and runs doit tasks) and
+:mod:`helios_kit.executor` (which only runs attempts), and calls both; neither imports it.
+
+* :func:`execute_job` is what `helios job run` (through the JobManager) does: prepare the
+  :class:`~helios_kit.context.JobContext`, run the tasks with DoitMain, and return a :class:`JobReport`
+  whose :meth:`JobReport.summary_line` is the CLI's last line.
+* :class:`JobRun` is one run's state: the actions doit calls (a chunk is up to date when the store says
+  so; rendering goes through the executor; the merge through :func:`merge_job`) and the merge's outcome.
+* :func:`project_tasks` and :func:`plan_project` are for a project's ``dodo.py``:
+  ``def task_render(): yield from project_tasks(plan_project(HERE, ...))``; ``doit render`` then renders
+  incrementally, ``doit -n 2 render`` in parallel, ``doit clean render`` removes the outputs and manifests,
+  ``doit forget`` only drops doit's cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from helios_kit.backends.base import Backend
+from helios_kit.composition import is_local, local_path
+from helios_kit.context import STATE_DIR, JobContext
+from helios_kit.dag import TaskActions, job_tasks, run_tasks
+from helios_kit.errors import HeliosError, RenderError
+from helios_kit.executor import AttemptOptions, ChunkExecutor, ChunkOutcome
+from helios_kit.protocol import EventKind, EventSink, ProgressEvent
+from helios_kit.repository import ChunkState
+from helios_kit.spec import Chunk, JobSpec, id_ranges
+
+if TYPE_CHECKING:
+    from helios_kit.render.audio import AudioPlan
+
+log = logging.getLogger("helios.run")
+
+
+class RunOptions(AttemptOptions):
+    """How a job runs (the backend-independent flags of `helios job run`): the executor's attempt options,
+    and which chunks, where to, whether to force and to merge."""
+
+    force: bool = False
+    chunks: list[int] | None = Field(None, description="Only these chunk ids (default: all).")
+    store: str | None = None
+    merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
+
+
+class MergeOutcome(BaseModel):
+    output: str | None = None
+    frames: int = 0
+    duration_s: float = 0.0
+    skipped: bool = False
+    error: str | None = None
+    pending: str | None = Field(None, description="Why the merge did not run (chunks left to render).")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class JobReport(BaseModel):
+    """Everything one run did; `summary_line()` is the CLI's last line."""
+
+    job_id: str
+    total_chunks: int
+    chunks: list[ChunkOutcome] = Field(default_factory=list)
+    merge: MergeOutcome | None = None
+    cancelled: bool = False
+    error: str | None = None
+    duration_ms: float = 0.0
+    merge_requested: bool = True
+
+    def count(self, *states: ChunkState) -> int:
+        return sum(1 for outcome in self.chunks if outcome.state in states)
+
+    @property
+    def rendered(self) -> int:
+        return self.count(ChunkState.RENDERED)
+
+    @property
+    def skipped(self) -> int:
+        return self.count(ChunkState.SKIPPED)
+
+    @property
+    def failed(self) -> int:
+        return self.count(ChunkState.FAILED)
+
+    @property
+    def ok(self) -> bool:
+        return not self.cancelled and self.error is None and self.failed == 0 and (self.merge is None or self.merge.ok)
+
+    def summary_line(self) -> str:
+        line = (
+            f"{self.total_chunks} chunks: {self.rendered} rendered, {self.skipped} skipped (complete), "
+            f"{self.failed} failed"
+        )
+        cancelled = self.count(ChunkState.CANCELLED)
+        if self.cancelled or cancelled:
+            line += f", {cancelled} cancelled"
+        merge = self.merge
+        if self.cancelled:
+            line += "; job cancelled"
+        elif merge is None and not self.merge_requested:
+            line += "; not merged (--no-merge)"
+        elif merge is None or merge.pending:
+            why = merge.pending if merge and merge.pending else ("chunks failed" if self.failed else "not run")
+            line += f"; not merged ({why})"
+        elif merge.error:
+            line += f"; merge failed: {merge.error}"
+        else:
+            note = ", up to date" if merge.skipped else ""
+            line += f"; merged → {merge.output} ({merge.frames} frames, {merge.duration_s:.3f} s{note})"
+        if self.error and not self.cancelled:
+            line += f"; error: {self.error}"
+        return line
+
+
+def merge_job(ctx: JobContext, *, cancel: threading.Event | None = None) -> MergeOutcome:
+    """Join the complete chunks into the job's output (fetching them first from a remote store), mix the
+    composition's audio once, and commit the output with its own manifest. Raises HeliosError on failure."""
+    from helios_kit.stitch import stitch
+
+    spec = ctx.spec
+    manifests = ctx.input_manifests()
+    digest = ctx.merge_digest(manifests)
+    if digest is None:
+        raise RenderError(f"merge: chunks {id_ranges(ctx.missing_chunks(manifests))} are not complete")
+    output_rel = spec.merge.output_file
+    work = Path(tempfile.mkdtemp(prefix="helios-merge-"))
+    try:
+        inputs = _local_chunk_files(ctx, work, cancel)
+        merged = work / ("merged" + (Path(output_rel).suffix or ".mp4"))
+        result = stitch(inputs, merged, audio=_audio_plan(ctx), expected_frames=spec.config.frame_count)
+        ctx.store.commit(merged, output_rel, digest=digest, job_id=spec.job_id, frame_count=result.frames)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return MergeOutcome(output=ctx.store.uri(output_rel), frames=result.frames, duration_s=result.duration_s)
+
+
+def _local_chunk_files(ctx: JobContext, work: Path, cancel: threading.Event | None) -> list[Path]:
+    """The chunk outputs as local files: in place for a local store, downloaded into `work` otherwise."""
+    inputs: list[Path] = []
+    for chunk in ctx.spec.chunks:
+        local = ctx.store.local_path(chunk.output_file)
+        if local is None:
+            if cancel is not None and cancel.is_set():
+                raise RenderError("merge: cancelled")
+            local = ctx.store.fetch(chunk.output_file, work / "chunks" / chunk.output_file)
+        inputs.append(local)
+    return inputs
+
+
+def _audio_plan(ctx: JobContext) -> AudioPlan | None:
+    """The composition's audio tracks placed on the job's timeline (None when it has none or they cannot be
+    read: the merge goes on silent, with a warning)."""
+    from helios_kit.render.audio import discover_audio
+
+    spec = ctx.spec
+    try:
+        plan = discover_audio(ctx.input_location)
+    except HeliosError as error:
+        log.warning("merge: audio not mixed: %s", error)
+        return None
+    if not plan.tracks:
+        return None
+    return plan.model_copy(update={"timeline_start_s": spec.config.start_frame / spec.config.fps})
+
+
+class JobRun:
+    """One run of a job: the actions its doit tasks call, and what the merge did."""
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        executor: ChunkExecutor,
+        *,
+        chunk_ids: Iterable[int] | None = None,
+        merge: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        self.ctx = ctx
+        self.executor = executor
+        self.chunk_ids = list(chunk_ids) if chunk_ids is not None else None
+        self.verbose = verbose
+        self.merge_requested = merge
+        self.merge: MergeOutcome | None = None
+
+    @property
+    def subset(self) -> bool:
+        """Only some chunks run (`--chunks`): a merge whose other inputs are missing waits, it has not failed."""
+        return self.chunk_ids is not None and set(self.chunk_ids) != {chunk.id for chunk in self.ctx.spec.chunks}
+
+    def actions(self) -> TaskActions:
+        return TaskActions(
+            chunk_uptodate=self.chunk_uptodate,
+            render_chunk=self.render_chunk,
+            merge_uptodate=self.merge_uptodate,
+            merge=self.run_merge,
+            clean=self.clean,
+        )
+
+    def tasks(self, *, basename: str = "render") -> Iterator[dict[str, Any]]:
+        """The doit task dicts of this run (see :func:`helios_kit.dag.job_tasks`)."""
+        return job_tasks(
+            self.ctx.spec, self.actions(), basename=basename, chunk_ids=self.chunk_ids, merge=self.merge_requested
+        )
+
+    # -- the actions -------------------------------------------------------------------------------------
+    def chunk_uptodate(self, chunk: Chunk) -> bool:
+        if self.ctx.force or self.executor.cancel.is_set():
+            return False
+        if self.ctx.chunk_complete(chunk):
+            self.executor.mark_skipped(chunk)
+            return True
+        return False
+
+    def render_chunk(self, chunk: Chunk) -> bool:
+        outcome = self.executor.run_chunk(chunk)
+        if self.verbose:
+            note = outcome.error or f"{outcome.state.value} in {outcome.duration_ms / 1000:.2f} s"
+            print(f"chunk {chunk.id}: {note}", flush=True)
+        return outcome.state.done
+
+    def merge_uptodate(self) -> bool:
+        executor, ctx = self.executor, self.ctx
+        if executor.cancel.is_set():
+            return True  # nothing more to do: the dependent chunks report the cancel
+        manifests = ctx.input_manifests()
+        digest = ctx.merge_digest(manifests)
+        if digest is None:
+            if self.subset:
+                self.merge = MergeOutcome(pending=f"chunks {id_ranges(ctx.missing_chunks(manifests))} not complete")
+                executor.emit(ProgressEvent(kind=EventKind.MERGE_SKIPPED, error=self.merge.pending))
+                return True
+            return False
+        if not ctx.force and ctx.store.is_complete(ctx.spec.merge.output_file, digest):
+            config = ctx.spec.config
+            self.merge = MergeOutcome(
+                output=ctx.store.uri(ctx.spec.merge.output_file),
+                frames=config.frame_count,
+                duration_s=config.frame_count / config.fps,
+                skipped=True,
+            )
+            executor.emit(
+                ProgressEvent(kind=EventKind.MERGE_SKIPPED, output=self.merge.output, frames=config.frame_count)
+            )
+            return True
+        return False
+
+    def run_merge(self) -> bool:
+        executor = self.executor
+        executor.emit(ProgressEvent(kind=EventKind.MERGE_STARTED))
+        try:
+            outcome = merge_job(self.ctx, cancel=executor.cancel)
+        except HeliosError as error:
+            self.merge = MergeOutcome(error=str(error))
+            executor.emit(ProgressEvent(kind=EventKind.MERGE_FAILED, error=str(error)))
+            if self.verbose:
+                print(f"merge failed: {error}", flush=True)
+            return False
+        self.merge = outcome
+        executor.emit(ProgressEvent(kind=EventKind.MERGED, output=outcome.output, frames=outcome.frames))
+        if self.verbose:
+            print(f"merged → {outcome.output} ({outcome.frames} frames, {outcome.duration_s:.3f} s)", flush=True)
+        return True
+
+    def clean(self, rels: list[str]) -> None:
+        for rel in rels:
+            self.ctx.store.delete(rel)
+
+    # -- the whole run -----------------------------------------------------------------------------------
+    def run(self, *, db_file: Path | None = None) -> str | None:
+        """Run the tasks with DoitMain; returns doit's own error line, if any."""
+        return run_tasks(
+            self.tasks,
+            db_file=db_file or _doit_db_file(self.ctx),
+            concurrency=self.executor.concurrency,
+            task_count=len(self.ctx.spec.chunks),
+        )
+
+    def report(self, error: str | None, duration_ms: float) -> JobReport:
+        """What this run did, one outcome per selected chunk."""
+        spec, executor = self.ctx.spec, self.executor
+        selected = self.chunk_ids if self.chunk_ids is not None else [chunk.id for chunk in spec.chunks]
+        outcomes = []
+        for chunk_id in selected:
+            outcome = executor.outcomes.get(chunk_id)
+            if outcome is None:  # doit never reached it (cancelled while scheduling)
+                outcome = ChunkOutcome(
+                    chunk_id=chunk_id,
+                    state=ChunkState.CANCELLED if executor.cancel.is_set() else ChunkState.FAILED,
+                    error=error or "not run",
+                )
+            outcomes.append(outcome)
+        return JobReport(
+            job_id=spec.job_id,
+            total_chunks=len(selected),
+            chunks=outcomes,
+            merge=self.merge,
+            cancelled=executor.cancel.is_set(),
+            error=error,
+            duration_ms=duration_ms,
+            merge_requested=self.merge_requested,
+        )
+
+
+def _doit_db_file(ctx: JobContext) -> Path:
+    """doit's cache for this job: under the job dir's `.helios/`, or the temp dir when that is read-only."""
+    db_file = ctx.job_dir / STATE_DIR / f"{ctx.spec.job_id}.doit.db"
+    try:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        db_file = Path(tempfile.gettempdir()) / f"helios-{ctx.spec.job_id}.doit.db"
+    return db_file
+
+
+def execute_job(
+    spec: JobSpec,
+    job_url: str,
+    job_dir: Path,
+    backend: Backend,
+    options: RunOptions | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    sinks: Iterable[EventSink] = (),
+    context: JobContext | None = None,
+) -> JobReport:
+    """Render what is not complete, then merge; returns the report (raises only for user errors up front)."""
+    options = options or RunOptions()
+    started = time.monotonic()
+    if options.chunks is not None:
+        for chunk_id in options.chunks:
+            spec.chunk(chunk_id)  # SpecError naming the ids that exist
+    ctx = context or JobContext.prepare(spec, job_url, job_dir, store_url=options.store, force=options.force)
+    try:
+        ctx.store.check_writable()
+        executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
+        run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge)
+        error = run.run()
+    finally:
+        if context is None:
+            ctx.close()
+    return run.report(error, (time.monotonic() - started) * 1000)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A project's dodo.py
+
+
+def project_tasks(
+    job: str | Path,
+    *,
+    backend: str = "local",
+    basename: str = "render",
+    retries: int = 1,
+    chunk_timeout: float | None = None,
+    store: str | None = None,
+    verbose: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Tasks for a project's dodo.py rendering the JobSpec `job` (a path or URL) incrementally.
+
+    ``def task_render(): yield from project_tasks("job.json")``. Concurrency is doit's ``-n``.
+    """
+    from helios_kit.loaders import load_spec
+    from helios_kit.plugins import make_backend
+
+    source = str(local_path(str(job)).resolve()) if is_local(str(job)) else str(job)
+    spec, job_dir = load_spec(source)
+    # doit's runner decides how many chunk tasks run at once (`doit -n N`); with its thread runner, the
+    # executor's limit is the chunk count so only doit limits.
+    options = RunOptions(concurrency=len(spec.chunks), retries=retries, chunk_timeout=chunk_timeout, store=store)
+    ctx = JobContext.prepare(spec, source, job_dir, store_url=store)
+    executor = ChunkExecutor(make_backend(backend), spec, ctx.chunk_context(), options)
+    yield from JobRun(ctx, executor, verbose=verbose).tasks(basename=basename)
+
+
+def plan_project(
+    project_dir: str | Path,
+    *,
+    input: str = "index.html",
+    job_file: str = "job.json",
+    chunks: int | None = None,
+    chunk_frames: int | None = None,
+    **config: Any,
+) -> Path:
+    """(Re)write `project_dir/job_file` from render settings, only when the plan changes; returns its path.
+
+    The job id is stable (the project folder's name), so re-planning an unchanged project keeps every chunk.
+    """
+    from helios_kit.planner import plan_job
+    from helios_kit.spec import RenderConfig, dump, dumps, load
+
+    project = Path(project_dir).resolve()
+    render_config = RenderConfig(input=input, **config)
+    job_id = "".join(c if c.isalnum() or c in "._-" else "-" for c in project.name).strip("-._") or "project"
+    spec = plan_job(render_config, concurrency=chunks, chunk_frames=chunk_frames, job_id=job_id)
+    path = project / job_file
+    try:
+        current = dumps(load(path)) if path.exists() else None
+    except HeliosError:
+        current = None
+    if current != dumps(spec):
+        dump(spec, path)
+    return path
