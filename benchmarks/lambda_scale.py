@@ -30,6 +30,7 @@ def measure(
     latency: float,
     workers: int = 4,
     handler: str = "worker",
+    gather: int = 0,
 ) -> dict[str, float]:
     """Run the fan-out once; returns elapsed, ideal, ratio and the emulator's max in-flight count."""
     if str(TESTS) not in sys.path:
@@ -64,7 +65,7 @@ def measure(
         context = ChunkContext(job_url=str(root / "job.json"), job_dir=str(root), store_url=str(root / "store"))
         reference = "helios_lambda.handler:handler" if handler == "worker" else "fakes.lambda_emulator:noop_handler"
         with (
-            LambdaEmulator(handler=reference, latency=latency, workers=workers) as emulator,
+            LambdaEmulator(handler=reference, latency=latency, workers=workers, gather=gather) as emulator,
             LambdaBackend(
                 LambdaOptions(
                     function=emulator.function_name,

@@ -9,8 +9,9 @@ Knobs (all per emulator): `latency`, the least time an invocation takes (the han
 `throttle_rate` and `failure_rate`
 (fractions of invocations answered 429 / Unhandled before the handler runs, from a seeded RNG),
 `reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `timeout` (the
-function's time limit, reported as `Task timed out`), and `workers` (handler processes). Counters record
-what happened, for assertions.
+function's time limit, reported as `Task timed out`), `workers` (handler processes), and `gather` (the
+first invocations wait, up to `gather_timeout`, until that many are in flight at once: a client's fan-out is
+then checked by an event, not by timing). Counters record what happened, for assertions.
 """
 
 from __future__ import annotations
@@ -79,10 +80,12 @@ class LambdaEmulator:
     counts: Counter = field(default_factory=Counter)
     invoked_chunks: list[int] = field(default_factory=list)
     max_in_flight: int = 0
+    gather: int = 0
+    gather_timeout: float = 60.0
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._in_flight = 0
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         emulator = self
@@ -172,6 +175,8 @@ class LambdaEmulator:
                 self.counts["invoked"] += 1
                 if isinstance(event, dict) and isinstance(event.get("chunkId"), int):
                     self.invoked_chunks.append(event["chunkId"])
+                self._lock.notify_all()
+                self._lock.wait_for(lambda: self.max_in_flight >= self.gather, timeout=self.gather_timeout)
         if throttled:
             return request._send(
                 429,
