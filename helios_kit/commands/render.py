@@ -15,13 +15,14 @@ import click
 
 from helios_kit.composition import CompositionInput, resolve_input
 from helios_kit.errors import HeliosError
+from helios_kit.frames import frames_for_duration
 from helios_kit.spec import CaptureMode, RenderConfig
 
 CAPTURE_CHOICES = [mode.value for mode in CaptureMode]
 
 
 def frame_count_from(duration: float | None, frame_count: int | None, fps: float, meta_duration: float | None) -> int:
-    """Frames to render: `--frame-count`, else `--duration` times fps (rounded), else the composition's duration."""
+    """Frames to render: `--frame-count`, else `ceil(--duration x fps)`, else the composition's duration."""
     if frame_count is not None and duration is not None:
         raise click.UsageError("give --duration or --frame-count, not both")
     if frame_count is not None:
@@ -33,10 +34,7 @@ def frame_count_from(duration: float | None, frame_count: int | None, fps: float
         raise click.UsageError("how long? give --duration SECONDS or --frame-count N (or a helios meta tag)")
     if not math.isfinite(seconds) or seconds <= 0:
         raise click.BadParameter(f"must be > 0, got {seconds:g}", param_hint="--duration")
-    frames = round(seconds * fps)
-    if frames <= 0:
-        raise click.BadParameter(f"{seconds:g} s at {fps:g} fps is less than one frame", param_hint="--duration")
-    return frames
+    return frames_for_duration(seconds, fps)
 
 
 @click.command("render")
