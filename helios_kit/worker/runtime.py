@@ -42,7 +42,7 @@ from urllib.parse import urljoin
 
 from helios_kit.backends.base import WorkerResult
 from helios_kit.errors import HeliosError, LoaderError, RenderError, SpecError, StoreError, describe
-from helios_kit.loaders import LoaderOptions, load_spec, scheme_of
+from helios_kit.loaders import LoaderOptions, read_source, scheme_of
 from helios_kit.spec import MANIFEST_SUFFIX, JobSpec, chunk_digest, composition_digest, job_outputs, loads
 from helios_kit.store import download
 
@@ -59,18 +59,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
-
-_NOT_RETRYABLE_LOADER = (
-    "not found",
-    "is a directory",
-    "unsupported scheme",
-    "larger than",
-    "invalid URL",
-    "access denied",
-    "permission denied",
-    "needs an extra package",
-)
-
 
 #: `module:function` of another render function (a test double, a custom renderer) for workers started
 #: out of process (Lambda, Cloud Run, `helios worker`); unset means the real renderer.
@@ -201,7 +189,7 @@ def _download_composition(
         base_path = base_path.rstrip("/")
         entry = f"{base_path}/{input_rel}"
         if not fs.exists(entry):
-            raise LoaderError(f"composition not found: {base_url}/{input_rel}")
+            raise LoaderError(f"composition not found: {base_url}/{input_rel}", retryable=False)
         root = entry if fs.isdir(entry) else posixpath.dirname(entry)
         skip = set(job_outputs(spec)) if outputs_base is not None else set()
         listing = {
@@ -308,14 +296,7 @@ class WorkerRuntime:
     def _load_spec(self, job_url: str) -> JobSpec:
         """Fetch the spec every time (it may change), but validate each distinct content only once: a warm
         Lambda or Cloud Run instance runs many chunks of the same job."""
-        from helios_kit.errors import UnknownNameError
-        from helios_kit.plugins import get_plugins
-
-        try:
-            loader = get_plugins().spec_loader(scheme_of(job_url))
-        except UnknownNameError:
-            return load_spec(job_url, self.loader_options)[0]  # its LoaderError lists the supported schemes
-        data = loader(job_url, self.loader_options)
+        data = read_source(job_url, self.loader_options)  # deadline and size cap; LoaderError says if retryable
         key = hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest() + "|" + job_url
         with self._lock:
             spec = self._specs.get(key)
@@ -361,9 +342,8 @@ class WorkerRuntime:
         except SpecError as error:
             return result(EXIT_USAGE, retryable=False, stderr=str(error))
         except LoaderError as error:
-            text = str(error)
-            retryable = not any(marker in text for marker in _NOT_RETRYABLE_LOADER) and not _client_http_error(text)
-            return result(EXIT_USAGE if not retryable else EXIT_FAILED, retryable=retryable, stderr=text)
+            exit_code = EXIT_FAILED if error.retryable else EXIT_USAGE
+            return result(exit_code, retryable=error.retryable, stderr=str(error))
         except RenderError as error:
             return result(EXIT_FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
         except StoreError as error:
@@ -438,12 +418,3 @@ class WorkerRuntime:
             stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "
             f"{store.uri(rel)} ({manifest.size} bytes)",
         )
-
-
-def _client_http_error(text: str) -> bool:
-    """HTTP 4xx other than 408/429 will not change on retry."""
-    marker = "HTTP 4"
-    if marker not in text:
-        return False
-    code = text.split("HTTP ", 1)[1][:3]
-    return code not in ("408", "429")
