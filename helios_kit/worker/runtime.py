@@ -347,7 +347,7 @@ class WorkerRuntime:
         except RenderError as error:
             return result(EXIT_FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
         except StoreError as error:
-            return result(EXIT_FAILED, stderr=str(error))
+            return result(EXIT_FAILED, retryable=error.retryable, stderr=str(error))
         except HeliosError as error:
             return result(error.exit_code, retryable=False, stderr=str(error))
         except Exception as error:  # a worker reports, it never crashes its host (Lambda, Cloud Run)
