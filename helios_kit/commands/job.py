@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from helios_kit.loaders import LoaderOptions, load_spec
+from helios_kit.loaders import LoaderOptions, is_remote, load_spec
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from helios_kit.executor import RunOptions
     from helios_kit.manager import JobManager
     from helios_kit.repository import JobRepository
+    from helios_kit.spec import JobSpec
 
 
 @click.group("job")
@@ -28,6 +29,8 @@ def validate_command(source: str, timeout: float | None) -> None:
     """Load and validate a JobSpec; print a summary."""
     options = LoaderOptions() if timeout is None else LoaderOptions(timeout=timeout)
     spec, job_dir = load_spec(source, options)
+    if not is_remote(source):
+        check_outputs_confined(spec, str(job_dir))
     config = spec.config
     click.echo(
         f"valid: job {spec.job_id}: {config.frame_count} frames "
@@ -41,6 +44,25 @@ def validate_command(source: str, timeout: float | None) -> None:
             f"→ {chunk.output_file}"
         )
     click.echo(f"  merge: {len(spec.merge.inputs)} inputs → {spec.merge.output_file}")
+
+
+def check_outputs_confined(spec: JobSpec, store: str) -> None:
+    """StoreError (one line naming the path) when a symlink would lead a chunk output, a manifest or the
+    merged output out of a local store: reported before anything renders."""
+    from helios_kit.store import ArtifactStore
+
+    ArtifactStore(store).check_confined([*spec.merge.inputs, spec.merge.output_file])
+
+
+def _check_run_outputs(source: str, store: str | None) -> None:
+    """Before a run starts: its outputs may not leave a local store (the job's folder, or `--store`)."""
+    spec, job_dir = load_spec(source)
+    if store is None:  # a local or http(s) job writes to its job dir; an s3:// job to its own folder there
+        if is_remote(source) and not source.startswith(("http://", "https://")):
+            return
+        store = str(job_dir)
+    if not is_remote(store) or store.startswith("file://"):
+        check_outputs_confined(spec, store)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,9 +146,34 @@ def _open_repository() -> JobRepository:
     return SQLiteJobRepository()
 
 
+#: The original Helios CLI's `helios job run --adapter` names, and the backends that stand for them.
+ADAPTER_BACKENDS = {"local": "local", "aws": "lambda", "gcp": "cloudrun"}
+
+
+def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
+    """The backend to use from `--backend` and its alias `--adapter` (the original CLI's aws|gcp|local)."""
+    from helios_kit.errors import SpecError
+
+    if adapter is None:
+        return backend or "local"
+    mapped = ADAPTER_BACKENDS.get(adapter)
+    if mapped is None:
+        known = ", ".join(f"{name} (= --backend {target})" for name, target in ADAPTER_BACKENDS.items())
+        raise SpecError(f"--adapter: {adapter!r} is not available; known: {known}")
+    if backend is not None and backend != mapped:
+        raise SpecError(f"--adapter {adapter} means --backend {mapped}, but --backend {backend} was given")
+    return mapped
+
+
 @job_group.command("run")
 @click.argument("source")
-@click.option("--backend", default="local", show_default=True, help="Where chunks run (see `helios plugins`).")
+@click.option("--backend", default=None, help="Where chunks run (see `helios plugins`). Default: local.")
+@click.option(
+    "--adapter",
+    default=None,
+    metavar="aws|gcp|local",
+    help="The original Helios CLI's name for --backend: aws = lambda, gcp = cloudrun, local = local.",
+)
 @click.option(
     "--concurrency",
     "-j",
@@ -162,7 +209,8 @@ def _open_repository() -> JobRepository:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
 def run_command(
     source: str,
-    backend: str,
+    backend: str | None,
+    adapter: str | None,
     concurrency: int | None,
     retries: int,
     retry_delay: float,
@@ -188,7 +236,9 @@ def run_command(
     from helios_kit.manager import JobManager
     from helios_kit.plugins import get_plugins
 
+    backend = backend_for_adapter(backend, adapter)
     get_plugins().backend(backend)  # UnknownNameError listing the known backends
+    _check_run_outputs(source, store)
     given: dict[str, object] = {}
     for dest, value in backend_values.items():
         if value is None:
