@@ -94,6 +94,7 @@ class ArtifactStore:
             self.url = os.path.abspath(text)
             self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file", auto_mkdir=True)
             self.root = self.url
+            self._real_root = os.path.realpath(self.root)  # outputs must resolve inside it
         else:
             self.url = text.rstrip("/")
             try:
@@ -114,7 +115,7 @@ class ArtifactStore:
         return f"{self.root}/{rel}" if self.root else rel
 
     def _confined(self, rel: str) -> str:
-        root = os.path.realpath(self.root)
+        root = self._real_root
         real = os.path.realpath(os.path.join(self.root, rel))
         if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
             raise StoreError(
