@@ -19,6 +19,7 @@ from helios_kit.spec import (
     config_digest,
     dumps,
     loads,
+    parse_json,
     parse_json_object,
     spec_from_data,
 )
@@ -166,3 +167,23 @@ def test_props_default_to_an_empty_object_and_must_be_an_object() -> None:
         spec_from_data(job_data(props=[1, 2]))
     with pytest.raises(SpecError, match=r"^config\.props\.a: nan is not a JSON number"):
         spec_from_data(job_data(props={"a": float("nan")}))
+
+
+@given(depth=st.integers(min_value=1, max_value=3 * MAX_JSON_DEPTH), kind=st.sampled_from(["[", '{"k":']))
+def test_json_is_accepted_exactly_up_to_the_depth_limit(depth, kind) -> None:
+    closing = "]" if kind == "[" else "}"
+    text = kind * depth + "1" + closing * depth if kind != "[" else "[" * depth + "]" * depth
+    if depth <= MAX_JSON_DEPTH:
+        parse_json(text, "x")
+    else:
+        with pytest.raises(SpecError, match=r"^x: JSON nested more than 64 levels deep$"):
+            parse_json(text, "x")
+
+
+@given(value=st.integers(min_value=0, max_value=2 * MAX_FRAMES))
+def test_frame_numbers_are_accepted_exactly_up_to_the_bound(value) -> None:
+    if value <= MAX_FRAMES:
+        assert RenderConfig(input="i.html", frame_count=max(value, 1), start_frame=value).start_frame == value
+    else:
+        with pytest.raises(SpecError, match=r"config\.startFrame: must be <= 86400000 \(24 h at 1000 fps\)"):
+            spec_from_data(job_data(startFrame=value))
