@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from helios_kit.cli import cli
 from helios_kit.errors import SpecError
-from helios_kit.spec import dumps, load, loads, spec_from_data
+from helios_kit.planner import plan_job
+from helios_kit.spec import RenderConfig, dumps, load, loads, spec_from_data
 
 
 def helios_job(frames=300, parts=2, extra_flags="") -> dict:
@@ -282,3 +283,11 @@ def test_our_own_shape_is_never_converted() -> None:
     data = json.loads(dumps(spec))
     data["chunks"][0]["command"] = "helios render anything --bogus-flag"  # ours: kept as given, not parsed
     assert spec_from_data(data).chunks[0].command == "helios render anything --bogus-flag"
+
+
+def test_a_typo_in_a_config_of_ours_stays_an_error_naming_it() -> None:
+    data = json.loads(dumps(plan_job(RenderConfig(input="comp.html", frame_count=6), concurrency=2)))
+    del data["version"]
+    data["config"]["framecount"] = 3
+    with pytest.raises(SpecError, match=r"^config\.framecount: unknown key"):
+        spec_from_data(data)
