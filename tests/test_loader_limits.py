@@ -150,3 +150,15 @@ def test_a_bad_timeout_variable_is_one_line(monkeypatch, value) -> None:
     result = CliRunner().invoke(cli, ["job", "validate", "job.json"])
     assert result.exit_code != 0
     assert result.output.strip() == f"error: HELIOS_SPEC_TIMEOUT: must be a number of seconds > 0, got {value!r}"
+
+
+def test_a_missing_extra_package_is_not_retryable(monkeypatch) -> None:
+    import fsspec.core
+
+    def no_driver(url, **kwargs):
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", no_driver)
+    with pytest.raises(LoaderError, match=r"^s3:// needs an extra package: pip install 'helios-kit\[s3\]'$") as caught:
+        read_source("s3://bucket/job.json", LoaderOptions(timeout=5))
+    assert caught.value.retryable is False
