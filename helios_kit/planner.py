@@ -1,4 +1,8 @@
-"""Planning: split a frame range into chunks and build the JobSpec with each chunk's command. Pure functions."""
+"""Planning: split a frame range into chunks and build the JobSpec with each chunk's command. Pure functions.
+
+Durations become frame counts through :func:`frames_for_duration` (from :mod:`helios_kit.frames`, re-exported
+here): `ceil(duration x fps)`, float-safe.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,10 @@ import re
 import secrets
 from pathlib import PurePosixPath
 
+from helios_kit.frames import frames_for_duration
 from helios_kit.spec import Chunk, JobSpec, Merge, RenderConfig
+
+__all__ = ["chunk_output_name", "frames_for_duration", "new_job_id", "plan_job", "split_frames"]
 
 DEFAULT_CHUNK_DIR = "chunks"
 

@@ -56,6 +56,9 @@ class WorkerStatus(StrEnum):
 _LEGACY_EXIT_CODES = {0: WorkerStatus.OK, 124: WorkerStatus.TIMED_OUT, 130: WorkerStatus.CANCELLED}
 
 
+_EXIT_CODES = {WorkerStatus.OK: 0, WorkerStatus.SKIPPED: 0, WorkerStatus.TIMED_OUT: 124, WorkerStatus.CANCELLED: 130}
+
+
 class WorkerResult(WireModel):
     """What one attempt at a chunk (or the merge) produced."""
 
@@ -71,6 +74,15 @@ class WorkerResult(WireModel):
     @property
     def ok(self) -> bool:
         return self.status.ok
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code of this outcome (`helios worker run`, the original Lambda payload): 0 done,
+        1 failed (a retry may help), 2 failed for good (fix the input), 124 timed out, 130 cancelled (as
+        timeout(1) and a shell's Ctrl-C report them)."""
+        if self.status in _EXIT_CODES:
+            return _EXIT_CODES[self.status]
+        return 1 if self.retryable else 2
 
     @model_validator(mode="before")
     @classmethod

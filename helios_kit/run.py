@@ -341,6 +341,7 @@ def execute_job(
             spec.chunk(chunk_id)  # SpecError naming the ids that exist
     ctx = context or JobContext.prepare(spec, job_url, job_dir, store_url=options.store, force=options.force)
     try:
+        ctx.store.check_confined([*spec.merge.inputs, spec.merge.output_file])  # before anything renders
         ctx.store.check_writable()
         executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
         run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge)

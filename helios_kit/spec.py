@@ -8,6 +8,7 @@ original Helios CLI are converted on load by :mod:`helios_kit.helios_format`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -21,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     field_validator,
     model_validator,
@@ -28,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from helios_kit.errors import SpecError
+from helios_kit.frames import MAX_FPS, MAX_FRAMES, MAX_HOURS
 
 SPEC_VERSION = 1
 #: A done-manifest sits beside each output as `<output>.done.json` (see helios_kit.store).
@@ -53,6 +56,32 @@ def _relative_confined_path(value: str) -> str:
 
 
 RelativePath = Annotated[str, AfterValidator(_relative_confined_path)]
+
+#: A codec or pixel-format name as ffmpeg spells them (`libx264`, `prores_ks`, `yuv420p10le`): never an
+#: option (`-vf`), never several words. Values reach ffmpeg's argv, so nothing else gets through.
+CODEC_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CODEC_NAME_MAX_LENGTH = 64
+
+
+def check_codec_name(value: str) -> str:
+    """Accept a codec or pixel-format name (`libx264`, `yuv420p`, `prores_ks`); ValueError for anything else."""
+    if not isinstance(value, str) or not CODEC_NAME_PATTERN.fullmatch(value) or len(value) > CODEC_NAME_MAX_LENGTH:
+        raise ValueError(
+            f"must be a name like libx264, yuv420p or prores_ks (letters, digits, '_', '.', '-'; "
+            f"at most {CODEC_NAME_MAX_LENGTH} characters), got {value!r}"
+        )
+    return value
+
+
+def _frame_bound(value: int) -> int:
+    if value > MAX_FRAMES:
+        raise ValueError(f"must be <= {MAX_FRAMES} ({MAX_HOURS} h at {MAX_FPS} fps), got {value}")
+    return value
+
+
+CodecName = Annotated[str, AfterValidator(check_codec_name)]
+#: A frame index or count: at most MAX_FRAMES (24 h at the highest frame rate).
+FrameNumber = Annotated[int, AfterValidator(_frame_bound)]
 Command = list[str] | str | None
 
 
@@ -85,15 +114,24 @@ class RenderConfig(SpecModel):
     input: str = Field(min_length=1, description="Composition: path relative to the job dir, or URL.")
     width: int = Field(1280, gt=0, le=16384)
     height: int = Field(720, gt=0, le=16384)
-    fps: float = Field(30, gt=0, le=1000)
-    start_frame: int = Field(0, ge=0)
-    frame_count: int = Field(gt=0)
+    fps: float = Field(30, gt=0, le=MAX_FPS)
+    start_frame: FrameNumber = Field(0, ge=0)
+    frame_count: FrameNumber = Field(gt=0)
     capture: CaptureMode = CaptureMode.AUTO
-    video_codec: str = Field("libx264", min_length=1)
-    audio_codec: str = Field("aac", min_length=1)
-    pixel_format: str = Field("yuv420p", min_length=1)
+    video_codec: CodecName = "libx264"
+    audio_codec: CodecName = "aac"
+    pixel_format: CodecName = "yuv420p"
     crf: int = Field(18, ge=0, le=63)
+    props: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="A JSON object for the composition (window.__HELIOS_PROPS__); part of each chunk's identity.",
+    )
     output: RelativePath = "out.mp4"
+
+    @field_validator("props")
+    @classmethod
+    def _props_are_portable_json(cls, props: dict[str, Any]) -> dict[str, Any]:
+        return normalise_json_object(props, "config.props")
 
     @model_validator(mode="after")
     def _even_size_for_subsampled_chroma(self) -> RenderConfig:
@@ -116,9 +154,9 @@ class RenderConfig(SpecModel):
 class Chunk(SpecModel):
     """A contiguous frame range rendered into its own file."""
 
-    id: int = Field(ge=0)
-    start_frame: int = Field(ge=0)
-    frame_count: int = Field(gt=0)
+    id: int = Field(ge=0, le=MAX_FRAMES)
+    start_frame: FrameNumber = Field(ge=0)
+    frame_count: FrameNumber = Field(gt=0)
     output_file: RelativePath
     command: Command = None
 
@@ -281,6 +319,82 @@ def format_validation_error(error: ValidationError) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
+# JSON from users: parsed in one guarded place (job files, request bodies, Lambda events)
+
+#: Deepest nesting of arrays and objects accepted in JSON from a user. A job file needs 4 levels; the rest
+#: is room for `config.props`. Deeper input is refused with one line instead of a RecursionError.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(text: str | bytes, source: str) -> Any:
+    """Parse JSON that a user controls; SpecError naming `source` for invalid JSON (with line and column),
+    text that is not UTF-8, or nesting deeper than MAX_JSON_DEPTH. Never a RecursionError or a traceback."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{source}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except RecursionError:
+        raise SpecError(_too_deep(source)) from None
+    except (TypeError, ValueError) as error:  # bytes in another encoding json cannot detect, a wrong type
+        raise SpecError(f"{source}: not JSON text ({error})") from None
+    if json_depth_exceeds(data, MAX_JSON_DEPTH):
+        raise SpecError(_too_deep(source))
+    return data
+
+
+def parse_json_object(text: str | bytes, source: str) -> dict[str, Any]:
+    """:func:`parse_json` for a request body or an event: the document must be a JSON object."""
+    data = parse_json(text, source)
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: must be a JSON object, got {_json_type(data)}")
+    return data
+
+
+def _too_deep(source: str) -> str:
+    return f"{source}: JSON nested more than {MAX_JSON_DEPTH} levels deep"
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """True when `value` nests lists and dicts more than `limit` levels deep (`{}` is 1). Iterative, so it
+    never recurses itself."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def normalise_json_object(value: dict[str, Any], where: str) -> dict[str, Any]:
+    """A JSON object with its keys sorted at every level (stable JSON, stable digests); ValueError naming
+    `where` for nesting beyond MAX_JSON_DEPTH or a number JSON cannot carry (NaN, Infinity)."""
+    if json_depth_exceeds(value, MAX_JSON_DEPTH - 2):  # the job file's own levels: root, config
+        raise ValueError(f"{where}: nested more than {MAX_JSON_DEPTH - 2} levels deep")
+    return _sorted_json(value, where)
+
+
+def _sorted_json(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted_json(value[key], f"{where}.{key}") for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_json(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: {value} is not a JSON number")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
 # Load / dump
 
 
@@ -299,13 +413,8 @@ def spec_from_data(data: Any) -> JobSpec:
 
 
 def loads(text: str | bytes, source: str = "<spec>") -> JobSpec:
-    """Parse JSON text into a JobSpec; invalid JSON names its line and column."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise SpecError(f"{source}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
-    except UnicodeDecodeError as error:
-        raise SpecError(f"{source}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    """Parse JSON text into a JobSpec; invalid JSON names its line and column, deep nesting its source."""
+    data = parse_json(text, source)
     try:
         return spec_from_data(data)
     except SpecError as error:

@@ -10,6 +10,11 @@ local and remote runs share one notion of done.
 
 Encoders are deterministic (same frames and settings → same bytes), so two workers committing the same
 chunk at once (at-least-once invocation) leave one valid chunk whichever wins.
+
+In a local store every path is checked after resolving symlinks: a symlink in the job folder
+(`chunks -> /elsewhere`) never lets an output, a manifest or the merged output land outside the store root;
+such a path is refused with one line naming it (:meth:`ArtifactStore.check_confined` checks a job's outputs
+before anything renders).
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class ArtifactStore:
             self.url = os.path.abspath(text)
             self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file", auto_mkdir=True)
             self.root = self.url
+            self._real_root = os.path.realpath(self.root)  # outputs must resolve inside it
         else:
             self.url = text.rstrip("/")
             try:
@@ -89,8 +95,30 @@ class ArtifactStore:
 
     # -- paths -----------------------------------------------------------------------------------------
     def path(self, rel: str) -> str:
-        """The filesystem path of `rel` (relative to the store root) for `self.fs`."""
+        """The filesystem path of `rel` (relative to the store root) for `self.fs`; for a local store the
+        real path (symlinks resolved), refused with a StoreError when it leaves the store root."""
+        if self.is_local:
+            return self._confined(rel)
         return f"{self.root}/{rel}" if self.root else rel
+
+    def _confined(self, rel: str) -> str:
+        root = self._real_root
+        real = os.path.realpath(os.path.join(self.root, rel))
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise StoreError(
+                f"store {self.url}: {rel} resolves to {real}, outside the store (a symlink leads out of it)",
+                retryable=False,
+            )
+        return real
+
+    def check_confined(self, rels: list[str] | tuple[str, ...]) -> None:
+        """Refuse (StoreError naming the first offender) when any of `rels` or its done-manifest would land
+        outside a local store once symlinks are resolved. Nothing to check for object stores."""
+        if not self.is_local:
+            return
+        for rel in rels:
+            self.path(rel)
+            self.path(self.manifest_name(rel))
 
     def uri(self, rel: str) -> str:
         """A human-readable location of `rel`: a local path or a URL."""
@@ -98,7 +126,7 @@ class ArtifactStore:
 
     def local_path(self, rel: str) -> Path | None:
         """The local file of `rel` when the store is a local folder, else None."""
-        return Path(self.root, rel) if self.is_local else None
+        return Path(self.path(rel)) if self.is_local else None
 
     @staticmethod
     def manifest_name(rel: str) -> str:
@@ -106,8 +134,9 @@ class ArtifactStore:
 
     # -- reading ---------------------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
+        path = self.path(rel)
         try:
-            return bool(self.fs.exists(self.path(rel)))
+            return bool(self.fs.exists(path))
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot read {rel}: {error}") from None
 
@@ -119,8 +148,9 @@ class ArtifactStore:
     def read_manifest(self, rel: str) -> DoneManifest | None:
         """The manifest of `rel`, or None when it is missing or unreadable (treated as not done)."""
         self.refresh()
+        path = self.path(self.manifest_name(rel))
         try:
-            data = read_bytes(self.fs, self.path(self.manifest_name(rel)))
+            data = read_bytes(self.fs, path)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except Exception as error:
@@ -136,8 +166,9 @@ class ArtifactStore:
         manifest = self.read_manifest(rel)
         if manifest is None or not manifest_current(manifest, digest, checker):
             return False
+        path = self.path(rel)
         try:
-            size = self.fs.size(self.path(rel))
+            size = self.fs.size(path)
         except FileNotFoundError:
             return False
         except Exception as error:

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from helios_kit.backends.base import ChunkContext
 from helios_kit.backends.remote import RemoteBackend, RemoteFailure
-from helios_kit.commands.worker import exit_code_of
 from helios_kit.errors import BrowserFault, LoaderError, RenderError, SpecError
 from helios_kit.protocol import WorkerRequest, WorkerResult, WorkerStatus
 from helios_kit.spec import Chunk
@@ -51,8 +50,8 @@ def test_ok_and_the_worker_cli_exit_code_derive_from_the_status(
     status: str, ok: bool, code_retryable: int, code_final: int
 ) -> None:
     assert WorkerResult(status=status).ok is ok
-    assert exit_code_of(WorkerResult(status=status, retryable=True)) == code_retryable
-    assert exit_code_of(WorkerResult(status=status, retryable=False)) == code_final
+    assert WorkerResult(status=status, retryable=True).exit_code == code_retryable
+    assert WorkerResult(status=status, retryable=False).exit_code == code_final
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from helios_kit.composition.locations import is_local
 from helios_kit.loaders import LoaderOptions, load_spec
 
 if TYPE_CHECKING:
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from helios_kit.manager import JobManager
     from helios_kit.repository import JobRepository, JobStatus
     from helios_kit.run import RunOptions
+    from helios_kit.spec import JobSpec
 
 
 @click.group("job")
@@ -28,6 +30,8 @@ def validate_command(source: str, timeout: float | None) -> None:
     """Load and validate a JobSpec; print a summary."""
     options = LoaderOptions() if timeout is None else LoaderOptions(timeout=timeout)
     spec, job_dir = load_spec(source, options)
+    if is_local(source):
+        check_outputs_confined(spec, str(job_dir))
     config = spec.config
     click.echo(
         f"valid: job {spec.job_id}: {config.frame_count} frames "
@@ -41,6 +45,14 @@ def validate_command(source: str, timeout: float | None) -> None:
             f"→ {chunk.output_file}"
         )
     click.echo(f"  merge: {len(spec.merge.inputs)} inputs → {spec.merge.output_file}")
+
+
+def check_outputs_confined(spec: JobSpec, store: str) -> None:
+    """StoreError (one line naming the path) when a symlink would lead a chunk output, a manifest or the
+    merged output out of a local store: reported before anything renders."""
+    from helios_kit.store import ArtifactStore
+
+    ArtifactStore(store).check_confined([*spec.merge.inputs, spec.merge.output_file])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -124,9 +136,34 @@ def _open_repository() -> JobRepository:
     return SQLiteJobRepository()
 
 
+#: The original Helios CLI's `helios job run --adapter` names, and the backends that stand for them.
+ADAPTER_BACKENDS = {"local": "local", "aws": "lambda", "gcp": "cloudrun"}
+
+
+def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
+    """The backend to use from `--backend` and its alias `--adapter` (the original CLI's aws|gcp|local)."""
+    from helios_kit.errors import SpecError
+
+    if adapter is None:
+        return backend or "local"
+    mapped = ADAPTER_BACKENDS.get(adapter)
+    if mapped is None:
+        known = ", ".join(f"{name} (= --backend {target})" for name, target in ADAPTER_BACKENDS.items())
+        raise SpecError(f"--adapter: {adapter!r} is not available; known: {known}")
+    if backend is not None and backend != mapped:
+        raise SpecError(f"--adapter {adapter} means --backend {mapped}, but --backend {backend} was given")
+    return mapped
+
+
 @job_group.command("run")
 @click.argument("source")
-@click.option("--backend", default="local", show_default=True, help="Where chunks run (see `helios plugins`).")
+@click.option("--backend", default=None, help="Where chunks run (see `helios plugins`). Default: local.")
+@click.option(
+    "--adapter",
+    default=None,
+    metavar="aws|gcp|local",
+    help="The original Helios CLI's name for --backend: aws = lambda, gcp = cloudrun, local = local.",
+)
 @click.option(
     "--concurrency",
     "-j",
@@ -162,7 +199,8 @@ def _open_repository() -> JobRepository:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
 def run_command(
     source: str,
-    backend: str,
+    backend: str | None,
+    adapter: str | None,
     concurrency: int | None,
     retries: int,
     retry_delay: float,
@@ -185,6 +223,7 @@ def run_command(
     from helios_kit.manager import JobManager
     from helios_kit.run import RunOptions
 
+    backend = backend_for_adapter(backend, adapter)
     given = _backend_options(backend, backend_values)
     options = RunOptions(
         concurrency=concurrency,

@@ -14,14 +14,15 @@ from pathlib import Path
 import click
 
 from helios_kit.composition import CompositionInput, resolve_input
-from helios_kit.errors import HeliosError
-from helios_kit.spec import CaptureMode, RenderConfig
+from helios_kit.errors import HeliosError, SpecError
+from helios_kit.frames import frames_for_duration
+from helios_kit.spec import CaptureMode, RenderConfig, check_codec_name
 
 CAPTURE_CHOICES = [mode.value for mode in CaptureMode]
 
 
 def frame_count_from(duration: float | None, frame_count: int | None, fps: float, meta_duration: float | None) -> int:
-    """Frames to render: `--frame-count`, else `--duration` times fps (rounded), else the composition's duration."""
+    """Frames to render: `--frame-count`, else `ceil(--duration x fps)`, else the composition's duration."""
     if frame_count is not None and duration is not None:
         raise click.UsageError("give --duration or --frame-count, not both")
     if frame_count is not None:
@@ -33,10 +34,15 @@ def frame_count_from(duration: float | None, frame_count: int | None, fps: float
         raise click.UsageError("how long? give --duration SECONDS or --frame-count N (or a helios meta tag)")
     if not math.isfinite(seconds) or seconds <= 0:
         raise click.BadParameter(f"must be > 0, got {seconds:g}", param_hint="--duration")
-    frames = round(seconds * fps)
-    if frames <= 0:
-        raise click.BadParameter(f"{seconds:g} s at {fps:g} fps is less than one frame", param_hint="--duration")
-    return frames
+    return frames_for_duration(seconds, fps)
+
+
+def _codec_name_flag(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """`--video-codec`, `--audio-codec`, `--pixel-format`: a name like libx264, never an ffmpeg option."""
+    try:
+        return check_codec_name(value)
+    except ValueError as error:
+        raise SpecError(f"--{param.name.replace('_', '-')}: {error}") from None
 
 
 @click.command("render")
@@ -75,9 +81,9 @@ def frame_count_from(duration: float | None, frame_count: int | None, fps: float
     default=None,
     help="How frames are captured (Helios: --mode). Default auto.",
 )
-@click.option("--video-codec", default="libx264", show_default=True)
-@click.option("--audio-codec", default="aac", show_default=True)
-@click.option("--pixel-format", default="yuv420p", show_default=True)
+@click.option("--video-codec", default="libx264", show_default=True, callback=_codec_name_flag)
+@click.option("--audio-codec", default="aac", show_default=True, callback=_codec_name_flag)
+@click.option("--pixel-format", default="yuv420p", show_default=True, callback=_codec_name_flag)
 @click.option(
     "--crf",
     "--quality",

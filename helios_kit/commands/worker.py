@@ -4,23 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 import click
-
-if TYPE_CHECKING:
-    from helios_kit.protocol import WorkerResult
-
-#: `helios worker run`'s exit code per status: 0 done, 1 failed (a retry may help), 2 failed for good
-#: (fix the input), 124 timed out and 130 cancelled, as timeout(1) and a shell's Ctrl-C report them.
-_EXIT_CODES = {"ok": 0, "skipped": 0, "timed_out": 124, "cancelled": 130}
-
-
-def exit_code_of(result: WorkerResult) -> int:
-    """The process exit code that says how a worker's attempt ended."""
-    if result.status.value in _EXIT_CODES:
-        return _EXIT_CODES[result.status.value]
-    return 1 if result.retryable else 2
 
 
 @click.group("worker")
@@ -53,7 +38,7 @@ def run_command(
             click.echo(result.stdout)
         if result.stderr:
             click.echo(f"error: {result.stderr}", err=True)
-    sys.exit(exit_code_of(result))
+    sys.exit(result.exit_code)
 
 
 @worker_group.command("serve")

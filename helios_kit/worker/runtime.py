@@ -38,9 +38,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helios_kit.composition import chunk_digest, default_store_url, resolve_composition, scheme_of
-from helios_kit.errors import HeliosError, LoaderError, RenderError, describe
-from helios_kit.loaders import LoaderOptions, load_spec
+from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
+from helios_kit.errors import HeliosError, RenderError, describe
+from helios_kit.loaders import LoaderOptions, read_source
 from helios_kit.protocol import WorkerResult, WorkerStatus
 from helios_kit.spec import JobSpec, loads
 
@@ -52,17 +52,6 @@ RenderFn = Callable[..., Any]
 _SPEC_CACHE_SIZE = 8
 #: Under the workspace: downloaded compositions, one immutable folder per remote version.
 COMPOSITION_CACHE_DIR = "helios-composition-cache"
-
-_NOT_RETRYABLE_LOADER = (
-    "not found",
-    "is a directory",
-    "unsupported scheme",
-    "larger than",
-    "invalid URL",
-    "access denied",
-    "permission denied",
-    "needs an extra package",
-)
 
 
 #: `module:function` of another render function (a test double, a custom renderer) for workers started
@@ -102,14 +91,7 @@ class WorkerRuntime:
     def _load_spec(self, job_url: str) -> JobSpec:
         """Fetch the spec every time (it may change), but validate each distinct content only once: a warm
         Lambda or Cloud Run instance runs many chunks of the same job."""
-        from helios_kit.errors import UnknownNameError
-        from helios_kit.plugins import get_plugins
-
-        try:
-            loader = get_plugins().spec_loader(scheme_of(job_url))
-        except UnknownNameError:
-            return load_spec(job_url, self.loader_options)[0]  # its LoaderError lists the supported schemes
-        data = loader(job_url, self.loader_options)
+        data = read_source(job_url, self.loader_options)  # deadline and size cap; LoaderError says if retryable
         key = hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest() + "|" + job_url
         with self._lock:
             spec = self._specs.get(key)
@@ -152,13 +134,9 @@ class WorkerRuntime:
             return result(WorkerStatus.FAILED, stderr=f"workspace {self.workspace_dir} is not usable: {error}")
         try:
             return self._run(job_url, chunk_id, store, force, cancel, workspace, result)
-        except LoaderError as error:
-            text = str(error)
-            retryable = not any(marker in text for marker in _NOT_RETRYABLE_LOADER) and not _client_http_error(text)
-            return result(WorkerStatus.FAILED, retryable=retryable, stderr=text)
         except RenderError as error:
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
-        except HeliosError as error:  # SpecError, StoreError, ...: each class says whether a retry may help
+        except HeliosError as error:  # SpecError, LoaderError, StoreError: each says whether a retry may help
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=str(error))
         except Exception as error:  # a worker reports, it never crashes its host (Lambda, Cloud Run)
             log.exception("chunk %s of %s crashed", chunk_id, job_url)
@@ -228,12 +206,3 @@ class WorkerRuntime:
             stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "
             f"{store.uri(rel)} ({manifest.size} bytes)",
         )
-
-
-def _client_http_error(text: str) -> bool:
-    """HTTP 4xx other than 408/429 will not change on retry."""
-    marker = "HTTP 4"
-    if marker not in text:
-        return False
-    code = text.split("HTTP ", 1)[1][:3]
-    return code not in ("408", "429")

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
@@ -32,8 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from helios_kit.errors import SpecError
 from helios_kit.protocol import WorkerRequest, WorkerResult
-from helios_kit.spec import format_validation_error
+from helios_kit.spec import format_validation_error, parse_json_object
 from helios_kit.worker.runtime import WorkerRuntime
 
 log = logging.getLogger("helios.worker.server")
@@ -117,11 +117,9 @@ def create_app(runtime: WorkerRuntime | None = None, config: ServerConfig | None
             if len(body) > config.max_body:
                 return _error(413, f"request body over {config.max_body} bytes")
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            return _error(400, f"body is not JSON: {error}")
-        if not isinstance(data, dict):
-            return _error(400, f"body must be a JSON object, got {type(data).__name__}")
+            data = parse_json_object(bytes(body), "request body")
+        except SpecError as error:  # invalid, not an object, or nested too deeply: the caller's to fix
+            return _error(400, str(error))
         try:
             work = WorkerRequest.model_validate(data)
         except ValidationError as error:
