@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helios_kit.composition import config_digest
 from helios_kit.errors import SpecError
 from helios_kit.frames import MAX_FRAMES
 from helios_kit.planner import plan_job
@@ -16,7 +17,6 @@ from helios_kit.spec import (
     MAX_JSON_DEPTH,
     RenderConfig,
     check_codec_name,
-    config_digest,
     dumps,
     loads,
     parse_json,

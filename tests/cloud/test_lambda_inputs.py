@@ -35,7 +35,7 @@ def job(tmp_path: Path) -> Path:
 
 def test_the_original_payload_renders_its_chunk_and_answers_both_shapes(handler, job: Path) -> None:
     answer = handler({"jobPath": str(job), "chunkIndex": 2}, None)
-    assert answer["exitCode"] == 0 and answer["chunkId"] == 2
+    assert answer["status"] == "ok" and answer["chunkId"] == 2
     assert answer["statusCode"] == 200
     body = json.loads(answer["body"])
     assert body["exitCode"] == 0 and "chunk 2" in body["output"] and "message" not in body
@@ -44,13 +44,13 @@ def test_the_original_payload_renders_its_chunk_and_answers_both_shapes(handler,
 
 def test_our_payload_answers_only_our_shape(handler, job: Path) -> None:
     answer = handler({"jobUrl": str(job), "chunkId": 0}, None)
-    assert answer["exitCode"] == 0 and "statusCode" not in answer and "body" not in answer
+    assert answer["status"] == "ok" and "statusCode" not in answer and "body" not in answer
 
 
 def test_the_original_payload_through_api_gateway(handler, job: Path) -> None:
     payload = json.dumps({"jobPath": str(job), "chunkIndex": 1}).encode()
     answer = handler({"body": base64.b64encode(payload).decode(), "isBase64Encoded": True}, None)
-    assert answer["statusCode"] == 200 and answer["exitCode"] == 0
+    assert answer["statusCode"] == 200 and answer["status"] == "ok"
 
 
 def test_a_failed_original_chunk_is_a_500_with_the_message(handler, job: Path) -> None:
@@ -62,7 +62,7 @@ def test_a_failed_original_chunk_is_a_500_with_the_message(handler, job: Path) -
 def test_the_original_payload_uses_helios_store(handler, job: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HELIOS_STORE", str(tmp_path / "store"))
     answer = handler({"jobPath": str(job), "chunkIndex": 0}, None)
-    assert answer["exitCode"] == 0
+    assert answer["status"] == "ok"
     assert (tmp_path / "store" / "chunks" / "chunk-0000.mp4").is_file()
 
 
@@ -78,14 +78,14 @@ def test_the_original_payload_uses_helios_store(handler, job: Path, tmp_path: Pa
 )
 def test_bad_original_payloads_are_a_400_in_one_line(handler, event, message) -> None:
     answer = handler(event, None)
-    assert answer["exitCode"] == 2 and not answer["retryable"] and answer["stderr"].startswith(message)
+    assert answer["status"] == "failed" and not answer["retryable"] and answer["stderr"].startswith(message)
     assert answer["statusCode"] == 400 and json.loads(answer["body"])["message"] == answer["stderr"]
 
 
 @pytest.mark.parametrize("event", [{"body": "[" * 100_000}, "[" * 100_000, {"body": '{"a":' * 5000}])
 def test_deeply_nested_events_are_one_line(handler, event) -> None:
     answer = handler(event, None)
-    assert answer["exitCode"] == 2 and not answer["retryable"]
+    assert answer["status"] == "failed" and not answer["retryable"]
     assert answer["stderr"].startswith("bad event: ") and "\n" not in answer["stderr"]
     assert answer["stderr"].endswith(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
 
