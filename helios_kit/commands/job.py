@@ -8,6 +8,7 @@ import click
 
 from helios_kit.composition.locations import is_local
 from helios_kit.loaders import LoaderOptions, load_spec
+from helios_kit.protocol import EventKind, ProgressEvent
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -239,8 +240,10 @@ def run_command(
     if detach:
         _detach(manager, source, backend, given, options)
         return
+    if not quiet and not is_local(source):
+        click.echo(f"Fetching job spec from {source}", err=True)
     status = manager.create(source, backend=backend, backend_options=given, options=options)
-    final = _run_until_done(manager, status, show_progress=not quiet and sys.stderr.isatty())
+    final = _run_until_done(manager, status, show_progress=not quiet and sys.stderr.isatty(), announce=not quiet)
     if not _print_outcome(manager, final):
         sys.exit(130 if final.state.value == "cancelled" else 1)
 
@@ -279,8 +282,14 @@ def _repository_for_run(detach: bool) -> JobRepository:
         return InMemoryJobRepository()
 
 
-def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bool) -> JobStatus:
-    """Run the created job here, with the progress bar when asked; SIGINT/SIGTERM cancel it cleanly."""
+def _announce_composition(event: ProgressEvent) -> None:
+    if event.kind is EventKind.RESOLVED:
+        click.echo(f"composition: {event.output}", err=True)
+
+
+def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bool, announce: bool) -> JobStatus:
+    """Run the created job here, with the progress bar when asked (else, unless quiet, a line saying which
+    composition it uses); SIGINT/SIGTERM cancel it cleanly."""
     import signal
 
     def on_signal(*_: object) -> None:  # no locks in a signal handler: the manager's poller does the rest
@@ -289,6 +298,7 @@ def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bo
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         if not show_progress:
+            manager.sinks = (_announce_composition,) if announce else ()
             return manager.run(status.id, status=status)
         from helios_kit.commands.progress import RichProgress
 

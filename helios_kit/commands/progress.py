@@ -74,3 +74,5 @@ class RichProgress:
             )
         elif event.kind is EventKind.MERGE_STARTED:
             self.progress.console.print("merging…")
+        elif event.kind is EventKind.RESOLVED:
+            self.progress.console.print(f"composition: {event.output}")
