@@ -3,9 +3,15 @@
 (() => {
   "use strict";
   if (window.__heliosInternal) return;
-  const CONFIG = window.__HELIOS_CONFIG__ || { fps: 30, epoch: 1704067200000, timeoutMs: 30000 };
+  const CONFIG = window.__HELIOS_CONFIG__ || { fps: 30, epoch: 1704067200000, timeoutMs: 30000, props: {} };
   const FPS = CONFIG.fps;
   const EPOCH = CONFIG.epoch;
+  // The render's input props, before any page script (Helios compositions pass them on as inputProps).
+  const PROPS = CONFIG.props && typeof CONFIG.props === "object" ? CONFIG.props : {};
+  window.__HELIOS_PROPS__ = PROPS;
+  // The original Helios seek driver's clock: frame time in ms, set every frame. A plain, configurable data
+  // property, so @helios-project/core's bindToDocumentTimeline() can hook it with a setter.
+  window.__HELIOS_VIRTUAL_TIME__ = 0;
   const EPS = 1e-6; // ms: absorbs float drift of accumulated timer delays
 
   const realSetTimeout = window.setTimeout.bind(window);
@@ -219,6 +225,9 @@
   };
   function adopt(animation, t0) {
     if (born.has(animation)) return;
+    // A Helios instance that syncs animations itself (autoSyncAnimations) sets every animation's time to the
+    // composition's time, as Helios's player does: local time = now, whenever the animation was created.
+    if (autoSyncsAnimations()) t0 = now - now / rateOf(animation);
     born.set(animation, t0);
     tracked.add(animation);
     try { realPause.call(animation); } catch (e) { /* ignore */ }
@@ -315,6 +324,7 @@
     fps: FPS,
     get frame() { return currentFrame; },
     get time() { return now / 1000; },
+    get props() { return PROPS; },
     seek: null,
     delayRender(label) {
       const id = holdId++;
@@ -323,19 +333,98 @@
     },
     continueRender(handle) { holds.delete(handle); },
   };
+  // The page's own window.helios when it assigns an object of a class (a @helios-project/core Helios):
+  // window.helios then returns that very object, driven as the original seek driver drives it, and lent
+  // the members of our API it does not have itself (delayRender, continueRender, statelessCanvas, ...).
+  let instance = null;
+  function lendApi(target) {
+    const lent = {
+      delayRender: { value: api.delayRender },
+      continueRender: { value: api.continueRender },
+      statelessCanvas: { get: () => api.statelessCanvas, set: (v) => { api.statelessCanvas = v; } },
+      frame: { get: () => currentFrame },
+      time: { get: () => now / 1000 },
+      props: { get: () => PROPS },
+    };
+    for (const [key, descriptor] of Object.entries(lent)) {
+      if (key in target) continue;
+      try { Object.defineProperty(target, key, Object.assign({ configurable: true, enumerable: false }, descriptor)); }
+      catch (e) { /* frozen object: it keeps only its own members */ }
+    }
+  }
+  function isPlainObject(value) {
+    const proto = Object.getPrototypeOf(value);
+    return proto === Object.prototype || proto === null;
+  }
   Object.defineProperty(window, "helios", {
     configurable: false,
     enumerable: true,
-    get() { return api; },
+    get() { return instance || api; },
     set(value) {
-      // A composition may assign `window.helios = {seek}`: keep our object, take its hooks.
-      if (value && typeof value === "object") {
+      if (value && typeof value === "object" && isPlainObject(value)) {
+        // A composition may assign `window.helios = {seek}`: keep our object, take its hooks.
+        instance = null;
         for (const key of Object.keys(value)) {
           if (!READ_ONLY.has(key)) api[key] = value[key];
         }
+      } else if (value && (typeof value === "object" || typeof value === "function")) {
+        instance = value;
+        lendApi(value);
+      } else if (value == null) {
+        instance = null;
       }
     },
   });
+  // A @helios-project/core Helios: seek(frame), subscribe(), an fps signal.
+  function coreInstance() {
+    const h = instance;
+    return h && typeof h.seek === "function" && typeof h.subscribe === "function" && h.fps &&
+      typeof h.fps === "object" && "value" in h.fps ? h : null;
+  }
+  function autoSyncsAnimations() {
+    const h = coreInstance();
+    return !!(h && h.autoSyncAnimations === true);
+  }
+  // The instance's frame at a render frame: the same integer when the fps agree (they do unless flags
+  // override the instance's fps); otherwise the instance's exact (maybe fractional) frame at that time.
+  function instanceFps(h) {
+    const fps = Number(h.fps.value);
+    return Number.isFinite(fps) && fps > 0 ? fps : FPS;
+  }
+  function instanceFrame(h, frame) {
+    const fps = instanceFps(h);
+    if (fps === FPS) return frame;
+    const exact = (frame * fps) / FPS;
+    const whole = Math.round(exact);
+    return Math.abs(exact - whole) < 1e-6 ? whole : exact;
+  }
+  // The frame's milliseconds, nudged by at most a few ulps so that an instance bound to the document
+  // timeline, which derives its frame as (ms / 1000) * fps, gets the integer frame (13, not 12.999999999999998).
+  const f64 = new Float64Array(1);
+  const i64 = new BigInt64Array(f64.buffer);
+  function ulpStep(value, delta) {
+    f64[0] = value;
+    i64[0] += BigInt(delta);
+    return f64[0];
+  }
+  function virtualTimeMs(frame) {
+    const ms = (frame * 1000) / FPS;
+    const h = coreInstance();
+    if (!h || ms <= 0) return ms;
+    const fps = instanceFps(h);
+    const wanted = instanceFrame(h, frame);
+    if (!Number.isInteger(wanted) || (ms / 1000) * fps === wanted) return ms;
+    for (let k = 1; k <= 16; k++) {
+      for (const candidate of [ulpStep(ms, k), ulpStep(ms, -k)]) {
+        if ((candidate / 1000) * fps === wanted) return candidate;
+      }
+    }
+    return ms;
+  }
+  function setVirtualTime(frame) {
+    try { window.__HELIOS_VIRTUAL_TIME__ = virtualTimeMs(frame); }
+    catch (error) { record((error && error.message) || String(error)); }
+  }
 
   function sleepReal(ms) { return new Promise((resolve) => realSetTimeout(resolve, ms)); }
   async function waitHolds(frame, deadline) {
@@ -442,12 +531,102 @@
     if (pending.length) await withTimeout(Promise.all(pending), frame, deadline, "image decode");
   }
 
+  // Every element of a document, shadow roots included.
+  function* allElements(root) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT);
+    while (walker.nextNode()) {
+      const node = walker.currentNode;
+      yield node;
+      if (node.shadowRoot) yield* allElements(node.shadowRoot);
+    }
+  }
+  // Pictures a page shows without an <img>: video posters, SVG <image>, CSS background and mask images.
+  function pictureUrls() {
+    const urls = new Set();
+    const add = (url) => { if (url && !url.startsWith("data:")) urls.add(new URL(url, document.baseURI).href); };
+    for (const el of allElements(document)) {
+      if (el.tagName === "VIDEO" && el.poster) add(el.poster);
+      if (el instanceof SVGImageElement) add(el.getAttribute("href") || el.getAttribute("xlink:href"));
+      const style = getComputedStyle(el);
+      for (const value of [style.backgroundImage, style.maskImage, style.webkitMaskImage]) {
+        if (!value || value === "none") continue;
+        for (const match of value.matchAll(/url\(\s*(["']?)(.*?)\1\s*\)/g)) add(match[2]);
+      }
+    }
+    return [...urls];
+  }
+  function loadPicture(url) {
+    const img = new Image();
+    img.src = url;
+    return img.decode().catch(() => null);
+  }
   async function prepare() {
     const deadline = RealDate.now() + CONFIG.timeoutMs;
     if (document.fonts && document.fonts.ready) await withTimeout(document.fonts.ready, 0, deadline, "document.fonts.ready");
     const images = [...document.images].filter((img) => img.src);
     await withTimeout(Promise.all(images.map((img) => img.decode().catch(() => null))), 0, deadline, "image decode");
+    await withTimeout(Promise.all(pictureUrls().map(loadPicture)), 0, deadline,
+      "posters, SVG images, CSS background and mask images");
     return errors.slice();
+  }
+  // What the page's Helios instance says about its size and length (for settings no flag or meta tag gave).
+  function compositionSettings() {
+    const h = coreInstance();
+    if (!h) return null;
+    const read = (signal) => {
+      const value = signal && typeof signal === "object" && "value" in signal ? Number(signal.value) : NaN;
+      return Number.isFinite(value) && value > 0 ? value : null;
+    };
+    return { width: read(h.width), height: read(h.height), fps: read(h.fps), duration: read(h.duration) };
+  }
+
+  // ---- the composition's own driver: window.helios and GSAP ----------------------------------------
+  const describe = (error) => (error && error.message ? error.message : String(error));
+  // A Helios instance is sought as the original seek driver does, with the integer frame; our own API (or a
+  // page object with a seek hook) gets (frame, seconds) and may return a Promise the frame waits for.
+  async function seekComposition(frame, deadline) {
+    const h = coreInstance();
+    if (h) {
+      try { h.seek(instanceFrame(h, frame)); } catch (error) { record(describe(error)); }
+      return;
+    }
+    const target = instance && typeof instance.seek === "function" ? instance : api;
+    if (typeof target.seek !== "function") return;
+    try {
+      await withTimeout(Promise.resolve(target.seek(frame, now / 1000)), frame, deadline, "helios.seek");
+    } catch (error) {
+      record(describe(error));
+    }
+  }
+  // window.__helios_gsap_timeline__ (paused or not) is sought to the frame's time, as the original does.
+  function seekGsapTimeline() {
+    const timeline = window.__helios_gsap_timeline__;
+    if (!timeline || typeof timeline.seek !== "function") return;
+    try { timeline.seek(now / 1000); } catch (error) { record(describe(error)); }
+  }
+  // Media without any source never become ready; the core's DomDriver would wait for them forever. They
+  // sit out the wait (a missing src is a warning of the audio discovery, never a failed render).
+  function hasSource(el) {
+    return Boolean(el.currentSrc || el.src || (el.querySelector && el.querySelector("source[src]")));
+  }
+  // helios.waitUntilStable() (the core's: its driver, fonts, images, media, registerStabilityCheck checks)
+  // after each seek, bounded by the render timeout. True when there was one to wait for.
+  async function waitUntilStable(frame, deadline) {
+    const target = instance || api;
+    if (typeof target.waitUntilStable !== "function") return false;
+    const driverMedia = target.driver && target.driver.mediaElements instanceof Set ? target.driver.mediaElements : null;
+    const parked = driverMedia ? [...driverMedia].filter((el) => !hasSource(el)) : [];
+    for (const el of parked) driverMedia.delete(el);
+    try {
+      await withTimeout(Promise.resolve(target.waitUntilStable()), frame, deadline,
+        "helios.waitUntilStable() did not settle within the render timeout");
+    } catch (error) {
+      if (String(describe(error)).startsWith("timeout:")) throw error;
+      record("helios.waitUntilStable() failed: " + describe(error));
+    } finally {
+      for (const el of parked) driverMedia.add(el);
+    }
+    return true;
   }
 
   // ---- one frame -----------------------------------------------------------------------------------
@@ -469,6 +648,7 @@
       await macrotask();
     }
     now = target;
+    setVirtualTime(frame);
     dispatchFinishes();
     await macrotask();
     collectAnimations();
@@ -476,17 +656,20 @@
     rafQueue = new Map();
     for (const fn of callbacks.values()) invoke(fn, [now], "requestAnimationFrame");
     await macrotask();
-    if (typeof api.seek === "function") {
-      try {
-        await withTimeout(Promise.resolve(api.seek(frame, now / 1000)), frame, deadline, "helios.seek");
-      } catch (error) {
-        record(error && error.message ? error.message : String(error));
-      }
-    }
+    await seekComposition(frame, deadline);
+    seekGsapTimeline();
     const list = collectAnimations();
     await withTimeout(settleAnimations(), frame, deadline, "animation.ready");
     await withTimeout(seekAnimations(list), frame, deadline, "animation.ready");
     await waitHolds(frame, deadline);
+    if (await waitUntilStable(frame, deadline)) {
+      // As the original seek driver: what settled late (fetched data, loaded images) may have moved a
+      // GSAP timeline or the instance's state; seek both again.
+      seekGsapTimeline();
+      const h = coreInstance();
+      if (h) { try { h.seek(instanceFrame(h, frame)); } catch (error) { record(describe(error)); } }
+      await withTimeout(seekAnimations(collectAnimations()), frame, deadline, "animation.ready");
+    }
     let videoSeeks = 0;
     if (capture) {
       await awaitAssets(frame, deadline);
@@ -602,6 +785,7 @@
     },
     step,
     prepare,
+    compositionSettings,
     errors: () => errors.slice(),
     async fastForward(from, to) {
       skipDraws = true;

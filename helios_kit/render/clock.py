@@ -55,8 +55,10 @@ framebuffer are skipped while fast-forwarding, so three.js takes ~0.25 s instead
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 #: The fixed wall-clock epoch virtual time starts at (2024-01-01T00:00:00Z), in ms.
 EPOCH_MS = 1_704_067_200_000
@@ -67,9 +69,12 @@ def _shim_source() -> str:
     return resources.files("helios_kit.render").joinpath("clock.js").read_text(encoding="utf-8")
 
 
-def init_script(fps: float, timeout_s: float = 30.0) -> str:
-    """The script to install with Page.addScriptToEvaluateOnNewDocument for a render at `fps`."""
-    config = {"fps": fps, "epoch": EPOCH_MS, "timeoutMs": int(timeout_s * 1000)}
+def init_script(fps: float, timeout_s: float = 30.0, props: Mapping[str, Any] | None = None) -> str:
+    """The script to install with Page.addScriptToEvaluateOnNewDocument for a render at `fps`.
+
+    `props` reach the page as ``window.__HELIOS_PROPS__`` (and ``window.helios.props``) before any page
+    script runs."""
+    config = {"fps": fps, "epoch": EPOCH_MS, "timeoutMs": int(timeout_s * 1000), "props": dict(props or {})}
     return f"window.__HELIOS_CONFIG__ = {json.dumps(config)};\n{_shim_source()}"
 
 
@@ -89,4 +94,5 @@ def step_and_capture_expression(frame: int, image_type: str, quality: float) -> 
 
 
 PREPARE_EXPRESSION = "window.__heliosInternal.prepare()"
+SETTINGS_EXPRESSION = "window.__heliosInternal.compositionSettings()"
 INSTALLED_EXPRESSION = "typeof window.__heliosInternal === 'object'"
