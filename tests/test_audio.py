@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from helios_kit.errors import HeliosError, RenderError
 from helios_kit.probe import probe
-from helios_kit.render.audio import AudioPlan, AudioTrack, discover_audio
+from helios_kit.render.audio import AudioPlan, AudioTrack, discover_audio, static_tracks
 from helios_kit.stitch import stitch
 
 RATE = 48000
@@ -65,7 +65,6 @@ def test_no_media_gives_an_empty_plan(tmp_path: Path) -> None:
         ('<audio src="a.ogg" data-helios-start="soon"></audio>', "data-helios-start='soon' is not a number"),
         ('<audio src="a.ogg" data-helios-volume="-1"></audio>', "data-helios-volume='-1' must be a finite"),
         ('<audio src="a.ogg" data-helios-volume="11"></audio>', "data-helios-volume=11.0 must be at most 10"),
-        ("<audio data-helios-start='1'></audio>", "has no src"),
         ('<audio src="a.ogg" data-helios-trim-start="2" data-helios-trim-end="1"></audio>', "must be after"),
         ('<audio src="data:audio/ogg;base64,AAAA"></audio>', "unsupported scheme 'data'"),
     ],
@@ -76,6 +75,14 @@ def test_bad_attributes_name_the_element(tmp_path: Path, body: str, message: str
         discover_audio(str(page))
     assert message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_media_element_without_src_is_a_warning_not_an_error(tmp_path: Path, caplog) -> None:
+    page = write_page(tmp_path, "<audio data-helios-start='1'></audio><audio src='a.ogg'></audio>")
+    with caplog.at_level("WARNING", logger="helios.audio"):
+        plan = discover_audio(str(page))
+    assert [Path(track.src).name for track in plan.tracks] == ["a.ogg"]
+    assert "<audio> has no src" in caplog.text
 
 
 def test_missing_composition(tmp_path: Path) -> None:
@@ -134,13 +141,14 @@ def test_attribute_values_round_trip(tmp_path_factory, start: float, volume: flo
     )
 )
 def test_any_html_gives_a_plan_or_a_one_line_error(tmp_path_factory, parts: list[str]) -> None:
+    # The static reader (a page with <script> goes to the browser, tested in tests/render/test_helios_core.py).
     page = write_page(tmp_path_factory.mktemp("fuzz"), "".join(parts))
     try:
-        plan = discover_audio(str(page))
+        tracks = static_tracks(page.read_text(), str(page.resolve()))
     except HeliosError as error:
         assert "\n" not in str(error)
     else:
-        for track in plan.tracks:
+        for track in tracks:
             assert page.parent.resolve() in Path(track.src).parents  # resolved against the page's folder
             assert track.start_s >= 0 and 0 < track.volume <= 10
 

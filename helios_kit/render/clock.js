@@ -449,7 +449,9 @@
   // ---- media ---------------------------------------------------------------------------------------
   // Every step notes when each <video> appeared (fast-forward included), so its time is the same in every
   // chunk; only captured frames pay for the seek.
-  const videoBorn = new WeakMap();
+  const mediaBorn = new WeakMap(); // media element -> virtual ms it was first seen at
+  const mediaSeen = [];             // every media element seen, in order (for the audio discovery)
+  const mediaRate = new WeakMap();  // playbackRate as first seen (the core's DomDriver resets the property)
   const VIDEO_PRESENT_WAIT_MS = 250;
   // A video's first sync away from its start (a chunk beginning mid-way) must present a new picture: the
   // one on screen is from load time. Under load that can take longer than the short cap above, and
@@ -457,21 +459,71 @@
   // are sparser than 10 per second never matches the window below).
   const VIDEO_FIRST_PRESENT_WAIT_MS = 3000;
   const videoSynced = new WeakSet(); // videos seeked (and presented) at least once
-  function noteVideos() {
-    const videos = document.getElementsByTagName("video");
-    for (const video of videos) {
-      if (!videoBorn.has(video)) {
-        videoBorn.set(video, now);
-        // Real-time playback (autoplay, or play() from the page) must never move the picture.
-        video.autoplay = false;
-        video.addEventListener("playing", () => video.pause());
-        video.addEventListener("play", () => video.pause());
-      }
-      try { if (!video.paused) video.pause(); } catch (e) { /* ignore */ }
+  // Media are found as the original renderer's scanner finds them: in the document, in shadow roots
+  // (every one attachShadow made, open or closed, and declarative ones) and in same-origin iframes.
+  const shadowRoots = new Set();
+  const realAttachShadow = Element.prototype.attachShadow;
+  Element.prototype.attachShadow = function (...args) {
+    const root = realAttachShadow.apply(this, args);
+    shadowRoots.add(root);
+    return root;
+  };
+  function noteDeclarativeShadowRoots() {
+    for (const el of allElements(document)) if (el.shadowRoot) shadowRoots.add(el.shadowRoot);
+  }
+  function mediaScopes() {
+    const scopes = [document, ...shadowRoots];
+    for (const frame of document.querySelectorAll("iframe")) {
+      try { if (frame.contentDocument) scopes.push(frame.contentDocument); } catch (e) { /* cross-origin */ }
     }
-    return videos;
+    return scopes;
+  }
+  function findMedia() {
+    const found = [];
+    for (const scope of mediaScopes()) {
+      for (const el of scope.querySelectorAll("audio, video")) found.push(el);
+    }
+    return found;
+  }
+  function readRate(el) {
+    let rate = Number(el.playbackRate);
+    if (rate === 1) {
+      const attr = parseFloat(el.getAttribute("playbackRate"));
+      if (!Number.isNaN(attr)) rate = attr;
+    }
+    return Number.isFinite(rate) && rate > 0 ? rate : 1;
+  }
+  function noteMedia() {
+    const media = findMedia();
+    for (const el of media) {
+      if (!mediaBorn.has(el)) {
+        mediaBorn.set(el, now);
+        mediaSeen.push(el);
+        mediaRate.set(el, readRate(el));
+        // Real-time playback (autoplay, or play() from the page) must never move the picture.
+        el.autoplay = false;
+        el.addEventListener("playing", () => el.pause());
+        el.addEventListener("play", () => el.pause());
+      }
+      try { if (!el.paused) el.pause(); } catch (e) { /* ignore */ }
+    }
+    return media;
+  }
+  const seconds = (el, name) => {
+    const value = parseFloat(el.getAttribute(name));
+    return Number.isFinite(value) ? value : 0;
+  };
+  // Where a media element's playhead is at the current time: max(0, (t - offset) x rate + seek), as the
+  // original renderer places it. t is the composition's time when the page drives a Helios instance or
+  // the element names an offset or seek; otherwise the time since the element appeared.
+  function mediaTarget(el) {
+    const composition = coreInstance() !== null || el.hasAttribute("data-helios-offset") || el.hasAttribute("data-helios-seek");
+    const base = (composition ? now : now - mediaBorn.get(el)) / 1000;
+    const rate = mediaRate.get(el) || 1;
+    return Math.max(0, (base - seconds(el, "data-helios-offset")) * rate + seconds(el, "data-helios-seek"));
   }
   async function syncVideo(video, target) {
+    if (!hasSource(video)) return false; // nothing to show (the audio discovery warns about it)
     if (video.preload !== "auto") video.preload = "auto";
     while (video.readyState < 1) {                     // HAVE_METADATA: duration known, seekable
       if (video.error || (video.networkState === 3 && !video.currentSrc)) return;
@@ -507,11 +559,11 @@
     return true;
   }
   async function seekVideos(frame, deadline) {
-    const videos = noteVideos();
+    const media = noteMedia();
     const waits = [];
-    for (const video of videos) {
-      if (video.dataset && video.dataset.heliosManual !== undefined) continue;
-      waits.push(syncVideo(video, (now - videoBorn.get(video)) / 1000));
+    for (const video of media) {
+      if (video.tagName !== "VIDEO" || video.hasAttribute("data-helios-manual")) continue;
+      waits.push(syncVideo(video, mediaTarget(video)));
     }
     if (!waits.length) return 0;
     const moved = await withTimeout(Promise.all(waits), frame, deadline, "<video> seek");
@@ -567,7 +619,54 @@
     await withTimeout(Promise.all(images.map((img) => img.decode().catch(() => null))), 0, deadline, "image decode");
     await withTimeout(Promise.all(pictureUrls().map(loadPicture)), 0, deadline,
       "posters, SVG images, CSS background and mask images");
+    noteDeclarativeShadowRoots();
     return errors.slice();
+  }
+  // Every media element the page has shown so far, as the audio mix needs it.
+  function describeMedia() {
+    const h = coreInstance();
+    const states = h && h.driver && h.driver.trackStates instanceof WeakMap ? h.driver.trackStates : null;
+    return mediaSeen.map((el) => {
+      const state = states ? states.get(el) : undefined;
+      const source = el.querySelector("source[src]");
+      const attr = (name) => el.getAttribute(name);
+      return {
+        tag: el.tagName.toLowerCase(),
+        src: el.currentSrc || el.src || (source ? source.src : ""),
+        bornS: mediaBorn.get(el) / 1000,
+        composition: h !== null || el.hasAttribute("data-helios-offset") || el.hasAttribute("data-helios-seek"),
+        helios: h !== null,
+        offset: seconds(el, "data-helios-offset"),
+        seek: seconds(el, "data-helios-seek"),
+        rate: mediaRate.get(el) || 1,
+        loop: el.loop,
+        fadeIn: seconds(el, "data-helios-fade-in"),
+        fadeOut: seconds(el, "data-helios-fade-out"),
+        fadeEasing: attr("data-helios-fade-easing"),
+        trackId: attr("data-helios-track-id"),
+        noAudio: el.hasAttribute("data-helios-no-audio"),
+        audio: attr("data-helios-audio"),
+        start: attr("data-helios-start"),
+        volumeAttr: attr("data-helios-volume"),
+        trimStart: attr("data-helios-trim-start"),
+        trimEnd: attr("data-helios-trim-end"),
+        muted: state ? state.baseMuted : el.muted,
+        volume: state ? state.baseVolume : el.volume,
+        duration: Number.isFinite(el.duration) ? el.duration : null,
+      };
+    });
+  }
+  // The render length a page declares: its Helios instance's, else its <meta name="helios"> tag's.
+  function declaredLength() {
+    const settings = compositionSettings();
+    if (settings && settings.duration) return { duration: settings.duration, fps: settings.fps };
+    try {
+      const meta = document.querySelector('meta[name="helios"]');
+      const content = meta ? JSON.parse(meta.getAttribute("content") || "{}") : {};
+      return { duration: Number(content.duration) || null, fps: Number(content.fps) || null };
+    } catch (e) {
+      return { duration: null, fps: null };
+    }
   }
   // What the page's Helios instance says about its size and length (for settings no flag or meta tag gave).
   function compositionSettings() {
@@ -675,7 +774,7 @@
       await awaitAssets(frame, deadline);
       videoSeeks = await seekVideos(frame, deadline);
     }
-    else noteVideos();
+    else noteMedia();
     if (errors.length) return { error: errors[0] };
     return videoSeeks ? { videoSeeks } : null;
   }
@@ -786,6 +885,8 @@
     step,
     prepare,
     compositionSettings,
+    describeMedia,
+    declaredLength,
     errors: () => errors.slice(),
     async fastForward(from, to) {
       skipDraws = true;
