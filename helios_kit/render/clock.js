@@ -419,6 +419,12 @@
         if ((candidate / 1000) * fps === wanted) return candidate;
       }
     }
+    // No double gives the frame exactly (31 at 30 fps, ~4% of frames): take the nearest one just above it,
+    // so a composition that truncates sees n (not n - 1) until helios.seek(n) sets the integer.
+    for (let k = 1; k <= 16; k++) {
+      const candidate = ulpStep(ms, k);
+      if ((candidate / 1000) * fps >= wanted) return candidate;
+    }
     return ms;
   }
   function setVirtualTime(frame) {
