@@ -337,6 +337,39 @@ def test_start_offset_volume_loop_and_timeline_shift(media: dict[str, Path], tmp
     assert rms(samples, 0.05, 0.35) == pytest.approx(2 * full, rel=0.05)  # the timeline's 0.5 s is t=0
 
 
+def dominant_hz(samples: np.ndarray, start_s: float, end_s: float) -> float:
+    window = samples[int(start_s * RATE) : int(end_s * RATE)].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(window * np.hanning(len(window))))
+    return float(np.fft.rfftfreq(len(window), 1 / RATE)[int(np.argmax(spectrum))])
+
+
+@needs_ffmpeg
+def test_helios_attributes_offset_seek_rate_and_fades(media: dict[str, Path], tmp_path: Path) -> None:
+    """data-helios-offset/-seek, playbackRate and the fades as the mix plays them (see render/audio.py)."""
+    out = tmp_path / "out.mp4"
+    plan = AudioPlan(
+        tracks=[
+            AudioTrack(src=str(media["tone"]), start_s=0.5, seek_s=1.0, playback_rate=2.0, fade_in_s=0.5),
+            AudioTrack(src=str(media["short"]), start_s=1.2, fade_out_s=0.2, source_duration_s=0.4),
+        ]
+    )
+    stitch([media["a"], media["b"]], out, audio=plan)
+    samples = decode_audio(out)
+    full = 0.125 / np.sqrt(2)
+    assert rms(samples, 0.0, 0.45) < 0.002  # offset: nothing before 0.5 s
+    assert rms(samples, 0.52, 0.58) < 0.35 * full  # fading in ...
+    assert rms(samples, 0.9, 0.98) > 0.8 * full  # ... louder near its end
+    assert rms(samples, 1.02, 1.18) == pytest.approx(full, rel=0.05)  # full level after the fade
+    # Rate 2 plays twice as fast at the same pitch (atempo), as a media element with preservesPitch does.
+    assert dominant_hz(samples, 1.0, 1.2) == pytest.approx(TONE_HZ, abs=8)
+    # seek 1 s into the 3 s tone at rate 2: it ends 1 s after its start, at 1.5 s.
+    assert rms(samples, 1.6, 1.95) < 0.002
+    # The 0.4 s sound starting at 1.2 s fades out over its last 0.2 s (it ends before the video does).
+    both = np.sqrt(2) * full
+    assert rms(samples, 1.25, 1.35) == pytest.approx(both, rel=0.1)  # both tracks at full level
+    assert rms(samples, 1.52, 1.58) < 0.5 * full  # the short one near its end, the tone already gone
+
+
 @needs_ffmpeg
 def test_html_convention_end_to_end(media: dict[str, Path], tmp_path: Path) -> None:
     comp = tmp_path / "comp"

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, Field
 
-from helios_kit.errors import RenderError
+from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import Browser, CDPError, Page, find_browser
 from helios_kit.render.capture import FrameError, run_step
@@ -107,9 +107,10 @@ def loaded_page(
         browser = stack.enter_context(Browser(find_browser(), begin_frame_control=False))
         try:
             page = open_page(browser, url, config, timeout_s, None)  # type: ignore[arg-type]
+            yield page, server
         except (CDPError, TimeoutError) as error:
-            raise RenderError(f"cannot inspect {input_location}: {error}") from None
-        yield page, server
+            first_line = (str(error) or type(error).__name__).splitlines()[0]
+            raise BrowserFault(f"cannot inspect {input_location}: {first_line}") from None
 
 
 def page_settings(
