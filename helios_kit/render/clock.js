@@ -409,10 +409,11 @@
   }
   function virtualTimeMs(frame) {
     const ms = (frame * 1000) / FPS;
+    if (ms <= 0) return ms;
+    // Without window.helios, a bound instance may still listen (it need not be exposed): assume the render fps.
     const h = coreInstance();
-    if (!h || ms <= 0) return ms;
-    const fps = instanceFps(h);
-    const wanted = instanceFrame(h, frame);
+    const fps = h ? instanceFps(h) : FPS;
+    const wanted = h ? instanceFrame(h, frame) : frame;
     if (!Number.isInteger(wanted) || (ms / 1000) * fps === wanted) return ms;
     for (let k = 1; k <= 16; k++) {
       for (const candidate of [ulpStep(ms, k), ulpStep(ms, -k)]) {

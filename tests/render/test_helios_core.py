@@ -75,6 +75,13 @@ def test_instance_sees_each_integer_frame_whole_and_chunked(
     assert _rows(chunk) == expected[29:]
 
 
+def test_an_instance_in_window_helios_keeps_our_api(project: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    whole, chunk = _render_whole_and_chunk(project / "lent.html", tmp_path, 30, 20)
+    expected = [(n, n, 1) for n in range(30)]  # each frame held by delayRender until painted
+    assert _rows(whole) == expected
+    assert _rows(chunk) == expected[20:]
+
+
 def test_stability_checks_hold_each_frame_until_settled(project: pathlib.Path, tmp_path: pathlib.Path) -> None:
     whole, chunk = _render_whole_and_chunk(project / "stability.html", tmp_path, 36, 30)
     expected = [(n, n, 7) for n in range(36)]  # painted only after its own fetch answered
