@@ -23,6 +23,7 @@ from tests.render.conftest import FIXTURES, config, decode, frame_indices, rende
 pytestmark = pytest.mark.render
 
 CORE_DIST = pathlib.Path(__file__).resolve().parents[1] / "node_deps/node_modules/@helios-project/core/dist"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "helios-counter"
 HELIOS_FIXTURES = FIXTURES / "helios_core"
 GSAP = FIXTURES / "vendor" / "gsap"
 PROBE_STREAM = ["ffprobe", "-v", "error", "-count_frames", "-show_entries"]
@@ -248,3 +249,18 @@ def test_audio_discovery_on_a_helios_page_mixes_videos_at_their_own_volume(proje
     # The original mixes every media element of a Helios page (muted ones at volume 0, so left out). The
     # DomDriver's fade-in set the element's volume to 0 at t = 0: the track keeps the element's own volume.
     assert [(pathlib.Path(t.src).name, t.volume, t.fade_in_s) for t in plan.tracks] == [("clip.webm", 1.0, 1.0)]
+
+
+# --- the example -----------------------------------------------------------------------------------------
+
+
+def test_the_helios_example_renders_at_its_instance_settings(tmp_path: pathlib.Path) -> None:
+    if not (EXAMPLE / "node_modules/@helios-project/core/dist/index.js").is_file():
+        pytest.skip("examples/helios-counter/node_modules is not installed (run ./dev setup; it needs npm)")
+    assert page_settings(str(EXAMPLE)) == PageSettings(width=1280, height=720, fps=30, duration=4)
+    out = tmp_path / "example.mkv"
+    render(EXAMPLE, out, 59, 2, config(width=320, height=180, lossless=True))
+    frames = decode(out, 320, 180).astype(int)
+    assert frames.shape[0] == 2
+    assert frames.std() > 10  # drawn, not blank
+    assert np.abs(frames[0] - frames[1]).max() > 50  # the counter moved from 59 to 60
