@@ -7,10 +7,15 @@ Helios user's project would hold it, and renders it for real.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import math
 import pathlib
 import shutil
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -170,6 +175,50 @@ def test_props_reach_the_page_before_any_script(project: pathlib.Path, tmp_path:
     out = tmp_path / "props.mkv"
     render(project / "props.html", out, 0, 3, cfg)
     assert _rows(out) == [(42, 1, n) for n in range(3)]
+
+
+@contextlib.contextmanager
+def _slow_server(root: pathlib.Path, delay_s: float) -> Iterator[str]:
+    """Serve `root` on another loopback origin, answering each request only after `delay_s` (a slow network)."""
+
+    class Slow(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def send_head(self):  # type: ignore[no-untyped-def]
+            time.sleep(delay_s)
+            return super().send_head()
+
+        def end_headers(self) -> None:
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Cache-Control", "max-age=3600")
+            super().end_headers()
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_posters_css_and_svg_images_are_loaded_before_frame_0(project: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    for name, color in {"red": "red", "green": "lime", "blue": "blue", "mask": "white"}.items():
+        picture = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=c={color}:s=1600x1200", "-frames:v", "1"]
+        subprocess.run([*picture, str(project / f"{name}.png")], check=True)
+    out = tmp_path / "pictures.mkv"
+    with _slow_server(project, delay_s=0.7) as base:
+        render(project / "pictures.html", out, 0, 1, config(lossless=True).model_copy(update={"props": {"base": base}}))
+    (frame,) = decode(out, 320, 240)
+    centers = {"background": frame[60, 80], "mask": frame[60, 240], "svg": frame[180, 80], "poster": frame[180, 240]}
+    expected = {"background": (255, 0, 0), "mask": (255, 255, 255), "svg": (0, 255, 0), "poster": (0, 0, 255)}
+    for name, rgb in centers.items():
+        assert np.abs(rgb.astype(int) - expected[name]).max() <= 8, (name, rgb)
 
 
 # --- media ------------------------------------------------------------------------------------------------
