@@ -305,7 +305,7 @@
       const real = proto[name];
       if (typeof real !== "function") continue;
       proto[name] = function (...args) {
-        if (skipDraws && api.statelessCanvas === true) return undefined;
+        if (skipDraws && statelessCanvas()) return undefined;
         return real.apply(this, args);
       };
     }
@@ -351,6 +351,12 @@
       try { Object.defineProperty(target, key, Object.assign({ configurable: true, enumerable: false }, descriptor)); }
       catch (e) { /* frozen object: it keeps only its own members */ }
     }
+  }
+  // statelessCanvas as the page set it: on our API (lent to an instance), or the instance's own member.
+  function statelessCanvas() {
+    const own = instance && Object.prototype.hasOwnProperty.call(instance, "statelessCanvas") &&
+      !Object.getOwnPropertyDescriptor(instance, "statelessCanvas").get;
+    return (own ? instance.statelessCanvas : api.statelessCanvas) === true;
   }
   function isPlainObject(value) {
     const proto = Object.getPrototypeOf(value);
@@ -479,7 +485,8 @@
     for (const el of allElements(document)) if (el.shadowRoot) shadowRoots.add(el.shadowRoot);
   }
   function mediaScopes() {
-    const scopes = [document, ...shadowRoots];
+    const scopes = [document];
+    for (const root of shadowRoots) if (root.host && root.host.isConnected) scopes.push(root);
     for (const frame of document.querySelectorAll("iframe")) {
       try { if (frame.contentDocument) scopes.push(frame.contentDocument); } catch (e) { /* cross-origin */ }
     }
