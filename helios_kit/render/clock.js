@@ -636,6 +636,19 @@
     noteDeclarativeShadowRoots();
     return errors.slice();
   }
+  // The gain a Helios instance applies to a media element: its master volume/muted and its track's.
+  function mixOf(h, trackId) {
+    const value = (signal) => (signal && typeof signal === "object" && "value" in signal ? signal.value : undefined);
+    if (!h) return { volume: 1, muted: false };
+    const master = Number(value(h.volume));
+    const tracks = value(h.audioTracks) || {};
+    const track = trackId && tracks[trackId] ? tracks[trackId] : {};
+    const trackVolume = Number(track.volume);
+    return {
+      volume: (Number.isFinite(master) ? master : 1) * (Number.isFinite(trackVolume) ? trackVolume : 1),
+      muted: value(h.muted) === true || track.muted === true,
+    };
+  }
   // Every media element the page has shown so far, as the audio mix needs it.
   function describeMedia() {
     const h = coreInstance();
@@ -664,8 +677,10 @@
         volumeAttr: attr("data-helios-volume"),
         trimStart: attr("data-helios-trim-start"),
         trimEnd: attr("data-helios-trim-end"),
-        muted: state ? state.baseMuted : el.muted,
-        volume: state ? state.baseVolume : el.volume,
+        // As the core's DomDriver: the element's own volume/muted (before its fades) times the instance's
+        // master volume and its data-helios-track-id track's volume; muted by either.
+        muted: (state ? state.baseMuted : el.muted) || mixOf(h, attr("data-helios-track-id")).muted,
+        volume: (state ? state.baseVolume : el.volume) * mixOf(h, attr("data-helios-track-id")).volume,
         duration: Number.isFinite(el.duration) ? el.duration : null,
       };
     });

@@ -297,7 +297,11 @@ def test_audio_discovery_on_a_helios_page_mixes_videos_at_their_own_volume(proje
     plan = discover_audio(str(project / "audio_helios.html"))
     # The original mixes every media element of a Helios page (muted ones at volume 0, so left out). The
     # DomDriver's fade-in set the element's volume to 0 at t = 0: the track keeps the element's own volume.
-    assert [(pathlib.Path(t.src).name, t.volume, t.fade_in_s) for t in plan.tracks] == [("clip.webm", 1.0, 1.0)]
+    # Track volumes and mutes set on the instance apply, as its DomDriver applies them.
+    assert [(pathlib.Path(t.src).name, t.volume, t.fade_in_s, t.track_id) for t in plan.tracks] == [
+        ("clip.webm", 1.0, 1.0, None),
+        ("voice.wav", 0.5, 0.0, "voice"),
+    ]
 
 
 # --- the example -----------------------------------------------------------------------------------------
