@@ -101,6 +101,37 @@
   channel.port1.onmessage = () => { const w = yieldWaiters.shift(); if (w) w(); };
   const macrotask = () => new Promise((resolve) => { yieldWaiters.push(resolve); channel.port2.postMessage(0); });
 
+  // ---- requests in flight (fetch, its body reads, XMLHttpRequest) -----------------------------------
+  // A composition often sets itself up after loading something (a module's top-level `await fetch(...)`,
+  // then `window.helios = helios`); the load event does not wait for that. Frame 0 does.
+  const pendingRequests = new Map(); // id -> url
+  let requestSeq = 0;
+  function track(url, promise) {
+    const id = ++requestSeq;
+    pendingRequests.set(id, String(url).slice(0, 200));
+    const done = () => { pendingRequests.delete(id); };
+    promise.then(done, done);
+    return promise;
+  }
+  const realFetch = window.fetch;
+  if (typeof realFetch === "function") {
+    window.fetch = function (input, init) {
+      const url = input && typeof input === "object" && "url" in input ? input.url : input;
+      return track(url, realFetch.call(this, input, init));
+    };
+    for (const name of ["arrayBuffer", "blob", "formData", "json", "text", "bytes"]) {
+      const real = Response.prototype[name];
+      if (typeof real !== "function") continue;
+      Response.prototype[name] = function (...args) { return track(this.url, real.apply(this, args)); };
+    }
+  }
+  const realSend = XMLHttpRequest.prototype.send;
+  XMLHttpRequest.prototype.send = function (...args) {
+    const xhr = this;
+    track(xhr.responseURL || "XMLHttpRequest", new Promise((resolve) => xhr.addEventListener("loadend", resolve)));
+    return realSend.apply(this, args);
+  };
+
   function invoke(fn, args, what) {
     try {
       if (typeof fn === "function") fn(...args);
@@ -626,8 +657,25 @@
     img.src = url;
     return img.decode().catch(() => null);
   }
+  // Until no request is in flight and what they started has run (checked over a few macrotasks).
+  async function networkIdle(deadline) {
+    for (let quiet = 0; quiet < 3;) {
+      if (pendingRequests.size > 0) {
+        quiet = 0;
+        if (RealDate.now() > deadline) {
+          throw new Error("timeout: frame 0 never became ready (requests still loading: " +
+            [...pendingRequests.values()].slice(0, 3).join(", ") + ")");
+        }
+        await sleepReal(2);
+      } else {
+        quiet++;
+        await macrotask();
+      }
+    }
+  }
   async function prepare() {
     const deadline = RealDate.now() + CONFIG.timeoutMs;
+    await networkIdle(deadline);
     if (document.fonts && document.fonts.ready) await withTimeout(document.fonts.ready, 0, deadline, "document.fonts.ready");
     const images = [...document.images].filter((img) => img.src);
     await withTimeout(Promise.all(images.map((img) => img.decode().catch(() => null))), 0, deadline, "image decode");

@@ -221,6 +221,17 @@ def test_posters_css_and_svg_images_are_loaded_before_frame_0(project: pathlib.P
         assert np.abs(rgb.astype(int) - expected[name]).max() <= 8, (name, rgb)
 
 
+def test_an_instance_set_up_after_a_slow_request_is_driven_from_frame_0(
+    project: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    with _slow_server(project, delay_s=0.7) as base:
+        cfg = config(lossless=True).model_copy(update={"props": {"base": base}})
+        whole, chunk = _render_whole_and_chunk(project / "late_init.html", tmp_path, 12, 8, cfg=cfg)
+    expected = [(n, n, 7) for n in range(12)]
+    assert _rows(whole) == expected
+    assert _rows(chunk) == expected[8:]
+
+
 # --- media ------------------------------------------------------------------------------------------------
 
 
