@@ -25,8 +25,9 @@ renders it:
   the frame waits until the seeked picture is decoded and presented (``requestVideoFrameCallback``). A
   video without a source is skipped; add ``data-helios-manual`` to seek one yourself. The composition's
   folder is served with HTTP range support so media can seek.
-- Before the first frame the renderer awaits ``document.fonts.ready`` and decodes every ``<img>``, video
-  poster, SVG ``<image>`` and CSS ``background-image``/``mask-image``.
+- Before the first frame the renderer waits until no ``fetch``/``XMLHttpRequest`` (nor a body read) is in
+  flight, then awaits ``document.fonts.ready`` and decodes every ``<img>``, video poster, SVG ``<image>``
+  and CSS ``background-image``/``mask-image``.
 - WebGL contexts are created with ``preserveDrawingBuffer: true`` so the canvas capture can read them.
 - Reaching a chunk's first frame N: the page loads at t = 0, then every frame 0..N-1 is stepped exactly as in
   a full render (timers, rAF, animations) but without capture, so libraries with lag smoothing (GSAP drops
