@@ -519,6 +519,8 @@
     const scopes = [document];
     for (const root of shadowRoots) if (root.host && root.host.isConnected) scopes.push(root);
     for (const frame of document.querySelectorAll("iframe")) {
+      // A same-origin iframe with its own shim is stepped (and syncs its media) itself: see stepChildFrames.
+      if (childShim(frame)) continue;
       try { if (frame.contentDocument) scopes.push(frame.contentDocument); } catch (e) { /* cross-origin */ }
     }
     return scopes;
@@ -699,6 +701,14 @@
   }
   // Every media element the page has shown so far, as the audio mix needs it.
   function describeMedia() {
+    const children = [];
+    for (const iframe of document.querySelectorAll("iframe")) {
+      const child = childShim(iframe);
+      if (child) children.push(...child.describeMedia());
+    }
+    return describeOwnMedia().concat(children);
+  }
+  function describeOwnMedia() {
     const h = coreInstance();
     const states = h && h.driver && h.driver.trackStates instanceof WeakMap ? h.driver.trackStates : null;
     return mediaSeen.map((el) => {
@@ -754,6 +764,30 @@
       return Number.isFinite(value) && value > 0 ? value : null;
     };
     return { width: read(h.width), height: read(h.height), fps: read(h.fps), duration: read(h.duration) };
+  }
+
+  // ---- same-origin iframes: their own shim, stepped in lockstep ---------------------------------------
+  // The init script runs in every frame, so a same-origin iframe has its own virtual clock (and maybe its
+  // own Helios instance); the original seek driver seeks every execution context, we step every child shim
+  // to the same frame, fast-forward included.
+  function childShim(iframe) {
+    try {
+      const child = iframe.contentWindow && iframe.contentWindow.__heliosInternal;
+      return child && child !== window.__heliosInternal ? child : null;
+    } catch (e) {
+      return null; // cross-origin
+    }
+  }
+  async function stepChildFrames(frame, capture) {
+    let videoSeeks = 0;
+    for (const iframe of document.querySelectorAll("iframe")) {
+      const child = childShim(iframe);
+      if (!child) continue;
+      const result = await child.step(frame, capture);
+      if (result && result.error) record("in iframe " + (iframe.getAttribute("src") || "(srcdoc)") + ": " + result.error);
+      if (result && result.videoSeeks) videoSeeks += result.videoSeeks;
+    }
+    return videoSeeks;
   }
 
   // ---- the composition's own driver: window.helios and GSAP ----------------------------------------
@@ -846,10 +880,10 @@
       if (h) { try { h.seek(instanceFrame(h, frame)); } catch (error) { record(describe(error)); } }
       await withTimeout(seekAnimations(collectAnimations()), frame, deadline, "animation.ready");
     }
-    let videoSeeks = 0;
+    let videoSeeks = await stepChildFrames(frame, capture);
     if (capture) {
       await awaitAssets(frame, deadline);
-      videoSeeks = await seekVideos(frame, deadline);
+      videoSeeks += await seekVideos(frame, deadline);
     }
     else noteMedia();
     if (errors.length) return { error: errors[0] };

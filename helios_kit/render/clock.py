@@ -51,6 +51,8 @@ renders it:
 - With ``autoSyncAnimations`` on that instance, every animation's time is composition time (created at
   1 s, it shows its state at t, as in Helios's player), instead of the time since it was created.
 - ``window.__helios_gsap_timeline__``: sought to t (seconds) every frame, after the seek.
+- Same-origin iframes run this script too; each frame steps their shims to the same frame (fast-forward
+  included), so their clocks, Helios instances and media follow the page's.
 - ``helios.seek = (frame, timeSeconds) => { ... }`` (or ``window.helios = {seek}``): called at every frame
   after timers and rAF callbacks; may return a Promise, which the frame waits for.
 - ``const handle = helios.delayRender(label?)`` / ``helios.continueRender(handle)``: the frame is not

@@ -88,6 +88,15 @@ def test_an_instance_in_window_helios_keeps_our_api(project: pathlib.Path, tmp_p
     assert _rows(chunk) == expected[20:]
 
 
+def test_an_instance_in_a_same_origin_iframe_is_stepped_with_the_page(
+    project: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    whole, chunk = _render_whole_and_chunk(project / "iframe_host.html", tmp_path, 24, 17)
+    expected = [(n, n, 0) for n in range(24)]
+    assert _rows(whole) == expected
+    assert _rows(chunk) == expected[17:]
+
+
 def test_stability_checks_hold_each_frame_until_settled(project: pathlib.Path, tmp_path: pathlib.Path) -> None:
     whole, chunk = _render_whole_and_chunk(project / "stability.html", tmp_path, 36, 30)
     expected = [(n, n, 7) for n in range(36)]  # painted only after its own fetch answered
@@ -293,7 +302,7 @@ def test_audio_discovery_finds_script_created_media_with_the_original_attributes
     with caplog.at_level("WARNING", logger="helios.audio"):
         plan = discover_audio(str(project / "audio.html"))
     tracks = {pathlib.Path(track.src).name: track for track in plan.tracks}
-    assert list(tracks) == ["late.wav", "tone.wav", "shadow.wav", "framed.wav", "sfx.wav"]
+    assert sorted(tracks) == ["framed.wav", "late.wav", "sfx.wav", "shadow.wav", "tone.wav"]
     assert all(pathlib.Path(track.src).parent == project for track in plan.tracks)  # served URLs → files
     music = tracks["tone.wav"]
     assert (music.start_s, music.seek_s, music.playback_rate, music.loop) == (1.0, 0.5, 2.0, True)
