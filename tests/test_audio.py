@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from helios_kit.errors import HeliosError, RenderError
 from helios_kit.probe import probe
-from helios_kit.render.audio import AudioPlan, AudioTrack, discover_audio, static_tracks
+from helios_kit.render.audio import AudioPlan, AudioTrack, discover_audio, mix_filter, static_tracks
 from helios_kit.stitch import stitch
 
 RATE = 48000
@@ -408,3 +408,24 @@ def test_merge_command_audio_from(media: dict[str, Path], tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "1 audio track(s) mixed" in result.output
     assert probe(out).audio_duration_s == pytest.approx(2.0, abs=0.03)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=st.floats(min_value=0.01, max_value=100, allow_nan=False))
+def test_playback_rate_becomes_atempo_steps_ffmpeg_accepts(rate: float) -> None:
+    from helios_kit.render.audio import _tempo
+
+    factors = [float(step.removeprefix("atempo=")) for step in _tempo(rate)]
+    assert all(0.5 <= factor <= 2 for factor in factors)
+    assert float(np.prod(factors)) == pytest.approx(rate, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("easing", "curve"),
+    [(None, "tri"), ("linear", "tri"), ("quad.in", "qua"), ("cubic.out", "cub"), ("sine.inOut", "qsin"), ("x", "tri")],
+)
+def test_fade_easing_maps_to_an_afade_curve(easing: str | None, curve: str) -> None:
+    track = AudioTrack(src="a.ogg", start_s=1, fade_in_s=0.5, fade_out_s=0.25, fade_easing=easing)
+    _inputs, graph = mix_filter(AudioPlan(tracks=[track]), duration_s=3)
+    assert f"afade=t=in:st=0:d=0.5:curve={curve}" in graph
+    assert f"afade=t=out:st=1.75:d=0.25:curve={curve}" in graph  # ends with the video (3 s) in track time 2 s
