@@ -35,23 +35,25 @@ PROBE_STREAM = ["ffprobe", "-v", "error", "-count_frames", "-show_entries"]
 PROBE_STREAM += ["stream=width,height,r_frame_rate,nb_read_frames"]
 RAMP_VIDEO = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "nullsrc=s=64x48:r=30,geq=lum='40+N*5':cb=128:cr=128"]
 RAMP_VIDEO += ["-frames:v", "40", "-c:v", "libvpx-vp9", "-lossless", "1", "-g", "1"]
-
-needs_core = pytest.mark.skipif(
-    not (CORE_DIST / "index.js").is_file(),
-    reason="@helios-project/core is not installed in tests/node_deps (run ./dev setup; it needs npm)",
-)
+NOT_INSTALLED = "@helios-project/core is not installed in tests/node_deps (run ./dev setup; it needs npm)"
 
 
 @pytest.fixture
-def project(tmp_path: pathlib.Path) -> pathlib.Path:
-    """The Helios fixtures with the core package under lib/helios-core/ and GSAP under vendor/gsap/."""
-    if not (CORE_DIST / "index.js").is_file():
-        pytest.skip("@helios-project/core is not installed in tests/node_deps (run ./dev setup; it needs npm)")
+def comp(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The fixtures with GSAP under vendor/gsap/ (for the pages that need no Helios instance)."""
     root = tmp_path / "comp"
     shutil.copytree(HELIOS_FIXTURES, root)
-    shutil.copytree(CORE_DIST, root / "lib" / "helios-core", ignore=shutil.ignore_patterns("*.d.ts", "*.map"))
     shutil.copytree(GSAP, root / "vendor" / "gsap")
     return root
+
+
+@pytest.fixture
+def project(comp: pathlib.Path) -> pathlib.Path:
+    """The fixtures with the core package's dist/ under lib/helios-core/, as a Helios user's project holds it."""
+    if not (CORE_DIST / "index.js").is_file():
+        pytest.skip(NOT_INSTALLED)
+    shutil.copytree(CORE_DIST, comp / "lib" / "helios-core", ignore=shutil.ignore_patterns("*.d.ts", "*.map"))
+    return comp
 
 
 def _rows(path: pathlib.Path) -> list[tuple[int, ...]]:
@@ -143,8 +145,8 @@ def _box_left(path: pathlib.Path) -> list[int]:
     return [int(np.argmax(frame[120] > 128)) for frame in frames]
 
 
-def test_paused_gsap_timeline_is_sought_every_frame(project: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    whole, chunk = _render_whole_and_chunk(project / "gsap.html", tmp_path, 40, 25, cfg=config())
+def test_paused_gsap_timeline_is_sought_every_frame(comp: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    whole, chunk = _render_whole_and_chunk(comp / "gsap.html", tmp_path, 40, 25, cfg=config())
     assert _box_left(whole) == [5 * n for n in range(40)]
     assert _box_left(chunk) == [5 * n for n in range(25, 40)]
 
@@ -216,13 +218,13 @@ def _slow_server(root: pathlib.Path, delay_s: float) -> Iterator[str]:
         server.server_close()
 
 
-def test_posters_css_and_svg_images_are_loaded_before_frame_0(project: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_posters_css_and_svg_images_are_loaded_before_frame_0(comp: pathlib.Path, tmp_path: pathlib.Path) -> None:
     for name, color in {"red": "red", "green": "lime", "blue": "blue", "mask": "white"}.items():
         picture = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=c={color}:s=1600x1200", "-frames:v", "1"]
-        subprocess.run([*picture, str(project / f"{name}.png")], check=True)
+        subprocess.run([*picture, str(comp / f"{name}.png")], check=True)
     out = tmp_path / "pictures.mkv"
-    with _slow_server(project, delay_s=0.7) as base:
-        render(project / "pictures.html", out, 0, 1, config(lossless=True).model_copy(update={"props": {"base": base}}))
+    with _slow_server(comp, delay_s=0.7) as base:
+        render(comp / "pictures.html", out, 0, 1, config(lossless=True).model_copy(update={"props": {"base": base}}))
     (frame,) = decode(out, 320, 240)
     centers = {"background": frame[60, 80], "mask": frame[60, 240], "svg": frame[180, 80], "poster": frame[180, 240]}
     expected = {"background": (255, 0, 0), "mask": (255, 255, 255), "svg": (0, 255, 0), "poster": (0, 0, 255)}
@@ -245,13 +247,13 @@ def test_an_instance_set_up_after_a_slow_request_is_driven_from_frame_0(
 
 
 @pytest.fixture
-def media_project(project: pathlib.Path) -> pathlib.Path:
+def media_project(comp: pathlib.Path) -> pathlib.Path:
     """The media fixtures plus ramp.webm: 40 frames at 30 fps, frame k with luma 40 + 5k (lossless VP9)."""
     subprocess.run(
-        [*RAMP_VIDEO, str(project / "ramp.webm")],
+        [*RAMP_VIDEO, str(comp / "ramp.webm")],
         check=True,
     )
-    return project
+    return comp
 
 
 def _quadrant_frames(path: pathlib.Path) -> list[list[float | None]]:
@@ -297,13 +299,13 @@ def test_media_attributes_place_video_frames_whole_and_chunked(
 
 
 def test_audio_discovery_finds_script_created_media_with_the_original_attributes(
-    project: pathlib.Path, caplog: pytest.LogCaptureFixture
+    comp: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level("WARNING", logger="helios.audio"):
-        plan = discover_audio(str(project / "audio.html"))
+        plan = discover_audio(str(comp / "audio.html"))
     tracks = {pathlib.Path(track.src).name: track for track in plan.tracks}
     assert sorted(tracks) == ["framed.wav", "late.wav", "sfx.wav", "shadow.wav", "tone.wav"]
-    assert all(pathlib.Path(track.src).parent == project for track in plan.tracks)  # served URLs → files
+    assert all(pathlib.Path(track.src).parent == comp for track in plan.tracks)  # served URLs → files
     music = tracks["tone.wav"]
     assert (music.start_s, music.seek_s, music.playback_rate, music.loop) == (1.0, 0.5, 2.0, True)
     assert (music.fade_in_s, music.fade_out_s, music.fade_easing, music.track_id) == (0.25, 0.5, "quad.in", "music")
