@@ -165,7 +165,12 @@ def _audio_plan(ctx: JobContext) -> AudioPlan | None:
 
     spec = ctx.spec
     try:
-        plan = discover_audio(ctx.input_location)
+        plan = discover_audio(
+            ctx.input_location,
+            fps=spec.config.fps,
+            frame_count=spec.config.start_frame + spec.config.frame_count,  # media met anywhere up to the end
+            props=spec.config.props,
+        )
     except HeliosError as error:
         log.warning("merge: audio not mixed: %s", error)
         return None

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from helios_kit.errors import HeliosError, RenderError
 from helios_kit.probe import probe
-from helios_kit.render.audio import AudioPlan, AudioTrack, discover_audio
+from helios_kit.render.audio import AudioPlan, AudioTrack, discover_audio, mix_filter, static_tracks
 from helios_kit.stitch import stitch
 
 RATE = 48000
@@ -65,7 +65,6 @@ def test_no_media_gives_an_empty_plan(tmp_path: Path) -> None:
         ('<audio src="a.ogg" data-helios-start="soon"></audio>', "data-helios-start='soon' is not a number"),
         ('<audio src="a.ogg" data-helios-volume="-1"></audio>', "data-helios-volume='-1' must be a finite"),
         ('<audio src="a.ogg" data-helios-volume="11"></audio>', "data-helios-volume=11.0 must be at most 10"),
-        ("<audio data-helios-start='1'></audio>", "has no src"),
         ('<audio src="a.ogg" data-helios-trim-start="2" data-helios-trim-end="1"></audio>', "must be after"),
         ('<audio src="data:audio/ogg;base64,AAAA"></audio>', "unsupported scheme 'data'"),
     ],
@@ -76,6 +75,14 @@ def test_bad_attributes_name_the_element(tmp_path: Path, body: str, message: str
         discover_audio(str(page))
     assert message in str(excinfo.value)
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_media_element_without_src_is_a_warning_not_an_error(tmp_path: Path, caplog) -> None:
+    page = write_page(tmp_path, "<audio data-helios-start='1'></audio><audio src='a.ogg'></audio>")
+    with caplog.at_level("WARNING", logger="helios.audio"):
+        plan = discover_audio(str(page))
+    assert [Path(track.src).name for track in plan.tracks] == ["a.ogg"]
+    assert "<audio> has no src" in caplog.text
 
 
 def test_missing_composition(tmp_path: Path) -> None:
@@ -134,13 +141,14 @@ def test_attribute_values_round_trip(tmp_path_factory, start: float, volume: flo
     )
 )
 def test_any_html_gives_a_plan_or_a_one_line_error(tmp_path_factory, parts: list[str]) -> None:
+    # The static reader (a page with <script> goes to the browser, tested in tests/render/test_helios_core.py).
     page = write_page(tmp_path_factory.mktemp("fuzz"), "".join(parts))
     try:
-        plan = discover_audio(str(page))
+        tracks = static_tracks(page.read_text(), str(page.resolve()))
     except HeliosError as error:
         assert "\n" not in str(error)
     else:
-        for track in plan.tracks:
+        for track in tracks:
             assert page.parent.resolve() in Path(track.src).parents  # resolved against the page's folder
             assert track.start_s >= 0 and 0 < track.volume <= 10
 
@@ -329,6 +337,39 @@ def test_start_offset_volume_loop_and_timeline_shift(media: dict[str, Path], tmp
     assert rms(samples, 0.05, 0.35) == pytest.approx(2 * full, rel=0.05)  # the timeline's 0.5 s is t=0
 
 
+def dominant_hz(samples: np.ndarray, start_s: float, end_s: float) -> float:
+    window = samples[int(start_s * RATE) : int(end_s * RATE)].astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(window * np.hanning(len(window))))
+    return float(np.fft.rfftfreq(len(window), 1 / RATE)[int(np.argmax(spectrum))])
+
+
+@needs_ffmpeg
+def test_helios_attributes_offset_seek_rate_and_fades(media: dict[str, Path], tmp_path: Path) -> None:
+    """data-helios-offset/-seek, playbackRate and the fades as the mix plays them (see render/audio.py)."""
+    out = tmp_path / "out.mp4"
+    plan = AudioPlan(
+        tracks=[
+            AudioTrack(src=str(media["tone"]), start_s=0.5, seek_s=1.0, playback_rate=2.0, fade_in_s=0.5),
+            AudioTrack(src=str(media["short"]), start_s=1.2, fade_out_s=0.2, source_duration_s=0.4),
+        ]
+    )
+    stitch([media["a"], media["b"]], out, audio=plan)
+    samples = decode_audio(out)
+    full = 0.125 / np.sqrt(2)
+    assert rms(samples, 0.0, 0.45) < 0.002  # offset: nothing before 0.5 s
+    assert rms(samples, 0.52, 0.58) < 0.35 * full  # fading in ...
+    assert rms(samples, 0.9, 0.98) > 0.8 * full  # ... louder near its end
+    assert rms(samples, 1.02, 1.18) == pytest.approx(full, rel=0.05)  # full level after the fade
+    # Rate 2 plays twice as fast at the same pitch (atempo), as a media element with preservesPitch does.
+    assert dominant_hz(samples, 1.0, 1.2) == pytest.approx(TONE_HZ, abs=8)
+    # seek 1 s into the 3 s tone at rate 2: it ends 1 s after its start, at 1.5 s.
+    assert rms(samples, 1.6, 1.95) < 0.002
+    # The 0.4 s sound starting at 1.2 s fades out over its last 0.2 s (it ends before the video does).
+    both = np.sqrt(2) * full
+    assert rms(samples, 1.25, 1.35) == pytest.approx(both, rel=0.1)  # both tracks at full level
+    assert rms(samples, 1.52, 1.58) < 0.5 * full  # the short one near its end, the tone already gone
+
+
 @needs_ffmpeg
 def test_html_convention_end_to_end(media: dict[str, Path], tmp_path: Path) -> None:
     comp = tmp_path / "comp"
@@ -367,3 +408,24 @@ def test_merge_command_audio_from(media: dict[str, Path], tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "1 audio track(s) mixed" in result.output
     assert probe(out).audio_duration_s == pytest.approx(2.0, abs=0.03)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rate=st.floats(min_value=0.01, max_value=100, allow_nan=False))
+def test_playback_rate_becomes_atempo_steps_ffmpeg_accepts(rate: float) -> None:
+    from helios_kit.render.audio import _tempo
+
+    factors = [float(step.removeprefix("atempo=")) for step in _tempo(rate)]
+    assert all(0.5 <= factor <= 2 for factor in factors)
+    assert float(np.prod(factors)) == pytest.approx(rate, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("easing", "curve"),
+    [(None, "tri"), ("linear", "tri"), ("quad.in", "qua"), ("cubic.out", "cub"), ("sine.inOut", "qsin"), ("x", "tri")],
+)
+def test_fade_easing_maps_to_an_afade_curve(easing: str | None, curve: str) -> None:
+    track = AudioTrack(src="a.ogg", start_s=1, fade_in_s=0.5, fade_out_s=0.25, fade_easing=easing)
+    _inputs, graph = mix_filter(AudioPlan(tracks=[track]), duration_s=3)
+    assert f"afade=t=in:st=0:d=0.5:curve={curve}" in graph
+    assert f"afade=t=out:st=1.75:d=0.25:curve={curve}" in graph  # ends with the video (3 s) in track time 2 s

@@ -265,7 +265,6 @@ def test_http_job_runs_in_the_current_folder(tmp_path: Path, fake_render_env: di
 def test_detach_returns_at_once_and_the_job_completes(tmp_path: Path, fake_render_env: dict[str, str]) -> None:
     job = make_job(tmp_path / "job", frames=12, chunks=3)
     env = dict(fake_render_env, HELIOS_FAKE_RENDER_SLEEP="0.5")
-    started = time.monotonic()
     result = helios("job", "run", str(job), "--detach", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("job-1: started in the background")

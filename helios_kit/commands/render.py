@@ -1,7 +1,8 @@
 """`helios render`: render a composition to a video file, or (with `--emit-job`) plan a JobSpec without rendering.
 
 Settings come from the command line, else from the composition's `<meta name="helios" content='{...}'>`
-tag (width, height, fps, duration), else the defaults (1280x720 at 30 fps). The original Helios CLI's
+tag (width, height, fps, duration), else from the page's @helios-project/core instance (`window.helios`,
+read by loading the page once), else the defaults (1280x720 at 30 fps). The original Helios CLI's
 `--mode` (= `--capture`) and `--quality` (= `--crf`) are accepted, so Helios users' scripts keep working.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +19,9 @@ from helios_kit.composition import CompositionInput, resolve_input
 from helios_kit.errors import HeliosError, SpecError
 from helios_kit.frames import frames_for_duration
 from helios_kit.spec import CaptureMode, RenderConfig, check_codec_name
+
+if TYPE_CHECKING:
+    from helios_kit.render.probe import PageSettings
 
 CAPTURE_CHOICES = [mode.value for mode in CaptureMode]
 
@@ -129,13 +134,14 @@ def render_command(
     """
     composition = resolve_input(input_ref)
     meta = composition.meta
-    fps = fps if fps is not None else meta.fps or 30.0
+    page = _page_settings(composition, width, height, fps, duration if frame_count is None else 0.0)
+    fps = fps if fps is not None else meta.fps or page.fps or 30.0
     if not math.isfinite(fps) or fps <= 0:
         raise click.BadParameter(f"must be > 0, got {fps:g}", param_hint="--fps")
-    frames = frame_count_from(duration, frame_count, fps, meta.duration)
+    frames = frame_count_from(duration, frame_count, fps, meta.duration or page.duration)
     settings = dict(
-        width=width or meta.width or 1280,
-        height=height or meta.height or 720,
+        width=width or meta.width or page.width or 1280,
+        height=height or meta.height or page.height or 720,
         fps=fps,
         start_frame=start_frame,
         frame_count=frames,
@@ -149,6 +155,27 @@ def render_command(
         _emit_job(composition, emit_job, output, concurrency, chunk_frames, settings)
     else:
         _render(composition, output or "out.mp4", settings, with_audio=not no_audio, parts=parts, quiet=quiet)
+
+
+def _page_settings(
+    composition: CompositionInput,
+    width: int | None,
+    height: int | None,
+    fps: float | None,
+    duration: float | None,
+) -> PageSettings:
+    """What the page's Helios instance declares, read only when a setting is given neither by a flag nor by
+    the meta tag (it costs one page load); empty when the page has no such instance."""
+    from helios_kit.render.probe import PageSettings, page_settings
+
+    meta = composition.meta
+    missing = [
+        given is None and declared is None
+        for given, declared in ((width, meta.width), (height, meta.height), (fps, meta.fps), (duration, meta.duration))
+    ]
+    if not any(missing):
+        return PageSettings()
+    return page_settings(composition.location) or PageSettings()
 
 
 def _emit_job(
@@ -224,7 +251,12 @@ def _mix_audio(composition: CompositionInput, output_path: Path, config: RenderC
     from helios_kit.render.audio import discover_audio
     from helios_kit.stitch import stitch
 
-    plan = discover_audio(composition.location)
+    plan = discover_audio(
+        composition.location,
+        fps=config.fps,
+        frame_count=config.start_frame + config.frame_count,
+        props=getattr(config, "props", None) or {},
+    )
     if not plan.tracks:
         return
     # The render may start mid-way: its first frame sits at start_frame / fps on the composition's timeline.

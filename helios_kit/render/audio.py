@@ -1,9 +1,15 @@
-"""A composition's soundtrack: found statically in its HTML, mixed once over the whole timeline at the merge.
+"""A composition's soundtrack: the media its page shows over its timeline, mixed once at the merge.
 
 Chunks are rendered silent. Audio is mixed once, when the chunks are joined (see :mod:`helios_kit.stitch`),
 so a chunk border can never click, drift or restart a track.
 
-The convention (attributes on ordinary media elements, read from the HTML without running it):
+Where the tracks come from: a page without scripts, iframes or declarative shadow roots is read as static
+HTML; any other page is loaded in the browser and stepped over its timeline as a render steps it
+(:func:`helios_kit.render.probe.scan_media`), so media created or given a ``src`` by scripts, inside
+shadow roots and same-origin iframes are found too (without a browser, the static HTML is read and a
+warning says so). A media element without a source is left out with a warning.
+
+The convention (attributes on ordinary media elements):
 
 ``<audio src="music.ogg" data-helios-start="1.5" data-helios-volume="0.5" loop>``
     Every ``<audio>`` element is a track, unless it has ``data-helios-audio="off"``. Its source is the
@@ -23,21 +29,45 @@ Attributes (all optional; times in seconds of the composition's timeline, where 
 - ``data-helios-trim-start`` / ``data-helios-trim-end``: play only that part of the source file.
 - ``loop`` (the standard attribute): repeat the (trimmed) source until the end of the video.
 
-The mix is cut or padded with silence to exactly the video's duration. Elements added by scripts at run
-time are not seen; declare them in the HTML.
+The original Helios renderer's attributes are read as it reads them (and as @helios-project/core's
+DomDriver does):
+
+- ``data-helios-offset`` (seconds): where the media starts on the timeline (as ``data-helios-start``).
+- ``data-helios-seek`` (seconds): the media's own time at its start (its playhead is at
+  ``max(0, (t - offset) x rate + seek)``, modulo its duration when ``loop``).
+- ``playbackRate`` (the property, else the attribute): the speed the source plays at (``atempo``).
+- ``data-helios-fade-in`` / ``data-helios-fade-out`` (seconds): gain ramps at the track's start and at its
+  end (the end of the source when it ends before the video, else the video's end), shaped by
+  ``data-helios-fade-easing`` (the core's easing names: ``linear``, ``quad.in``, ``cubic.out``, ``sine.inOut``
+  ...; mapped to the closest ffmpeg ``afade`` curve).
+- ``data-helios-no-audio``: never mixed. ``data-helios-track-id`` is kept on the track.
+- ``muted`` (attribute or property) / ``volume`` (property): the gain, unless ``data-helios-volume`` gives it.
+- On a page that drives a @helios-project/core instance (``window.helios``), every ``<video>`` is mixed
+  too, as in the original renderer; elsewhere a ``<video>`` opts in with ``data-helios-audio``.
+- A media element created by script without offset attributes starts when it appeared.
+
+The mix is cut or padded with silence to exactly the video's duration.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from helios_kit.errors import LoaderError, RenderError
 
+if TYPE_CHECKING:
+    from helios_kit.render.probe import MediaElement, MediaScan
+
 _OFF_VALUES = frozenset({"off", "false", "0", "no"})
+log = logging.getLogger("helios.audio")
 
 
 class AudioTrack(BaseModel):
@@ -51,6 +81,13 @@ class AudioTrack(BaseModel):
     trim_start_s: float = Field(0.0, ge=0, description="Skip this much of the source's beginning.")
     trim_end_s: float | None = Field(None, gt=0, description="Stop at this time of the source.")
     loop: bool = False
+    seek_s: float = Field(0.0, ge=0, description="The source's own time at the track's start (after looping).")
+    playback_rate: float = Field(1.0, gt=0, le=100, description="Speed the source plays at.")
+    fade_in_s: float = Field(0.0, ge=0, description="Gain ramp from silence at the track's start.")
+    fade_out_s: float = Field(0.0, ge=0, description="Gain ramp to silence at the track's end.")
+    fade_easing: str | None = Field(None, description="@helios-project/core easing name of the fades.")
+    track_id: str | None = None
+    source_duration_s: float | None = Field(None, gt=0, description="Length of the source, when known.")
 
     @model_validator(mode="after")
     def _trim_order(self) -> AudioTrack:
@@ -144,9 +181,41 @@ def _resolve(src: str, base: str) -> str:
     return str((Path(base).parent / unquote(parsed.path)).resolve())
 
 
-def discover_audio(input_location: str) -> AudioPlan:
-    """Read the composition's HTML (file, folder with index.html, or http(s) URL) and list its audio tracks."""
+def _needs_browser(html: str) -> bool:
+    """True when media may exist that the static HTML does not show (scripts, iframes, declarative shadow DOM)."""
+    return re.search(r"<script|<iframe|shadowrootmode", html, re.IGNORECASE) is not None
+
+
+def discover_audio(
+    input_location: str,
+    *,
+    fps: float | None = None,
+    frame_count: int | None = None,
+    props: dict | None = None,
+) -> AudioPlan:
+    """The audio tracks of a composition (file, folder with index.html, or http(s) URL).
+
+    A page with scripts, iframes or declarative shadow roots is loaded in the browser and stepped over
+    frames [0, frame_count) at `fps` (default: the length its Helios instance or meta tag declares) to find
+    the media it shows; any other page is read as static HTML."""
     html, base = _read_html(input_location)
+    if _needs_browser(html):
+        from helios_kit.render.browser import find_browser
+
+        try:
+            find_browser()
+        except RenderError as error:
+            log.warning("audio: %s; reading the static HTML only (media created by scripts are not mixed)", error)
+        else:
+            from helios_kit.render.probe import scan_media
+
+            scan = scan_media(input_location, fps=fps, frame_count=frame_count, props=props)
+            return AudioPlan(tracks=tracks_from_scan(scan))
+    return AudioPlan(tracks=static_tracks(html, base))
+
+
+def static_tracks(html: str, base: str) -> list[AudioTrack]:
+    """The tracks the HTML declares, read without running it (`base`: its file path or URL)."""
     collector = _MediaCollector()
     collector.feed(html)
     collector.close()
@@ -156,38 +225,194 @@ def discover_audio(input_location: str) -> AudioPlan:
             continue
         if (attrs.get("data-helios-audio") or "").strip().lower() in _OFF_VALUES:
             continue
+        if "data-helios-no-audio" in attrs:
+            continue
         where = f"{Path(base).name if '://' not in base else base}:{line} <{tag}>"
         src = attrs.get("src")
         if not src:
-            raise RenderError(f"{where}: has no src (nor a <source src> child) to take its audio from")
-        volume = _seconds(attrs.get("data-helios-volume"), "data-helios-volume", where, 1.0)
-        # A muted <audio> stays silent; a <video> is usually muted only so browsers autoplay it, and its
-        # data-helios-audio opt-in is explicit, so `muted` does not silence it.
-        if tag == "audio" and "muted" in attrs and attrs.get("data-helios-volume") is None:
-            volume = 0.0
-        if not volume:
+            log.warning("audio: %s has no src (nor a <source src> child): left out of the mix", where)
             continue
-        if volume > 10:
-            raise RenderError(f"{where}: data-helios-volume={volume} must be at most 10")
-        trim_start = _seconds(attrs.get("data-helios-trim-start"), "data-helios-trim-start", where, 0.0)
-        trim_end = _seconds(attrs.get("data-helios-trim-end"), "data-helios-trim-end", where, None)
-        if trim_end is not None and trim_end <= (trim_start or 0.0):
-            raise RenderError(f"{where}: data-helios-trim-end={trim_end} must be after trim-start")
-        tracks.append(
-            AudioTrack(
-                src=_resolve(src, base),
-                start_s=_seconds(attrs.get("data-helios-start"), "data-helios-start", where, 0.0) or 0.0,
-                volume=volume,
-                trim_start_s=trim_start or 0.0,
-                trim_end_s=trim_end,
-                loop="loop" in attrs,
-            )
+        volume = _seconds(attrs.get("data-helios-volume"), "data-helios-volume", where, None)
+        if volume is None:
+            # A muted <audio> stays silent; a <video> is usually muted only so browsers autoplay it, and its
+            # data-helios-audio opt-in is explicit, so `muted` does not silence it.
+            volume = 0.0 if tag == "audio" and "muted" in attrs else 1.0
+        track = _track(
+            tag,
+            where,
+            src=_resolve(src, base),
+            start=attrs.get("data-helios-start"),
+            offset=attrs.get("data-helios-offset"),
+            default_start=0.0,
+            volume=volume,
+            trim_start=attrs.get("data-helios-trim-start"),
+            trim_end=attrs.get("data-helios-trim-end"),
+            loop="loop" in attrs,
+            seek=_number(attrs.get("data-helios-seek")),
+            rate=_number(attrs.get("playbackrate"), 1.0),
+            fade_in=_number(attrs.get("data-helios-fade-in")),
+            fade_out=_number(attrs.get("data-helios-fade-out")),
+            fade_easing=attrs.get("data-helios-fade-easing"),
+            track_id=attrs.get("data-helios-track-id"),
+            duration=None,
         )
-    return AudioPlan(tracks=tracks)
+        if track is not None:
+            tracks.append(track)
+    return tracks
+
+
+def tracks_from_scan(scan: MediaScan) -> list[AudioTrack]:
+    """The tracks of the media elements a page showed while it was stepped (see render.probe.scan_media)."""
+    tracks: list[AudioTrack] = []
+    for element in scan.elements:
+        track = _track_from_element(element, scan)
+        if track is not None:
+            tracks.append(track)
+    return tracks
+
+
+def _track_from_element(el: MediaElement, scan: MediaScan) -> AudioTrack | None:
+    where = f"<{el.tag} src={el.src[:80]!r}>" if el.src else f"<{el.tag}> (appeared at {el.born_s:g} s)"
+    off = el.audio is not None and el.audio.strip().lower() in _OFF_VALUES
+    if el.no_audio or off or (el.tag == "video" and el.audio is None and not el.helios):
+        return None
+    if not el.src:
+        log.warning("audio: %s has no src: left out of the mix", where)
+        return None
+    if urlparse(el.src).scheme in ("blob", "data"):
+        log.warning("audio: %s: a %s: URL cannot be mixed; left out", where, urlparse(el.src).scheme)
+        return None
+    volume = _seconds(el.volume_attr, "data-helios-volume", where, None)
+    if volume is None:
+        # An opted-in <video> of a plain page is muted only so it may autoplay (see the module docstring);
+        # the original renderer mixes every element at `muted ? 0 : volume`.
+        opted_in_video = el.tag == "video" and el.audio is not None and not el.helios
+        volume = 0.0 if el.muted and not opted_in_video else el.volume
+    return _track(
+        el.tag,
+        where,
+        src=scan.local_path(el.src),
+        start=el.start,
+        offset=str(el.offset) if el.composition else None,
+        default_start=0.0 if el.composition else el.born_s,
+        volume=volume,
+        trim_start=el.trim_start,
+        trim_end=el.trim_end,
+        loop=el.loop,
+        seek=el.seek,
+        rate=el.rate,
+        fade_in=el.fade_in,
+        fade_out=el.fade_out,
+        fade_easing=el.fade_easing,
+        track_id=el.track_id,
+        duration=el.duration,
+    )
+
+
+def _number(value: str | None, default: float = 0.0) -> float:
+    """A lenient number, as the original renderer's parseFloat reads its attributes (NaN -> default)."""
+    match = re.match(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value or "")
+    if not match:
+        return default
+    number = float(match.group(0))
+    return number if math.isfinite(number) else default
+
+
+def _track(
+    tag: str,
+    where: str,
+    *,
+    src: str,
+    start: str | None,
+    offset: str | None,
+    default_start: float,
+    volume: float,
+    trim_start: str | None,
+    trim_end: str | None,
+    loop: bool,
+    seek: float,
+    rate: float,
+    fade_in: float,
+    fade_out: float,
+    fade_easing: str | None,
+    track_id: str | None,
+    duration: float | None,
+) -> AudioTrack | None:
+    """One track from an element's attributes; None when silent; RenderError naming the element."""
+    if not volume:
+        return None
+    if volume > 10:
+        raise RenderError(f"{where}: data-helios-volume={volume} must be at most 10")
+    begin = _seconds(start, "data-helios-start", where, None)
+    rate = rate if math.isfinite(rate) and rate > 0 else 1.0
+    seek = max(0.0, seek)
+    if begin is None:
+        begin = _number(offset, default_start) if offset is not None else default_start
+        if begin < 0:  # a negative offset: the media was already playing at t = 0
+            seek, begin = seek - begin * rate, 0.0
+    trim_from = _seconds(trim_start, "data-helios-trim-start", where, 0.0) or 0.0
+    trim_to = _seconds(trim_end, "data-helios-trim-end", where, None)
+    if trim_to is not None and trim_to <= trim_from:
+        raise RenderError(f"{where}: data-helios-trim-end={trim_to} must be after trim-start")
+    return AudioTrack(
+        src=src,
+        start_s=begin,
+        volume=volume,
+        trim_start_s=trim_from,
+        trim_end_s=trim_to,
+        loop=loop,
+        seek_s=seek,
+        playback_rate=min(rate, 100.0),
+        fade_in_s=max(0.0, fade_in),
+        fade_out_s=max(0.0, fade_out),
+        fade_easing=fade_easing or None,
+        track_id=track_id or None,
+        source_duration_s=duration if duration and math.isfinite(duration) and duration > 0 else None,
+    )
 
 
 def _fmt(seconds: float) -> str:
     return f"{seconds:.6f}".rstrip("0").rstrip(".") or "0"
+
+
+#: @helios-project/core easing families → the closest ffmpeg afade curve.
+_FADE_CURVES = {"linear": "tri", "quad": "qua", "cubic": "cub", "sine": "qsin", "expo": "exp", "circ": "cbr"}
+
+
+def _fade_curve(easing: str | None) -> str:
+    family = (easing or "linear").split(".")[0].strip().lower()
+    return _FADE_CURVES.get(family, "tri")
+
+
+def _tempo(rate: float) -> list[str]:
+    """atempo steps for a playback rate (each atempo between 0.5 and 2)."""
+    if abs(rate - 1) < 1e-9:
+        return []
+    steps = []
+    while rate > 2:
+        steps.append("atempo=2")
+        rate /= 2
+    while rate < 0.5:
+        steps.append("atempo=0.5")
+        rate /= 0.5
+    return [*steps, f"atempo={rate:.6g}"]
+
+
+def _fades(track: AudioTrack, timeline_end_s: float) -> list[str]:
+    """afade steps in the track's own time (0 = its start on the timeline). The fade-out ends where the
+    source ends when it ends before the video (not looping, known length), else at the video's end."""
+    steps = []
+    curve = _fade_curve(track.fade_easing)
+    if track.fade_in_s:
+        steps.append(f"afade=t=in:st=0:d={_fmt(track.fade_in_s)}:curve={curve}")
+    if track.fade_out_s:
+        end = timeline_end_s - track.start_s
+        if not track.loop and track.source_duration_s is not None:
+            playable = (track.trim_end_s or track.source_duration_s) - track.trim_start_s - track.seek_s
+            end = min(end, max(0.0, playable) / track.playback_rate)
+        start = max(0.0, end - track.fade_out_s)
+        steps.append(f"afade=t=out:st={_fmt(start)}:d={_fmt(track.fade_out_s)}:curve={curve}")
+    return steps
 
 
 def mix_filter(plan: AudioPlan, duration_s: float, first_input: int = 1) -> tuple[list[list[str]], str]:
@@ -213,6 +438,10 @@ def mix_filter(plan: AudioPlan, duration_s: float, first_input: int = 1) -> tupl
             steps += [trim, "asetpts=PTS-STARTPTS"]
         if track.loop:
             steps.append("aloop=loop=-1:size=2147483647")
+        if track.seek_s:
+            steps += [f"atrim=start={_fmt(track.seek_s)}", "asetpts=PTS-STARTPTS"]
+        steps += _tempo(track.playback_rate)
+        steps += _fades(track, plan.timeline_start_s + duration_s)
         if delay < 0:
             steps += [f"atrim=start={_fmt(-delay)}", "asetpts=PTS-STARTPTS"]
         if track.volume != 1:

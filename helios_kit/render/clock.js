@@ -3,9 +3,15 @@
 (() => {
   "use strict";
   if (window.__heliosInternal) return;
-  const CONFIG = window.__HELIOS_CONFIG__ || { fps: 30, epoch: 1704067200000, timeoutMs: 30000 };
+  const CONFIG = window.__HELIOS_CONFIG__ || { fps: 30, epoch: 1704067200000, timeoutMs: 30000, props: {} };
   const FPS = CONFIG.fps;
   const EPOCH = CONFIG.epoch;
+  // The render's input props, before any page script (Helios compositions pass them on as inputProps).
+  const PROPS = CONFIG.props && typeof CONFIG.props === "object" ? CONFIG.props : {};
+  window.__HELIOS_PROPS__ = PROPS;
+  // The original Helios seek driver's clock: frame time in ms, set every frame. A plain, configurable data
+  // property, so @helios-project/core's bindToDocumentTimeline() can hook it with a setter.
+  window.__HELIOS_VIRTUAL_TIME__ = 0;
   const EPS = 1e-6; // ms: absorbs float drift of accumulated timer delays
 
   const realSetTimeout = window.setTimeout.bind(window);
@@ -94,6 +100,37 @@
   const yieldWaiters = [];
   channel.port1.onmessage = () => { const w = yieldWaiters.shift(); if (w) w(); };
   const macrotask = () => new Promise((resolve) => { yieldWaiters.push(resolve); channel.port2.postMessage(0); });
+
+  // ---- requests in flight (fetch, its body reads, XMLHttpRequest) -----------------------------------
+  // A composition often sets itself up after loading something (a module's top-level `await fetch(...)`,
+  // then `window.helios = helios`); the load event does not wait for that. Frame 0 does.
+  const pendingRequests = new Map(); // id -> url
+  let requestSeq = 0;
+  function track(url, promise) {
+    const id = ++requestSeq;
+    pendingRequests.set(id, String(url).slice(0, 200));
+    const done = () => { pendingRequests.delete(id); };
+    promise.then(done, done);
+    return promise;
+  }
+  const realFetch = window.fetch;
+  if (typeof realFetch === "function") {
+    window.fetch = function (input, init) {
+      const url = input && typeof input === "object" && "url" in input ? input.url : input;
+      return track(url, realFetch.call(this, input, init));
+    };
+    for (const name of ["arrayBuffer", "blob", "formData", "json", "text", "bytes"]) {
+      const real = Response.prototype[name];
+      if (typeof real !== "function") continue;
+      Response.prototype[name] = function (...args) { return track(this.url, real.apply(this, args)); };
+    }
+  }
+  const realSend = XMLHttpRequest.prototype.send;
+  XMLHttpRequest.prototype.send = function (...args) {
+    const xhr = this;
+    track(xhr.responseURL || "XMLHttpRequest", new Promise((resolve) => xhr.addEventListener("loadend", resolve)));
+    return realSend.apply(this, args);
+  };
 
   function invoke(fn, args, what) {
     try {
@@ -219,6 +256,9 @@
   };
   function adopt(animation, t0) {
     if (born.has(animation)) return;
+    // A Helios instance that syncs animations itself (autoSyncAnimations) sets every animation's time to the
+    // composition's time, as Helios's player does: local time = now, whenever the animation was created.
+    if (autoSyncsAnimations()) t0 = now - now / rateOf(animation);
     born.set(animation, t0);
     tracked.add(animation);
     try { realPause.call(animation); } catch (e) { /* ignore */ }
@@ -296,7 +336,7 @@
       const real = proto[name];
       if (typeof real !== "function") continue;
       proto[name] = function (...args) {
-        if (skipDraws && api.statelessCanvas === true) return undefined;
+        if (skipDraws && statelessCanvas()) return undefined;
         return real.apply(this, args);
       };
     }
@@ -315,6 +355,7 @@
     fps: FPS,
     get frame() { return currentFrame; },
     get time() { return now / 1000; },
+    get props() { return PROPS; },
     seek: null,
     delayRender(label) {
       const id = holdId++;
@@ -323,19 +364,111 @@
     },
     continueRender(handle) { holds.delete(handle); },
   };
+  // The page's own window.helios when it assigns an object of a class (a @helios-project/core Helios):
+  // window.helios then returns that very object, driven as the original seek driver drives it, and lent
+  // the members of our API it does not have itself (delayRender, continueRender, statelessCanvas, ...).
+  let instance = null;
+  function lendApi(target) {
+    const lent = {
+      delayRender: { value: api.delayRender },
+      continueRender: { value: api.continueRender },
+      statelessCanvas: { get: () => api.statelessCanvas, set: (v) => { api.statelessCanvas = v; } },
+      frame: { get: () => currentFrame },
+      time: { get: () => now / 1000 },
+      props: { get: () => PROPS },
+    };
+    for (const [key, descriptor] of Object.entries(lent)) {
+      if (key in target) continue;
+      try { Object.defineProperty(target, key, Object.assign({ configurable: true, enumerable: false }, descriptor)); }
+      catch (e) { /* frozen object: it keeps only its own members */ }
+    }
+  }
+  // statelessCanvas as the page set it: on our API (lent to an instance), or the instance's own member.
+  function statelessCanvas() {
+    const own = instance && Object.prototype.hasOwnProperty.call(instance, "statelessCanvas") &&
+      !Object.getOwnPropertyDescriptor(instance, "statelessCanvas").get;
+    return (own ? instance.statelessCanvas : api.statelessCanvas) === true;
+  }
+  function isPlainObject(value) {
+    const proto = Object.getPrototypeOf(value);
+    return proto === Object.prototype || proto === null;
+  }
   Object.defineProperty(window, "helios", {
     configurable: false,
     enumerable: true,
-    get() { return api; },
+    get() { return instance || api; },
     set(value) {
-      // A composition may assign `window.helios = {seek}`: keep our object, take its hooks.
-      if (value && typeof value === "object") {
+      if (value && typeof value === "object" && isPlainObject(value)) {
+        // A composition may assign `window.helios = {seek}`: keep our object, take its hooks.
+        instance = null;
         for (const key of Object.keys(value)) {
           if (!READ_ONLY.has(key)) api[key] = value[key];
         }
+      } else if (value && (typeof value === "object" || typeof value === "function")) {
+        instance = value;
+        lendApi(value);
+      } else if (value == null) {
+        instance = null;
       }
     },
   });
+  // A @helios-project/core Helios: seek(frame), subscribe(), an fps signal.
+  function coreInstance() {
+    const h = instance;
+    return h && typeof h.seek === "function" && typeof h.subscribe === "function" && h.fps &&
+      typeof h.fps === "object" && "value" in h.fps ? h : null;
+  }
+  function autoSyncsAnimations() {
+    const h = coreInstance();
+    return !!(h && h.autoSyncAnimations === true);
+  }
+  // The instance's frame at a render frame: the same integer when the fps agree (they do unless flags
+  // override the instance's fps); otherwise the instance's exact (maybe fractional) frame at that time.
+  function instanceFps(h) {
+    const fps = Number(h.fps.value);
+    return Number.isFinite(fps) && fps > 0 ? fps : FPS;
+  }
+  function instanceFrame(h, frame) {
+    const fps = instanceFps(h);
+    if (fps === FPS) return frame;
+    const exact = (frame * fps) / FPS;
+    const whole = Math.round(exact);
+    return Math.abs(exact - whole) < 1e-6 ? whole : exact;
+  }
+  // The frame's milliseconds, nudged by at most a few ulps so that an instance bound to the document
+  // timeline, which derives its frame as (ms / 1000) * fps, gets the integer frame (13, not 12.999999999999998).
+  const f64 = new Float64Array(1);
+  const i64 = new BigInt64Array(f64.buffer);
+  function ulpStep(value, delta) {
+    f64[0] = value;
+    i64[0] += BigInt(delta);
+    return f64[0];
+  }
+  function virtualTimeMs(frame) {
+    const ms = (frame * 1000) / FPS;
+    if (ms <= 0) return ms;
+    // Without window.helios, a bound instance may still listen (it need not be exposed): assume the render fps.
+    const h = coreInstance();
+    const fps = h ? instanceFps(h) : FPS;
+    const wanted = h ? instanceFrame(h, frame) : frame;
+    if (!Number.isInteger(wanted) || (ms / 1000) * fps === wanted) return ms;
+    for (let k = 1; k <= 16; k++) {
+      for (const candidate of [ulpStep(ms, k), ulpStep(ms, -k)]) {
+        if ((candidate / 1000) * fps === wanted) return candidate;
+      }
+    }
+    // No double gives the frame exactly (31 at 30 fps, ~4% of frames): take the nearest one just above it,
+    // so a composition that truncates sees n (not n - 1) until helios.seek(n) sets the integer.
+    for (let k = 1; k <= 16; k++) {
+      const candidate = ulpStep(ms, k);
+      if ((candidate / 1000) * fps >= wanted) return candidate;
+    }
+    return ms;
+  }
+  function setVirtualTime(frame) {
+    try { window.__HELIOS_VIRTUAL_TIME__ = virtualTimeMs(frame); }
+    catch (error) { record((error && error.message) || String(error)); }
+  }
 
   function sleepReal(ms) { return new Promise((resolve) => realSetTimeout(resolve, ms)); }
   async function waitHolds(frame, deadline) {
@@ -360,7 +493,9 @@
   // ---- media ---------------------------------------------------------------------------------------
   // Every step notes when each <video> appeared (fast-forward included), so its time is the same in every
   // chunk; only captured frames pay for the seek.
-  const videoBorn = new WeakMap();
+  const mediaBorn = new WeakMap(); // media element -> virtual ms it was first seen at
+  const mediaSeen = [];             // every media element seen, in order (for the audio discovery)
+  const mediaRate = new WeakMap();  // playbackRate as first seen (the core's DomDriver resets the property)
   const VIDEO_PRESENT_WAIT_MS = 250;
   // A video's first sync away from its start (a chunk beginning mid-way) must present a new picture: the
   // one on screen is from load time. Under load that can take longer than the short cap above, and
@@ -368,21 +503,74 @@
   // are sparser than 10 per second never matches the window below).
   const VIDEO_FIRST_PRESENT_WAIT_MS = 3000;
   const videoSynced = new WeakSet(); // videos seeked (and presented) at least once
-  function noteVideos() {
-    const videos = document.getElementsByTagName("video");
-    for (const video of videos) {
-      if (!videoBorn.has(video)) {
-        videoBorn.set(video, now);
-        // Real-time playback (autoplay, or play() from the page) must never move the picture.
-        video.autoplay = false;
-        video.addEventListener("playing", () => video.pause());
-        video.addEventListener("play", () => video.pause());
-      }
-      try { if (!video.paused) video.pause(); } catch (e) { /* ignore */ }
+  // Media are found as the original renderer's scanner finds them: in the document, in shadow roots
+  // (every one attachShadow made, open or closed, and declarative ones) and in same-origin iframes.
+  const shadowRoots = new Set();
+  const realAttachShadow = Element.prototype.attachShadow;
+  Element.prototype.attachShadow = function (...args) {
+    const root = realAttachShadow.apply(this, args);
+    shadowRoots.add(root);
+    return root;
+  };
+  function noteDeclarativeShadowRoots() {
+    for (const el of allElements(document)) if (el.shadowRoot) shadowRoots.add(el.shadowRoot);
+  }
+  function mediaScopes() {
+    const scopes = [document];
+    for (const root of shadowRoots) if (root.host && root.host.isConnected) scopes.push(root);
+    for (const frame of document.querySelectorAll("iframe")) {
+      // A same-origin iframe with its own shim is stepped (and syncs its media) itself: see stepChildFrames.
+      if (childShim(frame)) continue;
+      try { if (frame.contentDocument) scopes.push(frame.contentDocument); } catch (e) { /* cross-origin */ }
     }
-    return videos;
+    return scopes;
+  }
+  function findMedia() {
+    const found = [];
+    for (const scope of mediaScopes()) {
+      for (const el of scope.querySelectorAll("audio, video")) found.push(el);
+    }
+    return found;
+  }
+  function readRate(el) {
+    let rate = Number(el.playbackRate);
+    if (rate === 1) {
+      const attr = parseFloat(el.getAttribute("playbackRate"));
+      if (!Number.isNaN(attr)) rate = attr;
+    }
+    return Number.isFinite(rate) && rate > 0 ? rate : 1;
+  }
+  function noteMedia() {
+    const media = findMedia();
+    for (const el of media) {
+      if (!mediaBorn.has(el)) {
+        mediaBorn.set(el, now);
+        mediaSeen.push(el);
+        mediaRate.set(el, readRate(el));
+        // Real-time playback (autoplay, or play() from the page) must never move the picture.
+        el.autoplay = false;
+        el.addEventListener("playing", () => el.pause());
+        el.addEventListener("play", () => el.pause());
+      }
+      try { if (!el.paused) el.pause(); } catch (e) { /* ignore */ }
+    }
+    return media;
+  }
+  const seconds = (el, name) => {
+    const value = parseFloat(el.getAttribute(name));
+    return Number.isFinite(value) ? value : 0;
+  };
+  // Where a media element's playhead is at the current time: max(0, (t - offset) x rate + seek), as the
+  // original renderer places it. t is the composition's time when the page drives a Helios instance or
+  // the element names an offset or seek; otherwise the time since the element appeared.
+  function mediaTarget(el) {
+    const composition = coreInstance() !== null || el.hasAttribute("data-helios-offset") || el.hasAttribute("data-helios-seek");
+    const base = (composition ? now : now - mediaBorn.get(el)) / 1000;
+    const rate = mediaRate.get(el) || 1;
+    return Math.max(0, (base - seconds(el, "data-helios-offset")) * rate + seconds(el, "data-helios-seek"));
   }
   async function syncVideo(video, target) {
+    if (!hasSource(video)) return false; // nothing to show (the audio discovery warns about it)
     if (video.preload !== "auto") video.preload = "auto";
     while (video.readyState < 1) {                     // HAVE_METADATA: duration known, seekable
       if (video.error || (video.networkState === 3 && !video.currentSrc)) return;
@@ -418,11 +606,11 @@
     return true;
   }
   async function seekVideos(frame, deadline) {
-    const videos = noteVideos();
+    const media = noteMedia();
     const waits = [];
-    for (const video of videos) {
-      if (video.dataset && video.dataset.heliosManual !== undefined) continue;
-      waits.push(syncVideo(video, (now - videoBorn.get(video)) / 1000));
+    for (const video of media) {
+      if (video.tagName !== "VIDEO" || video.hasAttribute("data-helios-manual")) continue;
+      waits.push(syncVideo(video, mediaTarget(video)));
     }
     if (!waits.length) return 0;
     const moved = await withTimeout(Promise.all(waits), frame, deadline, "<video> seek");
@@ -442,12 +630,213 @@
     if (pending.length) await withTimeout(Promise.all(pending), frame, deadline, "image decode");
   }
 
+  // Every element of a document, shadow roots included.
+  function* allElements(root) {
+    const walker = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT);
+    while (walker.nextNode()) {
+      const node = walker.currentNode;
+      yield node;
+      if (node.shadowRoot) yield* allElements(node.shadowRoot);
+    }
+  }
+  // Pictures a page shows without an <img>: video posters, SVG <image>, CSS background and mask images.
+  function pictureUrls() {
+    const urls = new Set();
+    const add = (url) => { if (url && !url.startsWith("data:")) urls.add(new URL(url, document.baseURI).href); };
+    for (const el of allElements(document)) {
+      if (el.tagName === "VIDEO" && el.poster) add(el.poster);
+      if (el instanceof SVGImageElement) add(el.getAttribute("href") || el.getAttribute("xlink:href"));
+      const style = getComputedStyle(el);
+      for (const value of [style.backgroundImage, style.maskImage, style.webkitMaskImage]) {
+        if (!value || value === "none") continue;
+        for (const match of value.matchAll(/url\(\s*(["']?)(.*?)\1\s*\)/g)) add(match[2]);
+      }
+    }
+    return [...urls];
+  }
+  function loadPicture(url) {
+    const img = new Image();
+    img.src = url;
+    return img.decode().catch(() => null);
+  }
+  // Until no request is in flight and what they started has run (checked over a few macrotasks).
+  async function networkIdle(deadline) {
+    for (let quiet = 0; quiet < 3;) {
+      if (pendingRequests.size > 0) {
+        quiet = 0;
+        if (RealDate.now() > deadline) {
+          throw new Error("timeout: frame 0 never became ready (requests still loading: " +
+            [...pendingRequests.values()].slice(0, 3).join(", ") + ")");
+        }
+        await sleepReal(2);
+      } else {
+        quiet++;
+        await macrotask();
+      }
+    }
+  }
   async function prepare() {
     const deadline = RealDate.now() + CONFIG.timeoutMs;
+    await networkIdle(deadline);
     if (document.fonts && document.fonts.ready) await withTimeout(document.fonts.ready, 0, deadline, "document.fonts.ready");
     const images = [...document.images].filter((img) => img.src);
     await withTimeout(Promise.all(images.map((img) => img.decode().catch(() => null))), 0, deadline, "image decode");
+    await withTimeout(Promise.all(pictureUrls().map(loadPicture)), 0, deadline,
+      "posters, SVG images, CSS background and mask images");
+    noteDeclarativeShadowRoots();
     return errors.slice();
+  }
+  // The gain a Helios instance applies to a media element: its master volume/muted and its track's.
+  function mixOf(h, trackId) {
+    const value = (signal) => (signal && typeof signal === "object" && "value" in signal ? signal.value : undefined);
+    if (!h) return { volume: 1, muted: false };
+    const master = Number(value(h.volume));
+    const tracks = value(h.audioTracks) || {};
+    const track = trackId && tracks[trackId] ? tracks[trackId] : {};
+    const trackVolume = Number(track.volume);
+    return {
+      volume: (Number.isFinite(master) ? master : 1) * (Number.isFinite(trackVolume) ? trackVolume : 1),
+      muted: value(h.muted) === true || track.muted === true,
+    };
+  }
+  // Every media element the page has shown so far, as the audio mix needs it.
+  function describeMedia() {
+    const children = [];
+    for (const iframe of document.querySelectorAll("iframe")) {
+      const child = childShim(iframe);
+      if (child) children.push(...child.describeMedia());
+    }
+    return describeOwnMedia().concat(children);
+  }
+  function describeOwnMedia() {
+    const h = coreInstance();
+    const states = h && h.driver && h.driver.trackStates instanceof WeakMap ? h.driver.trackStates : null;
+    return mediaSeen.map((el) => {
+      const state = states ? states.get(el) : undefined;
+      const source = el.querySelector("source[src]");
+      const attr = (name) => el.getAttribute(name);
+      return {
+        tag: el.tagName.toLowerCase(),
+        src: el.currentSrc || el.src || (source ? source.src : ""),
+        bornS: mediaBorn.get(el) / 1000,
+        composition: h !== null || el.hasAttribute("data-helios-offset") || el.hasAttribute("data-helios-seek"),
+        helios: h !== null,
+        offset: seconds(el, "data-helios-offset"),
+        seek: seconds(el, "data-helios-seek"),
+        rate: mediaRate.get(el) || 1,
+        loop: el.loop,
+        fadeIn: seconds(el, "data-helios-fade-in"),
+        fadeOut: seconds(el, "data-helios-fade-out"),
+        fadeEasing: attr("data-helios-fade-easing"),
+        trackId: attr("data-helios-track-id"),
+        noAudio: el.hasAttribute("data-helios-no-audio"),
+        audio: attr("data-helios-audio"),
+        start: attr("data-helios-start"),
+        volumeAttr: attr("data-helios-volume"),
+        trimStart: attr("data-helios-trim-start"),
+        trimEnd: attr("data-helios-trim-end"),
+        // As the core's DomDriver: the element's own volume/muted (before its fades) times the instance's
+        // master volume and its data-helios-track-id track's volume; muted by either.
+        muted: (state ? state.baseMuted : el.muted) || mixOf(h, attr("data-helios-track-id")).muted,
+        volume: (state ? state.baseVolume : el.volume) * mixOf(h, attr("data-helios-track-id")).volume,
+        duration: Number.isFinite(el.duration) ? el.duration : null,
+      };
+    });
+  }
+  // The render length a page declares: its Helios instance's, else its <meta name="helios"> tag's.
+  function declaredLength() {
+    const settings = compositionSettings();
+    if (settings && settings.duration) return { duration: settings.duration, fps: settings.fps };
+    try {
+      const meta = document.querySelector('meta[name="helios"]');
+      const content = meta ? JSON.parse(meta.getAttribute("content") || "{}") : {};
+      return { duration: Number(content.duration) || null, fps: Number(content.fps) || null };
+    } catch (e) {
+      return { duration: null, fps: null };
+    }
+  }
+  // What the page's Helios instance says about its size and length (for settings no flag or meta tag gave).
+  function compositionSettings() {
+    const h = coreInstance();
+    if (!h) return null;
+    const read = (signal) => {
+      const value = signal && typeof signal === "object" && "value" in signal ? Number(signal.value) : NaN;
+      return Number.isFinite(value) && value > 0 ? value : null;
+    };
+    return { width: read(h.width), height: read(h.height), fps: read(h.fps), duration: read(h.duration) };
+  }
+
+  // ---- same-origin iframes: their own shim, stepped in lockstep ---------------------------------------
+  // The init script runs in every frame, so a same-origin iframe has its own virtual clock (and maybe its
+  // own Helios instance); the original seek driver seeks every execution context, we step every child shim
+  // to the same frame, fast-forward included.
+  function childShim(iframe) {
+    try {
+      const child = iframe.contentWindow && iframe.contentWindow.__heliosInternal;
+      return child && child !== window.__heliosInternal ? child : null;
+    } catch (e) {
+      return null; // cross-origin
+    }
+  }
+  async function stepChildFrames(frame, capture) {
+    let videoSeeks = 0;
+    for (const iframe of document.querySelectorAll("iframe")) {
+      const child = childShim(iframe);
+      if (!child) continue;
+      const result = await child.step(frame, capture);
+      if (result && result.error) record("in iframe " + (iframe.getAttribute("src") || "(srcdoc)") + ": " + result.error);
+      if (result && result.videoSeeks) videoSeeks += result.videoSeeks;
+    }
+    return videoSeeks;
+  }
+
+  // ---- the composition's own driver: window.helios and GSAP ----------------------------------------
+  const describe = (error) => (error && error.message ? error.message : String(error));
+  // A Helios instance is sought as the original seek driver does, with the integer frame; our own API (or a
+  // page object with a seek hook) gets (frame, seconds) and may return a Promise the frame waits for.
+  async function seekComposition(frame, deadline) {
+    const h = coreInstance();
+    if (h) {
+      try { h.seek(instanceFrame(h, frame)); } catch (error) { record(describe(error)); }
+      return;
+    }
+    const target = instance && typeof instance.seek === "function" ? instance : api;
+    if (typeof target.seek !== "function") return;
+    try {
+      await withTimeout(Promise.resolve(target.seek(frame, now / 1000)), frame, deadline, "helios.seek");
+    } catch (error) {
+      record(describe(error));
+    }
+  }
+  // window.__helios_gsap_timeline__ (paused or not) is sought to the frame's time, as the original does.
+  function seekGsapTimeline() {
+    const timeline = window.__helios_gsap_timeline__;
+    if (!timeline || typeof timeline.seek !== "function") return;
+    try { timeline.seek(now / 1000); } catch (error) { record(describe(error)); }
+  }
+  // Media without any source never become ready; the core's DomDriver would wait for them forever. They
+  // sit out the wait (a missing src is a warning of the audio discovery, never a failed render).
+  function hasSource(el) {
+    return Boolean(el.currentSrc || el.src || (el.querySelector && el.querySelector("source[src]")));
+  }
+  // helios.waitUntilStable() (the core's: its driver, fonts, images, media, registerStabilityCheck checks)
+  // after each seek, bounded by the render timeout. True when there was one to wait for.
+  async function waitUntilStable(frame, deadline) {
+    const target = instance || api;
+    if (typeof target.waitUntilStable !== "function") return false;
+    const driverMedia = target.driver && target.driver.mediaElements instanceof Set ? target.driver.mediaElements : null;
+    const parked = driverMedia ? [...driverMedia].filter((el) => !hasSource(el)) : [];
+    for (const el of parked) driverMedia.delete(el);
+    try {
+      await withTimeout(Promise.resolve(target.waitUntilStable()), frame, deadline,
+        "helios.waitUntilStable() did not settle within the render timeout");
+    } catch (error) {
+      if (String(describe(error)).startsWith("timeout:")) throw error;
+      record("helios.waitUntilStable() failed: " + describe(error));
+    } finally {
+      for (const el of parked) driverMedia.add(el);
+    }
+    return true;
   }
 
   // ---- one frame -----------------------------------------------------------------------------------
@@ -469,6 +858,7 @@
       await macrotask();
     }
     now = target;
+    setVirtualTime(frame);
     dispatchFinishes();
     await macrotask();
     collectAnimations();
@@ -476,23 +866,26 @@
     rafQueue = new Map();
     for (const fn of callbacks.values()) invoke(fn, [now], "requestAnimationFrame");
     await macrotask();
-    if (typeof api.seek === "function") {
-      try {
-        await withTimeout(Promise.resolve(api.seek(frame, now / 1000)), frame, deadline, "helios.seek");
-      } catch (error) {
-        record(error && error.message ? error.message : String(error));
-      }
-    }
+    await seekComposition(frame, deadline);
+    seekGsapTimeline();
     const list = collectAnimations();
     await withTimeout(settleAnimations(), frame, deadline, "animation.ready");
     await withTimeout(seekAnimations(list), frame, deadline, "animation.ready");
     await waitHolds(frame, deadline);
-    let videoSeeks = 0;
+    if (await waitUntilStable(frame, deadline)) {
+      // As the original seek driver: what settled late (fetched data, loaded images) may have moved a
+      // GSAP timeline or the instance's state; seek both again.
+      seekGsapTimeline();
+      const h = coreInstance();
+      if (h) { try { h.seek(instanceFrame(h, frame)); } catch (error) { record(describe(error)); } }
+      await withTimeout(seekAnimations(collectAnimations()), frame, deadline, "animation.ready");
+    }
+    let videoSeeks = await stepChildFrames(frame, capture);
     if (capture) {
       await awaitAssets(frame, deadline);
-      videoSeeks = await seekVideos(frame, deadline);
+      videoSeeks += await seekVideos(frame, deadline);
     }
-    else noteVideos();
+    else noteMedia();
     if (errors.length) return { error: errors[0] };
     return videoSeeks ? { videoSeeks } : null;
   }
@@ -602,6 +995,9 @@
     },
     step,
     prepare,
+    compositionSettings,
+    describeMedia,
+    declaredLength,
     errors: () => errors.slice(),
     async fastForward(from, to) {
       skipDraws = true;

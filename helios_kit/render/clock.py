@@ -17,11 +17,17 @@ renders it:
   the end restarts). When an animation reaches its end at a frame, ``finish`` (``onfinish``), the
   ``finished`` promise and, for CSS, ``animationend`` / ``transitionend`` fire at that frame, before its
   rAF callbacks. Not followed: ``reverse()``, ``updatePlaybackRate()``, ``animationstart``/``iteration``.
-- ``<video>`` elements never play in real time: each is paused and seeked to the virtual time since it
-  appeared in the document (modulo its duration when ``loop``), and the frame waits until the seeked picture
-  is decoded and presented (``requestVideoFrameCallback``); add ``data-helios-manual`` to a video to seek it
-  yourself. The composition's folder is served with HTTP range support so media can seek.
-- Before the first frame the renderer awaits ``document.fonts.ready`` and decodes every ``<img>``.
+- Media elements (document, every shadow root, same-origin iframes) never play in real time. Each
+  ``<video>`` is paused and seeked to ``max(0, (t - offset) * rate + seek)`` (modulo its duration when
+  ``loop``; ``offset``/``seek`` from ``data-helios-offset``/``data-helios-seek``, ``rate`` its
+  ``playbackRate`` property as first seen, else the attribute), where t is the composition's time when the
+  page drives a Helios instance or the element names an offset or seek, else the time since it appeared;
+  the frame waits until the seeked picture is decoded and presented (``requestVideoFrameCallback``). A
+  video without a source is skipped; add ``data-helios-manual`` to seek one yourself. The composition's
+  folder is served with HTTP range support so media can seek.
+- Before the first frame the renderer waits until no ``fetch``/``XMLHttpRequest`` (nor a body read) is in
+  flight, then awaits ``document.fonts.ready`` and decodes every ``<img>``, video poster, SVG ``<image>``
+  and CSS ``background-image``/``mask-image``.
 - WebGL contexts are created with ``preserveDrawingBuffer: true`` so the canvas capture can read them.
 - Reaching a chunk's first frame N: the page loads at t = 0, then every frame 0..N-1 is stepped exactly as in
   a full render (timers, rAF, animations) but without capture, so libraries with lag smoothing (GSAP drops
@@ -30,6 +36,23 @@ renders it:
 
 ``window.helios`` (defined before any page script runs)
 -------------------------------------------------------
+- ``window.__HELIOS_PROPS__`` and ``helios.props``: the render's props, before any page script runs.
+- A page may assign its own object. A plain object (``window.helios = {seek}``) hands its hooks to ours.
+  An object of a class becomes ``window.helios`` itself and is lent our members it lacks (``delayRender``,
+  ``continueRender``, ``statelessCanvas``, ``props``, ``frame``, ``time``). When it is a
+  ``@helios-project/core`` ``Helios`` (``seek``, ``subscribe``, an ``fps`` signal) it is driven as the
+  original seek driver drives it, every frame including fast-forward: ``window.__HELIOS_VIRTUAL_TIME__`` is
+  set to the frame's ms (nudged by an ulp or two so a bound instance's ``(ms / 1000) * fps`` is the integer
+  frame; where no double gives it, the nearest above), after timers and before rAF; ``helios.seek(frame)``
+  with the integer frame (the exact instance frame when its fps differs from the render's) after rAF;
+  then animations; then ``await helios.waitUntilStable()`` (render timeout, ``timeout: frame N never
+  became ready (helios.waitUntilStable() ...)``), after which the instance and the GSAP timeline are
+  sought again. Media without a source are kept out of the DomDriver's wait (they never get ready).
+- With ``autoSyncAnimations`` on that instance, every animation's time is composition time (created at
+  1 s, it shows its state at t, as in Helios's player), instead of the time since it was created.
+- ``window.__helios_gsap_timeline__``: sought to t (seconds) every frame, after the seek.
+- Same-origin iframes run this script too; each frame steps their shims to the same frame (fast-forward
+  included), so their clocks, Helios instances and media follow the page's.
 - ``helios.seek = (frame, timeSeconds) => { ... }`` (or ``window.helios = {seek}``): called at every frame
   after timers and rAF callbacks; may return a Promise, which the frame waits for.
 - ``const handle = helios.delayRender(label?)`` / ``helios.continueRender(handle)``: the frame is not
@@ -55,8 +78,10 @@ framebuffer are skipped while fast-forwarding, so three.js takes ~0.25 s instead
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 #: The fixed wall-clock epoch virtual time starts at (2024-01-01T00:00:00Z), in ms.
 EPOCH_MS = 1_704_067_200_000
@@ -67,9 +92,12 @@ def _shim_source() -> str:
     return resources.files("helios_kit.render").joinpath("clock.js").read_text(encoding="utf-8")
 
 
-def init_script(fps: float, timeout_s: float = 30.0) -> str:
-    """The script to install with Page.addScriptToEvaluateOnNewDocument for a render at `fps`."""
-    config = {"fps": fps, "epoch": EPOCH_MS, "timeoutMs": int(timeout_s * 1000)}
+def init_script(fps: float, timeout_s: float = 30.0, props: Mapping[str, Any] | None = None) -> str:
+    """The script to install with Page.addScriptToEvaluateOnNewDocument for a render at `fps`.
+
+    `props` reach the page as ``window.__HELIOS_PROPS__`` (and ``window.helios.props``) before any page
+    script runs."""
+    config = {"fps": fps, "epoch": EPOCH_MS, "timeoutMs": int(timeout_s * 1000), "props": dict(props or {})}
     return f"window.__HELIOS_CONFIG__ = {json.dumps(config)};\n{_shim_source()}"
 
 
@@ -89,4 +117,5 @@ def step_and_capture_expression(frame: int, image_type: str, quality: float) -> 
 
 
 PREPARE_EXPRESSION = "window.__heliosInternal.prepare()"
+SETTINGS_EXPRESSION = "window.__heliosInternal.compositionSettings()"
 INSTALLED_EXPRESSION = "typeof window.__heliosInternal === 'object'"

@@ -118,7 +118,8 @@ def open_page(
         "Emulation.setDeviceMetricsOverride",
         {"width": config.width, "height": config.height, "deviceScaleFactor": 1, "mobile": False},
     )
-    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": clock.init_script(config.fps, timeout)})
+    props = getattr(config, "props", None) or {}  # RenderConfig.props lands with the batch work
+    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": clock.init_script(config.fps, timeout, props)})
     navigation = page.wait_pumping(page.send_async("Page.navigate", {"url": url}), timeout)
     if navigation.get("errorText"):
         raise RenderError(f"cannot load {url}: {navigation['errorText']}")
