@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext
+from helios_kit.composition.locations import is_local
 from helios_kit.errors import describe
 from helios_kit.protocol import WorkerRequest, WorkerResult
 from helios_kit.spec import Chunk, JobSpec
@@ -108,7 +109,7 @@ class RemoteBackend(Backend):
         """Warn about a chunk this backend cannot run well (called before each invocation); by default, a
         job or store given as a local path, which a remote worker cannot reach."""
         for what, value in (("job", context.job_url), ("store", context.store_url)):
-            if "://" not in value or value.startswith("file://"):
+            if is_local(value):
                 self.warn_once(
                     f"local:{what}",
                     "warning: %s: the %s %s is a local path; %s cannot read it (use an s3://, gs:// or https:// URL)",

@@ -42,6 +42,7 @@ from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir
 from helios_kit.render.server import CompositionServer
 
 if TYPE_CHECKING:
+    from helios_kit.render.progress import RenderProgress
     from helios_kit.spec import RenderConfig
 
 #: Frames stepped per Runtime.evaluate while fast-forwarding (bounded so cancel and timeouts stay prompt).
@@ -243,6 +244,48 @@ def _declares_video(input_location: str) -> bool:
         return False  # the render itself reports a missing input
 
 
+def _encoder(output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat) -> FrameEncoder:
+    return FrameEncoder(
+        output_path,
+        fps=config.fps,
+        frame_count=frame_count,
+        image_format=fmt,
+        video_codec=config.video_codec,
+        pixel_format=config.pixel_format,
+        crf=config.crf,
+    )
+
+
+def _terminal_progress(output_path: pathlib.Path, frame_count: int) -> RenderProgress:
+    from helios_kit.render.progress import RenderProgress
+
+    return RenderProgress(output_path.name, frame_count)
+
+
+def _capture_frames(
+    capture: DomCapture | CanvasCapture,
+    encoder: FrameEncoder,
+    start_frame: int,
+    frame_count: int,
+    cancel: threading.Event | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Step and capture frames [start_frame, start_frame + frame_count) into the encoder."""
+    done = 0
+    for index in range(frame_count + 1):
+        _check_cancel(cancel)
+        try:
+            # Pipelined captures hand back earlier frames; the extra turn flushes the last ones.
+            images = capture.frames(start_frame + index) if index < frame_count else capture.flush()
+        except FrameError as error:
+            raise _frame_error(error) from None
+        for image in images:
+            encoder.put(image)
+            done += 1
+            if progress is not None:
+                progress(done, frame_count)
+
+
 def _render_once(
     config: RenderConfig,
     *,
@@ -267,12 +310,8 @@ def _render_once(
     executable = find_browser()
     fmt: ImageFormat = image_format or ("png" if is_lossless(config.video_codec, config.crf) else "jpeg")
 
-    reporter = None
-    if progress is None and not quiet:
-        from helios_kit.render.progress import RenderProgress
-
-        reporter = RenderProgress(output_path.name, frame_count)
-        progress = reporter
+    reporter = _terminal_progress(output_path, frame_count) if progress is None and not quiet else None
+    progress = progress or reporter
 
     server: CompositionServer | None = None
     browser: Browser | None = None
@@ -296,29 +335,9 @@ def _render_once(
             except FrameError as error:
                 raise _frame_error(error) from None
             ff_ms = (time.monotonic() - ff_started) * 1000
-            encoder = FrameEncoder(
-                output_path,
-                fps=config.fps,
-                frame_count=frame_count,
-                image_format=fmt,
-                video_codec=config.video_codec,
-                pixel_format=config.pixel_format,
-                crf=config.crf,
-            )
+            encoder = _encoder(output_path, config, frame_count, fmt)
             loop_started = time.monotonic()
-            done = 0
-            for index in range(frame_count + 1):
-                _check_cancel(cancel)
-                try:
-                    # Pipelined captures hand back earlier frames; the extra turn flushes the last ones.
-                    images = capture.frames(start_frame + index) if index < frame_count else capture.flush()
-                except FrameError as error:
-                    raise _frame_error(error) from None
-                for image in images:
-                    encoder.put(image)
-                    done += 1
-                    if progress is not None:
-                        progress(done, frame_count)
+            _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress)
             _check_cancel(cancel)
             browser.close()
             browser = None

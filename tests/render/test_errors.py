@@ -47,7 +47,7 @@ def http_root(tmp_path: pathlib.Path) -> Iterator[str]:
 
 def test_missing_file(tmp_path: pathlib.Path) -> None:
     message = _fails(tmp_path, tmp_path / "nope.html")
-    assert message.startswith("input not found:") and "nope.html" in message
+    assert message.startswith("composition not found:") and "nope.html" in message
 
 
 def test_folder_without_index(tmp_path: pathlib.Path) -> None:
