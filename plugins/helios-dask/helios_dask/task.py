@@ -6,9 +6,9 @@ installed). It takes a :class:`~helios_kit.protocol.WorkerRequest` dumped to a d
 the store) and returns the WorkerResult dumped to a dict: only plain JSON data crosses the wire.
 
 Cancellation: Dask cannot stop a running task's thread, so the client also sets a named
-:class:`distributed.Event`; a watcher thread here waits on it and sets the runtime's cancel event, which
-stops the render between frames. One runtime per workspace is kept for the worker's life (its spec cache and
-composition cache make later chunks of the same job cheaper).
+:class:`distributed.Event`; a watcher thread here looks at it twice a second and sets the runtime's cancel
+event, which stops the render between frames. One runtime per workspace is kept for the worker's life (its
+spec cache and composition cache make later chunks of the same job cheaper).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 from helios_kit.protocol import WorkerRequest
 from helios_kit.worker.runtime import WorkerRuntime
 
-#: Seconds one wait on the cancel event lasts in the scheduler before the watcher checks it should go on.
-CANCEL_POLL_S = 1.0
+#: Seconds between two looks at the cancel event (how long a cancelled render may go on).
+CANCEL_POLL_S = 0.5
 
 _runtimes: dict[str | None, WorkerRuntime] = {}
 _runtimes_lock = threading.Lock()
@@ -60,12 +60,13 @@ def _event(name: str) -> Any:
 
 
 def _watch_cancel(event: Any, cancel: threading.Event, finished: threading.Event) -> threading.Thread:
-    """A thread that sets `cancel` when the client sets the Dask `event`, until `finished`."""
+    """A thread that sets `cancel` once the client sets the Dask `event`, asking the scheduler every
+    CANCEL_POLL_S until the task has `finished` (no wait is left pending in the scheduler after it)."""
 
     def watch() -> None:
         try:
-            while not finished.is_set():
-                if event.wait(timeout=CANCEL_POLL_S):
+            while not finished.wait(CANCEL_POLL_S):
+                if event.is_set():
                     cancel.set()
                     event.clear()  # the scheduler forgets a cleared event nobody waits on
                     return
