@@ -173,6 +173,36 @@ def test_worker_killed_mid_chunk_job_completes_frame_exact(dask_env, tmp_path: P
         assert (start, survivor) in marks_of(marks, "started")  # the killed worker's chunk was redone elsewhere
 
 
+def test_scheduler_lost_mid_run_ends_the_run_with_one_line_per_chunk(dask_env, tmp_path: Path) -> None:
+    job = make_job(tmp_path / "job", frames=12, chunks=2, width=WIDTH, height=HEIGHT)
+    marks = tmp_path / "marks"
+    write_render_settings(job.parent, sleep=60, marks=marks)
+    with DaskCluster(1, logs=tmp_path / "dask-logs") as cluster:
+        argv = [HELIOS, "job", "run", str(job), "--backend", "dask", "--scheduler", cluster.address]
+        client = subprocess.Popen(
+            [*argv, "--connect-timeout", "2", "--quiet", "--retry-delay", "0.1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: marks_of(marks, "started"), 120, "a chunk to start rendering")
+            cluster.kill_scheduler()
+            stdout, stderr = client.communicate(timeout=120)  # it gives up; it does not wait for ever
+        finally:
+            if client.poll() is None:
+                os.killpg(client.pid, 9)
+                client.wait()
+            cluster.kill_worker(cluster.worker_pids()[0])  # its render sleeps on; no need to wait for it
+    assert client.returncode == 1
+    errors = [line for line in stderr.splitlines() if line.startswith("error: chunk")]
+    assert len(errors) == 2, stderr
+    assert all(f"lost Dask scheduler {cluster.address}" in line for line in errors), stderr
+    assert "Traceback" not in stderr
+    assert "0 rendered, 0 skipped (complete), 2 failed" in stdout
+
+
 # -- the LocalCluster default ---------------------------------------------------------------------------------
 def test_without_scheduler_a_local_cluster_runs_the_job_and_goes_away(dask_env, tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", frames=20, chunks=4, width=WIDTH, height=HEIGHT)
@@ -257,5 +287,26 @@ def test_dask_failures_are_one_line_and_say_whether_a_retry_can_help() -> None:
         assert not missing.retryable and "pip install helios-dask on every worker" in str(missing)
         for failure in (killed, cancelled, lost, missing):
             assert "\n" not in str(failure)
+    finally:
+        backend.close()
+
+
+def test_local_paths_warn_once_when_workers_run_on_other_machines(caplog: pytest.LogCaptureFixture, tmp_path) -> None:
+    job = make_job(tmp_path / "job", frames=4, chunks=2, width=WIDTH, height=HEIGHT)
+    spec, job_dir = load_spec(str(job))
+    context = ChunkContext(job_url=str(job), job_dir=str(job_dir), store_url=str(job.parent))
+    remote = ChunkContext(job_url="s3://renders/job.json", job_dir=str(job_dir), store_url="s3://renders/out/")
+    backend = DaskBackend(DaskOptions())
+    try:
+        backend.check_chunk(spec, spec.chunks[0], context)
+        assert not caplog.records  # workers on this machine read local paths
+        backend._workers_all_local = False  # as after connecting to a scheduler with workers elsewhere
+        backend.check_chunk(spec, spec.chunks[0], remote)
+        assert not caplog.records
+        for chunk in spec.chunks:
+            backend.check_chunk(spec, chunk, context)
+        messages = [record.getMessage() for record in caplog.records]
+        assert len(messages) == 2, messages  # once for the job, once for the store
+        assert f"the job {job} is a local path; every Dask worker must see it at that path" in messages[0]
     finally:
         backend.close()

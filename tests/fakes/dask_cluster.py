@@ -164,6 +164,13 @@ class DaskCluster:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def kill_scheduler(self) -> None:
+        """SIGKILL the scheduler (its machine goes away); the workers stay until stop()."""
+        assert self.scheduler is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.scheduler.pid, signal.SIGKILL)
+        self.scheduler.wait()
+
     def stop(self) -> None:
         """Stop the workers, then the scheduler: SIGTERM, then SIGKILL what has not exited in 10 s."""
         for proc in [*self.workers, self.scheduler]:

@@ -268,10 +268,11 @@ class DaskBackend(RemoteBackend):
             log.debug("dask: cancelling %s failed: %s", future.key, error)
 
     def describe_failure(self, error: Exception) -> RemoteFailure:
-        """What a Dask error means for the attempt: all of them may pass on another try, except a worker
-        that cannot import helios-dask."""
+        """What a Dask error means for the attempt: all of them may pass on another try, except a client
+        that gave up on its scheduler and a worker that cannot import helios-dask."""
         from concurrent.futures import CancelledError
 
+        from distributed.client import ClosedClientError
         from distributed.comm.core import CommClosedError
         from distributed.scheduler import KilledWorker
 
@@ -281,6 +282,8 @@ class DaskBackend(RemoteBackend):
                 f"workers, the last {error.last_worker.address})",
                 retryable=True,
             )
+        if isinstance(error, ClosedClientError):  # Dask gave up reconnecting: no attempt of this run can pass
+            return RemoteFailure(f"dask: lost {self.target} (the client gave up reconnecting)", retryable=False)
         if isinstance(error, CancelledError):
             return RemoteFailure(
                 f"dask: the task was cancelled under us (lost connection to {self.target}?): {describe(error)}",
