@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
+from fakes.cloudjobs import make_spec, upload_job
 from fakes.dask_cluster import DaskCluster, free_port, marks_of, wait_for, write_render_settings
 from fakes.jobs import make_job, wait_no_tagged_processes
 from fakes.renders import decode_frame_indexes
@@ -28,6 +29,7 @@ from helios_kit.errors import SpecError
 from helios_kit.loaders import load_spec
 from helios_kit.plugins import make_backend
 from helios_kit.protocol import WorkerStatus
+from helios_kit.store import ArtifactStore
 
 HELIOS = shutil.which("helios", path=str(Path(sys.executable).parent)) or "helios"
 WIDTH, HEIGHT = 160, 120
@@ -143,6 +145,21 @@ def test_timeout_cancels_the_task_and_is_retryable(shared_cluster, dask_env, tmp
         assert result.status is WorkerStatus.TIMED_OUT and result.retryable, result
         assert "no answer within 1 s" in result.stderr
         wait_for(lambda: marks_of(marks, "cancelled"), 30, "the render to see the cancel")
+
+
+def test_job_and_store_on_s3_as_across_machines(s3, dask_env, tmp_path: Path) -> None:
+    """The README's multi-machine layout: the job, its composition and the store on S3 (moto), workers that
+    share no folder with the client."""
+    spec = make_spec(frames=12, chunks=3, job_id="dask-s3")
+    url = upload_job(spec, "s3://renders/jobs/dask")
+    store = "s3://renders/out/dask"
+    with DaskCluster(2, logs=tmp_path / "dask-logs") as cluster:
+        argv = [url, "--backend", "dask", "--scheduler", cluster.address, "--resources", "chromium=1"]
+        done = job_run(*argv, "--store", store)
+    assert done.returncode == 0, done.stderr
+    assert "3 rendered, 0 skipped (complete), 0 failed" in done.stdout
+    merged = ArtifactStore(store).fetch(spec.merge.output_file, tmp_path / "merged.mp4")
+    assert decode_frame_indexes(merged, spec.config.width, spec.config.height) == list(range(12))
 
 
 # -- a worker killed mid-chunk ------------------------------------------------------------------------------
@@ -265,7 +282,8 @@ def test_unknown_option_names_are_rejected_by_make_backend() -> None:
 
 def test_resources_parse() -> None:
     assert parse_resources("chromium=1") == {"chromium": 1.0}
-    assert parse_resources("chromium=1, gpu=0.5") == {"chromium": 1.0, "gpu": 0.5}
+    both = {"chromium": 1.0, "gpu": 0.5}
+    assert parse_resources("chromium=1, gpu=0.5") == parse_resources("chromium=1 gpu=0.5") == both
     for bad in ("chromium", "chromium=0", "=1", "chromium=x", ""):
         with pytest.raises(ValueError):
             parse_resources(bad)

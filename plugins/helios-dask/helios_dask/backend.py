@@ -28,6 +28,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -56,9 +57,10 @@ class DaskConnectError(HeliosError):
 
 
 def parse_resources(text: str) -> dict[str, float]:
-    """`chromium=1,gpu=0.5` → `{"chromium": 1.0, "gpu": 0.5}`; ValueError naming the bad part."""
+    """`chromium=1,gpu=0.5` (or `dask worker`'s `"chromium=1 gpu=0.5"`) → `{"chromium": 1.0, "gpu": 0.5}`;
+    ValueError naming the bad part."""
     needs: dict[str, float] = {}
-    for part in (piece.strip() for piece in text.split(",")):
+    for part in re.split(r"[,\s]+", text):
         if not part:
             continue
         name, equals, amount = part.partition("=")
