@@ -328,3 +328,16 @@ def test_local_paths_warn_once_when_workers_run_on_other_machines(caplog: pytest
         assert f"the job {job} is a local path; every Dask worker must see it at that path" in messages[0]
     finally:
         backend.close()
+
+
+def test_a_closed_backend_starts_no_cluster(tmp_path: Path) -> None:
+    """An attempt still winding down after the run closed its backend fails; it never starts a LocalCluster."""
+    job = make_job(tmp_path / "job", frames=4, chunks=1, width=WIDTH, height=HEIGHT)
+    backend = DaskBackend(DaskOptions(workers=1))
+    backend.close()
+    spec, job_dir = load_spec(str(job))
+    context = ChunkContext(job_url=str(job), job_dir=str(job_dir), store_url=str(job.parent))
+    result = backend.run_chunk(spec, spec.chunks[0], context, cancel=threading.Event())
+    assert result.status is WorkerStatus.FAILED and not result.retryable
+    assert "the backend is closed" in result.stderr
+    assert backend._cluster is None

@@ -119,6 +119,7 @@ class DaskBackend(RemoteBackend):
         self._lock = threading.Lock()
         self._client: Any = None
         self._cluster: Any = None
+        self._closed = False
         if self.options.scheduler:
             self.target = f"Dask scheduler {self.options.scheduler}"
             self._client = self._connect(self.options.scheduler)
@@ -143,8 +144,11 @@ class DaskBackend(RemoteBackend):
 
     @property
     def client(self) -> Any:
-        """The Dask client; without --scheduler, the local cluster is started on first use."""
+        """The Dask client; without --scheduler, the local cluster is started on first use (never after
+        close: an attempt still winding down in a helper thread must not start a new cluster)."""
         with self._lock:
+            if self._closed:
+                raise RemoteFailure(f"dask: the backend is closed; {self.target} is no longer used", retryable=False)
             if self._client is None:
                 self._client = self._start_local_cluster()
             return self._client
@@ -184,7 +188,11 @@ class DaskBackend(RemoteBackend):
         True when every worker connected now runs on this machine (loopback addresses)."""
         workers = self._workers()
         if not workers:
-            log.warning("warning: dask: %s has no workers yet; chunks wait until one connects", self.target)
+            log.warning(
+                "warning: dask: %s has no workers yet; chunks wait until one connects (one at a time unless "
+                "--concurrency says more)",
+                self.target,
+            )
         elif self.needs and not any(self._slots(worker) for worker in workers.values()):
             log.warning(
                 "warning: dask: no worker of %s has the resources %s; chunks wait for one started with "
@@ -207,6 +215,7 @@ class DaskBackend(RemoteBackend):
         with self._lock:
             client, cluster = self._client, self._cluster
             self._client = self._cluster = None
+            self._closed = True
         for closeable in (client, cluster):
             if closeable is not None:
                 try:
@@ -264,7 +273,7 @@ class DaskBackend(RemoteBackend):
         from distributed import Event
 
         try:
-            Event(event_name, client=self.client).set()
+            Event(event_name, client=future.client).set()
             future.cancel()
         except Exception as error:  # the scheduler went away: nothing runs there any more
             log.debug("dask: cancelling %s failed: %s", future.key, error)
