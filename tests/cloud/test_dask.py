@@ -1,8 +1,9 @@
 """The `dask` backend (plugins/helios-dask) against real Dask processes on 127.0.0.1: a `dask scheduler` and
 two `dask worker` processes (fakes.dask_cluster), `helios job run --backend dask` as a subprocess, chunks
-rendered by the frame-index fake render and the merged output checked frame-exact. A worker SIGKILLed while
-it renders a chunk, cancel and timeout reaching the task on its worker, the LocalCluster default, an
-unreachable scheduler and options the backend does not take."""
+rendered by the frame-index fake render and the merged output checked frame-exact. Also: a job and store on
+S3 (moto), a worker SIGKILLed while it renders a chunk, the scheduler lost mid-run, cancel and timeout
+reaching the render on its worker, the LocalCluster default (and one real Chromium render in it), an
+unreachable scheduler, and options the backend does not take."""
 
 from __future__ import annotations
 
@@ -233,6 +234,18 @@ def test_without_scheduler_a_local_cluster_runs_the_job_and_goes_away(dask_env, 
     pids = {pid for _, pid in marks_of(marks, "started")}
     assert len(marks_of(marks, "started")) == 4 and os.getpid() not in pids  # rendered in worker processes
     assert wait_no_tagged_processes(tag) == []  # the cluster closed with the backend
+
+
+@pytest.mark.render
+def test_real_chromium_renders_inside_a_dask_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one real render: Chromium and ffmpeg started from a Dask worker's task thread, frame-exact."""
+    monkeypatch.delenv("HELIOS_WORKER_RENDER", raising=False)
+    job = make_job(tmp_path / "job", frames=8, chunks=2, width=WIDTH, height=HEIGHT)
+    tag = uuid.uuid4().hex
+    done = job_run(str(job), "--backend", "dask", "--workers", "1", env_extra={"HELIOS_TEST_PROCESS_TAG": tag})
+    assert done.returncode == 0, done.stderr
+    assert merged_frames(job) == list(range(8))
+    assert wait_no_tagged_processes(tag) == []  # no Chromium, ffmpeg or worker left behind
 
 
 def test_local_cluster_is_sized_from_the_options() -> None:
