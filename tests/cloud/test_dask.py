@@ -198,7 +198,7 @@ def test_scheduler_lost_mid_run_ends_the_run_with_one_line_per_chunk(dask_env, t
     with DaskCluster(1, logs=tmp_path / "dask-logs") as cluster:
         argv = [HELIOS, "job", "run", str(job), "--backend", "dask", "--scheduler", cluster.address]
         client = subprocess.Popen(
-            [*argv, "--connect-timeout", "2", "--quiet", "--retry-delay", "0.1"],
+            [*argv, "--scheduler-timeout", "2", "--quiet", "--retry-delay", "0.1"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -261,7 +261,7 @@ def test_local_cluster_is_sized_from_the_options() -> None:
 def test_unreachable_scheduler_is_one_line_and_a_failure(tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", frames=4, chunks=1, width=WIDTH, height=HEIGHT)
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    done = job_run(str(job), "--backend", "dask", "--scheduler", address, "--connect-timeout", "1")
+    done = job_run(str(job), "--backend", "dask", "--scheduler", address, "--scheduler-timeout", "1")
     assert done.returncode != 0
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

@@ -87,7 +87,9 @@ class DaskOptions(BackendOptions):
     workers: int | None = Field(None, ge=1, description="Worker processes of the local cluster (default: CPU count).")
     threads: int | None = Field(None, ge=1, description="Threads per worker of the local cluster (default 1).")
     worker_workspace: str | None = Field(None, description="Folder on each Dask worker for render temp files.")
-    connect_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the Dask scheduler to answer.")
+    scheduler_timeout: float = Field(
+        10.0, gt=0, description="Seconds to reach the Dask scheduler, and to reconnect when it is lost."
+    )
 
     @field_validator("resources")
     @classmethod
@@ -135,7 +137,7 @@ class DaskBackend(RemoteBackend):
 
         _quiet_distributed_logs()
         try:
-            return Client(address, timeout=self.options.connect_timeout, set_as_default=False)
+            return Client(address, timeout=self.options.scheduler_timeout, set_as_default=False)
         except Exception as error:  # OSError, TimeoutError, a malformed address: one line naming the address
             raise DaskConnectError(f"dask: cannot reach the scheduler at {address}: {describe(error)}") from None
 
