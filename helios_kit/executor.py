@@ -22,8 +22,7 @@ from pydantic import BaseModel, Field
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
 
 from helios_kit.backends.base import Backend, ChunkContext
-from helios_kit.protocol import EventKind, EventSink, ProgressEvent, WorkerResult, WorkerStatus
-from helios_kit.repository import ChunkState
+from helios_kit.protocol import ChunkState, EventKind, EventSink, ProgressEvent, WorkerResult, WorkerStatus
 from helios_kit.spec import Chunk, JobSpec
 
 log = logging.getLogger("helios.executor")

@@ -135,6 +135,21 @@ class WorkerResult(WireModel):
         )
 
 
+class ChunkState(StrEnum):
+    """Where a chunk stands in a run (progress events, reports, run records)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RENDERED = "rendered"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in (ChunkState.RENDERED, ChunkState.SKIPPED)
+
+
 class EventKind(StrEnum):
     #: The run resolved its composition (`output` says which location it uses) and store: nothing ran yet.
     RESOLVED = "resolved"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from helios_kit.errors import JobNotFoundError, StoreError
+from helios_kit.protocol import ChunkState
 
 HOME_ENV_VAR = "HELIOS_HOME"
 PROJECT_STATE_DIR = ".helios"
@@ -47,19 +48,6 @@ class JobState(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
-
-
-class ChunkState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    RENDERED = "rendered"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def done(self) -> bool:
-        return self in (ChunkState.RENDERED, ChunkState.SKIPPED)
 
 
 class ChunkStatus(StatusModel):

@@ -33,8 +33,7 @@ from helios_kit.context import STATE_DIR, JobContext
 from helios_kit.dag import TaskActions, job_tasks, run_tasks
 from helios_kit.errors import HeliosError, RenderError
 from helios_kit.executor import AttemptOptions, ChunkExecutor, ChunkOutcome
-from helios_kit.protocol import EventKind, EventSink, ProgressEvent
-from helios_kit.repository import ChunkState
+from helios_kit.protocol import ChunkState, EventKind, EventSink, ProgressEvent
 from helios_kit.spec import Chunk, JobSpec, id_ranges
 
 if TYPE_CHECKING:
