@@ -99,6 +99,8 @@ def render_command(config: RenderConfig, start_frame: int, frame_count: int, out
         config.pixel_format,
         "--crf",
         str(config.crf),
+        "--seed",
+        str(config.seed),
         "--no-audio",
         "--parts",
         "1",

@@ -169,6 +169,7 @@ def _audio_plan(ctx: JobContext) -> AudioPlan | None:
             fps=spec.config.fps,
             frame_count=spec.config.start_frame + spec.config.frame_count,  # media met anywhere up to the end
             props=spec.config.props,
+            seed=spec.config.seed,
         )
     except HeliosError as error:
         log.warning("merge: audio not mixed: %s", error)

@@ -122,6 +122,9 @@ class RenderConfig(SpecModel):
     audio_codec: CodecName = "aac"
     pixel_format: CodecName = "yuv420p"
     crf: int = Field(18, ge=0, le=63)
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="Seeds Math.random and crypto in the page; part of each chunk's identity."
+    )
     props: dict[str, JsonValue] = Field(
         default_factory=dict,
         description="A JSON object for the composition (window.__HELIOS_PROPS__); part of each chunk's identity.",

@@ -98,6 +98,12 @@ def _codec_name_flag(ctx: click.Context, param: click.Parameter, value: str) -> 
     show_default=True,
     help="Constant rate factor (Helios: --quality).",
 )
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**32 - 1),
+    default=None,
+    help='Seed of Math.random and crypto in the page (default: the meta tag\'s "seed", else 0).',
+)
 @click.option("--no-audio", is_flag=True, help="Leave audio out (chunk renders: audio is mixed once at the merge).")
 @click.option(
     "--parts",
@@ -124,6 +130,7 @@ def render_command(
     audio_codec: str,
     pixel_format: str,
     crf: int,
+    seed: int | None,
     no_audio: bool,
     parts: int,
     quiet: bool,
@@ -150,6 +157,7 @@ def render_command(
         audio_codec=audio_codec,
         pixel_format=pixel_format,
         crf=crf,
+        seed=seed if seed is not None else meta.seed or 0,
     )
     if emit_job:
         _emit_job(composition, emit_job, output, concurrency, chunk_frames, settings)
@@ -255,7 +263,8 @@ def _mix_audio(composition: CompositionInput, output_path: Path, config: RenderC
         composition.location,
         fps=config.fps,
         frame_count=config.start_frame + config.frame_count,
-        props=getattr(config, "props", None) or {},
+        props=config.props,
+        seed=config.seed,
     )
     if not plan.tracks:
         return

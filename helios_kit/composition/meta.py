@@ -2,7 +2,7 @@
 
 A composition may declare its intended settings in its HTML head::
 
-    <meta name="helios" content='{"width": 1280, "height": 720, "fps": 30, "duration": 4}'>
+    <meta name="helios" content='{"width": 1280, "height": 720, "fps": 30, "duration": 4, "seed": 7}'>
 
 Command-line flags override them; the defaults apply where neither says.
 """
@@ -28,6 +28,7 @@ class CompositionMeta(BaseModel):
     height: int | None = Field(None, gt=0)
     fps: float | None = Field(None, gt=0)
     duration: float | None = Field(None, gt=0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
 class CompositionInput(BaseModel):

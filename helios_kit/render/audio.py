@@ -192,6 +192,7 @@ def discover_audio(
     fps: float | None = None,
     frame_count: int | None = None,
     props: dict | None = None,
+    seed: int = 0,
 ) -> AudioPlan:
     """The audio tracks of a composition (file, folder with index.html, or http(s) URL).
 
@@ -209,7 +210,7 @@ def discover_audio(
         else:
             from helios_kit.render.probe import scan_media
 
-            scan = scan_media(input_location, fps=fps, frame_count=frame_count, props=props)
+            scan = scan_media(input_location, fps=fps, frame_count=frame_count, props=props, seed=seed)
             return AudioPlan(tracks=tracks_from_scan(scan))
     return AudioPlan(tracks=static_tracks(html, base))
 

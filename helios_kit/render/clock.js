@@ -3,7 +3,7 @@
 (() => {
   "use strict";
   if (window.__heliosInternal) return;
-  const CONFIG = window.__HELIOS_CONFIG__ || { fps: 30, epoch: 1704067200000, timeoutMs: 30000, props: {} };
+  const CONFIG = window.__HELIOS_CONFIG__ || { fps: 30, epoch: 1704067200000, timeoutMs: 30000, props: {}, seed: 0 };
   const FPS = CONFIG.fps;
   const EPOCH = CONFIG.epoch;
   // The render's input props, before any page script (Helios compositions pass them on as inputProps).
@@ -41,6 +41,49 @@
   const perfNow = () => now;
   try { Object.defineProperty(Performance.prototype, "now", { value: perfNow, configurable: true, writable: true }); }
   catch (e) { performance.now = perfNow; }
+
+  // ---- randomness: seeded, so every chunk and every run draws the same numbers from page load --------
+  // Math.random and crypto.getRandomValues / randomUUID come from two sfc32 streams seeded by the render's
+  // seed (JobSpec config.seed, meta "seed", --seed); performance.timeOrigin is the fixed epoch.
+  const SEED = (Number(CONFIG.seed) >>> 0) || 0;
+  const sfc32 = (a, b, c, d) => () => {
+    a >>>= 0; b >>>= 0; c >>>= 0; d >>>= 0;
+    const t = (((a + b) >>> 0) + d) >>> 0;
+    d = (d + 1) >>> 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) >>> 0;
+    c = ((c << 21) | (c >>> 11)) >>> 0;
+    c = (c + t) >>> 0;
+    return t >>> 0;
+  };
+  const seededStream = (salt) => {
+    const next = sfc32(0x9e3779b9 ^ salt, 0x243f6a88 ^ SEED, 0xb7e15162 ^ salt, SEED ^ 0x85a308d3);
+    for (let i = 0; i < 15; i++) next(); // mix the seed in before the first draw
+    return next;
+  };
+  const mathStream = seededStream(0x6d617468);
+  const cryptoStream = seededStream(0x63727970);
+  Math.random = () => mathStream() / 4294967296;
+  if (window.crypto) {
+    const fill = (array) => {
+      const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = cryptoStream() & 0xff;
+      return array;
+    };
+    try { Object.defineProperty(Crypto.prototype, "getRandomValues", { value: fill, configurable: true, writable: true }); }
+    catch (e) { window.crypto.getRandomValues = fill; }
+    const uuid = () => {
+      const b = fill(new Uint8Array(16));
+      b[6] = (b[6] & 0x0f) | 0x40;
+      b[8] = (b[8] & 0x3f) | 0x80;
+      const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+      return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+    };
+    try { Object.defineProperty(Crypto.prototype, "randomUUID", { value: uuid, configurable: true, writable: true }); }
+    catch (e) { window.crypto.randomUUID = uuid; }
+  }
+  try { Object.defineProperty(Performance.prototype, "timeOrigin", { get: () => EPOCH, configurable: true }); }
+  catch (e) { /* read-only in this browser: left as is */ }
 
   function VirtualDate(...args) {
     if (!new.target) return new RealDate(EPOCH + now).toString();
@@ -203,13 +246,61 @@
       tracked.add(animation);
     }
   }
+  // CSS animation and transition events in virtual time. Chromium sends its own for paused, seeked
+  // animations at whatever moment it next updates them (a frame late, twice, or not at all), so those are
+  // held back at the window and ours are sent at the frame where the virtual time crosses the boundary.
+  for (const type of ["animationstart", "animationiteration", "animationend",
+                      "transitionrun", "transitionstart", "transitionend"]) {
+    window.addEventListener(type, (event) => { if (event.isTrusted) event.stopImmediatePropagation(); }, true);
+  }
+  const cssTracked = new Set(); // CSS animations and transitions that have not ended
+  const cssState = new WeakMap(); // → { started, iteration }
+  const isCssAnimation = (a) => !!(window.CSSAnimation && a instanceof CSSAnimation);
+  const isCssTransition = (a) => !!(window.CSSTransition && a instanceof CSSTransition);
+  function cssEvent(animation, type, elapsedTime) {
+    const target = animation.effect && animation.effect.target;
+    if (!target) return;
+    const event = isCssAnimation(animation)
+      ? new AnimationEvent(type, { animationName: animation.animationName, elapsedTime, bubbles: true })
+      : new TransitionEvent(type, { propertyName: animation.transitionProperty, elapsedTime, bubbles: true });
+    try { target.dispatchEvent(event); } catch (error) { record((error && error.message) || String(error)); }
+  }
+  function dispatchCssProgress() {
+    for (const animation of cssTracked) {
+      if (held.has(animation) || !animation.effect || rateOf(animation) <= 0) continue;
+      let state = cssState.get(animation);
+      if (!state) {
+        state = { started: false, iteration: 0 };
+        cssState.set(animation, state);
+        if (isCssTransition(animation)) cssEvent(animation, "transitionrun", 0);
+      }
+      const local = localTime(animation);
+      const timing = animation.effect.getTiming();
+      const delay = Number(timing.delay) || 0;
+      const end = endOf(animation);
+      const ended = Number.isFinite(end) && local >= end - EPS;
+      if (ended) cssTracked.delete(animation); // its end event is the finish dispatch's
+      if (local < delay) continue;
+      if (!state.started) {
+        state.started = true;
+        cssEvent(animation, isCssAnimation(animation) ? "animationstart" : "transitionstart", 0);
+      }
+      const duration = Number(animation.effect.getComputedTiming().duration) || 0;
+      if (!isCssAnimation(animation) || !(duration > 0) || ended) continue;
+      const iteration = Math.floor((local - delay) / duration);
+      if (iteration > state.iteration) {
+        state.iteration = iteration;
+        cssEvent(animation, "animationiteration", (iteration * duration) / 1000);
+      }
+    }
+  }
   const tracked = new Set(); // managed animations that may still finish
   function dispatchFinishes() {
     for (const animation of tracked) {
       if (held.has(animation) || fired.has(animation)) continue;
       const end = endOf(animation);
       if (!Number.isFinite(end)) { tracked.delete(animation); continue; }
-      if (rateOf(animation) > 0 && localTime(animation) >= end) {
+      if (rateOf(animation) > 0 && localTime(animation) >= end - EPS) { // endTime may be 700.0000000000001
         fired.add(animation);
         tracked.delete(animation);
         const entry = finishedPromise.get(animation);
@@ -261,6 +352,7 @@
     if (autoSyncsAnimations()) t0 = now - now / rateOf(animation);
     born.set(animation, t0);
     tracked.add(animation);
+    if (isCssAnimation(animation) || isCssTransition(animation)) cssTracked.add(animation);
     try { realPause.call(animation); } catch (e) { /* ignore */ }
     readyPending.add(animation);
   }
@@ -859,6 +951,7 @@
     }
     now = target;
     setVirtualTime(frame);
+    dispatchCssProgress();
     dispatchFinishes();
     await macrotask();
     collectAnimations();

@@ -16,7 +16,10 @@ renders it:
   The page's own ``play()``, ``pause()`` and ``currentTime`` writes act in virtual time (``play()`` after
   the end restarts). When an animation reaches its end at a frame, ``finish`` (``onfinish``), the
   ``finished`` promise and, for CSS, ``animationend`` / ``transitionend`` fire at that frame, before its
-  rAF callbacks. Not followed: ``reverse()``, ``updatePlaybackRate()``, ``animationstart``/``iteration``.
+  rAF callbacks; likewise ``animationstart``, ``animationiteration``, ``transitionrun`` and
+  ``transitionstart`` fire at the frame whose virtual time crosses their boundary (the browser's own CSS
+  events, which it sends whenever it next updates a seeked animation, are held back). Not followed:
+  ``reverse()``, ``updatePlaybackRate()``.
 - Media elements (document, every shadow root, same-origin iframes) never play in real time. Each
   ``<video>`` is paused and seeked to ``max(0, (t - offset) * rate + seek)`` (modulo its duration when
   ``loop``; ``offset``/``seek`` from ``data-helios-offset``/``data-helios-seek``, ``rate`` its
@@ -28,6 +31,10 @@ renders it:
 - Before the first frame the renderer waits until no ``fetch``/``XMLHttpRequest`` (nor a body read) is in
   flight, then awaits ``document.fonts.ready`` and decodes every ``<img>``, video poster, SVG ``<image>``
   and CSS ``background-image``/``mask-image``.
+- Randomness is seeded: ``Math.random``, ``crypto.getRandomValues`` and ``crypto.randomUUID`` draw from
+  streams seeded by the render's ``seed`` (JobSpec ``config.seed``, the meta tag's ``"seed"``, ``--seed``;
+  default 0), the same sequence from page load in every chunk and every run; ``performance.timeOrigin``
+  is the fixed epoch.
 - WebGL contexts are created with ``preserveDrawingBuffer: true`` so the canvas capture can read them.
 - Reaching a chunk's first frame N: the page loads at t = 0, then every frame 0..N-1 is stepped exactly as in
   a full render (timers, rAF, animations) but without capture, so libraries with lag smoothing (GSAP drops
@@ -92,12 +99,18 @@ def _shim_source() -> str:
     return resources.files("helios_kit.render").joinpath("clock.js").read_text(encoding="utf-8")
 
 
-def init_script(fps: float, timeout_s: float = 30.0, props: Mapping[str, Any] | None = None) -> str:
+def init_script(fps: float, timeout_s: float = 30.0, props: Mapping[str, Any] | None = None, seed: int = 0) -> str:
     """The script to install with Page.addScriptToEvaluateOnNewDocument for a render at `fps`.
 
     `props` reach the page as ``window.__HELIOS_PROPS__`` (and ``window.helios.props``) before any page
-    script runs."""
-    config = {"fps": fps, "epoch": EPOCH_MS, "timeoutMs": int(timeout_s * 1000), "props": dict(props or {})}
+    script runs; `seed` seeds ``Math.random``, ``crypto.getRandomValues`` and ``crypto.randomUUID``."""
+    config = {
+        "fps": fps,
+        "epoch": EPOCH_MS,
+        "timeoutMs": int(timeout_s * 1000),
+        "props": dict(props or {}),
+        "seed": int(seed),
+    }
     return f"window.__HELIOS_CONFIG__ = {json.dumps(config)};\n{_shim_source()}"
 
 

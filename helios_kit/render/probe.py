@@ -89,15 +89,21 @@ class _ProbeConfig(BaseModel):
     height: int = 720
     fps: float = 30.0
     props: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
 
 
 @contextlib.contextmanager
 def loaded_page(
-    input_location: str, *, fps: float = 30.0, props: Mapping[str, Any] | None = None, timeout_s: float
+    input_location: str,
+    *,
+    fps: float = 30.0,
+    props: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    timeout_s: float,
 ) -> Iterator[tuple[Page, CompositionServer | None]]:
     """The composition loaded at virtual time 0 in a fresh browser (closed on exit)."""
     url, html_file = resolve_input(input_location)
-    config = _ProbeConfig(fps=fps, props=dict(props or {}))
+    config = _ProbeConfig(fps=fps, props=dict(props or {}), seed=seed)
     with contextlib.ExitStack() as stack:
         server = None
         if html_file is not None:
@@ -137,13 +143,14 @@ def scan_media(
     fps: float | None = None,
     frame_count: int | None = None,
     props: Mapping[str, Any] | None = None,
+    seed: int = 0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> MediaScan:
     """Every media element the page shows while it is stepped over frames [0, frame_count) as a render steps
     them (fast-forward, no capture). Without `frame_count`, the length the page declares (its Helios
     instance, else its meta tag); without either, frame 0 only."""
     render_fps = fps or 30.0
-    with loaded_page(input_location, fps=render_fps, props=props, timeout_s=timeout_s) as (page, server):
+    with loaded_page(input_location, fps=render_fps, props=props, seed=seed, timeout_s=timeout_s) as (page, server):
         if frame_count is None:
             declared = page.evaluate("window.__heliosInternal.declaredLength()", timeout=timeout_s) or {}
             duration = declared.get("duration")

@@ -119,8 +119,8 @@ def open_page(
         "Emulation.setDeviceMetricsOverride",
         {"width": config.width, "height": config.height, "deviceScaleFactor": 1, "mobile": False},
     )
-    props = getattr(config, "props", None) or {}  # RenderConfig.props lands with the batch work
-    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": clock.init_script(config.fps, timeout, props)})
+    script = clock.init_script(config.fps, timeout, config.props, config.seed)
+    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": script})
     navigation = page.wait_pumping(page.send_async("Page.navigate", {"url": url}), timeout)
     if navigation.get("errorText"):
         raise RenderError(f"cannot load {url}: {navigation['errorText']}")

@@ -207,14 +207,13 @@ def test_handler_bad_event_and_deadline(tmp_path: Path, worker_env, monkeypatch:
 
 def test_cancel_and_timeout_do_not_wait_for_the_invocation(job, monkeypatch: pytest.MonkeyPatch) -> None:
     spec, url = job
-    monkeypatch.setenv("HELIOS_FAKE_RENDER_SLEEP", "4")
+    monkeypatch.setenv("HELIOS_FAKE_RENDER_SLEEP", "20")
     with LambdaEmulator(workers=2) as emulator, backend_for(emulator) as backend:
         cancel = threading.Event()
         threading.Timer(0.3, cancel.set).start()
-        started = time.monotonic()
         result = backend.run_chunk(spec, spec.chunks[0], context(url), cancel=cancel)
-        assert result.status == "cancelled" and not result.retryable and time.monotonic() - started < 2
-        started = time.monotonic()
+        assert result.status == "cancelled" and not result.retryable
+        assert emulator._in_flight >= 1  # the call returned while its invocation was still running
         result = backend.run_chunk(spec, spec.chunks[1], context(url), cancel=threading.Event(), timeout=0.5)
         assert result.status == "timed_out" and result.retryable and "no answer within 0.5 s" in result.stderr
-        assert time.monotonic() - started < 2
+        assert emulator._in_flight >= 1

@@ -133,11 +133,9 @@ def test_caller_disconnect_cancels_the_render() -> None:
             if server.started:
                 break
             time.sleep(0.05)
-        started = time.monotonic()
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"http://127.0.0.1:{port}/", json={"jobUrl": "s3://b/j.json", "chunkId": 0}, timeout=0.5)
         assert cancelled.wait(5), "the render was not cancelled when the caller went away"
-        assert time.monotonic() - started < 3
     finally:
         server.should_exit = True
         thread.join(10)

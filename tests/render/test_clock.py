@@ -104,3 +104,27 @@ def test_css_end_events_fire_in_virtual_time(opener) -> None:
     seen = page.evaluate("seen")
     assert ["transitionend", "width", 300] in seen and ["animationend", "grow", 300] in seen
     assert len(seen) == 2
+
+
+def test_css_start_iteration_and_run_events_fire_in_virtual_time(opener) -> None:
+    """The browser's own CSS events for paused, seeked animations arrive whenever Chromium next updates them
+    (a frame late, or twice); the page sees only virtual-time ones, at the frame that crosses each boundary,
+    the same however the frames are reached (fast-forward included)."""
+    expected = [
+        ["animationstart", "pulse", 100, 0],
+        ["transitionrun", "width", 100, 0],
+        ["transitionstart", "width", 150, 0],
+        ["animationiteration", "pulse", 300, 0.2],
+        ["transitionend", "width", 350, 0.2],
+        ["animationiteration", "pulse", 500, 0.4],
+        ["animationend", "pulse", 700, 0.6],
+    ]
+    rounded = "seen.map(([type, name, t, elapsed]) => [type, name, Math.round(t), Math.round(elapsed * 1000)])"
+    expected = [[type, name, t, round(elapsed * 1000)] for type, name, t, elapsed in expected]
+    stepped = opener("css_progress_events.html")
+    _step_to(stepped, 16)
+    assert stepped.evaluate(rounded) == expected
+    forwarded = opener("css_progress_events.html")
+    run_step(forwarded, clock.fast_forward_expression(0, 16), 0, 30)
+    _step_to_from(forwarded, 16, 16)
+    assert forwarded.evaluate(rounded) == expected
