@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -169,30 +168,11 @@ def complete_job(tmp: Path, chunks: int, chunk_file: Path | None = None) -> tupl
 
 
 def bench_noop_rerun(tmp: Path) -> None:
-    job, ctx = complete_job(tmp / "rerun1k", 1_000)
-    merged = tmp / "merged.bin"
-    merged.write_bytes(b"merged")
-    digest = ctx.merge_digest(ctx.input_manifests())
-    ctx.store.commit(
-        merged,
-        ctx.spec.merge.output_file,
-        digest=digest,
-        job_id=ctx.spec.job_id,
-        frame_count=ctx.spec.config.frame_count,
-    )
-    env = dict(os.environ, HELIOS_HOME=str(tmp / "home"))
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        result = subprocess.run(
-            [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--quiet"],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        timings.append(time.perf_counter() - started)
-        assert result.returncode == 0 and "0 rendered, 1000 skipped" in result.stdout, result.stdout + result.stderr
+    """The no-op re-run of benchmarks/noop_rerun.py (chunks that record real dependencies), 1,000 chunks."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from noop_rerun import best_rerun, finished_job
+
+    timings = best_rerun(finished_job(tmp / "rerun1k", 1_000, footage_mb=0), 1_000, tmp / "home")
     best = min(timings)
     print(
         f"no-op re-run of a completed 1,000-chunk job (`helios job run`, new interpreter): best {best:.2f} s, "

@@ -82,6 +82,7 @@ class ArtifactStore:
             self.fs: fsspec.AbstractFileSystem = fsspec.filesystem("file", auto_mkdir=True)
             self.root = self.url
             self._real_root = os.path.realpath(self.root)  # outputs must resolve inside it
+            self._real_folders: dict[str, str] = {}
         else:
             self.url = text.rstrip("/")
             try:
@@ -102,8 +103,17 @@ class ArtifactStore:
         return f"{self.root}/{rel}" if self.root else rel
 
     def _confined(self, rel: str) -> str:
+        """The real path of `rel`: its folder resolved once per store (chunk outputs share a few folders),
+        its last part resolved only when it is a link; StoreError when it leaves the root."""
         root = self._real_root
-        real = os.path.realpath(os.path.join(self.root, rel))
+        folder, name = os.path.split(rel)
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            real_folder = os.path.realpath(os.path.join(self.root, folder))
+            self._real_folders[folder] = real_folder
+        real = os.path.join(real_folder, name) if name else real_folder
+        if os.path.islink(real):
+            real = os.path.realpath(real)
         if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
             raise StoreError(
                 f"store {self.url}: {rel} resolves to {real}, outside the store (a symlink leads out of it)",
