@@ -163,6 +163,7 @@ def complete_job(tmp: Path, chunks: int, chunk_file: Path | None = None) -> tupl
             job_id=spec.job_id,
             frame_count=chunk.frame_count,
             chunk_id=chunk.id,
+            media_seen=0,  # what a real render of this page records: no media, so no soundtrack to look for
         )
     return job, ctx
 

@@ -137,7 +137,9 @@ def merge_job(ctx: JobContext, *, cancel: threading.Event | None = None) -> Merg
     try:
         inputs = _local_chunk_files(ctx, work, cancel)
         merged = work / ("merged" + (Path(output_rel).suffix or ".mp4"))
-        result = stitch(inputs, merged, audio=_audio_plan(ctx), expected_frames=spec.config.frame_count)
+        last = manifests[-1]  # the chunk that reached the job's end
+        audio = None if last is not None and last.media_seen == 0 else _audio_plan(ctx)
+        result = stitch(inputs, merged, audio=audio, expected_frames=spec.config.frame_count)
         ctx.store.commit(merged, output_rel, digest=digest, job_id=spec.job_id, frame_count=result.frames)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -159,7 +161,8 @@ def _local_chunk_files(ctx: JobContext, work: Path, cancel: threading.Event | No
 
 def _audio_plan(ctx: JobContext) -> AudioPlan | None:
     """The composition's audio tracks placed on the job's timeline (None when it has none or they cannot be
-    read: the merge goes on silent, with a warning)."""
+    read: the merge goes on silent, with a warning). The merge skips this when the chunk that reached the
+    job's end (stepping every frame from 0) saw no media element at all: nothing to discover then."""
     from helios_kit.render.audio import discover_audio
 
     spec = ctx.spec

@@ -56,6 +56,8 @@ class DoneManifest(WireModel):
     producer: str = ""
     #: What the render loaded (files of the composition's folder, or URLs) with their content hashes.
     dependencies: list[Dependency] = []
+    #: Media elements the page had shown by the chunk's last frame (None: not recorded).
+    media_seen: int | None = None
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
@@ -207,6 +209,7 @@ class ArtifactStore:
         chunk_id: int | None = None,
         start_frame: int | None = None,
         dependencies: list[Dependency] | None = None,
+        media_seen: int | None = None,
     ) -> DoneManifest:
         """Put `local_file` at `rel` atomically, then write its manifest; returns the manifest."""
         local_file = Path(local_file)
@@ -219,6 +222,7 @@ class ArtifactStore:
             start_frame=start_frame,
             frame_count=frame_count,
             dependencies=dependencies or [],
+            media_seen=media_seen,
             size=local_file.stat().st_size,
             sha256=sha256_file(local_file),
             created_at=datetime.now(UTC),

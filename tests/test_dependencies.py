@@ -244,4 +244,28 @@ def test_a_composition_served_over_http_records_its_responses(tmp_path: Path, en
     spec = load(job)
     manifest = ArtifactStore(tmp_path).read_manifest(spec.chunks[0].output_file)
     assert manifest is not None and manifest.digest == chunk_digest(spec, spec.chunks[0])
+    assert manifest.media_seen == 0  # a page without media: the merge looks for no soundtrack
     assert json.loads(manifest.model_dump_json(by_alias=True))["dependencies"][0].keys() >= {"url", "sha256"}
+
+
+@pytest.mark.render
+def test_a_render_counts_the_media_its_page_showed(tmp_path: Path) -> None:
+    from helios_kit.render import render_range
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    with_media = render_range(
+        RenderConfig(input="index.html", width=160, height=90, fps=30, frame_count=1),
+        input_location=str(examples / "timeline"),
+        start_frame=0,
+        frame_count=1,
+        output_path=tmp_path / "timeline.mp4",
+    )
+    without = render_range(
+        RenderConfig(input="index.html", width=160, height=120, fps=10, frame_count=1),
+        input_location=str(FIXTURE),
+        start_frame=0,
+        frame_count=1,
+        output_path=tmp_path / "deps.mp4",
+    )
+    assert with_media.media_seen and with_media.media_seen >= 1
+    assert without.media_seen == 0

@@ -66,6 +66,8 @@ class RenderStats(BaseModel):
     browser: str = ""
     #: Every resource the page loaded from the composition (its folder's files, or same-origin URLs).
     dependencies: list[Dependency] = []
+    #: Media elements the page showed from frame 0 to the range's end (None: not known).
+    media_seen: int | None = None
 
 
 class RenderCancelled(RenderError):
@@ -262,6 +264,16 @@ def _terminal_progress(output_path: pathlib.Path, frame_count: int) -> RenderPro
     return RenderProgress(output_path.name, frame_count)
 
 
+def _media_seen(page: Page, timeout_s: float) -> int | None:
+    """How many media elements the page has shown since frame 0 (a render steps every frame from 0, so a
+    range's last frame has seen all that appeared before it); None when the page cannot say."""
+    try:
+        count = page.evaluate("(window.__heliosInternal.describeMedia() || []).length", timeout=timeout_s)
+    except (CDPError, TimeoutError):
+        return None
+    return count if isinstance(count, int) else None
+
+
 def _capture_frames(
     capture: DomCapture | CanvasCapture,
     encoder: FrameEncoder,
@@ -338,6 +350,7 @@ def _render_once(
             encoder = _encoder(output_path, config, frame_count, fmt)
             loop_started = time.monotonic()
             _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress)
+            media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
             browser.close()
             browser = None
@@ -367,4 +380,5 @@ def _render_once(
         loop_ms=loop_ms,
         browser=executable.path,
         dependencies=dependencies,
+        media_seen=media_seen,
     )

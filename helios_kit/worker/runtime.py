@@ -198,6 +198,7 @@ class WorkerRuntime:
             chunk_id=chunk.id,
             start_frame=chunk.start_frame,
             dependencies=list(getattr(stats, "dependencies", None) or []),
+            media_seen=getattr(stats, "media_seen", None),
         )
         return result(
             WorkerStatus.OK,
