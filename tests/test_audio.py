@@ -429,3 +429,19 @@ def test_fade_easing_maps_to_an_afade_curve(easing: str | None, curve: str) -> N
     _inputs, graph = mix_filter(AudioPlan(tracks=[track]), duration_s=3)
     assert f"afade=t=in:st=0:d=0.5:curve={curve}" in graph
     assert f"afade=t=out:st=1.75:d=0.25:curve={curve}" in graph  # ends with the video (3 s) in track time 2 s
+
+
+@needs_ffmpeg
+def test_loud_tracks_are_limited_not_clipped(media: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "loud.mp4"
+    # two in-phase tones at 6 x 1/8 each: 1.5 at the peaks, which would clip without the limiter
+    tone = AudioTrack(src=str(media["tone"]), volume=6.0)
+    stitch([media["a"], media["b"]], out, audio=AudioPlan(tracks=[tone, tone]))
+    raw = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-i", str(out), "-map", "0:a:0", "-f", "f32le", "-ac", "2", "-"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    stereo = np.frombuffer(raw, np.float32).reshape(-1, 2)[int(0.2 * RATE) : int(1.8 * RATE)]
+    assert float(np.max(np.abs(stereo))) <= 0.98  # the -1 dBFS ceiling, plus the AAC encode's overshoot
+    assert float(np.sqrt(np.mean(stereo.astype(np.float64) ** 2))) > 0.55  # limited near the ceiling, not turned down

@@ -66,6 +66,9 @@ from helios_kit.errors import LoaderError, RenderError
 if TYPE_CHECKING:
     from helios_kit.render.probe import MediaElement, MediaScan
 
+#: The mix's peak ceiling: -1 dBFS.
+LIMIT = 0.891
+
 _OFF_VALUES = frozenset({"off", "false", "0", "no"})
 log = logging.getLogger("helios.audio")
 
@@ -456,5 +459,8 @@ def mix_filter(plan: AudioPlan, duration_s: float, first_input: int = 1) -> tupl
     tail = f"apad,atrim=end={_fmt(duration_s)},asetpts=PTS-STARTPTS"
     if not labels:
         raise RenderError("audio plan has no tracks to mix")
-    mix = f"{''.join(labels)}amix=inputs={len(labels)}:duration=longest:normalize=0,{tail}[aout]"
+    # Tracks add up (no normalisation, so a single track keeps its level); a look-ahead limiter, transparent
+    # below -1 dBFS and delay-compensated, keeps loud sums from clipping (the AAC encode needs the headroom).
+    limiter = f"alimiter=limit={LIMIT:g}:level=disabled:latency=1"
+    mix = f"{''.join(labels)}amix=inputs={len(labels)}:duration=longest:normalize=0,{limiter},{tail}[aout]"
     return inputs, ";".join([*chains, mix])
