@@ -6,6 +6,7 @@ here): `ceil(duration x fps)`, float-safe.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from pathlib import PurePosixPath
@@ -101,6 +102,7 @@ def render_command(config: RenderConfig, start_frame: int, frame_count: int, out
         str(config.crf),
         "--seed",
         str(config.seed),
+        *(["--props", json.dumps(config.props, sort_keys=True, separators=(",", ":"))] if config.props else []),
         "--no-audio",
         "--parts",
         "1",

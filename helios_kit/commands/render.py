@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from helios_kit.composition import CompositionInput, resolve_input
 from helios_kit.errors import HeliosError, SpecError
 from helios_kit.frames import frames_for_duration
-from helios_kit.spec import CaptureMode, RenderConfig, check_codec_name
+from helios_kit.spec import CaptureMode, RenderConfig, check_codec_name, parse_json_object
 
 if TYPE_CHECKING:
     from helios_kit.render.probe import PageSettings
@@ -48,6 +48,19 @@ def _codec_name_flag(ctx: click.Context, param: click.Parameter, value: str) -> 
         return check_codec_name(value)
     except ValueError as error:
         raise SpecError(f"--{param.name.replace('_', '-')}: {error}") from None
+
+
+def _props_flag(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, Any] | None:
+    """`--props JSON` / `--props-file FILE`: a JSON object, or one line naming the flag."""
+    if value is None:
+        return None
+    flag = "--" + (param.name or "props").replace("_", "-")
+    if param.name == "props_file":
+        try:
+            value = Path(value).read_text(encoding="utf-8")
+        except OSError as error:
+            raise SpecError(f"{flag}: cannot read {value}: {error.strerror or error}") from None
+    return parse_json_object(value, flag)
 
 
 @click.command("render")
@@ -104,6 +117,15 @@ def _codec_name_flag(ctx: click.Context, param: click.Parameter, value: str) -> 
     default=None,
     help='Seed of Math.random and crypto in the page (default: the meta tag\'s "seed", else 0).',
 )
+@click.option(
+    "--props",
+    default=None,
+    metavar="JSON",
+    callback=_props_flag,
+    help="Input props, a JSON object: window.helios.props and window.__HELIOS_PROPS__ in the page (over the "
+    'meta tag\'s "props").',
+)
+@click.option("--props-file", default=None, metavar="FILE", callback=_props_flag, help="Input props from a JSON file.")
 @click.option("--no-audio", is_flag=True, help="Leave audio out (chunk renders: audio is mixed once at the merge).")
 @click.option(
     "--parts",
@@ -131,6 +153,8 @@ def render_command(
     pixel_format: str,
     crf: int,
     seed: int | None,
+    props: dict[str, Any] | None,
+    props_file: dict[str, Any] | None,
     no_audio: bool,
     parts: int,
     quiet: bool,
@@ -158,11 +182,19 @@ def render_command(
         pixel_format=pixel_format,
         crf=crf,
         seed=seed if seed is not None else meta.seed or 0,
+        props=_props(meta.props, props, props_file),
     )
     if emit_job:
         _emit_job(composition, emit_job, output, concurrency, chunk_frames, settings)
     else:
         _render(composition, output or "out.mp4", settings, with_audio=not no_audio, parts=parts, quiet=quiet)
+
+
+def _props(declared: dict[str, Any] | None, given: dict[str, Any] | None, from_file: dict[str, Any] | None) -> dict:
+    """The meta tag's props, overridden key by key by --props (or --props-file, not both)."""
+    if given is not None and from_file is not None:
+        raise SpecError("--props and --props-file: give one of them")
+    return {**(declared or {}), **(given if given is not None else from_file or {})}
 
 
 def _page_settings(

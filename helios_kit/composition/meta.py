@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,6 +30,8 @@ class CompositionMeta(BaseModel):
     fps: float | None = Field(None, gt=0)
     duration: float | None = Field(None, gt=0)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    #: Default props (a JSON object); `--props` overrides them key by key.
+    props: dict[str, Any] | None = None
 
 
 class CompositionInput(BaseModel):
