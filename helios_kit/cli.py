@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("helios_kit.commands.job:job_group", "Validate, run and track JobSpecs."),
     "worker": ("helios_kit.commands.worker:worker_group", "Run chunks as a stateless worker."),
     "plugins": ("helios_kit.commands.plugins:plugins_command", "List loaded plugins and what they register."),
+    "store": ("helios_kit.commands.store:store_group", "Look after an artifact store (gc)."),
 }
 
 

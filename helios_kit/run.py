@@ -351,6 +351,9 @@ def execute_job(
     try:
         ctx.store.check_confined([*spec.merge.inputs, spec.merge.output_file])  # before anything renders
         ctx.store.check_writable()
+        swept = ctx.store.sweep_temporaries([*spec.merge.inputs, spec.merge.output_file])
+        if swept:
+            log.info("removed %d temporary objects of interrupted commits: %s", len(swept), ", ".join(swept))
         executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
         executor.emit(ProgressEvent(kind=EventKind.RESOLVED, output=ctx.composition.source))
         run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge)

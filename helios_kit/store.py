@@ -20,9 +20,12 @@ before anything renders).
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import shutil
 import socket
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,31 @@ from helios_kit.spec import MANIFEST_SUFFIX
 
 #: Version 2 added the dependency list; older manifests never count as complete.
 MANIFEST_VERSION = 2
+#: A temporary object younger than this may belong to a commit still in flight: sweeps leave it.
+TEMPORARY_GRACE_S = 600.0
+_TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
+
+
+def _is_temporary(name: str) -> bool:
+    """A commit's temporary object, or a write probe (see `commit` and `check_writable`)."""
+    return bool(_TEMPORARY.search(name)) or (name.startswith(".helios-probe-") and name.endswith(".tmp"))
+
+
+def _modified_at(info: dict[str, Any]) -> float | None:
+    """Seconds since the epoch at which an fsspec listing entry last changed (None when it does not say)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+    return None
 
 
 class DoneManifest(WireModel):
@@ -247,6 +275,53 @@ class ArtifactStore:
             self._remove_quietly(tmp)
             raise StoreError(f"store {self.url}: cannot commit {rel}: {describe(error)}") from None
         return manifest
+
+    # -- hygiene ---------------------------------------------------------------------------------------
+    def sweep_temporaries(
+        self, rels: Iterable[str] | None = None, older_than_s: float = TEMPORARY_GRACE_S
+    ) -> list[str]:
+        """Remove what interrupted commits left (`<name>.tmp-<hex>`, write probes) once older than
+        `older_than_s`, so a commit still in flight elsewhere keeps its upload. With `rels` (outputs of a
+        job), only their own temporaries, by one listing of each of their folders; without, the whole store.
+        Returns the removed paths, relative to the store."""
+        self.refresh()
+        root = self._real_root if self.is_local else self.root
+        try:
+            candidates = self._temporaries_of(rels) if rels is not None else self._all_temporaries()
+        except FileNotFoundError:
+            return []
+        except Exception as error:
+            raise StoreError(f"store {self.url}: cannot list temporaries: {describe(error)}") from None
+        now = datetime.now(UTC).timestamp()
+        removed: list[str] = []
+        for path, info in candidates:
+            modified = _modified_at(info)
+            if modified is not None and now - modified < older_than_s:
+                continue
+            self._remove_quietly(path)
+            removed.append(posixpath.relpath(path, root) if root else path)
+        return sorted(removed)
+
+    def _all_temporaries(self) -> list[tuple[str, dict[str, Any]]]:
+        found = self.fs.find(self.root, detail=True) if self.fs.exists(self.root) else {}
+        return [(path, info) for path, info in found.items() if _is_temporary(path.rsplit("/", 1)[-1])]
+
+    def _temporaries_of(self, rels: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
+        names_by_folder: dict[str, set[str]] = {}
+        for rel in rels:
+            folder, _, name = self.path(rel).rpartition("/")
+            names_by_folder.setdefault(folder, set()).add(name)
+        candidates = []
+        for folder, names in names_by_folder.items():
+            if not self.fs.exists(folder):
+                continue
+            for info in self.fs.ls(folder, detail=True):
+                path = info["name"]
+                name = path.rsplit("/", 1)[-1]
+                owner = _TEMPORARY.sub("", name).removesuffix(MANIFEST_SUFFIX)
+                if _TEMPORARY.search(name) and owner in names:
+                    candidates.append((path, info))
+        return candidates
 
     def _write_atomic(self, path: str, data: bytes) -> None:
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
