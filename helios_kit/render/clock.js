@@ -195,9 +195,20 @@
   const realPause = AP.pause;
   const realPlay = AP.play;
   const currentTimeDesc = Object.getOwnPropertyDescriptor(AP, "currentTime");
-  const rateOf = (animation) => animation.playbackRate || 1;
+  const realRateDesc = Object.getOwnPropertyDescriptor(AP, "playbackRate");
+  const realUpdatePlaybackRate = AP.updatePlaybackRate;
+  const realReverse = AP.reverse;
+  // The page's playback rate (updatePlaybackRate, reverse, playbackRate writes) is virtual too: the real
+  // animation keeps rate 1 and stays paused; a rate of 0 holds the local time where it is.
+  const rates = new WeakMap(); // animation -> virtual playback rate
+  const zeroHeld = new WeakSet();
+  const rateOf = (animation) => (rates.has(animation) ? rates.get(animation) : realRateDesc.get.call(animation) || 1);
   const localTime = (animation) =>
     held.has(animation) ? held.get(animation) : (now - born.get(animation)) * rateOf(animation);
+  const atStartOrEnd = (animation, local) => {
+    const end = endOf(animation);
+    return rateOf(animation) > 0 ? Number.isFinite(end) && local >= end - EPS : local <= EPS;
+  };
   function endOf(animation) {
     try { return animation.effect ? animation.effect.getComputedTiming().endTime : 0; } catch (e) { return 0; }
   }
@@ -208,12 +219,50 @@
   };
   AP.play = function () {
     if (!born.has(this)) return realPlay.call(this);
-    let local = localTime(this);
-    const end = endOf(this);
-    if (rateOf(this) > 0 && Number.isFinite(end) && local >= end) local = 0; // play() after the end restarts
-    held.delete(this);
-    born.set(this, now - local / rateOf(this));
-    rearm(this, local);
+    resume(this, rewound(this, localTime(this)));
+    return undefined;
+  };
+  // play() (and reverse()) at the end of the way the animation runs start it over from the other end.
+  function rewound(animation, local) {
+    const end = endOf(animation);
+    if (rateOf(animation) > 0 && Number.isFinite(end) && local >= end) return 0;
+    if (rateOf(animation) < 0 && local <= 0 && Number.isFinite(end)) return end;
+    return local;
+  }
+  function resume(animation, local) {
+    held.delete(animation);
+    zeroHeld.delete(animation);
+    setRate(animation, rateOf(animation), local);
+  }
+  function setRate(animation, rate, local) {
+    rates.set(animation, rate);
+    if (rate === 0) {
+      if (!held.has(animation)) { held.set(animation, local); zeroHeld.add(animation); }
+    } else {
+      if (zeroHeld.has(animation)) { held.delete(animation); zeroHeld.delete(animation); }
+      if (held.has(animation)) held.set(animation, local);
+      else born.set(animation, now - local / rate);
+    }
+    rearm(animation, local);
+  }
+  AP.updatePlaybackRate = function (rate) {
+    if (!born.has(this)) return realUpdatePlaybackRate.call(this, rate);
+    setRate(this, Number(rate), localTime(this)); // the local time stays where it is: no jump
+    return undefined;
+  };
+  Object.defineProperty(AP, "playbackRate", {
+    configurable: true,
+    get() { return born.has(this) ? rateOf(this) : realRateDesc.get.call(this); },
+    set(value) {
+      if (!born.has(this)) return realRateDesc.set.call(this, value);
+      setRate(this, Number(value), localTime(this));
+    },
+  });
+  AP.reverse = function () {
+    if (!born.has(this)) return realReverse.call(this);
+    const local = localTime(this);
+    rates.set(this, -rateOf(this));
+    resume(this, rewound(this, local));
     return undefined;
   };
 
@@ -239,8 +288,7 @@
     },
   });
   function rearm(animation, local) {
-    const end = endOf(animation);
-    if (!(Number.isFinite(end) && local >= end)) {
+    if (!atStartOrEnd(animation, local)) {
       if (fired.has(animation)) finishedPromise.delete(animation);
       fired.delete(animation);
       tracked.add(animation);
@@ -300,13 +348,14 @@
       if (held.has(animation) || fired.has(animation)) continue;
       const end = endOf(animation);
       if (!Number.isFinite(end)) { tracked.delete(animation); continue; }
-      if (rateOf(animation) > 0 && localTime(animation) >= end - EPS) { // endTime may be 700.0000000000001
+      if (rateOf(animation) !== 0 && atStartOrEnd(animation, localTime(animation))) { // endTime: 700.0000000000001
         fired.add(animation);
         tracked.delete(animation);
         const entry = finishedPromise.get(animation);
         if (entry) entry.resolve(animation);
         try {
-          animation.dispatchEvent(new AnimationPlaybackEvent("finish", { currentTime: end, timelineTime: now }));
+          const at = rateOf(animation) > 0 ? end : 0; // a reversed animation finishes at its start
+          animation.dispatchEvent(new AnimationPlaybackEvent("finish", { currentTime: at, timelineTime: now }));
           // Paused CSS animations and transitions never send their DOM end events: send them here.
           const target = animation.effect && animation.effect.target;
           const elapsedTime = animation.effect ? animation.effect.getComputedTiming().activeDuration / 1000 : 0;

@@ -18,8 +18,10 @@ renders it:
   ``finished`` promise and, for CSS, ``animationend`` / ``transitionend`` fire at that frame, before its
   rAF callbacks; likewise ``animationstart``, ``animationiteration``, ``transitionrun`` and
   ``transitionstart`` fire at the frame whose virtual time crosses their boundary (the browser's own CSS
-  events, which it sends whenever it next updates a seeked animation, are held back). Not followed:
-  ``reverse()``, ``updatePlaybackRate()``.
+  events, which it sends whenever it next updates a seeked animation, are held back). ``reverse()``,
+  ``updatePlaybackRate()`` and ``playbackRate`` writes change the virtual rate with no jump in local time
+  (``reverse()`` at the start rewinds to the end, as ``play()`` at the end restarts); a reversed animation
+  finishes at its start.
 - Media elements (document, every shadow root, same-origin iframes) never play in real time. Each
   ``<video>`` is paused and seeked to ``max(0, (t - offset) * rate + seek)`` (modulo its duration when
   ``loop``; ``offset``/``seek`` from ``data-helios-offset``/``data-helios-seek``, ``rate`` its

@@ -128,3 +128,20 @@ def test_css_start_iteration_and_run_events_fire_in_virtual_time(opener) -> None
     run_step(forwarded, clock.fast_forward_expression(0, 16), 0, 30)
     _step_to_from(forwarded, 16, 16)
     assert forwarded.evaluate(rounded) == expected
+
+
+def test_update_playback_rate_and_reverse_follow_virtual_time(opener) -> None:
+    expected = {2: 100, 4: 200, 6: 400, 8: 600, 10: 400, 12: 200, 13: 100}  # frame -> local ms, 50 ms a frame
+    page = opener("waapi_rate.html")
+    seen = {}
+    for frame in range(15):
+        _step_to_from(page, frame, frame)
+        if frame in expected:
+            seen[frame] = round(page.evaluate("anim.currentTime"))
+    assert seen == expected
+    assert page.evaluate("rates") == [2, -2]
+    assert page.evaluate("finishedAt") == [700, 0]  # at its start, the frame it got there
+    forwarded = opener("waapi_rate.html")
+    run_step(forwarded, clock.fast_forward_expression(0, 12), 0, 30)
+    _step_to_from(forwarded, 12, 12)
+    assert round(forwarded.evaluate("anim.currentTime")) == 200  # the same state however the frame is reached
