@@ -210,10 +210,17 @@ def test_cancel_and_timeout_do_not_wait_for_the_invocation(job, monkeypatch: pyt
     monkeypatch.setenv("HELIOS_FAKE_RENDER_SLEEP", "20")
     with LambdaEmulator(workers=2) as emulator, backend_for(emulator) as backend:
         cancel = threading.Event()
-        threading.Timer(0.3, cancel.set).start()
+
+        def cancel_once_invoked() -> None:  # the invocation has reached the function: now cancel the call
+            deadline = time.monotonic() + 60
+            while emulator._in_flight < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            cancel.set()
+
+        threading.Thread(target=cancel_once_invoked, daemon=True).start()
         result = backend.run_chunk(spec, spec.chunks[0], context(url), cancel=cancel)
         assert result.status == "cancelled" and not result.retryable
-        assert emulator._in_flight >= 1  # the call returned while its invocation was still running
+        assert emulator._in_flight >= 1  # the call returned while its invocation was still running (20 s)
+        # a timeout, whether or not the request reached the function by then: the answer is not awaited
         result = backend.run_chunk(spec, spec.chunks[1], context(url), cancel=threading.Event(), timeout=0.5)
         assert result.status == "timed_out" and result.retryable and "no answer within 0.5 s" in result.stderr
-        assert emulator._in_flight >= 1
