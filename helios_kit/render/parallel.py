@@ -15,6 +15,7 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
 from helios_kit.planner import split_frames
@@ -91,32 +92,50 @@ def render_parallel(
                 return report
 
             threading.Thread(target=watch_cancel, name="helios-render-cancel", daemon=True).start()
-            with ThreadPoolExecutor(len(ranges), thread_name_prefix="helios-part") as pool:
-                futures = [
-                    pool.submit(
-                        render_range,
-                        config,
-                        input_location=input_location,
-                        start_frame=first,
-                        frame_count=count,
-                        output_path=work_dir / f"part-{index:03d}.mp4",
-                        progress=part_progress(index),
-                        cancel=abort,
-                        quiet=True,
-                    )
-                    for index, (first, count) in enumerate(ranges)
-                ]
-                finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-                failed = [future for future in finished if future.exception() is not None]
-                if failed:
-                    abort.set()  # the other parts stop promptly and kill their browsers
-                    wait(futures)
-                    raise failed[0].exception()  # type: ignore[misc]
-            stats = [future.result() for future in futures]
+            stats = _render_parts(config, input_location, ranges, work_dir, part_progress, abort)
         stitch([pathlib.Path(s.output_path) for s in stats], output_path, expected_frames=frame_count)
     finally:
         abort.set()
         shutil.rmtree(work_dir, ignore_errors=True)
+    return _joined_stats(stats, frame_count, output_path, started)
+
+
+def _render_parts(
+    config: RenderConfig,
+    input_location: str,
+    ranges: list[tuple[int, int]],
+    work_dir: pathlib.Path,
+    part_progress: Callable[[int], Callable[[int, int], None]],
+    abort: threading.Event,
+) -> list[RenderStats]:
+    """Render each range in its own browser at once; the first failure stops the others and is raised."""
+    with ThreadPoolExecutor(len(ranges), thread_name_prefix="helios-part") as pool:
+        futures = [
+            pool.submit(
+                render_range,
+                config,
+                input_location=input_location,
+                start_frame=first,
+                frame_count=count,
+                output_path=work_dir / f"part-{index:03d}.mp4",
+                progress=part_progress(index),
+                cancel=abort,
+                quiet=True,
+            )
+            for index, (first, count) in enumerate(ranges)
+        ]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [future for future in finished if future.exception() is not None]
+        if failed:
+            abort.set()  # the other parts stop promptly and kill their browsers
+            wait(futures)
+            raise failed[0].exception()  # type: ignore[misc]
+    return [future.result() for future in futures]
+
+
+def _joined_stats(stats: list[RenderStats], frame_count: int, output_path: pathlib.Path, started: float) -> RenderStats:
+    """The stats of the whole render from its parts' (the last part has seen every frame from 0)."""
+    dependencies = {dep.key: dep for part in stats for dep in part.dependencies}
     return RenderStats(
         frames=frame_count,
         duration_ms=(time.monotonic() - started) * 1000,
@@ -125,4 +144,6 @@ def render_parallel(
         fast_forward_ms=max(s.fast_forward_ms for s in stats),
         loop_ms=max(s.loop_ms for s in stats),
         browser=stats[0].browser,
+        dependencies=[dependencies[key] for key in sorted(dependencies)],
+        media_seen=stats[-1].media_seen,
     )

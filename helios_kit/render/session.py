@@ -36,7 +36,7 @@ from helios_kit.composition.deps import Dependency, url_dependency
 from helios_kit.composition.meta import locate_entry
 from helios_kit.errors import BrowserFault, HeliosError, RenderError
 from helios_kit.render import clock
-from helios_kit.render.browser import Browser, CDPError, Page, find_browser
+from helios_kit.render.browser import Browser, BrowserExecutable, CDPError, Page, find_browser
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
 from helios_kit.render.server import CompositionServer
@@ -298,6 +298,18 @@ def _capture_frames(
                 progress(done, frame_count)
 
 
+def _preflight(
+    config: RenderConfig, input_location: str, start_frame: int, frame_count: int, output_path: pathlib.Path
+) -> tuple[str | None, pathlib.Path | None, BrowserExecutable]:
+    """Everything a render needs before it starts a browser: a valid range, the composition's entry, a
+    writable output folder, ffmpeg and a browser (RenderError naming what is missing)."""
+    _check_range(config, start_frame, frame_count)
+    url, html_file = resolve_input(input_location)
+    check_output_dir(output_path)
+    find_ffmpeg()
+    return url, html_file, find_browser()
+
+
 def _render_once(
     config: RenderConfig,
     *,
@@ -315,11 +327,7 @@ def _render_once(
     """One attempt of :func:`render_range`, with or without begin-frame capture."""
     started = time.monotonic()
     output_path = pathlib.Path(output_path).expanduser().absolute()
-    _check_range(config, start_frame, frame_count)
-    url, html_file = resolve_input(input_location)
-    check_output_dir(output_path)
-    find_ffmpeg()
-    executable = find_browser()
+    url, html_file, executable = _preflight(config, input_location, start_frame, frame_count, output_path)
     fmt: ImageFormat = image_format or ("png" if is_lossless(config.video_codec, config.crf) else "jpeg")
 
     reporter = _terminal_progress(output_path, frame_count) if progress is None and not quiet else None
