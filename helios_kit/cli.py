@@ -20,6 +20,7 @@ from helios_kit.errors import HeliosError
 #: name → "module:attribute" of each top-level command.
 COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("helios_kit.commands.render:render_command", "Render a composition to video, or plan a job."),
+    "batch": ("helios_kit.commands.batch:batch_command", "Render one video per row of props (one DAG, resumable)."),
     "merge": ("helios_kit.commands.merge:merge_command", "Join chunk files into one video (stream copy)."),
     "job": ("helios_kit.commands.job:job_group", "Validate, run and track JobSpecs."),
     "worker": ("helios_kit.commands.worker:worker_group", "Run chunks as a stateless worker."),

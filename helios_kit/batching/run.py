@@ -1,0 +1,256 @@
+"""Running a batch: ONE doit DAG over every video's chunks and merges, then a report per video.
+
+Each planned video is a :class:`~helios_kit.run.JobRun` (its context, its executor, its doit tasks under the
+basename `video-<jobId>`), all sharing one backend, one cancel event and one doit run (`--continue`: a
+failing row never stops the others). The artifact store (the batch root) is the only truth about what is
+done, so a batch killed with -9 resumes with what is missing, an unchanged video is neither rendered nor
+rewritten, and a changed row re-renders only its own video.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from helios_kit.backends.base import Backend
+from helios_kit.batching.plan import BATCH_DIR, BatchPlan, BatchVideo
+from helios_kit.context import JobContext
+from helios_kit.dag import run_tasks
+from helios_kit.executor import ChunkExecutor
+from helios_kit.protocol import ProgressEvent
+from helios_kit.run import JobReport, JobRun, RunOptions
+
+
+class BatchEvent(BaseModel):
+    """A progress event of one video of the batch."""
+
+    index: int
+    output: str
+    event: ProgressEvent
+
+
+BatchSink = Callable[[BatchEvent], None]
+
+
+class VideoState(StrEnum):
+    RENDERED = "rendered"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class VideoOutcome(BaseModel):
+    """How one row's video ended."""
+
+    index: int
+    label: str
+    output: str
+    state: VideoState
+    frames: int = 0
+    rendered_chunks: int = 0
+    error: str | None = None
+
+
+class BatchReport(BaseModel):
+    """Everything a batch run did; `summary_line()` is the CLI's last line."""
+
+    videos: list[VideoOutcome] = Field(default_factory=list)
+    cancelled: bool = False
+    error: str | None = None
+    duration_ms: float = 0.0
+
+    def count(self, state: VideoState) -> int:
+        return sum(1 for video in self.videos if video.state is state)
+
+    @property
+    def failed(self) -> list[VideoOutcome]:
+        return [video for video in self.videos if video.state is VideoState.FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.cancelled
+            and self.error is None
+            and all(video.state in (VideoState.RENDERED, VideoState.SKIPPED) for video in self.videos)
+        )
+
+    def summary_line(self) -> str:
+        line = (
+            f"{len(self.videos)} videos: {self.count(VideoState.RENDERED)} rendered, "
+            f"{self.count(VideoState.SKIPPED)} skipped (up to date), {self.count(VideoState.FAILED)} failed"
+        )
+        if self.cancelled or self.count(VideoState.CANCELLED):
+            line += f", {self.count(VideoState.CANCELLED)} cancelled"
+        line += f" in {self.duration_ms / 1000:.1f} s"
+        if self.error:
+            line += f"; error: {self.error}"
+        return line
+
+
+class _VideoSink:
+    """Tags a video's executor events with the video and hands them to the batch's sinks."""
+
+    def __init__(self, video: BatchVideo, sinks: list[BatchSink]) -> None:
+        self.video = video
+        self.sinks = sinks
+
+    def __call__(self, event: ProgressEvent) -> None:
+        tagged = BatchEvent(index=self.video.index, output=self.video.output, event=event)
+        for sink in self.sinks:
+            sink(tagged)
+
+
+class BatchRun:
+    """The runs of every planned video of a batch, and the one DAG over them."""
+
+    def __init__(
+        self,
+        plan: BatchPlan,
+        backend: Backend,
+        options: RunOptions | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        sinks: Iterable[BatchSink] = (),
+    ) -> None:
+        self.plan = plan
+        self.options = options or RunOptions()
+        self.cancel = cancel or threading.Event()
+        self.concurrency = self.options.concurrency or backend.default_concurrency()
+        # every executor may use all slots: doit's runner (-n) is what limits the whole batch
+        attempt = self.options.model_copy(update={"concurrency": self.concurrency})
+        store = str(plan.root)
+        sinks = list(sinks)
+        self.runs: list[tuple[BatchVideo, JobRun]] = []
+        for video in plan.planned:
+            assert video.spec is not None
+            ctx = JobContext.prepare(video.spec, video.job_file, plan.jobs_dir, store_url=store, force=attempt.force)
+            executor = ChunkExecutor(
+                backend, video.spec, ctx.chunk_context(), attempt, cancel=self.cancel, sinks=[_VideoSink(video, sinks)]
+            )
+            self.runs.append((video, JobRun(ctx, executor)))
+
+    def tasks(self) -> Iterator[dict[str, Any]]:
+        """Every video's chunk and merge tasks, and `render` depending on every merge."""
+        merges = []
+        for video, run in self.runs:
+            basename = f"video-{video.job_id}"
+            yield from run.tasks(basename=basename)
+            merges.append(f"{basename}:merge")
+        yield {"basename": "render", "actions": None, "task_dep": merges, "verbosity": 2}
+
+    def check_store(self) -> None:
+        """Outputs confined to the root and the root writable (before anything renders); sweep temporaries
+        of commits a killed run left behind."""
+        if not self.runs:
+            return
+        store = self.runs[0][1].ctx.store
+        paths = [path for _, run in self.runs for path in (*run.ctx.spec.merge.inputs, run.ctx.spec.merge.output_file)]
+        store.check_confined(paths)
+        store.check_writable()
+        store.sweep_temporaries(paths)
+
+    def run(self) -> BatchReport:
+        started = time.monotonic()
+        error = None
+        if self.runs:
+            self.check_store()
+            db_file = self.plan.root / BATCH_DIR / "batch.doit.db"
+            task_count = sum(len(run.ctx.spec.chunks) + 1 for _, run in self.runs)
+            error = run_tasks(self.tasks, db_file=db_file, concurrency=self.concurrency, task_count=task_count)
+        report = BatchReport(cancelled=self.cancel.is_set(), error=error)
+        outcomes = {video.index: _outcome(video, run.report(error, 0.0)) for video, run in self.runs}
+        for video in self.plan.videos:
+            outcome = outcomes.get(video.index)
+            if outcome is None:  # not planned: its error says why
+                outcome = VideoOutcome(
+                    index=video.index,
+                    label=video.label,
+                    output=video.output,
+                    state=VideoState.FAILED,
+                    error=video.error,
+                )
+            report.videos.append(outcome)
+        report.duration_ms = (time.monotonic() - started) * 1000
+        return report
+
+    def close(self) -> None:
+        for _, run in self.runs:
+            run.ctx.close()
+
+
+def _outcome(video: BatchVideo, report: JobReport) -> VideoOutcome:
+    """A video's outcome from its job's report."""
+    outcome = VideoOutcome(
+        index=video.index,
+        label=video.label,
+        output=video.output,
+        state=VideoState.FAILED,
+        frames=video.frames,
+        rendered_chunks=report.rendered,
+    )
+    merge = report.merge
+    if report.ok and merge is not None and merge.output is not None:
+        skipped = merge.skipped and report.rendered == 0
+        outcome.state = VideoState.SKIPPED if skipped else VideoState.RENDERED
+        return outcome
+    if report.cancelled:
+        outcome.state = VideoState.CANCELLED
+        return outcome
+    errors = [chunk.error for chunk in report.chunks if chunk.error and chunk.state.value == "failed"]
+    why = errors[0] if errors else (merge.error if merge and merge.error else report.error or "not rendered")
+    outcome.error = f"{video.label}: {why}"
+    return outcome
+
+
+def run_batch(
+    plan: BatchPlan,
+    backend: Backend,
+    options: RunOptions | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    sinks: Iterable[BatchSink] = (),
+) -> BatchReport:
+    """Render every planned video that is not complete (one DAG), merge each, and report per video."""
+    batch = BatchRun(plan, backend, options, cancel=cancel, sinks=sinks)
+    try:
+        return batch.run()
+    finally:
+        batch.close()
+
+
+def batch_tasks(
+    template: str | Path,
+    rows: str | Path,
+    output: str,
+    *,
+    backend: str = "local",
+    retries: int = 1,
+    **settings: Any,
+) -> Iterator[dict[str, Any]]:
+    """Tasks for a project's dodo.py rendering a batch incrementally: ``def task_render(): yield from
+    batch_tasks("card", "rows.csv", "out/{id}.mp4")``. Concurrency is doit's ``-n``."""
+    from helios_kit.batching.plan import BatchSettings, plan_batch
+    from helios_kit.batching.rows import read_rows
+    from helios_kit.plugins import make_backend
+
+    rows_path = Path(rows)
+    plan = plan_batch(
+        str(template),
+        read_rows(rows_path),
+        output,
+        BatchSettings(**settings),
+        rows_source=str(rows_path),
+        rows_dir=rows_path.resolve().parent,
+    )
+    for video in plan.videos:
+        if video.error:
+            print(f"error: {video.error}", flush=True)
+    chunks = sum(len(video.spec.chunks) for video in plan.planned if video.spec)
+    options = RunOptions(concurrency=max(1, chunks), retries=retries)
+    yield from BatchRun(plan, make_backend(backend), options).tasks()
