@@ -1,0 +1,101 @@
+"""The public Python API from the package root: `import helios_kit` stays cheap; render, plan, run_job and
+batch work with a progress callback and honour a cancel token (real Chromium and ffmpeg, 64x48, 2 frames)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+import helios_kit
+from helios_kit.errors import SpecError
+from helios_kit.protocol import EventKind
+from helios_kit.spec import JobSpec
+
+PAGE = """<!doctype html><html><head>
+<meta name="helios" content='{"width": 64, "height": 48, "fps": 10, "duration": 0.2, "props": {"color": "#0000ff"}}'>
+<style>html,body{margin:0}#box{position:absolute;inset:0}</style></head>
+<body><div id="box"></div><script>
+  document.getElementById("box").style.background = window.helios.props.color;
+</script></body></html>
+"""
+
+
+@pytest.fixture
+def card(tmp_path: Path) -> Path:
+    (tmp_path / "card").mkdir()
+    (tmp_path / "card" / "index.html").write_text(PAGE)
+    return tmp_path / "card"
+
+
+def test_import_is_cheap_and_names_resolve_lazily() -> None:
+    code = (
+        "import sys, helios_kit; heavy = [m for m in ('helios_kit.api', 'pydantic', 'rich', 'doit', "
+        "'helios_kit.render.session') if m in sys.modules]; print(heavy); "
+        "print(callable(helios_kit.render), callable(helios_kit.batch), callable(helios_kit.run_job)); "
+        "import helios_kit.render.session as s; print(s.__name__, callable(helios_kit.render), "
+        "helios_kit.render.session.render_range is s.render_range)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == [
+        "[]",
+        "True True True",
+        "helios_kit.render.session True True",
+    ]
+
+
+def test_unknown_settings_are_one_line_naming_them(card: Path, tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"unknown setting 'colour'"):
+        helios_kit.plan(card, colour="red")
+    with pytest.raises(SpecError, match=r"store: not a batch setting"):
+        helios_kit.batch(card, [{"id": "a"}], output=str(tmp_path / "o/{id}.mp4"), store="x")
+
+
+def test_plan_returns_a_jobspec_and_can_write_it(card: Path, tmp_path: Path) -> None:
+    spec = helios_kit.plan(card, job_file=tmp_path / "job.json", chunks=2, props={"color": "#ff0000"})
+    assert isinstance(spec, JobSpec)
+    assert spec.config.frame_count == 2 and len(spec.chunks) == 2
+    assert spec.config.props == {"color": "#ff0000"} and spec.config.input == "card/index.html"
+    assert (tmp_path / "job.json").exists()
+
+
+@pytest.mark.render
+def test_render_reports_progress_and_a_set_cancel_token_stops_it(card: Path, tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    stats = helios_kit.render(card, tmp_path / "one.mp4", progress=lambda done, total: seen.append((done, total)))
+    assert stats.frames == 2 and (tmp_path / "one.mp4").stat().st_size > 0
+    assert seen and seen[-1] == (2, 2)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(helios_kit.render.RenderCancelled):
+        helios_kit.render(card, tmp_path / "two.mp4", cancel=cancel)
+    assert not (tmp_path / "two.mp4").exists()
+
+
+@pytest.mark.render
+def test_run_job_and_batch_with_progress_and_cancel(card: Path, tmp_path: Path) -> None:
+    spec = helios_kit.plan(card, output="job.mp4", chunks=1)
+    events = []
+    report = helios_kit.run_job(spec, job_dir=tmp_path, progress=events.append, retries=0)
+    assert report.ok, report.summary_line()
+    assert (tmp_path / "job.mp4").exists()
+    assert [event.kind for event in events if event.kind in (EventKind.RENDERED, EventKind.MERGED)] == [
+        EventKind.RENDERED,
+        EventKind.MERGED,
+    ]
+
+    batch_events = []
+    rows = [{"id": "a", "color": "#ff0000"}, {"id": "b", "color": "#00ff00"}]
+    out = str(tmp_path / "out" / "{id}.mp4")
+    result = helios_kit.batch(card, rows, output=out, progress=batch_events.append, concurrency=1)
+    assert result.ok, result.summary_line()
+    merged = sorted(e.output for e in batch_events if e.event.kind is EventKind.MERGED)
+    assert merged == ["a.mp4", "b.mp4"]
+
+    cancel = threading.Event()
+    cancel.set()
+    stopped = helios_kit.batch(card, rows, output=out, cancel=cancel, force=True)
+    assert stopped.cancelled and not stopped.ok
