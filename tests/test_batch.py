@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,3 +183,23 @@ def test_emit_batch_writes_a_job_per_row_and_an_index(project: Path) -> None:
     run = helios("job", "run", "jobs/" + index["jobs"][1]["jobFile"], "-q", cwd=project)
     assert run.returncode == 0, run.stderr
     assert close(centre(project / "jobs" / "videos" / "b.mp4"), GREEN)
+
+
+def test_the_example_batch_renders_incrementally_with_doit(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parent.parent / "examples" / "batch"
+    folder = tmp_path / "batch"
+    shutil.copytree(example, folder, ignore=shutil.ignore_patterns("out", ".doit.db*", "__pycache__"))
+    dodo = (folder / "dodo.py").read_text()
+    (folder / "dodo.py").write_text(
+        dodo.replace("SETTINGS: dict = {}", 'SETTINGS = {"width": 64, "height": 48, "frame_count": 2}')
+    )
+    (folder / "rows.csv").write_text("id,name,score,color\nada,Ada,42,#ff0000\nbo,Bo,17,#00ff00\n")
+    doit = [sys.executable, "-m", "doit", "render"]
+    first = subprocess.run(doit, cwd=folder, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert close(centre(folder / "out" / "ada.mp4"), RED) and close(centre(folder / "out" / "bo.mp4"), GREEN)
+    before = mtimes(folder / "out")
+    second = subprocess.run(doit, cwd=folder, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "-- video-ada-" in second.stdout and ".  video-" not in second.stdout  # every task up to date
+    assert mtimes(folder / "out") == before
