@@ -91,3 +91,59 @@ def test_a_prop_naming_a_file_next_to_the_rows_becomes_a_data_url(tmp_path: Path
         "url": "http://127.0.0.1/x.png",
         "n": 3,
     }
+
+
+def test_a_row_that_cannot_be_planned_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from helios_kit.batching import rows as rows_module
+    from helios_kit.batching.plan import BatchSettings, plan_batch
+
+    (tmp_path / "card.html").write_text('<meta name="helios" content=\'{"width": 64, "height": 48, "fps": 10}\'>')
+    (tmp_path / "big.png").write_bytes(b"x" * 100)
+    monkeypatch.setattr(rows_module, "MAX_ASSET_BYTES", 10)
+    parsed = parse_rows('{"id": "a"}\n{"id": "b", "photo": "big.png"}\n{"id": "c"}\n', "rows.jsonl")
+    plan = plan_batch(
+        str(tmp_path / "card.html"),
+        parsed,
+        str(tmp_path / "out/{id}.mp4"),
+        BatchSettings(frame_count=2),
+        rows_source="rows.jsonl",
+        rows_dir=tmp_path,
+    )
+    assert [video.output for video in plan.planned] == ["a.mp4", "c.mp4"]
+    (failed,) = [video for video in plan.videos if video.error]
+    assert failed.error == "row 1 (rows.jsonl line 2): photo='big.png' is 100 bytes, more than 10 for an asset prop"
+    assert sorted(path.name for path in plan.jobs_dir.glob("*.json")) == sorted(
+        f"{video.job_id}.json" for video in plan.planned
+    )
+
+
+def test_the_batch_progress_counts_videos_and_frames() -> None:
+    from helios_kit.batching.run import BatchEvent
+    from helios_kit.commands.batch import BatchProgress
+    from helios_kit.protocol import EventKind, ProgressEvent
+
+    progress = BatchProgress(videos=2, frames=6)
+    for index, output in enumerate(("a.mp4", "b.mp4")):
+        progress(BatchEvent(index=index, output=output, event=ProgressEvent(kind=EventKind.RENDERED, frames=3)))
+    progress(BatchEvent(index=0, output="a.mp4", event=ProgressEvent(kind=EventKind.MERGED)))
+    tasks = {task.description: task for task in progress.progress.tasks}
+    assert (tasks["videos"].completed, tasks["videos"].total) == (1, 2)
+    assert (tasks["frames"].completed, tasks["frames"].total) == (6, 6)
+    assert tasks["frames"].fields["rate"].endswith("frames/s")
+
+
+def test_backend_flags_belong_to_their_backend(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "rows.csv").write_text("id\na\n")
+    (tmp_path / "card.html").write_text("<p>")
+    argv = [sys.executable, "-m", "helios_kit.cli", "batch", "card.html", "rows.csv", "-o", "o/{id}.mp4"]
+    result = subprocess.run(
+        [*argv, "--backend", "local", "--scheduler", "tcp://127.0.0.1:1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: --scheduler is an option of backend dask, not of 'local'\n"

@@ -124,16 +124,35 @@ class BatchRun:
         self.concurrency = self.options.concurrency or backend.default_concurrency()
         # every executor may use all slots: doit's runner (-n) is what limits the whole batch
         attempt = self.options.model_copy(update={"concurrency": self.concurrency})
-        store = str(plan.root)
         sinks = list(sinks)
         self.runs: list[tuple[BatchVideo, JobRun]] = []
+        first: JobContext | None = None
         for video in plan.planned:
             assert video.spec is not None
-            ctx = JobContext.prepare(video.spec, video.job_file, plan.jobs_dir, store_url=store, force=attempt.force)
+            ctx = self._context(video, first, attempt.force)
+            first = first or ctx
             executor = ChunkExecutor(
                 backend, video.spec, ctx.chunk_context(), attempt, cancel=self.cancel, sinks=[_VideoSink(video, sinks)]
             )
             self.runs.append((video, JobRun(ctx, executor)))
+
+    def _context(self, video: BatchVideo, first: JobContext | None, force: bool) -> JobContext:
+        """The video's JobContext. Every video has the same entry and job dir, so the first one resolves the
+        composition and the store; the others share them and one dependency checker (each file hashed once)."""
+        assert video.spec is not None
+        if first is None or first.workspace is not None:  # a downloaded composition: each video its own copy
+            return JobContext.prepare(
+                video.spec, video.job_file, self.plan.jobs_dir, store_url=str(self.plan.root), force=force
+            )
+        return JobContext(
+            spec=video.spec,
+            job_url=video.job_file,
+            job_dir=self.plan.jobs_dir,
+            store=first.store,
+            composition=first.composition,
+            force=force,
+            _checker=first.checker,
+        )
 
     def tasks(self) -> Iterator[dict[str, Any]]:
         """Every video's chunk and merge tasks, and `render` depending on every merge."""
@@ -181,7 +200,7 @@ class BatchRun:
 
     def close(self) -> None:
         for _, run in self.runs:
-            run.ctx.close()
+            run.ctx.close()  # only a context that downloaded its composition holds a workspace
 
 
 def _outcome(video: BatchVideo, report: JobReport) -> VideoOutcome:
