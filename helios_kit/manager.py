@@ -143,14 +143,15 @@ class JobManager:
                 spec.chunk(chunk_id)
         backend_obj = backend if isinstance(backend, Backend) else make_backend(backend, backend_options)
         selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
+        store = options.store or _default_store(job_url, directory)
         status = JobStatus(
             id=spec.job_id,
             total_chunks=len(selected),
-            chunks=[ChunkStatus(id=chunk_id, frames=spec.chunk(chunk_id).frame_count) for chunk_id in selected],
+            chunks=[_chunk_record(spec, chunk_id, store) for chunk_id in selected],
             job_url=job_url,
             backend=backend_obj.name,
             output=spec.merge.output_file,
-            store=options.store or _default_store(job_url, directory),
+            store=store,
             total_frames=sum(spec.chunk(chunk_id).frame_count for chunk_id in selected),
         )
         if run_id:
@@ -335,6 +336,15 @@ def _default_store(job_url: str, job_dir: Path) -> str:
         return default_store_url(job_url)
     except HeliosError:
         return str(job_dir)
+
+
+def _chunk_record(spec: JobSpec, chunk_id: int, store: str) -> ChunkStatus:
+    """A pending chunk's record: its frames and where its output will be in the store."""
+    from helios_kit.composition.locations import is_local
+
+    chunk = spec.chunk(chunk_id)
+    where = os.path.join(store, chunk.output_file) if is_local(store) else f"{store.rstrip('/')}/{chunk.output_file}"
+    return ChunkStatus(id=chunk_id, frames=chunk.frame_count, output_file=where)
 
 
 #: Lines of attempt messages kept per chunk.
