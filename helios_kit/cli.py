@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("helios_kit.commands.worker:worker_group", "Run chunks as a stateless worker."),
     "plugins": ("helios_kit.commands.plugins:plugins_command", "List loaded plugins and what they register."),
     "store": ("helios_kit.commands.store:store_group", "Look after an artifact store (gc)."),
+    "dashboard": ("helios_kit.commands.dashboard:dashboard_command", "Watch runs live in a browser."),
 }
 
 

@@ -1,12 +1,15 @@
-"""JobManager: create, run, submit (background), get, list, cancel and delete render jobs.
+"""JobManager: create, run, submit (background), get, list, cancel and delete runs of render jobs.
 
-The manager turns the executor's progress events into :class:`~helios_kit.repository.JobStatus` records
-(state pending → running → completed / failed / cancelled, progress 0-100, chunks done, per-chunk state and
-attempts, the result) and keeps them in a :class:`~helios_kit.repository.JobRepository`. A running job
-polls the repository's cancel flag, so `helios job cancel <id>` from another process stops it within a
-poll interval. Repository writes are best effort: a failing write is logged and added to the status's
-``warnings``; it never stops or corrupts the render (the artifact store, not the repository, says what is
-done).
+Each `create` starts a new run (its own ``run_id`` under the job's id). The manager turns the executor's
+progress events into :class:`~helios_kit.repository.JobStatus` run records (state pending → running →
+completed / failed / cancelled, progress 0-100, chunks done, per-chunk state, attempts, worker and log tail,
+created / started / finished times, the result) and keeps them in a
+:class:`~helios_kit.repository.JobRepository`. A running run records its pid and host and beats a
+heartbeat; readers (`get`, `list`) show a run whose owner is gone as ``interrupted``
+(:mod:`helios_kit.liveness`). A running run polls the repository's cancel flag, so `helios job cancel <id>`
+from another process stops it within a poll interval. Repository writes are best effort: a failing write
+is logged and added to the status's ``warnings``; it never stops or corrupts the render (the artifact
+store, not the repository, says what is done).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from helios_kit.backends.base import Backend
 from helios_kit.errors import HeliosError, SpecError
+from helios_kit.liveness import HEARTBEAT_S, observe, pid_alive
 from helios_kit.plugins import make_backend
 from helios_kit.protocol import EventKind, ProgressEvent
 from helios_kit.repository import (
@@ -31,6 +35,7 @@ from helios_kit.repository import (
     JobResultInfo,
     JobState,
     JobStatus,
+    this_host,
     utcnow,
 )
 from helios_kit.run import JobReport, RunOptions, execute_job
@@ -50,18 +55,10 @@ class _Prepared:
     backend: Backend
     options: RunOptions
     owns_backend: bool = False
+    status: JobStatus | None = None
 
 
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+__all__ = ["JobManager", "pid_alive"]
 
 
 class JobManager:
@@ -96,11 +93,17 @@ class JobManager:
             if message not in status.warnings:
                 status.warnings.append(message)
 
-    def get(self, job_id: str) -> JobStatus:
-        return self.repository.get(job_id)
+    def get(self, key: str) -> JobStatus:
+        """Run `key` (a run id, or a job id: its latest run), `interrupted` when its owner is gone."""
+        return observe(self.repository.get(key))
 
     def list(self) -> list[JobStatus]:
-        return self.repository.list()
+        """Every run, newest first."""
+        return [observe(status) for status in self.repository.list()]
+
+    def runs(self, job_id: str) -> list[JobStatus]:
+        """The runs of one job, newest first."""
+        return [observe(status) for status in self.repository.runs(job_id)]
 
     def report(self, job_id: str) -> JobReport | None:
         """The executor's report of a run made by this manager (None before it ends)."""
@@ -115,8 +118,10 @@ class JobManager:
         backend_options: dict[str, Any] | None = None,
         options: RunOptions | None = None,
         job_dir: str | Path | None = None,
+        run_id: str | None = None,
     ) -> JobStatus:
-        """Load and check a job (spec, chunk ids, backend and its options) and record it as pending."""
+        """Load and check a job (spec, chunk ids, backend and its options) and record a new run of it as
+        pending (`run_id`: go on with that recorded run, as a detached `helios job run` does)."""
         from helios_kit.composition.locations import is_local, local_path
         from helios_kit.loaders import load_spec
 
@@ -138,29 +143,45 @@ class JobManager:
                 spec.chunk(chunk_id)
         backend_obj = backend if isinstance(backend, Backend) else make_backend(backend, backend_options)
         selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
+        store = options.store or _default_store(job_url, directory)
         status = JobStatus(
             id=spec.job_id,
             total_chunks=len(selected),
-            chunks=[ChunkStatus(id=chunk_id) for chunk_id in selected],
+            chunks=[_chunk_record(spec, chunk_id, store) for chunk_id in selected],
             job_url=job_url,
             backend=backend_obj.name,
             output=spec.merge.output_file,
+            store=store,
+            total_frames=sum(spec.chunk(chunk_id).frame_count for chunk_id in selected),
         )
+        if run_id:
+            status.run_id = run_id
+            status.created_at = self._created_at(run_id, spec.job_id) or status.created_at
         with self._lock:
             running = self._threads.get(spec.job_id)
             if running is not None and running.is_alive():
                 raise SpecError(f"job {spec.job_id} is already running in this process")
             self._prepared[spec.job_id] = _Prepared(
-                spec, job_url, directory, backend_obj, options, owns_backend=not isinstance(backend, Backend)
+                spec,
+                job_url,
+                directory,
+                backend_obj,
+                options,
+                owns_backend=not isinstance(backend, Backend),
+                status=status,
             )
             self._signalled.discard(spec.job_id)
             self._cancel[spec.job_id] = threading.Event()
         self._save(status)
-        try:
-            self.repository.set_cancel_requested(spec.job_id, False)
-        except Exception as error:
-            log.warning("%s: cannot clear the cancel flag: %s", spec.job_id, error)
         return status
+
+    def _created_at(self, run_id: str, job_id: str) -> Any:
+        """When a recorded run `run_id` of `job_id` was created (None when there is no such record)."""
+        try:
+            recorded = self.repository.get(run_id)
+        except Exception:
+            return None
+        return recorded.created_at if recorded.run_id == run_id and recorded.id == job_id else None
 
     def run(self, job_id: str, *, status: JobStatus | None = None) -> JobStatus:
         """Run a created job in this thread until it ends; returns its final status."""
@@ -170,19 +191,20 @@ class JobManager:
         if prepared is None:
             raise SpecError(f"job {job_id} was not created by this manager (create or submit it first)")
         if status is None:
-            try:
-                status = self.repository.get(job_id)
-            except Exception:
-                status = JobStatus(id=job_id, total_chunks=len(prepared.spec.chunks))
+            status = prepared.status or JobStatus(id=job_id, total_chunks=len(prepared.spec.chunks))
         tracker = _StatusTracker(self, status, prepared.spec)
         status.state = JobState.RUNNING
-        status.pid = os.getpid()
+        status.pid, status.host = os.getpid(), this_host()
+        status.started_at = status.heartbeat_at = utcnow()
         status.error = None
         status.result = None
         self._save(status)
         stop_polling = threading.Event()
         poller = threading.Thread(
-            target=self._poll_cancel, args=(job_id, cancel, stop_polling), name=f"helios-cancel-{job_id}", daemon=True
+            target=self._poll_cancel,
+            args=(job_id, cancel, stop_polling, tracker),
+            name=f"helios-cancel-{job_id}",
+            daemon=True,
         )
         poller.start()
         report: JobReport | None = None
@@ -216,24 +238,33 @@ class JobManager:
         if report is not None:
             self._reports[job_id] = report
             tracker.finish(report)
+        status.finished_at = status.heartbeat_at = utcnow()
         self._save(status)
         return status
 
-    def _poll_cancel(self, job_id: str, cancel: threading.Event, stop: threading.Event) -> None:
-        """Set `cancel` when a signal asked (checked every 0.1 s) or the repository's flag is up."""
-        next_check = 0.0
+    def _poll_cancel(
+        self, job_id: str, cancel: threading.Event, stop: threading.Event, tracker: _StatusTracker
+    ) -> None:
+        """Set `cancel` when a signal asked (checked every 0.1 s) or the run's flag in the repository is up;
+        beat the run's heartbeat every HEARTBEAT_S (until the run ends, also after a cancel)."""
+        next_check = next_beat = 0.0
+        run_id = tracker.status.run_id
         while not stop.wait(0.1):
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + HEARTBEAT_S
+                tracker.heartbeat()
+            if cancel.is_set():
+                continue
             if job_id in self._signalled:
                 cancel.set()
-                return
-            now = time.monotonic()
+                continue
             if now < next_check:
                 continue
             next_check = now + self.poll_interval
             try:
-                if self.repository.cancel_requested(job_id):
+                if self.repository.cancel_requested(run_id):
                     cancel.set()
-                    return
             except Exception as error:
                 log.debug("%s: cannot poll the cancel flag: %s", job_id, error)
 
@@ -259,38 +290,65 @@ class JobManager:
             thread.join(timeout)
         return self.get(job_id)
 
-    def cancel(self, job_id: str) -> JobStatus:
-        """Ask a job to stop: here at once, in another process through the repository's flag.
+    def cancel(self, key: str) -> JobStatus:
+        """Ask a run (a run id, or a job id: its latest run) to stop: here at once, in another process
+        through the run's flag in the repository.
 
-        A pending job, or one whose recorded process is gone, is marked cancelled directly.
+        A pending run, or one whose owner is gone (`interrupted`), is marked cancelled directly.
         """
-        status = self.repository.get(job_id)  # JobNotFoundError for an unknown id
+        status = self.get(key)  # JobNotFoundError for an unknown id
         if status.state.finished:
             return status
-        self.repository.set_cancel_requested(job_id, True)
+        job_id = status.id
+        self.repository.set_cancel_requested(status.run_id, True)
         event = self._cancel.get(job_id)
         running_here = job_id in self._threads and self._threads[job_id].is_alive()
         if event is not None:
             event.set()
-        if not running_here and (status.state is JobState.PENDING or not pid_alive(status.pid)):
+        gone = status.state is JobState.INTERRUPTED or not pid_alive(status.pid)
+        if not running_here and (status.state is JobState.PENDING or gone):
             if status.state is JobState.PENDING and event is None and pid_alive(status.pid):
                 return status  # a detached run starting up: it sees the flag on its first poll
             status.state = JobState.CANCELLED
             status.error = "cancelled"
+            status.finished_at = status.finished_at or utcnow()
             self._save(status)
         return status
 
-    def delete(self, job_id: str) -> None:
-        """Forget a job's record (cancelling it first when it still runs here)."""
-        self.repository.get(job_id)
+    def delete(self, key: str) -> None:
+        """Forget a run, or every run of a job id (cancelling it first when it still runs here)."""
+        job_id = self.repository.get(key).id
         if job_id in self._threads and self._threads[job_id].is_alive():
             self.cancel(job_id)
             self._threads[job_id].join(30)
-        self.repository.delete(job_id)
+        self.repository.delete(key)
         with self._lock:
             self._threads.pop(job_id, None)
             self._cancel.pop(job_id, None)
             self._reports.pop(job_id, None)
+
+
+def _default_store(job_url: str, job_dir: Path) -> str:
+    """Where a run's chunk outputs land when no store is given (the run's own rule; the job dir otherwise)."""
+    from helios_kit.composition.locations import default_store_url
+
+    try:
+        return default_store_url(job_url)
+    except HeliosError:
+        return str(job_dir)
+
+
+def _chunk_record(spec: JobSpec, chunk_id: int, store: str) -> ChunkStatus:
+    """A pending chunk's record: its frames and where its output will be in the store."""
+    from helios_kit.composition.locations import is_local
+
+    chunk = spec.chunk(chunk_id)
+    where = os.path.join(store, chunk.output_file) if is_local(store) else f"{store.rstrip('/')}/{chunk.output_file}"
+    return ChunkStatus(id=chunk_id, frames=chunk.frame_count, output_file=where)
+
+
+#: Lines of attempt messages kept per chunk.
+LOG_TAIL_LINES = 20
 
 
 class _StatusTracker:
@@ -308,25 +366,16 @@ class _StatusTracker:
             chunk.state = ChunkState.PENDING
             chunk.attempts = 0
             chunk.error = None
+            chunk.retrying = False
+            chunk.log_tail = []
+        status.done_frames = status.rendered_frames = 0
 
     def __call__(self, event: ProgressEvent) -> None:
         with self.lock:
             chunk = self.by_id.get(event.chunk_id) if event.chunk_id is not None else None
             if chunk is not None:
                 self.done -= chunk.state.done
-                if event.kind is EventKind.STARTED:
-                    chunk.state = ChunkState.RUNNING
-                    chunk.attempts = event.attempt
-                elif event.kind is EventKind.RENDERED:
-                    chunk.state, chunk.frames, chunk.duration_ms = ChunkState.RENDERED, event.frames, event.duration_ms
-                elif event.kind is EventKind.SKIPPED:
-                    chunk.state, chunk.frames = ChunkState.SKIPPED, event.frames
-                elif event.kind is EventKind.FAILED:
-                    chunk.state, chunk.error = ChunkState.FAILED, event.error
-                elif event.kind is EventKind.RETRYING:
-                    chunk.error = event.error
-                elif event.kind is EventKind.CANCELLED:
-                    chunk.state = ChunkState.CANCELLED
+                self._apply(chunk, event)
                 self.done += chunk.state.done
             self.status.completed_chunks = self.done
             total = max(self.status.total_chunks, 1)
@@ -334,7 +383,39 @@ class _StatusTracker:
             now = time.monotonic()
             if now - self.last_save >= SAVE_INTERVAL_S or event.kind in (EventKind.FAILED, EventKind.MERGE_STARTED):
                 self.last_save = now
+                self.status.heartbeat_at = utcnow()
                 self.manager._save(self.status)
+
+    def _apply(self, chunk: ChunkStatus, event: ProgressEvent) -> None:
+        """One event on one chunk's record: state, attempts, worker, times, frames, the log tail."""
+        kind = event.kind
+        if kind is EventKind.STARTED:
+            chunk.state, chunk.attempts, chunk.retrying = ChunkState.RUNNING, event.attempt, event.attempt > 1
+            chunk.started_at = chunk.started_at or utcnow()
+            chunk.worker = getattr(event, "worker", None) or f"{self.status.backend}@{self.status.host}"
+        elif kind in (EventKind.RENDERED, EventKind.SKIPPED):
+            chunk.state = ChunkState.RENDERED if kind is EventKind.RENDERED else ChunkState.SKIPPED
+            chunk.frames, chunk.retrying = event.frames or chunk.frames, False
+            chunk.duration_ms = event.duration_ms or chunk.duration_ms
+            chunk.output_file = event.output or chunk.output_file
+            self.status.done_frames += chunk.frames
+            if kind is EventKind.RENDERED:
+                self.status.rendered_frames += chunk.frames
+        elif kind is EventKind.FAILED:
+            chunk.state, chunk.error, chunk.retrying = ChunkState.FAILED, event.error, False
+            chunk.duration_ms = event.duration_ms or chunk.duration_ms
+        elif kind is EventKind.RETRYING:
+            chunk.error, chunk.retrying = event.error, True
+        elif kind is EventKind.CANCELLED:
+            chunk.state, chunk.retrying = ChunkState.CANCELLED, False
+        if event.error and kind in (EventKind.RETRYING, EventKind.FAILED):
+            chunk.log_tail = [*chunk.log_tail, f"attempt {event.attempt}: {event.error}"][-LOG_TAIL_LINES:]
+
+    def heartbeat(self) -> None:
+        """Write the record with a fresh heartbeat (the poller calls this every HEARTBEAT_S)."""
+        with self.lock:
+            self.status.heartbeat_at = utcnow()
+            self.manager._save(self.status)
 
     def finish(self, report: JobReport) -> None:
         status = self.status
@@ -345,8 +426,12 @@ class _StatusTracker:
                     chunk.state = outcome.state
                     chunk.attempts = max(chunk.attempts, outcome.attempts)
                     chunk.error = outcome.error
-                    chunk.frames = outcome.frames
+                    chunk.frames = outcome.frames or chunk.frames
+                    chunk.duration_ms = outcome.duration_ms or chunk.duration_ms
+                    chunk.output_file = outcome.output_file or chunk.output_file
+                    chunk.retrying = False
             status.completed_chunks = sum(1 for c in status.chunks if c.state.done)
+            status.done_frames = sum(c.frames for c in status.chunks if c.state.done)
             if report.cancelled:
                 status.state = JobState.CANCELLED
                 status.error = "cancelled"

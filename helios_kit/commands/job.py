@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from helios_kit.commands.repo_option import open_named_repository, repository_option
 from helios_kit.composition.locations import is_local
 from helios_kit.loaders import LoaderOptions, load_spec
 from helios_kit.protocol import EventKind, ProgressEvent
@@ -131,10 +132,8 @@ def _backend_flags() -> tuple[list[click.Option], dict[str, tuple[str, set[str]]
     return params, owners
 
 
-def _open_repository() -> JobRepository:
-    from helios_kit.repository import SQLiteJobRepository
-
-    return SQLiteJobRepository()
+def _open_repository(name: str | None = None) -> JobRepository:
+    return open_named_repository(name)
 
 
 #: The original Helios CLI's `helios job run --adapter` names, and the backends that stand for them.
@@ -198,6 +197,8 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
 @click.option("--no-merge", "no_merge", is_flag=True, help="Render the chunks only; do not merge them.")
 @click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
+@repository_option
+@click.option("--run-id", "run_id", default=None, hidden=True, help="Go on with this recorded run (--detach).")
 def run_command(
     source: str,
     backend: str | None,
@@ -212,6 +213,8 @@ def run_command(
     no_merge: bool,
     detach: bool,
     quiet: bool,
+    repository: str | None,
+    run_id: str | None,
     **backend_values: object,
 ) -> None:
     """Run a JobSpec: render the chunks that are not complete, then merge.
@@ -236,13 +239,13 @@ def run_command(
         merge=not no_merge,
         chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None,
     )
-    manager = JobManager(_repository_for_run(detach))
+    manager = JobManager(_repository_for_run(detach, repository))
     if detach:
-        _detach(manager, source, backend, given, options)
+        _detach(manager, source, backend, given, options, repository)
         return
     if not quiet and not is_local(source):
         click.echo(f"Fetching job spec from {source}", err=True)
-    status = manager.create(source, backend=backend, backend_options=given, options=options)
+    status = manager.create(source, backend=backend, backend_options=given, options=options, run_id=run_id)
     final = _run_until_done(manager, status, show_progress=not quiet and sys.stderr.isatty(), announce=not quiet)
     if not _print_outcome(manager, final):
         sys.exit(130 if final.state.value == "cancelled" else 1)
@@ -267,12 +270,12 @@ def _backend_options(backend: str, values: dict[str, object]) -> dict[str, objec
     return given
 
 
-def _repository_for_run(detach: bool) -> JobRepository:
+def _repository_for_run(detach: bool, name: str | None = None) -> JobRepository:
     """The job records; when they cannot be opened, a foreground run goes on unrecorded (with a warning)."""
     from helios_kit.errors import StoreError
 
     try:
-        return _open_repository()
+        return _open_repository(name)
     except StoreError as error:  # the render does not need the records: run, and say they are not kept
         if detach:
             raise
@@ -330,8 +333,10 @@ def _print_outcome(manager: JobManager, final: JobStatus) -> bool:
     return report.ok
 
 
-def _detach(manager: JobManager, source: str, backend: str, given: dict, options: RunOptions) -> None:
-    """Record the job and start `helios job run` again in its own session, without --detach."""
+def _detach(
+    manager: JobManager, source: str, backend: str, given: dict, options: RunOptions, repository: str | None
+) -> None:
+    """Record the run and start `helios job run` again in its own session, without --detach, on that run."""
     import os
     import subprocess
     import sys
@@ -351,7 +356,11 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
         str(options.retries),
         "--retry-delay",
         str(options.retry_delay),
+        "--run-id",
+        status.run_id,
     ]
+    if repository:
+        argv += ["--repository", repository]
     if options.concurrency:
         argv += ["--concurrency", str(options.concurrency)]
     if options.chunk_timeout:
@@ -373,7 +382,7 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
     log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
     log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
     with open(log_path, "ab") as log:
-        subprocess.Popen(
+        child = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -381,7 +390,21 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
             start_new_session=True,
             env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None,
         )
-    click.echo(f"{status.id}: started in the background (log: {log_path}); `helios job status {status.id}`")
+    _record_owner(manager, status, child.pid)
+    click.echo(
+        f"{status.id}: run {status.run_id} started in the background (log: {log_path}); "
+        f"`helios job status {status.run_id}`"
+    )
+
+
+def _record_owner(manager: JobManager, status: JobStatus, pid: int) -> None:
+    """The pending run's owner is the detached process: if it dies before it starts, the run is interrupted."""
+    from helios_kit.repository import this_host
+
+    recorded = manager.repository.get(status.run_id)
+    if recorded.state.value == "pending" and recorded.pid is None:  # the child has not taken it over yet
+        recorded.pid, recorded.host = pid, this_host()
+        manager._save(recorded)
 
 
 _BACKEND_PARAMS, _BACKEND_OWNERS = _backend_flags()
@@ -399,11 +422,14 @@ def _age(when: datetime) -> str:
 
 
 @job_group.command("status")
-@click.argument("job_id")
+@click.argument("key", metavar="JOB_ID|RUN_ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the full record as JSON.")
-def status_command(job_id: str, as_json: bool) -> None:
-    """Show a job's state, progress, chunks and result."""
-    status = _open_repository().get(job_id)
+@repository_option
+def status_command(key: str, as_json: bool, repository: str | None) -> None:
+    """Show a run (a job id: its latest run): state, progress, times, chunks and result."""
+    from helios_kit.manager import JobManager
+
+    status = JobManager(_open_repository(repository)).get(key)
     if as_json:
         click.echo(status.model_dump_json(by_alias=True, indent=2))
         return
@@ -411,6 +437,9 @@ def status_command(job_id: str, as_json: bool) -> None:
         f"{status.id}: {status.state.value}, {status.progress:g}% "
         f"({status.completed_chunks}/{status.total_chunks} chunks), updated {_age(status.updated_at)}"
     )
+    click.echo(f"  run: {status.run_id}  {_times(status)}")
+    if status.state.value == "interrupted":
+        click.echo(f"  owner gone: pid {status.pid} on {status.host or 'this host'} (resume: `helios job run` again)")
     if status.error:
         click.echo(f"  error: {status.error}")
     if status.result:
@@ -423,47 +452,74 @@ def status_command(job_id: str, as_json: bool) -> None:
         click.echo(f"  warning: {warning}")
 
 
+def _times(status: JobStatus) -> str:
+    """`created …, started …, finished …` (the ones known) and the duration from start to finish."""
+    parts = [f"created {_age(status.created_at)}"]
+    if status.started_at:
+        parts.append(f"started {_age(status.started_at)}")
+    if status.finished_at:
+        parts.append(f"finished {_age(status.finished_at)}")
+        if status.started_at:
+            parts.append(f"took {(status.finished_at - status.started_at).total_seconds():.1f} s")
+    return ", ".join(parts)
+
+
 @job_group.command("list")
-def list_command() -> None:
-    """List known jobs (newest first)."""
+@click.option("--job", "job_id", default=None, help="Only the runs of this job.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array.")
+@repository_option
+def list_command(job_id: str | None, as_json: bool, repository: str | None) -> None:
+    """List runs, newest first (each `helios job run` is one run of its job)."""
     from rich.console import Console
     from rich.table import Table
 
-    jobs = _open_repository().list()
-    table = Table(title="helios jobs")
-    for column in ("id", "state", "progress", "chunks", "age", "output"):
+    from helios_kit.manager import JobManager
+
+    manager = JobManager(_open_repository(repository))
+    runs = manager.runs(job_id) if job_id else manager.list()
+    if as_json:
+        click.echo("[" + ",".join(run.model_dump_json(by_alias=True) for run in runs) + "]")
+        return
+    table = Table(title="helios runs")
+    for column in ("job", "run", "state", "progress", "chunks", "created", "took", "output"):
         table.add_column(column)
-    for job in jobs:
-        output = job.result.output if job.result else job.output
+    for run in runs:
+        output = run.result.output if run.result else run.output
+        took = ""
+        if run.started_at and run.finished_at:
+            took = f"{(run.finished_at - run.started_at).total_seconds():.1f} s"
         table.add_row(
-            job.id,
-            job.state.value,
-            f"{job.progress:g}%",
-            f"{job.completed_chunks}/{job.total_chunks}",
-            _age(job.created_at),
+            run.id,
+            run.run_id,
+            run.state.value,
+            f"{run.progress:g}%",
+            f"{run.completed_chunks}/{run.total_chunks}",
+            _age(run.created_at),
+            took,
             output,
         )
-    Console().print(table)
+    Console(width=200).print(table)
 
 
 @job_group.command("cancel")
-@click.argument("job_id")
+@click.argument("key", metavar="JOB_ID|RUN_ID")
 @click.option("--wait", "wait_s", type=float, default=0.0, help="Seconds to wait for the job to stop.")
-def cancel_command(job_id: str, wait_s: float) -> None:
-    """Stop a running job (from any terminal); it records `cancelled`."""
+@repository_option
+def cancel_command(key: str, wait_s: float, repository: str | None) -> None:
+    """Stop a running run (a job id: its latest run) from any terminal; it records `cancelled`."""
     import time
 
     from helios_kit.manager import JobManager
 
-    manager = JobManager(_open_repository())
-    status = manager.cancel(job_id)
+    manager = JobManager(_open_repository(repository))
+    status = manager.cancel(key)
     if status.state.finished:
-        click.echo(f"{job_id}: {status.state.value}")
+        click.echo(f"{key}: {status.state.value}")
         return
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        status = manager.get(job_id)
-        if status.state.finished:
+        status = manager.get(status.run_id)
+        if status.state.finished or status.state.value == "interrupted":
             break
         time.sleep(0.2)
-    click.echo(f"{job_id}: cancel requested ({status.state.value})")
+    click.echo(f"{key}: cancel requested ({status.state.value})")
