@@ -193,13 +193,20 @@ def _rows(rows: Rows) -> tuple[list[Any], str, Path]:
 def plan_rows(
     template: str | Path, rows: Rows, output: str, *, emit_dir: Path | None = None, **settings: Any
 ) -> BatchPlan:
-    """Plan a batch: one JobSpec per row, job files written where they changed (see :func:`batch`)."""
+    """Plan a batch: one JobSpec per row (see :func:`batch`); with `emit_dir`, the job files written there."""
     from helios_kit.batching.plan import BatchSettings, plan_batch
 
     (given,) = _split(settings, BatchSettings)
     parsed, source, rows_dir = _rows(rows)
     return plan_batch(
-        str(template), parsed, output, BatchSettings(**given), rows_source=source, rows_dir=rows_dir, emit_dir=emit_dir
+        str(template),
+        parsed,
+        output,
+        BatchSettings(**given),
+        rows_source=source,
+        rows_dir=rows_dir,
+        emit_dir=emit_dir,
+        write=emit_dir is not None,
     )
 
 

@@ -108,6 +108,7 @@ def test_a_row_that_cannot_be_planned_fails_alone(tmp_path: Path, monkeypatch: p
         BatchSettings(frame_count=2),
         rows_source="rows.jsonl",
         rows_dir=tmp_path,
+        write=True,
     )
     assert [video.output for video in plan.planned] == ["a.mp4", "c.mp4"]
     (failed,) = [video for video in plan.videos if video.error]

@@ -19,12 +19,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from helios_kit.backends.base import Backend
-from helios_kit.batching.plan import BATCH_DIR, BatchPlan, BatchVideo
+from helios_kit.batching.plan import BATCH_DIR, BatchPlan, BatchVideo, write_job_file
 from helios_kit.context import JobContext
 from helios_kit.dag import run_tasks
 from helios_kit.executor import ChunkExecutor
 from helios_kit.protocol import ProgressEvent
 from helios_kit.run import JobReport, JobRun, RunOptions
+from helios_kit.spec import Chunk
 
 
 class BatchEvent(BaseModel):
@@ -106,6 +107,24 @@ class _VideoSink:
             sink(tagged)
 
 
+class _VideoRun(JobRun):
+    """A video's JobRun whose job file is written (when its plan changed) before its first chunk renders:
+    workers load it, and a batch with nothing to render writes nothing."""
+
+    def __init__(self, video: BatchVideo, ctx: JobContext, executor: ChunkExecutor) -> None:
+        super().__init__(ctx, executor)
+        self.video = video
+        self._written = False
+        self._lock = threading.Lock()
+
+    def render_chunk(self, chunk: Chunk) -> bool:
+        with self._lock:
+            if not self._written:
+                write_job_file(self.video)
+                self._written = True
+        return super().render_chunk(chunk)
+
+
 class BatchRun:
     """The runs of every planned video of a batch, and the one DAG over them."""
 
@@ -134,7 +153,7 @@ class BatchRun:
             executor = ChunkExecutor(
                 backend, video.spec, ctx.chunk_context(), attempt, cancel=self.cancel, sinks=[_VideoSink(video, sinks)]
             )
-            self.runs.append((video, JobRun(ctx, executor)))
+            self.runs.append((video, _VideoRun(video, ctx, executor)))
 
     def _context(self, video: BatchVideo, first: JobContext | None, force: bool) -> JobContext:
         """The video's JobContext. Every video has the same entry and job dir, so the first one resolves the
