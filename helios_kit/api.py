@@ -53,6 +53,7 @@ def render(
     start_frame: int = 0,
     audio: bool = True,
     parts: int = 1,
+    quiet: bool = True,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     **settings: Any,
@@ -61,11 +62,13 @@ def render(
 
     `settings`: width, height, fps, duration or frame_count, capture, video_codec, audio_codec,
     pixel_format, crf, seed (else the template's meta tag, else 1280x720 at 30 fps). `props` go over the meta
-    tag's. `progress(frames_done, frame_count)` is called as frames are encoded (with `parts` = 1)."""
+    tag's. `parts` renders the range as N parts at once (0: one per core when long enough to pay off);
+    `progress(frames_done, frame_count)` is called as frames are encoded (with `parts` = 1); `quiet=False`
+    draws the terminal progress instead."""
     from helios_kit.batching.plan import BatchSettings, base_config
     from helios_kit.composition import resolve_input
     from helios_kit.errors import HeliosError
-    from helios_kit.render.parallel import render_parallel
+    from helios_kit.render.parallel import auto_parts, render_parallel
     from helios_kit.render.session import render_range
     from helios_kit.spec import RenderConfig
 
@@ -83,10 +86,11 @@ def render(
         **base,
     )
     where = dict(input_location=entry.location, start_frame=start_frame, frame_count=config.frame_count)
+    parts = parts or auto_parts(config.frame_count, capture=config.capture.value)
     if parts <= 1:
-        stats = render_range(config, **where, output_path=output_path, progress=progress, cancel=cancel)
+        stats = render_range(config, **where, output_path=output_path, progress=progress, cancel=cancel, quiet=quiet)
     else:
-        stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel)
+        stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel, quiet=quiet)
         if progress is not None:
             progress(stats.frames, config.frame_count)
     if audio:
