@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from helios_kit.batching.run import BatchEvent, BatchReport
     from helios_kit.protocol import ProgressEvent
     from helios_kit.render.session import RenderStats
-    from helios_kit.run import JobReport, RunOptions
+    from helios_kit.run import JobReport
     from helios_kit.spec import JobSpec
 
 __all__ = ["batch", "emit_batch", "plan", "plan_rows", "render", "run_job"]
@@ -231,26 +231,16 @@ def batch(
     codecs, crf, seed, chunk_frames) and run options (concurrency, retries, retry_delay, chunk_timeout, force).
     `progress` receives each video's events."""
     from helios_kit.batching.plan import BatchSettings
-    from helios_kit.batching.run import run_batch
+    from helios_kit.batching.run import batch_run_options, run_batch
     from helios_kit.plugins import make_backend
     from helios_kit.run import RunOptions
 
     render_settings, run_options = _split(settings, BatchSettings, RunOptions)
     plan_ = plan_rows(template, rows, output, **render_settings)
-    options = _batch_options(run_options)
+    options = batch_run_options(run_options)
     with make_backend(backend, dict(backend_options or {})) as runner:
         sinks = [progress] if progress is not None else []
         return run_batch(plan_, runner, options, cancel=cancel, sinks=sinks)
-
-
-def _batch_options(given: dict[str, Any]) -> RunOptions:
-    from helios_kit.errors import SpecError
-    from helios_kit.run import RunOptions
-
-    for key in ("chunks", "store", "merge"):
-        if key in given:
-            raise SpecError(f"{key}: not a batch setting (a batch renders and merges every video in its root)")
-    return RunOptions(**given)
 
 
 def emit_batch(template: str | Path, rows: Rows, directory: str | Path, *, output: str, **settings: Any) -> Path:

@@ -246,6 +246,16 @@ def _outcome(video: BatchVideo, report: JobReport) -> VideoOutcome:
     return outcome
 
 
+def batch_run_options(given: dict[str, Any]) -> RunOptions:
+    """`helios job run`'s options that make sense for a batch (SpecError for chunks, store and merge)."""
+    from helios_kit.errors import SpecError
+
+    for key in ("chunks", "store", "merge"):
+        if key in given:
+            raise SpecError(f"{key}: not a batch setting (a batch renders and merges every video in its root)")
+    return RunOptions(**given)
+
+
 def run_batch(
     plan: BatchPlan,
     backend: Backend,
