@@ -9,6 +9,7 @@ rewritten, and a changed row re-renders only its own video.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -198,7 +199,7 @@ class BatchRun:
         error = None
         if self.runs:
             self.check_store()
-            db_file = self.plan.root / BATCH_DIR / "batch.doit.db"
+            db_file = _usable_db(self.plan.root / BATCH_DIR / "batch.doit.db")
             task_count = sum(len(run.ctx.spec.chunks) + 1 for _, run in self.runs)
             error = run_tasks(self.tasks, db_file=db_file, concurrency=self.concurrency, task_count=task_count)
         report = BatchReport(cancelled=self.cancel.is_set(), error=error)
@@ -220,6 +221,18 @@ class BatchRun:
     def close(self) -> None:
         for _, run in self.runs:
             run.ctx.close()  # only a context that downloaded its composition holds a workspace
+
+
+def _usable_db(db_file: Path) -> Path:
+    """doit's cache, removed when a killed run left it truncated (doit writes it in place at the end): it is
+    only a cache, the store says what is done, and doit refuses to start on a file it cannot parse."""
+    try:
+        json.loads(db_file.read_bytes())
+    except FileNotFoundError:
+        pass
+    except (ValueError, OSError):
+        db_file.unlink(missing_ok=True)
+    return db_file
 
 
 def _outcome(video: BatchVideo, report: JobReport) -> VideoOutcome:
