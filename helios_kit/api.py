@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from helios_kit.batching.run import BatchEvent, BatchReport
     from helios_kit.protocol import ProgressEvent
     from helios_kit.render.session import RenderStats
-    from helios_kit.run import JobReport, RunOptions
+    from helios_kit.run import JobReport
     from helios_kit.spec import JobSpec
 
 __all__ = ["batch", "emit_batch", "plan", "plan_rows", "render", "run_job"]
@@ -53,6 +53,7 @@ def render(
     start_frame: int = 0,
     audio: bool = True,
     parts: int = 1,
+    quiet: bool = True,
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     **settings: Any,
@@ -61,11 +62,13 @@ def render(
 
     `settings`: width, height, fps, duration or frame_count, capture, video_codec, audio_codec,
     pixel_format, crf, seed (else the template's meta tag, else 1280x720 at 30 fps). `props` go over the meta
-    tag's. `progress(frames_done, frame_count)` is called as frames are encoded (with `parts` = 1)."""
+    tag's. `parts` renders the range as N parts at once (0: one per core when long enough to pay off);
+    `progress(frames_done, frame_count)` is called as frames are encoded (with `parts` = 1); `quiet=False`
+    draws the terminal progress instead."""
     from helios_kit.batching.plan import BatchSettings, base_config
     from helios_kit.composition import resolve_input
     from helios_kit.errors import HeliosError
-    from helios_kit.render.parallel import render_parallel
+    from helios_kit.render.parallel import auto_parts, render_parallel
     from helios_kit.render.session import render_range
     from helios_kit.spec import RenderConfig
 
@@ -83,10 +86,11 @@ def render(
         **base,
     )
     where = dict(input_location=entry.location, start_frame=start_frame, frame_count=config.frame_count)
+    parts = parts or auto_parts(config.frame_count, capture=config.capture.value)
     if parts <= 1:
-        stats = render_range(config, **where, output_path=output_path, progress=progress, cancel=cancel)
+        stats = render_range(config, **where, output_path=output_path, progress=progress, cancel=cancel, quiet=quiet)
     else:
-        stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel)
+        stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel, quiet=quiet)
         if progress is not None:
             progress(stats.frames, config.frame_count)
     if audio:
@@ -193,13 +197,20 @@ def _rows(rows: Rows) -> tuple[list[Any], str, Path]:
 def plan_rows(
     template: str | Path, rows: Rows, output: str, *, emit_dir: Path | None = None, **settings: Any
 ) -> BatchPlan:
-    """Plan a batch: one JobSpec per row, job files written where they changed (see :func:`batch`)."""
+    """Plan a batch: one JobSpec per row (see :func:`batch`); with `emit_dir`, the job files written there."""
     from helios_kit.batching.plan import BatchSettings, plan_batch
 
     (given,) = _split(settings, BatchSettings)
     parsed, source, rows_dir = _rows(rows)
     return plan_batch(
-        str(template), parsed, output, BatchSettings(**given), rows_source=source, rows_dir=rows_dir, emit_dir=emit_dir
+        str(template),
+        parsed,
+        output,
+        BatchSettings(**given),
+        rows_source=source,
+        rows_dir=rows_dir,
+        emit_dir=emit_dir,
+        write=emit_dir is not None,
     )
 
 
@@ -220,26 +231,16 @@ def batch(
     codecs, crf, seed, chunk_frames) and run options (concurrency, retries, retry_delay, chunk_timeout, force).
     `progress` receives each video's events."""
     from helios_kit.batching.plan import BatchSettings
-    from helios_kit.batching.run import run_batch
+    from helios_kit.batching.run import batch_run_options, run_batch
     from helios_kit.plugins import make_backend
     from helios_kit.run import RunOptions
 
     render_settings, run_options = _split(settings, BatchSettings, RunOptions)
     plan_ = plan_rows(template, rows, output, **render_settings)
-    options = _batch_options(run_options)
+    options = batch_run_options(run_options)
     with make_backend(backend, dict(backend_options or {})) as runner:
         sinks = [progress] if progress is not None else []
         return run_batch(plan_, runner, options, cancel=cancel, sinks=sinks)
-
-
-def _batch_options(given: dict[str, Any]) -> RunOptions:
-    from helios_kit.errors import SpecError
-    from helios_kit.run import RunOptions
-
-    for key in ("chunks", "store", "merge"):
-        if key in given:
-            raise SpecError(f"{key}: not a batch setting (a batch renders and merges every video in its root)")
-    return RunOptions(**given)
 
 
 def emit_batch(template: str | Path, rows: Rows, directory: str | Path, *, output: str, **settings: Any) -> Path:

@@ -108,6 +108,7 @@ def test_a_row_that_cannot_be_planned_fails_alone(tmp_path: Path, monkeypatch: p
         BatchSettings(frame_count=2),
         rows_source="rows.jsonl",
         rows_dir=tmp_path,
+        write=True,
     )
     assert [video.output for video in plan.planned] == ["a.mp4", "c.mp4"]
     (failed,) = [video for video in plan.videos if video.error]
@@ -147,3 +148,18 @@ def test_backend_flags_belong_to_their_backend(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr == "error: --scheduler is an option of backend dask, not of 'local'\n"
+
+
+def test_a_doit_cache_left_truncated_by_a_kill_is_dropped(tmp_path: Path) -> None:
+    from helios_kit.batching.run import _usable_db
+
+    good, cut, empty = tmp_path / "good.db", tmp_path / "cut.db", tmp_path / "empty.db"
+    good.write_text('{"render:chunk-0": {}}')
+    cut.write_text('{"render:chunk-0": {"checker": "md')
+    empty.write_text("")
+    assert [_usable_db(path).exists() for path in (good, cut, empty, tmp_path / "none.db")] == [
+        True,
+        False,
+        False,
+        False,
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,7 +76,7 @@ class BatchPlan(BaseModel):
     template: str
     rows_source: str
     videos: list[BatchVideo]
-    written: int = Field(0, description="Job files (re)written by this plan; the rest were unchanged.")
+    written: int = Field(0, description="Job files (re)written when planning with `write`.")
 
     @property
     def planned(self) -> list[BatchVideo]:
@@ -120,10 +121,11 @@ def plan_batch(
     *,
     rows_source: str = "rows",
     rows_dir: Path | None = None,
-    write: bool = True,
+    write: bool = False,
     emit_dir: Path | None = None,
 ) -> BatchPlan:
-    """Plan one JobSpec per row and (with `write`) write each job file whose plan changed.
+    """Plan one JobSpec per row; with `write`, write each job file whose plan changed (a run writes a
+    video's job file only when one of its chunks has to render: workers load it, nothing else does).
 
     User errors about the whole batch (template, output template, two rows → one output) raise SpecError;
     a row that cannot be planned (an invalid prop, an asset too big) becomes that video's `error`.
@@ -168,28 +170,30 @@ def plan_batch(
     return plan
 
 
+def write_job_file(video: BatchVideo) -> bool:
+    """Write a planned video's job file (stable JSON, atomically) unless it already holds the same plan;
+    True when it was (re)written."""
+    assert video.spec is not None
+    path = Path(video.job_file)
+    text = video.spec.model_dump_json(by_alias=True, indent=1) + "\n"
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except OSError:
+        pass
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as error:
+        raise HeliosError(f"cannot write job file {path}: {error.strerror or error}") from None
+    return True
+
+
 def write_job_files(plan: BatchPlan) -> int:
-    """Write each planned video's job file (stable JSON, atomically) unless it already holds the same plan;
-    returns how many changed."""
-    plan.jobs_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for video in plan.planned:
-        assert video.spec is not None
-        path = Path(video.job_file)
-        text = video.spec.model_dump_json(by_alias=True, indent=1) + "\n"
-        try:
-            if path.read_text(encoding="utf-8") == text:
-                continue
-        except OSError:
-            pass
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-        except OSError as error:
-            raise HeliosError(f"cannot write job file {path}: {error.strerror or error}") from None
-        written += 1
-    return written
+    """Write every planned video's job file that changed; returns how many were written."""
+    return sum(write_job_file(video) for video in plan.planned)
 
 
 class IndexEntry(BaseModel):

@@ -9,6 +9,7 @@ rewritten, and a changed row re-renders only its own video.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,12 +20,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from helios_kit.backends.base import Backend
-from helios_kit.batching.plan import BATCH_DIR, BatchPlan, BatchVideo
+from helios_kit.batching.plan import BATCH_DIR, BatchPlan, BatchVideo, write_job_file
 from helios_kit.context import JobContext
 from helios_kit.dag import run_tasks
 from helios_kit.executor import ChunkExecutor
 from helios_kit.protocol import ProgressEvent
 from helios_kit.run import JobReport, JobRun, RunOptions
+from helios_kit.spec import Chunk
 
 
 class BatchEvent(BaseModel):
@@ -106,6 +108,24 @@ class _VideoSink:
             sink(tagged)
 
 
+class _VideoRun(JobRun):
+    """A video's JobRun whose job file is written (when its plan changed) before its first chunk renders:
+    workers load it, and a batch with nothing to render writes nothing."""
+
+    def __init__(self, video: BatchVideo, ctx: JobContext, executor: ChunkExecutor) -> None:
+        super().__init__(ctx, executor)
+        self.video = video
+        self._written = False
+        self._lock = threading.Lock()
+
+    def render_chunk(self, chunk: Chunk) -> bool:
+        with self._lock:
+            if not self._written:
+                write_job_file(self.video)
+                self._written = True
+        return super().render_chunk(chunk)
+
+
 class BatchRun:
     """The runs of every planned video of a batch, and the one DAG over them."""
 
@@ -134,7 +154,7 @@ class BatchRun:
             executor = ChunkExecutor(
                 backend, video.spec, ctx.chunk_context(), attempt, cancel=self.cancel, sinks=[_VideoSink(video, sinks)]
             )
-            self.runs.append((video, JobRun(ctx, executor)))
+            self.runs.append((video, _VideoRun(video, ctx, executor)))
 
     def _context(self, video: BatchVideo, first: JobContext | None, force: bool) -> JobContext:
         """The video's JobContext. Every video has the same entry and job dir, so the first one resolves the
@@ -179,7 +199,7 @@ class BatchRun:
         error = None
         if self.runs:
             self.check_store()
-            db_file = self.plan.root / BATCH_DIR / "batch.doit.db"
+            db_file = _usable_db(self.plan.root / BATCH_DIR / "batch.doit.db")
             task_count = sum(len(run.ctx.spec.chunks) + 1 for _, run in self.runs)
             error = run_tasks(self.tasks, db_file=db_file, concurrency=self.concurrency, task_count=task_count)
         report = BatchReport(cancelled=self.cancel.is_set(), error=error)
@@ -201,6 +221,18 @@ class BatchRun:
     def close(self) -> None:
         for _, run in self.runs:
             run.ctx.close()  # only a context that downloaded its composition holds a workspace
+
+
+def _usable_db(db_file: Path) -> Path:
+    """doit's cache, removed when a killed run left it truncated (doit writes it in place at the end): it is
+    only a cache, the store says what is done, and doit refuses to start on a file it cannot parse."""
+    try:
+        json.loads(db_file.read_bytes())
+    except FileNotFoundError:
+        pass
+    except (ValueError, OSError):
+        db_file.unlink(missing_ok=True)
+    return db_file
 
 
 def _outcome(video: BatchVideo, report: JobReport) -> VideoOutcome:
@@ -225,6 +257,16 @@ def _outcome(video: BatchVideo, report: JobReport) -> VideoOutcome:
     why = errors[0] if errors else (merge.error if merge and merge.error else report.error or "not rendered")
     outcome.error = f"{video.label}: {why}"
     return outcome
+
+
+def batch_run_options(given: dict[str, Any]) -> RunOptions:
+    """`helios job run`'s options that make sense for a batch (SpecError for chunks, store and merge)."""
+    from helios_kit.errors import SpecError
+
+    for key in ("chunks", "store", "merge"):
+        if key in given:
+            raise SpecError(f"{key}: not a batch setting (a batch renders and merges every video in its root)")
+    return RunOptions(**given)
 
 
 def run_batch(

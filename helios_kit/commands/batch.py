@@ -127,12 +127,12 @@ def _run(template: str, rows: str, output: str, backend: str, given: dict, setti
 
     from helios_kit import api
     from helios_kit.batching.plan import BatchSettings
-    from helios_kit.batching.run import run_batch
+    from helios_kit.batching.run import batch_run_options, run_batch
     from helios_kit.plugins import make_backend
 
     render_settings = {key: value for key, value in settings.items() if key in BatchSettings.model_fields}
     plan = api.plan_rows(template, rows, output, **render_settings)
-    options = api._batch_options(_without(settings, tuple(render_settings)))
+    options = batch_run_options(_without(settings, tuple(render_settings)))
     cancel = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: cancel.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -259,47 +259,29 @@ def _relative_to(job_dir: Path, path: str, flag: str) -> str:
 def _render(
     composition: CompositionInput, output: str, settings: dict, *, with_audio: bool, parts: int, quiet: bool
 ) -> None:
-    from helios_kit.render.parallel import auto_parts, render_parallel
+    """A thin layer over :func:`helios_kit.api.render` with the settings worked out above."""
+    from helios_kit import api
 
     output_path = Path(output).resolve()
-    config = RenderConfig(input=composition.location, output=output_path.name, **settings)
-    if not output_path.parent.is_dir():
-        raise HeliosError(f"output directory does not exist: {output_path.parent}")
-    if not os.access(output_path.parent, os.W_OK):
+    if not os.access(output_path.parent, os.W_OK) and output_path.parent.is_dir():
         raise HeliosError(f"output directory is not writable: {output_path.parent}")
-    stats = render_parallel(
-        config,
-        input_location=composition.location,
-        start_frame=config.start_frame,
-        frame_count=config.frame_count,
-        output_path=output_path,
-        parts=parts or auto_parts(config.frame_count, capture=config.capture.value),
+    given = dict(settings)
+    props = given.pop("props")
+    start_frame = given.pop("start_frame")
+    stats = api.render(
+        composition.location,
+        output_path,
+        props=props,
+        start_frame=start_frame,
+        audio=with_audio,
+        parts=parts,
         quiet=quiet,
+        **given,
     )
-    if with_audio:
-        _mix_audio(composition, output_path, config)
     if not quiet:
         seconds = stats.duration_ms / 1000
+        duration = given["frame_count"] / given["fps"]
         click.echo(
-            f"rendered {stats.frames} frames ({config.duration_s:g} s) in {seconds:.1f} s "
+            f"rendered {stats.frames} frames ({duration:g} s) in {seconds:.1f} s "
             f"({stats.frames / max(seconds, 1e-9):.1f} frames/s, {stats.capture} capture) → {output}"
         )
-
-
-def _mix_audio(composition: CompositionInput, output_path: Path, config: RenderConfig) -> None:
-    """A whole render is its own merge: mix the composition's audio once over its timeline."""
-    from helios_kit.render.audio import discover_audio
-    from helios_kit.stitch import stitch
-
-    plan = discover_audio(
-        composition.location,
-        fps=config.fps,
-        frame_count=config.start_frame + config.frame_count,
-        props=config.props,
-        seed=config.seed,
-    )
-    if not plan.tracks:
-        return
-    # The render may start mid-way: its first frame sits at start_frame / fps on the composition's timeline.
-    plan = plan.model_copy(update={"timeline_start_s": config.start_frame / config.fps})
-    stitch([output_path], output_path, audio=plan, expected_frames=config.frame_count)
