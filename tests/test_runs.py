@@ -188,3 +188,26 @@ def test_a_plugin_repository_is_used_by_every_job_command(
     assert result.output.strip().splitlines() == [
         "error: unknown repository 'nope'; known: memory, shared-test, sqlite"
     ]
+
+
+def test_a_detached_run_is_one_run(tmp_path: Path) -> None:
+    """--detach records the run and the background process goes on with that same run (not a second one)."""
+    job = make_job(tmp_path / "job", frames=8, chunks=2)
+    env = _worker_env(tmp_path)
+    env.pop("HELIOS_REPOSITORY", None)
+    started = subprocess.run(
+        [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--detach"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.split(" as run ", 1)[1].split(" ", 1)[0]
+    repository = SQLiteJobRepository(tmp_path / "home" / "jobs.db")
+    deadline = time.monotonic() + 120
+    while repository.get(run_id).state is not JobState.COMPLETED:
+        assert time.monotonic() < deadline and repository.get(run_id).state.active, repository.get(run_id)
+        time.sleep(0.1)
+    (run,) = repository.runs("job-1")
+    assert run.run_id == run_id and run.created_at <= run.started_at <= run.finished_at

@@ -392,7 +392,7 @@ def _detach(
         )
     _record_owner(manager, status, child.pid)
     click.echo(
-        f"{status.id}: run {status.run_id} started in the background (log: {log_path}); "
+        f"{status.id}: started in the background as run {status.run_id} (log: {log_path}); "
         f"`helios job status {status.run_id}`"
     )
 
