@@ -211,3 +211,14 @@ def test_a_detached_run_is_one_run(tmp_path: Path) -> None:
         time.sleep(0.1)
     (run,) = repository.runs("job-1")
     assert run.run_id == run_id and run.created_at <= run.started_at <= run.finished_at
+
+
+def gated_render(config, *, start_frame: int, **kwargs):  # type: ignore[no-untyped-def]
+    """A worker's stand-in render that starts only once the test opens its gate (a file named after the
+    chunk's first frame in $HELIOS_TEST_GATE), then renders the frame-index video."""
+    from fakes.renders import frame_index_render
+
+    gate = Path(os.environ["HELIOS_TEST_GATE"]) / str(start_frame)
+    while not gate.exists():
+        time.sleep(0.02)
+    return frame_index_render(config, start_frame=start_frame, **kwargs)
