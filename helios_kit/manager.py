@@ -142,18 +142,7 @@ class JobManager:
             for chunk_id in options.chunks:
                 spec.chunk(chunk_id)
         backend_obj = backend if isinstance(backend, Backend) else make_backend(backend, backend_options)
-        selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
-        store = options.store or _default_store(job_url, directory)
-        status = JobStatus(
-            id=spec.job_id,
-            total_chunks=len(selected),
-            chunks=[_chunk_record(spec, chunk_id, store) for chunk_id in selected],
-            job_url=job_url,
-            backend=backend_obj.name,
-            output=spec.merge.output_file,
-            store=store,
-            total_frames=sum(spec.chunk(chunk_id).frame_count for chunk_id in selected),
-        )
+        status = _run_record(spec, job_url, directory, backend_obj.name, options)
         if run_id:
             status.run_id = run_id
             status.created_at = self._created_at(run_id, spec.job_id) or status.created_at
@@ -336,6 +325,22 @@ def _default_store(job_url: str, job_dir: Path) -> str:
         return default_store_url(job_url)
     except HeliosError:
         return str(job_dir)
+
+
+def _run_record(spec: JobSpec, job_url: str, job_dir: Path, backend: str, options: RunOptions) -> JobStatus:
+    """A new pending run of `spec`: its selected chunks, frames, store and output."""
+    selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
+    store = options.store or _default_store(job_url, job_dir)
+    return JobStatus(
+        id=spec.job_id,
+        total_chunks=len(selected),
+        chunks=[_chunk_record(spec, chunk_id, store) for chunk_id in selected],
+        job_url=job_url,
+        backend=backend,
+        output=spec.merge.output_file,
+        store=store,
+        total_frames=sum(spec.chunk(chunk_id).frame_count for chunk_id in selected),
+    )
 
 
 def _chunk_record(spec: JobSpec, chunk_id: int, store: str) -> ChunkStatus:

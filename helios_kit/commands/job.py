@@ -339,9 +339,33 @@ def _detach(
     """Record the run and start `helios job run` again in its own session, without --detach, on that run."""
     import os
     import subprocess
-    import sys
 
     status = manager.create(source, backend=backend, backend_options=given, options=options)
+    argv = _detach_argv(status, backend, given, options, repository)
+    log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
+    log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None,
+        )
+    _record_owner(manager, status, child.pid)
+    click.echo(
+        f"{status.id}: started in the background as run {status.run_id} (log: {log_path}); "
+        f"`helios job status {status.run_id}`"
+    )
+
+
+def _detach_argv(
+    status: JobStatus, backend: str, given: dict, options: RunOptions, repository: str | None
+) -> list[str]:
+    """`helios job run` again, on the recorded run, with the same options (without --detach)."""
+    import sys
+
     argv = [
         sys.executable,
         "-m",
@@ -379,22 +403,7 @@ def _detach(
             argv.append(flag if value else f"--no-{flag[2:]}")
         else:
             argv += [flag, str(value)]
-    log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
-    log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
-    with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None,
-        )
-    _record_owner(manager, status, child.pid)
-    click.echo(
-        f"{status.id}: started in the background as run {status.run_id} (log: {log_path}); "
-        f"`helios job status {status.run_id}`"
-    )
+    return argv
 
 
 def _record_owner(manager: JobManager, status: JobStatus, pid: int) -> None:
