@@ -189,7 +189,7 @@ class InMemoryJobRepository(JobRepository):
     def _resolve(self, key: str) -> str | None:
         if key in self._runs:
             return key
-        runs = [run for run in self._runs.values() if run.id == key]
+        runs = [run for run in reversed(self._runs.values()) if run.id == key]  # ties: the later saved
         return max(runs, key=lambda run: run.created_at).run_id if runs else None
 
     def save(self, status: JobStatus) -> None:
@@ -205,7 +205,7 @@ class InMemoryJobRepository(JobRepository):
 
     def list(self) -> list[JobStatus]:
         with self._lock:
-            runs = [run.model_copy(deep=True) for run in self._runs.values()]
+            runs = [run.model_copy(deep=True) for run in reversed(self._runs.values())]  # ties: the later saved
         return sorted(runs, key=lambda run: run.created_at, reverse=True)
 
     def delete(self, key: str) -> None:

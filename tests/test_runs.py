@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from fakes.jobs import make_job, tagged_processes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_executor import ScriptedBackend
 
 from helios_kit.cli import cli
@@ -222,3 +224,30 @@ def gated_render(config, *, start_frame: int, **kwargs):  # type: ignore[no-unty
     while not gate.exists():
         time.sleep(0.02)
     return frame_index_render(config, start_frame=start_frame, **kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 5)), min_size=1, max_size=8))
+def test_keys_resolve_alike_in_memory_and_in_sqlite(runs: list[tuple[str, int]]) -> None:
+    """A run id names that run; a job id its newest run (by createdAt, ties: the later saved); deleting a job
+    id removes all its runs. Property-tested against both built-in repositories."""
+    import tempfile
+    from datetime import timedelta
+
+    base = utcnow()
+    records = [JobStatus(id=job, created_at=base + timedelta(seconds=second)) for job, second in runs]
+    with tempfile.TemporaryDirectory() as folder:
+        for repository in (InMemoryJobRepository(), SQLiteJobRepository(Path(folder) / "jobs.db")):
+            for record in records:
+                repository.save(record)
+            for record in records:
+                assert repository.get(record.run_id).run_id == record.run_id
+            for job in {job for job, _ in runs}:
+                mine = [r for r in records if r.id == job]
+                expected = sorted(reversed(mine), key=lambda r: r.created_at, reverse=True)
+                assert repository.get(job).run_id == expected[0].run_id
+                assert [r.run_id for r in repository.runs(job)] == [r.run_id for r in expected]
+            gone = runs[0][0]
+            repository.delete(gone)
+            assert not repository.exists(gone) and len(repository.list()) == sum(1 for r in records if r.id != gone)
+            repository.close()
