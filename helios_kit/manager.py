@@ -105,6 +105,10 @@ class JobManager:
         """The runs of one job, newest first."""
         return [observe(status) for status in self.repository.runs(job_id)]
 
+    def recent(self, limit: int) -> list[JobStatus]:
+        """The newest `limit` runs, newest first."""
+        return [observe(status) for status in self.repository.recent(limit)]
+
     def report(self, job_id: str) -> JobReport | None:
         """The executor's report of a run made by this manager (None before it ends)."""
         return self._reports.get(job_id)

@@ -163,6 +163,10 @@ class JobRepository(ABC):
         """The runs of one job, newest first."""
         return [run for run in self.list() if run.id == job_id]
 
+    def recent(self, limit: int) -> list[JobStatus]:
+        """The newest `limit` runs, newest first (a repository may read only those)."""
+        return self.list()[:limit]
+
     def exists(self, key: str) -> bool:
         try:
             self.get(key)
@@ -341,6 +345,10 @@ class SQLiteJobRepository(JobRepository):
 
     def list(self) -> list[JobStatus]:
         rows = self._execute("SELECT data FROM runs ORDER BY created_at DESC, rowid DESC")
+        return [JobStatus.model_validate_json(row[0]) for row in rows]
+
+    def recent(self, limit: int) -> list[JobStatus]:
+        rows = self._execute("SELECT data FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
         return [JobStatus.model_validate_json(row[0]) for row in rows]
 
     def runs(self, job_id: str) -> list[JobStatus]:

@@ -83,6 +83,8 @@ def test_api_jobs_and_runs(client: tuple[TestClient, JobManager]) -> None:
     jobs = http.get("/api/jobs").json()["jobs"]
     assert [job["jobId"] for job in jobs] == ["live"]
     assert [run["runId"] for run in jobs[0]["runs"]] == [second.run_id, first.run_id]
+    (newest,) = http.get("/api/jobs?limit=1").json()["jobs"]
+    assert [run["runId"] for run in newest["runs"]] == [second.run_id]
     run = http.get("/api/runs/live").json()  # a job id: its latest run
     assert run["runId"] == second.run_id and [c["state"] for c in run["chunks"]][:3] == ["done", "retrying", "failed"]
     assert http.get(f"/api/runs/{first.run_id}").json()["runId"] == first.run_id

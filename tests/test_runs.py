@@ -53,6 +53,8 @@ def test_each_run_is_a_record_with_its_times(tmp_path: Path, monkeypatch: pytest
     assert manager.get(first.run_id).run_id == first.run_id
     code, listed = invoke("job", "list")
     assert code == 0 and first.run_id in listed and second.run_id in listed and listed.count("completed") == 2
+    code, listed = invoke("job", "list", "--limit", "1")
+    assert code == 0 and second.run_id in listed and first.run_id not in listed
     code, shown = invoke("job", "status", first.run_id)
     assert code == 0 and shown.startswith("job-1: completed") and f"run: {first.run_id}" in shown
     code, shown = invoke("job", "status", "job-1", "--json")

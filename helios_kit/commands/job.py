@@ -476,8 +476,9 @@ def _times(status: JobStatus) -> str:
 @job_group.command("list")
 @click.option("--job", "job_id", default=None, help="Only the runs of this job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array.")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Newest runs (0: all).")
 @repository_option
-def list_command(job_id: str | None, as_json: bool, repository: str | None) -> None:
+def list_command(job_id: str | None, as_json: bool, limit: int, repository: str | None) -> None:
     """List runs, newest first (each `helios job run` is one run of its job)."""
     from rich.console import Console
     from rich.table import Table
@@ -485,7 +486,8 @@ def list_command(job_id: str | None, as_json: bool, repository: str | None) -> N
     from helios_kit.manager import JobManager
 
     manager = JobManager(_open_repository(repository))
-    runs = manager.runs(job_id) if job_id else manager.list()
+    runs = manager.runs(job_id) if job_id else manager.recent(limit) if limit else manager.list()
+    runs = runs[:limit] if limit else runs
     if as_json:
         click.echo("[" + ",".join(run.model_dump_json(by_alias=True) for run in runs) + "]")
         return

@@ -14,6 +14,7 @@ import functools
 import hmac
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -36,6 +37,8 @@ STATIC = Path(__file__).parent / "static"
 TOKEN_HEADER = "x-helios-token"
 #: Seconds between looks at the repository while a client listens for events.
 EVENT_POLL_S = 0.5
+#: Runs the list shows (the newest; `?limit=` asks for another number).
+LIST_LIMIT = 200
 #: Seconds between keep-alive comments on a quiet event stream.
 KEEPALIVE_S = 15.0
 
@@ -56,8 +59,8 @@ class Dashboard:
         self.token = token or secrets.token_urlsafe(24)
         self.media = media or MediaCache()
 
-    def jobs_json(self) -> str:
-        return jobs_view(self.manager.list()).model_dump_json(by_alias=True)
+    def jobs_json(self, limit: int = LIST_LIMIT) -> str:
+        return jobs_view(self.manager.recent(limit)).model_dump_json(by_alias=True)
 
     def run_json(self, key: str) -> str:
         status = self.manager.get(key)
@@ -81,9 +84,17 @@ async def _page(request: Request) -> Response:
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
+def _limit(request: Request) -> int:
+    try:
+        return max(1, int(request.query_params.get("limit", LIST_LIMIT)))
+    except ValueError:
+        return LIST_LIMIT
+
+
 async def _api_jobs(request: Request) -> Response:
     board: Dashboard = request.app.state.board
-    return Response(await to_thread.run_sync(board.jobs_json), media_type="application/json")
+    body = await to_thread.run_sync(board.jobs_json, _limit(request))
+    return Response(body, media_type="application/json")
 
 
 async def _api_run(request: Request) -> Response:
@@ -101,11 +112,12 @@ async def _events(request: Request) -> Response:
     key = request.query_params.get("run")
     kind = "run" if key else "jobs"
 
-    produce = functools.partial(board.run_json, key) if key else board.jobs_json
+    produce = functools.partial(board.run_json, key) if key else functools.partial(board.jobs_json, _limit(request))
 
     async def stream() -> AsyncIterator[str]:
         last, quiet = None, 0.0
         while not await request.is_disconnected():
+            started = time.monotonic()
             try:
                 body = await to_thread.run_sync(produce)
             except HeliosError as error:
@@ -116,8 +128,9 @@ async def _events(request: Request) -> Response:
             elif quiet >= KEEPALIVE_S:
                 quiet = 0.0
                 yield ": keep-alive\n\n"
-            await asyncio.sleep(EVENT_POLL_S)
-            quiet += EVENT_POLL_S
+            pause = max(EVENT_POLL_S, 2 * (time.monotonic() - started))  # a slow repository is asked less often
+            await asyncio.sleep(pause)
+            quiet += pause
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
