@@ -298,7 +298,7 @@ class JobManager:
         running_here = job_id in self._threads and self._threads[job_id].is_alive()
         if event is not None:
             event.set()
-        gone = status.state is JobState.INTERRUPTED or not pid_alive(status.pid)
+        gone = status.state is JobState.INTERRUPTED  # pid gone on its host, or its heartbeat stopped
         if not running_here and (status.state is JobState.PENDING or gone):
             if status.state is JobState.PENDING and event is None and pid_alive(status.pid):
                 return status  # a detached run starting up: it sees the flag on its first poll

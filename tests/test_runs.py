@@ -253,3 +253,26 @@ def test_keys_resolve_alike_in_memory_and_in_sqlite(runs: list[tuple[str, int]])
             repository.delete(gone)
             assert not repository.exists(gone) and len(repository.list()) == sum(1 for r in records if r.id != gone)
             repository.close()
+
+
+def test_a_run_on_another_host_is_judged_by_its_heartbeat() -> None:
+    """Another host's pid means nothing here: its run is interrupted only when its heartbeat is stale."""
+    from datetime import timedelta
+
+    from helios_kit.liveness import STALE_AFTER_S, observe
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = utcnow()
+    fresh = JobStatus(id="far", state=JobState.RUNNING, pid=int(gone.stdout), host="render-box-7", heartbeat_at=now)
+    assert observe(fresh.model_copy(), now).state is JobState.RUNNING
+    stale_at = now + timedelta(seconds=STALE_AFTER_S + 1)
+    assert observe(fresh.model_copy(), stale_at).state is JobState.INTERRUPTED
+    assert observe(fresh.model_copy(), stale_at).finished_at == now  # its last sign of life
+    here = fresh.model_copy(update={"host": this_host()})
+    assert observe(here, now).state is JobState.INTERRUPTED  # this host, pid gone: at once
+    done = fresh.model_copy(update={"state": JobState.COMPLETED})
+    assert observe(done, stale_at).state is JobState.COMPLETED
+    repository = InMemoryJobRepository()
+    repository.save(fresh)
+    assert JobManager(repository).cancel("far").state is JobState.RUNNING  # alive elsewhere: asked, not marked
+    assert repository.cancel_requested("far")
