@@ -158,3 +158,27 @@ def test_dashboard_reads_a_plugin_repository(plugin_repository) -> None:  # noqa
     finally:
         server.stop()
     assert [job["jobId"] for job in jobs] == ["live"] and plugin_repository.instances == 2
+
+
+def test_thumbnails_and_copies_from_a_remote_store(tmp_path: Path) -> None:
+    """A chunk output behind an fsspec URL (memory://) is copied once per version and gives a JPEG still."""
+    import subprocess
+
+    import fsspec
+
+    from helios_kit.dashboard.media import MediaCache
+    from helios_kit.render.encode import find_ffmpeg
+
+    video = tmp_path / "chunk.mp4"
+    source = ["-f", "lavfi", "-i", "testsrc=size=160x120:rate=30", "-frames:v", "3", "-pix_fmt", "yuv420p"]
+    subprocess.run([find_ffmpeg(), "-v", "error", *source, str(video)], check=True)
+    url = f"memory://dashboard-test-{os.getpid()}/chunks/chunk-0000.mp4"
+    with fsspec.open(url, "wb") as out:
+        out.write(video.read_bytes())
+    media = MediaCache(tmp_path / "cache")
+    copy = media.local_file(url)
+    assert copy.read_bytes() == video.read_bytes() and media.local_file(url) == copy
+    still = media.thumbnail(url)
+    assert still.read_bytes()[:2] == b"\xff\xd8" and media.thumbnail(url) == still
+    with pytest.raises(Exception, match="not found"):
+        media.local_file(url + ".missing")
