@@ -182,3 +182,14 @@ def test_thumbnails_and_copies_from_a_remote_store(tmp_path: Path) -> None:
     assert still.read_bytes()[:2] == b"\xff\xd8" and media.thumbnail(url) == still
     with pytest.raises(Exception, match="not found"):
         media.local_file(url + ".missing")
+
+
+def test_a_lease_beside_a_pending_chunk_shows_leased(client: tuple[httpx.Client, JobManager], tmp_path: Path) -> None:
+    http, manager = client
+    run = live_run()
+    run.chunks[3].output_file = str(tmp_path / "chunks" / "chunk-0003.mp4")
+    manager.repository.save(run)
+    assert http.get(f"/api/runs/{run.run_id}").json()["chunks"][3]["state"] == "pending"
+    (tmp_path / "chunks").mkdir()
+    (tmp_path / "chunks" / "chunk-0003.mp4.lease").write_text('{"holder": "runner-2"}')
+    assert http.get(f"/api/runs/{run.run_id}").json()["chunks"][3]["state"] == "leased"

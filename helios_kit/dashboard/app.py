@@ -15,7 +15,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from anyio import to_thread
@@ -43,12 +43,26 @@ LIST_LIMIT = 200
 KEEPALIVE_S = 15.0
 
 
-def _leased(chunk: ChunkStatus) -> bool:
-    """Whether a lease file sits beside a pending chunk's output (local stores; remote ones are not asked)."""
+#: Pending chunks whose lease is looked for per look at a run (the next ones show `pending`).
+LEASE_CHECKS = 256
+
+
+def _lease_checker() -> Callable[[ChunkStatus], bool]:
+    """Whether a lease file sits beside a pending chunk's output (local stores only; remote ones are not
+    asked), for the first LEASE_CHECKS pending chunks of one look."""
     from helios_kit.composition.locations import is_local, local_path
 
-    where = chunk.output_file
-    return bool(where) and is_local(where) and local_path(f"{where}.lease").exists()
+    left = LEASE_CHECKS
+
+    def leased(chunk: ChunkStatus) -> bool:
+        nonlocal left
+        where = chunk.output_file
+        if not where or left <= 0 or not is_local(where):
+            return False
+        left -= 1
+        return local_path(f"{where}.lease").exists()
+
+    return leased
 
 
 class Dashboard:
@@ -68,7 +82,7 @@ class Dashboard:
             flag = self.manager.repository.cancel_requested(status.run_id)
         except HeliosError:
             flag = False
-        return detail(status, cancel_requested=flag, leased=_leased).model_dump_json(by_alias=True)
+        return detail(status, cancel_requested=flag, leased=_lease_checker()).model_dump_json(by_alias=True)
 
     def run(self, key: str) -> JobStatus:
         return self.manager.get(key)
