@@ -105,6 +105,10 @@ class JobManager:
         """The runs of one job, newest first."""
         return [observe(status) for status in self.repository.runs(job_id)]
 
+    def recent(self, limit: int) -> list[JobStatus]:
+        """The newest `limit` runs, newest first."""
+        return [observe(status) for status in self.repository.recent(limit)]
+
     def report(self, job_id: str) -> JobReport | None:
         """The executor's report of a run made by this manager (None before it ends)."""
         return self._reports.get(job_id)
@@ -142,18 +146,7 @@ class JobManager:
             for chunk_id in options.chunks:
                 spec.chunk(chunk_id)
         backend_obj = backend if isinstance(backend, Backend) else make_backend(backend, backend_options)
-        selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
-        store = options.store or _default_store(job_url, directory)
-        status = JobStatus(
-            id=spec.job_id,
-            total_chunks=len(selected),
-            chunks=[_chunk_record(spec, chunk_id, store) for chunk_id in selected],
-            job_url=job_url,
-            backend=backend_obj.name,
-            output=spec.merge.output_file,
-            store=store,
-            total_frames=sum(spec.chunk(chunk_id).frame_count for chunk_id in selected),
-        )
+        status = _run_record(spec, job_url, directory, backend_obj.name, options)
         if run_id:
             status.run_id = run_id
             status.created_at = self._created_at(run_id, spec.job_id) or status.created_at
@@ -305,7 +298,7 @@ class JobManager:
         running_here = job_id in self._threads and self._threads[job_id].is_alive()
         if event is not None:
             event.set()
-        gone = status.state is JobState.INTERRUPTED or not pid_alive(status.pid)
+        gone = status.state is JobState.INTERRUPTED  # pid gone on its host, or its heartbeat stopped
         if not running_here and (status.state is JobState.PENDING or gone):
             if status.state is JobState.PENDING and event is None and pid_alive(status.pid):
                 return status  # a detached run starting up: it sees the flag on its first poll
@@ -336,6 +329,22 @@ def _default_store(job_url: str, job_dir: Path) -> str:
         return default_store_url(job_url)
     except HeliosError:
         return str(job_dir)
+
+
+def _run_record(spec: JobSpec, job_url: str, job_dir: Path, backend: str, options: RunOptions) -> JobStatus:
+    """A new pending run of `spec`: its selected chunks, frames, store and output."""
+    selected = options.chunks if options.chunks is not None else [chunk.id for chunk in spec.chunks]
+    store = options.store or _default_store(job_url, job_dir)
+    return JobStatus(
+        id=spec.job_id,
+        total_chunks=len(selected),
+        chunks=[_chunk_record(spec, chunk_id, store) for chunk_id in selected],
+        job_url=job_url,
+        backend=backend,
+        output=spec.merge.output_file,
+        store=store,
+        total_frames=sum(spec.chunk(chunk_id).frame_count for chunk_id in selected),
+    )
 
 
 def _chunk_record(spec: JobSpec, chunk_id: int, store: str) -> ChunkStatus:

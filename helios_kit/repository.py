@@ -163,6 +163,10 @@ class JobRepository(ABC):
         """The runs of one job, newest first."""
         return [run for run in self.list() if run.id == job_id]
 
+    def recent(self, limit: int) -> list[JobStatus]:
+        """The newest `limit` runs, newest first (a repository may read only those)."""
+        return self.list()[:limit]
+
     def exists(self, key: str) -> bool:
         try:
             self.get(key)
@@ -189,7 +193,7 @@ class InMemoryJobRepository(JobRepository):
     def _resolve(self, key: str) -> str | None:
         if key in self._runs:
             return key
-        runs = [run for run in self._runs.values() if run.id == key]
+        runs = [run for run in reversed(self._runs.values()) if run.id == key]  # ties: the later saved
         return max(runs, key=lambda run: run.created_at).run_id if runs else None
 
     def save(self, status: JobStatus) -> None:
@@ -205,7 +209,7 @@ class InMemoryJobRepository(JobRepository):
 
     def list(self) -> list[JobStatus]:
         with self._lock:
-            runs = [run.model_copy(deep=True) for run in self._runs.values()]
+            runs = [run.model_copy(deep=True) for run in reversed(self._runs.values())]  # ties: the later saved
         return sorted(runs, key=lambda run: run.created_at, reverse=True)
 
     def delete(self, key: str) -> None:
@@ -341,6 +345,10 @@ class SQLiteJobRepository(JobRepository):
 
     def list(self) -> list[JobStatus]:
         rows = self._execute("SELECT data FROM runs ORDER BY created_at DESC, rowid DESC")
+        return [JobStatus.model_validate_json(row[0]) for row in rows]
+
+    def recent(self, limit: int) -> list[JobStatus]:
+        rows = self._execute("SELECT data FROM runs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
         return [JobStatus.model_validate_json(row[0]) for row in rows]
 
     def runs(self, job_id: str) -> list[JobStatus]:

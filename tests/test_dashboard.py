@@ -7,6 +7,7 @@ runs list, the chunk grid updating without a reload, cancel from the page, and a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from fakes.jobs import make_job
+from fakes.jobs import make_job, tagged_processes
 
 from helios_kit.manager import JobManager
 from helios_kit.render.browser import find_browser
@@ -201,3 +202,62 @@ def _cross_origin_post_refused(browser, url: str, live: JobStatus, repository) -
     )
     assert outcome == ["opaque", "blocked", 403], outcome  # no token on the page's own origin either
     assert not repository.cancel_requested(live.run_id)
+
+
+def test_a_real_run_updates_its_page_and_is_cancelled_from_it(
+    tmp_path: Path, dashboard: tuple[str, SQLiteJobRepository]
+) -> None:
+    """`helios job run` in its own process (stand-in render, gated per chunk by the test): its page shows
+    chunk 0 finish and chunk 1 start without a reload; Cancel on the page stops the run, which records it."""
+    from playwright.sync_api import sync_playwright
+
+    url, repository = dashboard
+    job = make_job(tmp_path / "job", frames=9, chunks=3, job_id="gated")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    env = dict(
+        os.environ,
+        HELIOS_HOME=str(repository.path.parent),
+        HELIOS_TEST_GATE=str(gate),
+        HELIOS_TEST_PROCESS_TAG=f"helios-dashboard-{os.getpid()}-{time.monotonic_ns()}",
+        HELIOS_WORKER_RENDER="test_runs:gated_render",
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+    )
+    env.pop("HELIOS_REPOSITORY", None)
+    argv = [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "1", "--quiet"]
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(find_browser().path), args=["--no-sandbox", "--disable-gpu"]
+            )
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(WAIT_MS)
+                wait_until(lambda: repository.exists("gated"), "the run is recorded")
+                page.goto(f"{url}runs/gated")  # a job id: its latest run
+                page.wait_for_function(
+                    "() => document.querySelector('[data-chunk=\"0\"]')?.dataset.state === 'running'"
+                )
+                assert _states(page) == ["running", "pending", "pending"]
+                page.evaluate("() => { window.__sameDocument = true; }")
+                (gate / "0").touch()  # chunk 0 may render now
+                page.wait_for_function("() => document.querySelector('[data-chunk=\"1\"]').dataset.state === 'running'")
+                assert _states(page) == ["done", "running", "pending"]
+                page.wait_for_function("() => document.querySelector('[data-chunk=\"0\"] img')?.naturalWidth > 0")
+                page.click("#cancel")
+                page.wait_for_function("() => document.querySelector('#run-state').textContent === 'cancelled'")
+                assert _states(page) == ["done", "cancelled", "cancelled"]
+                assert page.evaluate("() => window.__sameDocument") is True
+            finally:
+                browser.close()
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 130, stderr
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+        for pid, _ in tagged_processes(env["HELIOS_TEST_PROCESS_TAG"]):
+            os.kill(pid, signal.SIGKILL)
+    final = repository.get("gated")
+    assert final.state is JobState.CANCELLED and final.finished_at is not None

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from starlette.testclient import TestClient
 from test_runs import plugin_repository  # noqa: F401 - the fixture
 
 from helios_kit.cli import cli
 from helios_kit.commands.dashboard import build_server
 from helios_kit.dashboard.app import create_app
+from helios_kit.dashboard.server import DashboardServer, bind
 from helios_kit.dashboard.views import detail, summarize
 from helios_kit.manager import JobManager
 from helios_kit.repository import (
@@ -57,9 +58,15 @@ def live_run(**changes: object) -> JobStatus:
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> tuple[TestClient, JobManager]:
+def client(tmp_path: Path) -> Iterator[tuple[httpx.Client, JobManager]]:
+    """The app served by uvicorn on a free loopback port, and an HTTP client for it."""
     manager = JobManager(SQLiteJobRepository(tmp_path / "jobs.db"))
-    return TestClient(create_app(manager, token=TOKEN), base_url="http://127.0.0.1:8765"), manager
+    server = DashboardServer(create_app(manager, token=TOKEN), bind("127.0.0.1", 0)).start()
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            yield http, manager
+    finally:
+        server.stop()
 
 
 def test_views_grid_states_fps_and_eta() -> None:
@@ -74,7 +81,7 @@ def test_views_grid_states_fps_and_eta() -> None:
     assert done.eta_seconds is None and done.fps == 1.0
 
 
-def test_api_jobs_and_runs(client: tuple[TestClient, JobManager]) -> None:
+def test_api_jobs_and_runs(client: tuple[httpx.Client, JobManager]) -> None:
     http, manager = client
     first, second = live_run(), live_run()
     second.created_at = first.created_at + timedelta(seconds=1)
@@ -83,6 +90,8 @@ def test_api_jobs_and_runs(client: tuple[TestClient, JobManager]) -> None:
     jobs = http.get("/api/jobs").json()["jobs"]
     assert [job["jobId"] for job in jobs] == ["live"]
     assert [run["runId"] for run in jobs[0]["runs"]] == [second.run_id, first.run_id]
+    (newest,) = http.get("/api/jobs?limit=1").json()["jobs"]
+    assert [run["runId"] for run in newest["runs"]] == [second.run_id]
     run = http.get("/api/runs/live").json()  # a job id: its latest run
     assert run["runId"] == second.run_id and [c["state"] for c in run["chunks"]][:3] == ["done", "retrying", "failed"]
     assert http.get(f"/api/runs/{first.run_id}").json()["runId"] == first.run_id
@@ -91,7 +100,7 @@ def test_api_jobs_and_runs(client: tuple[TestClient, JobManager]) -> None:
     assert http.get("/api/jobs", headers={"host": "evil.example"}).status_code == 400  # DNS rebinding
 
 
-def test_cancel_needs_the_token_and_the_same_origin(client: tuple[TestClient, JobManager]) -> None:
+def test_cancel_needs_the_token_and_the_same_origin(client: tuple[httpx.Client, JobManager]) -> None:
     http, manager = client
     run = live_run()
     manager.repository.save(run)
@@ -105,13 +114,13 @@ def test_cancel_needs_the_token_and_the_same_origin(client: tuple[TestClient, Jo
     assert [answer.status_code for answer in refused] == [403] * 4
     assert "cross-origin request from http://evil.example refused" in refused[2].json()["error"]
     assert not manager.repository.cancel_requested(run.run_id)
-    accepted = http.post(url, headers={"x-helios-token": TOKEN, "origin": "http://127.0.0.1:8765"})
+    accepted = http.post(url, headers={"x-helios-token": TOKEN, "origin": str(http.base_url).rstrip("/")})
     assert accepted.status_code == 200 and accepted.json() == {"runId": run.run_id, "state": "running"}
     assert manager.repository.cancel_requested(run.run_id)  # the owner (alive) stops on its next poll
     assert http.get(f"/api/runs/{run.run_id}").json()["cancelRequested"] is True
 
 
-def test_preview_serves_ranges(client: tuple[TestClient, JobManager], tmp_path: Path) -> None:
+def test_preview_serves_ranges(client: tuple[httpx.Client, JobManager], tmp_path: Path) -> None:
     http, manager = client
     video = tmp_path / "out.mp4"
     video.write_bytes(bytes(range(256)) * 40)
@@ -149,3 +158,38 @@ def test_dashboard_reads_a_plugin_repository(plugin_repository) -> None:  # noqa
     finally:
         server.stop()
     assert [job["jobId"] for job in jobs] == ["live"] and plugin_repository.instances == 2
+
+
+def test_thumbnails_and_copies_from_a_remote_store(tmp_path: Path) -> None:
+    """A chunk output behind an fsspec URL (memory://) is copied once per version and gives a JPEG still."""
+    import subprocess
+
+    import fsspec
+
+    from helios_kit.dashboard.media import MediaCache
+    from helios_kit.render.encode import find_ffmpeg
+
+    video = tmp_path / "chunk.mp4"
+    source = ["-f", "lavfi", "-i", "testsrc=size=160x120:rate=30", "-frames:v", "3", "-pix_fmt", "yuv420p"]
+    subprocess.run([find_ffmpeg(), "-v", "error", *source, str(video)], check=True)
+    url = f"memory://dashboard-test-{os.getpid()}/chunks/chunk-0000.mp4"
+    with fsspec.open(url, "wb") as out:
+        out.write(video.read_bytes())
+    media = MediaCache(tmp_path / "cache")
+    copy = media.local_file(url)
+    assert copy.read_bytes() == video.read_bytes() and media.local_file(url) == copy
+    still = media.thumbnail(url)
+    assert still.read_bytes()[:2] == b"\xff\xd8" and media.thumbnail(url) == still
+    with pytest.raises(Exception, match="not found"):
+        media.local_file(url + ".missing")
+
+
+def test_a_lease_beside_a_pending_chunk_shows_leased(client: tuple[httpx.Client, JobManager], tmp_path: Path) -> None:
+    http, manager = client
+    run = live_run()
+    run.chunks[3].output_file = str(tmp_path / "chunks" / "chunk-0003.mp4")
+    manager.repository.save(run)
+    assert http.get(f"/api/runs/{run.run_id}").json()["chunks"][3]["state"] == "pending"
+    (tmp_path / "chunks").mkdir()
+    (tmp_path / "chunks" / "chunk-0003.mp4.lease").write_text('{"holder": "runner-2"}')
+    assert http.get(f"/api/runs/{run.run_id}").json()["chunks"][3]["state"] == "leased"

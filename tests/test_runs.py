@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from fakes.jobs import make_job, tagged_processes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_executor import ScriptedBackend
 
 from helios_kit.cli import cli
@@ -51,6 +53,8 @@ def test_each_run_is_a_record_with_its_times(tmp_path: Path, monkeypatch: pytest
     assert manager.get(first.run_id).run_id == first.run_id
     code, listed = invoke("job", "list")
     assert code == 0 and first.run_id in listed and second.run_id in listed and listed.count("completed") == 2
+    code, listed = invoke("job", "list", "--limit", "1")
+    assert code == 0 and second.run_id in listed and first.run_id not in listed
     code, shown = invoke("job", "status", first.run_id)
     assert code == 0 and shown.startswith("job-1: completed") and f"run: {first.run_id}" in shown
     code, shown = invoke("job", "status", "job-1", "--json")
@@ -188,3 +192,87 @@ def test_a_plugin_repository_is_used_by_every_job_command(
     assert result.output.strip().splitlines() == [
         "error: unknown repository 'nope'; known: memory, shared-test, sqlite"
     ]
+
+
+def test_a_detached_run_is_one_run(tmp_path: Path) -> None:
+    """--detach records the run and the background process goes on with that same run (not a second one)."""
+    job = make_job(tmp_path / "job", frames=8, chunks=2)
+    env = _worker_env(tmp_path)
+    env.pop("HELIOS_REPOSITORY", None)
+    started = subprocess.run(
+        [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--detach"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.split(" as run ", 1)[1].split(" ", 1)[0]
+    repository = SQLiteJobRepository(tmp_path / "home" / "jobs.db")
+    deadline = time.monotonic() + 120
+    while repository.get(run_id).state is not JobState.COMPLETED:
+        assert time.monotonic() < deadline and repository.get(run_id).state.active, repository.get(run_id)
+        time.sleep(0.1)
+    (run,) = repository.runs("job-1")
+    assert run.run_id == run_id and run.created_at <= run.started_at <= run.finished_at
+
+
+def gated_render(config, *, start_frame: int, **kwargs):  # type: ignore[no-untyped-def]
+    """A worker's stand-in render that starts only once the test opens its gate (a file named after the
+    chunk's first frame in $HELIOS_TEST_GATE), then renders the frame-index video."""
+    from fakes.renders import frame_index_render
+
+    gate = Path(os.environ["HELIOS_TEST_GATE"]) / str(start_frame)
+    while not gate.exists():
+        time.sleep(0.02)
+    return frame_index_render(config, start_frame=start_frame, **kwargs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 5)), min_size=1, max_size=8))
+def test_keys_resolve_alike_in_memory_and_in_sqlite(runs: list[tuple[str, int]]) -> None:
+    """A run id names that run; a job id its newest run (by createdAt, ties: the later saved); deleting a job
+    id removes all its runs. Property-tested against both built-in repositories."""
+    import tempfile
+    from datetime import timedelta
+
+    base = utcnow()
+    records = [JobStatus(id=job, created_at=base + timedelta(seconds=second)) for job, second in runs]
+    with tempfile.TemporaryDirectory() as folder:
+        for repository in (InMemoryJobRepository(), SQLiteJobRepository(Path(folder) / "jobs.db")):
+            for record in records:
+                repository.save(record)
+            for record in records:
+                assert repository.get(record.run_id).run_id == record.run_id
+            for job in {job for job, _ in runs}:
+                mine = [r for r in records if r.id == job]
+                expected = sorted(reversed(mine), key=lambda r: r.created_at, reverse=True)
+                assert repository.get(job).run_id == expected[0].run_id
+                assert [r.run_id for r in repository.runs(job)] == [r.run_id for r in expected]
+            gone = runs[0][0]
+            repository.delete(gone)
+            assert not repository.exists(gone) and len(repository.list()) == sum(1 for r in records if r.id != gone)
+            repository.close()
+
+
+def test_a_run_on_another_host_is_judged_by_its_heartbeat() -> None:
+    """Another host's pid means nothing here: its run is interrupted only when its heartbeat is stale."""
+    from datetime import timedelta
+
+    from helios_kit.liveness import STALE_AFTER_S, observe
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now = utcnow()
+    fresh = JobStatus(id="far", state=JobState.RUNNING, pid=int(gone.stdout), host="render-box-7", heartbeat_at=now)
+    assert observe(fresh.model_copy(), now).state is JobState.RUNNING
+    stale_at = now + timedelta(seconds=STALE_AFTER_S + 1)
+    assert observe(fresh.model_copy(), stale_at).state is JobState.INTERRUPTED
+    assert observe(fresh.model_copy(), stale_at).finished_at == now  # its last sign of life
+    here = fresh.model_copy(update={"host": this_host()})
+    assert observe(here, now).state is JobState.INTERRUPTED  # this host, pid gone: at once
+    done = fresh.model_copy(update={"state": JobState.COMPLETED})
+    assert observe(done, stale_at).state is JobState.COMPLETED
+    repository = InMemoryJobRepository()
+    repository.save(fresh)
+    assert JobManager(repository).cancel("far").state is JobState.RUNNING  # alive elsewhere: asked, not marked
+    assert repository.cancel_requested("far")

@@ -339,9 +339,33 @@ def _detach(
     """Record the run and start `helios job run` again in its own session, without --detach, on that run."""
     import os
     import subprocess
-    import sys
 
     status = manager.create(source, backend=backend, backend_options=given, options=options)
+    argv = _detach_argv(status, backend, given, options, repository)
+    log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
+    log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None,
+        )
+    _record_owner(manager, status, child.pid)
+    click.echo(
+        f"{status.id}: started in the background as run {status.run_id} (log: {log_path}); "
+        f"`helios job status {status.run_id}`"
+    )
+
+
+def _detach_argv(
+    status: JobStatus, backend: str, given: dict, options: RunOptions, repository: str | None
+) -> list[str]:
+    """`helios job run` again, on the recorded run, with the same options (without --detach)."""
+    import sys
+
     argv = [
         sys.executable,
         "-m",
@@ -379,22 +403,7 @@ def _detach(
             argv.append(flag if value else f"--no-{flag[2:]}")
         else:
             argv += [flag, str(value)]
-    log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
-    log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
-    with open(log_path, "ab") as log:
-        child = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            env=dict(os.environ, HELIOS_HOME=str(log_dir)) if log_dir else None,
-        )
-    _record_owner(manager, status, child.pid)
-    click.echo(
-        f"{status.id}: run {status.run_id} started in the background (log: {log_path}); "
-        f"`helios job status {status.run_id}`"
-    )
+    return argv
 
 
 def _record_owner(manager: JobManager, status: JobStatus, pid: int) -> None:
@@ -467,8 +476,9 @@ def _times(status: JobStatus) -> str:
 @job_group.command("list")
 @click.option("--job", "job_id", default=None, help="Only the runs of this job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the runs as a JSON array.")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True, help="Newest runs (0: all).")
 @repository_option
-def list_command(job_id: str | None, as_json: bool, repository: str | None) -> None:
+def list_command(job_id: str | None, as_json: bool, limit: int, repository: str | None) -> None:
     """List runs, newest first (each `helios job run` is one run of its job)."""
     from rich.console import Console
     from rich.table import Table
@@ -476,7 +486,8 @@ def list_command(job_id: str | None, as_json: bool, repository: str | None) -> N
     from helios_kit.manager import JobManager
 
     manager = JobManager(_open_repository(repository))
-    runs = manager.runs(job_id) if job_id else manager.list()
+    runs = manager.runs(job_id) if job_id else manager.recent(limit) if limit else manager.list()
+    runs = runs[:limit] if limit else runs
     if as_json:
         click.echo("[" + ",".join(run.model_dump_json(by_alias=True) for run in runs) + "]")
         return

@@ -14,7 +14,8 @@ import functools
 import hmac
 import json
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from anyio import to_thread
@@ -36,16 +37,32 @@ STATIC = Path(__file__).parent / "static"
 TOKEN_HEADER = "x-helios-token"
 #: Seconds between looks at the repository while a client listens for events.
 EVENT_POLL_S = 0.5
+#: Runs the list shows (the newest; `?limit=` asks for another number).
+LIST_LIMIT = 200
 #: Seconds between keep-alive comments on a quiet event stream.
 KEEPALIVE_S = 15.0
 
 
-def _leased(chunk: ChunkStatus) -> bool:
-    """Whether a lease file sits beside a pending chunk's output (local stores; remote ones are not asked)."""
+#: Pending chunks whose lease is looked for per look at a run (the next ones show `pending`).
+LEASE_CHECKS = 256
+
+
+def _lease_checker() -> Callable[[ChunkStatus], bool]:
+    """Whether a lease file sits beside a pending chunk's output (local stores only; remote ones are not
+    asked), for the first LEASE_CHECKS pending chunks of one look."""
     from helios_kit.composition.locations import is_local, local_path
 
-    where = chunk.output_file
-    return bool(where) and is_local(where) and local_path(f"{where}.lease").exists()
+    left = LEASE_CHECKS
+
+    def leased(chunk: ChunkStatus) -> bool:
+        nonlocal left
+        where = chunk.output_file
+        if not where or left <= 0 or not is_local(where):
+            return False
+        left -= 1
+        return local_path(f"{where}.lease").exists()
+
+    return leased
 
 
 class Dashboard:
@@ -56,8 +73,8 @@ class Dashboard:
         self.token = token or secrets.token_urlsafe(24)
         self.media = media or MediaCache()
 
-    def jobs_json(self) -> str:
-        return jobs_view(self.manager.list()).model_dump_json(by_alias=True)
+    def jobs_json(self, limit: int = LIST_LIMIT) -> str:
+        return jobs_view(self.manager.recent(limit)).model_dump_json(by_alias=True)
 
     def run_json(self, key: str) -> str:
         status = self.manager.get(key)
@@ -65,7 +82,7 @@ class Dashboard:
             flag = self.manager.repository.cancel_requested(status.run_id)
         except HeliosError:
             flag = False
-        return detail(status, cancel_requested=flag, leased=_leased).model_dump_json(by_alias=True)
+        return detail(status, cancel_requested=flag, leased=_lease_checker()).model_dump_json(by_alias=True)
 
     def run(self, key: str) -> JobStatus:
         return self.manager.get(key)
@@ -81,9 +98,17 @@ async def _page(request: Request) -> Response:
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
 
+def _limit(request: Request) -> int:
+    try:
+        return max(1, int(request.query_params.get("limit", LIST_LIMIT)))
+    except ValueError:
+        return LIST_LIMIT
+
+
 async def _api_jobs(request: Request) -> Response:
     board: Dashboard = request.app.state.board
-    return Response(await to_thread.run_sync(board.jobs_json), media_type="application/json")
+    body = await to_thread.run_sync(board.jobs_json, _limit(request))
+    return Response(body, media_type="application/json")
 
 
 async def _api_run(request: Request) -> Response:
@@ -101,11 +126,12 @@ async def _events(request: Request) -> Response:
     key = request.query_params.get("run")
     kind = "run" if key else "jobs"
 
-    produce = functools.partial(board.run_json, key) if key else board.jobs_json
+    produce = functools.partial(board.run_json, key) if key else functools.partial(board.jobs_json, _limit(request))
 
     async def stream() -> AsyncIterator[str]:
         last, quiet = None, 0.0
         while not await request.is_disconnected():
+            started = time.monotonic()
             try:
                 body = await to_thread.run_sync(produce)
             except HeliosError as error:
@@ -116,8 +142,9 @@ async def _events(request: Request) -> Response:
             elif quiet >= KEEPALIVE_S:
                 quiet = 0.0
                 yield ": keep-alive\n\n"
-            await asyncio.sleep(EVENT_POLL_S)
-            quiet += EVENT_POLL_S
+            pause = max(EVENT_POLL_S, 2 * (time.monotonic() - started))  # a slow repository is asked less often
+            await asyncio.sleep(pause)
+            quiet += pause
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
