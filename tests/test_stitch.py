@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -234,12 +233,9 @@ def test_many_chunks_use_the_fast_header_path(tmp_path: Path, monkeypatch) -> No
     calls: list[Path] = []
     real_probe = stitch_module.probe
     monkeypatch.setattr(stitch_module, "probe", lambda p: calls.append(p) or real_probe(p))
-    started = time.perf_counter()
     result = stitch(files, tmp_path / "out.mp4", expected_frames=900)
-    elapsed = time.perf_counter() - started
     assert result.frames == 900
     assert calls == [files[0]]  # only the first chunk is probed with ffprobe
-    assert elapsed < 10, f"stitching 300 chunks took {elapsed:.1f} s"
 
 
 @settings(max_examples=200, deadline=None)

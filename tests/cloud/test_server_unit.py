@@ -4,7 +4,6 @@ cloudrun backend's handling of 429 (retried with backoff) against a loopback stu
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import threading
 import time
@@ -18,20 +17,29 @@ from helios_kit.backends.base import ChunkContext, WorkerResult
 from helios_kit.worker.server import ServerConfig, create_app
 
 
-class SlowRuntime:
-    def __init__(self) -> None:
-        self.spans: list[tuple[float, float]] = []
+class CountingRuntime:
+    """Counts the renders in flight. With `together` > 1, each render waits (an event, not a timer) until
+    that many are in flight at once, which only a server running them concurrently can reach."""
+
+    def __init__(self, together: int) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most = 0
+        self.barrier = threading.Barrier(together, timeout=120) if together > 1 else None
 
     def run(self, job_url, chunk_id, store=None, force=False, **_):
-        start = time.monotonic()
-        time.sleep(0.3)
-        self.spans.append((start, time.monotonic()))
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        try:
+            if self.barrier is not None:
+                self.barrier.wait()
+            else:
+                time.sleep(0.05)  # gives a (wrongly) concurrent server the chance to start another
+        finally:
+            with self.lock:
+                self.in_flight -= 1
         return WorkerResult(chunk_id=chunk_id, status="ok")
-
-
-def _overlaps(spans: list[tuple[float, float]]) -> bool:
-    spans = sorted(spans)
-    return any(b[0] < a[1] for a, b in itertools.pairwise(spans))
 
 
 async def _post_many(app, count: int) -> list[httpx.Response]:
@@ -44,11 +52,11 @@ async def _post_many(app, count: int) -> list[httpx.Response]:
 
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_one_chunk_at_a_time_unless_configured(concurrency: int) -> None:
-    runtime = SlowRuntime()
+    runtime = CountingRuntime(together=concurrency)
     app = create_app(runtime, ServerConfig(concurrency=concurrency))
     responses = asyncio.run(_post_many(app, 3))
     assert [r.status_code for r in responses] == [200, 200, 200]
-    assert _overlaps(runtime.spans) is (concurrency > 1)
+    assert runtime.most == concurrency
 
 
 def test_status_codes_follow_the_result() -> None:
