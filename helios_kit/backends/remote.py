@@ -5,7 +5,8 @@ the chunk and its context), the blocking call made interruptible (cancel and tim
 :func:`call_interruptibly`), parsing the worker's answer into a :class:`WorkerResult` (bad JSON or a
 malformed answer is a failed, retryable result with one line), and turning transport failures into
 failed results. A subclass only sends the request (`invoke`) and says what its own errors mean
-(`describe_failure`).
+(`describe_failure`). While a call is in flight, the worker's heartbeat in the store (frames so far, see
+:mod:`helios_kit.heartbeat`) is polled and passed to the executor's `on_frames`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext
 from helios_kit.composition.locations import is_local
 from helios_kit.errors import describe
-from helios_kit.protocol import WorkerRequest, WorkerResult
+from helios_kit.protocol import FramesCallback, WorkerRequest, WorkerResult
 from helios_kit.spec import Chunk, JobSpec
 
 T = TypeVar("T")
@@ -81,6 +82,9 @@ class RemoteBackend(Backend):
 
     #: How messages name the remote end (a function name, a service URL); set by the subclass.
     target: str = "the remote worker"
+    reports_frames = True
+    #: Seconds between two reads of a running chunk's heartbeat.
+    heartbeat_poll_s: float = 1.0
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         super().__init__(options)
@@ -127,13 +131,23 @@ class RemoteBackend(Backend):
         *,
         cancel: threading.Event,
         timeout: float | None = None,
+        on_frames: FramesCallback | None = None,
     ) -> WorkerResult:
         if cancel.is_set():
             return WorkerResult.cancelled(chunk.id)
         started = time.monotonic()
         self.check_chunk(spec, chunk, context)
         request = context.worker_request(chunk)
-        result = self._call(request, cancel, timeout)
+        polling = None
+        if on_frames is not None:
+            from helios_kit.heartbeat import start_polling
+
+            polling = start_polling(context.store_url, chunk.output_file, on_frames, interval=self.heartbeat_poll_s)
+        try:
+            result = self._call(request, cancel, timeout)
+        finally:
+            if polling is not None:
+                polling.set()
         return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": (time.monotonic() - started) * 1000})
 
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
