@@ -198,6 +198,12 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
 @click.option("--no-merge", "no_merge", is_flag=True, help="Render the chunks only; do not merge them.")
 @click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
+@click.option("--events", default=None, metavar="FILE", help="Write the run's events as JSON lines to FILE.")
+@click.option("--webhook", default=None, metavar="URL", help="POST a signed JSON when the run ends.")
+@click.option("--webhook-secret", default=None, help="HMAC-SHA256 key of --webhook (or HELIOS_WEBHOOK_SECRET).")
+@click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD", help="Refuse/stop over this.")
+@click.option("--pricing", default=None, metavar="FILE", help="Pricing overrides (JSON) for --max-cost.")
+@click.option("--price", multiple=True, metavar="FIELD=VALUE", help="One pricing override for --max-cost.")
 def run_command(
     source: str,
     backend: str | None,
@@ -212,6 +218,12 @@ def run_command(
     no_merge: bool,
     detach: bool,
     quiet: bool,
+    events: str | None,
+    webhook: str | None,
+    webhook_secret: str | None,
+    max_cost: float | None,
+    pricing: str | None,
+    price: tuple[str, ...],
     **backend_values: object,
 ) -> None:
     """Run a JobSpec: render the chunks that are not complete, then merge.
@@ -221,11 +233,16 @@ def run_command(
     """
     import sys
 
+    from helios_kit.commands.run_extras import ExtraFlags, RunExtras
     from helios_kit.manager import JobManager
     from helios_kit.run import RunOptions
 
     backend = backend_for_adapter(backend, adapter)
     given = _backend_options(backend, backend_values)
+    flags = ExtraFlags(
+        events=events, webhook=webhook, webhook_secret=webhook_secret, max_cost=max_cost, pricing=pricing, price=price
+    )
+    extras = RunExtras(flags, backend)
     options = RunOptions(
         concurrency=concurrency,
         retries=retries,
@@ -238,12 +255,19 @@ def run_command(
     )
     manager = JobManager(_repository_for_run(detach))
     if detach:
-        _detach(manager, source, backend, given, options)
+        extras.export_secret()
+        _detach(manager, source, backend, given, options, flags.argv())
         return
+    extras.check_budget(source, concurrency)
+    extras.open_events()
     if not quiet and not is_local(source):
         click.echo(f"Fetching job spec from {source}", err=True)
     status = manager.create(source, backend=backend, backend_options=given, options=options)
-    final = _run_until_done(manager, status, show_progress=not quiet and sys.stderr.isatty(), announce=not quiet)
+    spec = load_spec(status.job_url)[0]
+    sinks = extras.sinks(spec, _selected_chunks(status), lambda: manager.cancel(status.id))
+    show = not quiet and sys.stderr.isatty()
+    final = _run_until_done(manager, status, show_progress=show, announce=not quiet, extra_sinks=sinks)
+    extras.finish(status.id, None, final.state.value, manager.report(final.id), final.error)
     if not _print_outcome(manager, final):
         sys.exit(130 if final.state.value == "cancelled" else 1)
 
@@ -287,7 +311,9 @@ def _announce_composition(event: ProgressEvent) -> None:
         click.echo(f"composition: {event.output}", err=True)
 
 
-def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bool, announce: bool) -> JobStatus:
+def _run_until_done(
+    manager: JobManager, status: JobStatus, *, show_progress: bool, announce: bool, extra_sinks: list | None = None
+) -> JobStatus:
     """Run the created job here, with the progress bar when asked (else, unless quiet, a line saying which
     composition it uses); SIGINT/SIGTERM cancel it cleanly."""
     import signal
@@ -297,13 +323,14 @@ def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bo
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        extra = tuple(extra_sinks or ())
         if not show_progress:
-            manager.sinks = (_announce_composition,) if announce else ()
+            manager.sinks = ((_announce_composition,) if announce else ()) + extra
             return manager.run(status.id, status=status)
         from helios_kit.commands.progress import RichProgress
 
         progress = RichProgress(load_spec(status.job_url)[0], selected=_selected_chunks(status))
-        manager.sinks = (progress,)
+        manager.sinks = (progress, *extra)
         with progress:
             return manager.run(status.id, status=status)
     finally:
@@ -330,7 +357,9 @@ def _print_outcome(manager: JobManager, final: JobStatus) -> bool:
     return report.ok
 
 
-def _detach(manager: JobManager, source: str, backend: str, given: dict, options: RunOptions) -> None:
+def _detach(
+    manager: JobManager, source: str, backend: str, given: dict, options: RunOptions, extra_argv: list[str]
+) -> None:
     """Record the job and start `helios job run` again in its own session, without --detach."""
     import os
     import subprocess
@@ -364,6 +393,7 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
         argv.append("--no-merge")
     if options.chunks:
         argv += ["--chunks", ",".join(map(str, options.chunks))]
+    argv += extra_argv
     for field_name, value in given.items():
         flag = "--" + field_name.replace("_", "-")
         if isinstance(value, bool):
@@ -467,3 +497,13 @@ def cancel_command(job_id: str, wait_s: float) -> None:
             break
         time.sleep(0.2)
     click.echo(f"{job_id}: cancel requested ({status.state.value})")
+
+
+def _add_estimate_command() -> None:
+    """`helios job estimate` lives in commands/estimate.py (with the --max-cost guard)."""
+    from helios_kit.commands.estimate import estimate_command
+
+    job_group.add_command(estimate_command)
+
+
+_add_estimate_command()
