@@ -11,7 +11,7 @@ cores one render keeps busy.
 
 * local (no pricing): every chunk's single-slot time, scheduled over N slots in plan order, where m chunks
   running at once share the machine's cores (each runs at `min(1, cores / (m x cores-per-render))` of its
-  own speed); plus the merge.
+  own speed); plus the run's own start and the merge.
 * a priced backend (Lambda, Cloud Run): each chunk's time on one remote worker (its startup plus this
   machine's time divided by the pricing's `speed`), scheduled over N independent slots; cost per attempt
   from :class:`~helios_kit.pricing.Pricing` (memory / vCPU seconds plus a request).
@@ -24,15 +24,16 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import psutil
 from pydantic import BaseModel, Field
 
 from helios_kit.pricing import Pricing
@@ -41,9 +42,8 @@ from helios_kit.spec import Chunk, JobSpec
 
 log = logging.getLogger("helios.estimate")
 
-#: Seconds of a merge by stream copy (a few ffmpeg runs over the chunk files), per chunk and fixed.
-MERGE_FIXED_S = 0.6
-MERGE_PER_CHUNK_S = 0.05
+#: Seconds of a merge by stream copy (a few ffmpeg and ffprobe runs), per chunk, on top of one process start.
+MERGE_PER_CHUNK_S = 0.1
 
 
 class Sample(BaseModel):
@@ -126,9 +126,41 @@ def sample_starts(spec: JobSpec, samples: int) -> list[Chunk]:
     return [chunks[i] for i in picks]
 
 
-def _cpu_seconds() -> float:
-    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+class TreeCpu:
+    """CPU seconds of this process and every descendant (Chromium's browser, renderer and GPU processes,
+    ffmpeg) while a block runs, sampled with psutil every `interval` s: a child's last sample counts."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._seen: dict[tuple[int, float], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_until_stopped, name="helios-tree-cpu", daemon=True)
+        self.seconds = 0.0
+
+    def _sample(self) -> None:
+        for child in psutil.Process().children(recursive=True):
+            try:
+                with child.oneshot():
+                    times = child.cpu_times()
+                    self._seen[(child.pid, child.create_time())] = times.user + times.system
+            except psutil.Error:
+                continue
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> TreeCpu:
+        times = psutil.Process().cpu_times()
+        self._own = times.user + times.system
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        times = psutil.Process().cpu_times()
+        self.seconds = times.user + times.system - self._own + sum(self._seen.values())
 
 
 def render_sample(spec: JobSpec, input_location: str, chunk: Chunk, frames: int, work: Path) -> Sample:
@@ -136,15 +168,16 @@ def render_sample(spec: JobSpec, input_location: str, chunk: Chunk, frames: int,
     from helios_kit.render.session import render_range
 
     count = max(1, min(frames, chunk.frame_count))
-    cpu, started = _cpu_seconds(), time.monotonic()
-    stats = render_range(
-        spec.config,
-        input_location=input_location,
-        start_frame=chunk.start_frame,
-        frame_count=count,
-        output_path=work / f"sample-{chunk.id}.mp4",
-        quiet=True,
-    )
+    started = time.monotonic()
+    with TreeCpu() as cpu:
+        stats = render_range(
+            spec.config,
+            input_location=input_location,
+            start_frame=chunk.start_frame,
+            frame_count=count,
+            output_path=work / f"sample-{chunk.id}.mp4",
+            quiet=True,
+        )
     wall = time.monotonic() - started
     return Sample(
         start_frame=chunk.start_frame,
@@ -152,7 +185,7 @@ def render_sample(spec: JobSpec, input_location: str, chunk: Chunk, frames: int,
         wall_s=wall,
         fast_forward_s=stats.fast_forward_ms / 1000,
         loop_s=stats.loop_ms / 1000,
-        cpu_s=max(0.0, _cpu_seconds() - cpu),
+        cpu_s=max(0.0, cpu.seconds),
     )
 
 
@@ -206,8 +239,11 @@ def independent_schedule(durations: list[float], slots: int) -> float:
     return end
 
 
-def merge_s(spec: JobSpec) -> float:
-    return MERGE_FIXED_S + MERGE_PER_CHUNK_S * len(spec.chunks)
+def run_overhead_s(spec: JobSpec, measured: Measurement) -> float:
+    """What a run spends outside its chunks: its own start (about one process start) and the merge (seen
+    to take about another, plus a little per chunk). A process start was timed here, so this follows the
+    machine's load as the samples do."""
+    return 2 * measured.process_s + MERGE_PER_CHUNK_S * len(spec.chunks)
 
 
 def predict(
@@ -218,14 +254,14 @@ def predict(
     sample_frames = sum(s.frames for s in measured.samples)
     if pricing is None:
         slots = concurrency or measured.cores
-        wall = shared_schedule(alone, slots, measured.cores, measured.cores_per_render) + merge_s(spec)
+        wall = shared_schedule(alone, slots, measured.cores, measured.cores_per_render) + run_overhead_s(spec, measured)
         cost = 0.0
         chunk_seconds = alone
         name = "local"
     else:
         slots = concurrency or pricing.concurrency
         chunk_seconds = [pricing.startup_s + seconds / pricing.speed for seconds in alone]
-        wall = independent_schedule(chunk_seconds, slots) + merge_s(spec)
+        wall = independent_schedule(chunk_seconds, slots) + run_overhead_s(spec, measured)
         cost = sum(pricing.attempt_usd(seconds) for seconds in chunk_seconds)
         name = pricing.backend
     return Estimate(

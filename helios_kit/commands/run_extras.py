@@ -81,8 +81,8 @@ class RunExtras:
 
     def check_budget(self, source: str, concurrency: int | None) -> None:
         """With --max-cost: estimate (samples rendered here) and refuse to start over budget (one line)."""
-        if self.flags.max_cost is None:
-            return
+        if self.flags.max_cost is None or self.pricing is None:
+            return  # nothing billed per chunk (the local backend): no samples to render
         from helios_kit.commands.estimate import describe_estimate, estimate_source, refuse_over_budget
 
         estimate = estimate_source(
