@@ -83,13 +83,16 @@ class RemoteBackend(Backend):
     #: How messages name the remote end (a function name, a service URL); set by the subclass.
     target: str = "the remote worker"
     reports_frames = True
-    #: Seconds between two reads of a running chunk's heartbeat.
+    #: Seconds between two reads of a running chunk's heartbeat (at least; see heartbeat_reads_per_s).
     heartbeat_poll_s: float = 1.0
+    #: Heartbeat reads per second over all chunks in flight: 1,000 Lambda chunks at once poll every 20 s.
+    heartbeat_reads_per_s: float = 50.0
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         super().__init__(options)
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
+        self._in_flight = 0
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
         """Log a warning the first time `key` comes up (a setting wrong for every chunk of a job)."""
@@ -138,17 +141,29 @@ class RemoteBackend(Backend):
         started = time.monotonic()
         self.check_chunk(spec, chunk, context)
         request = context.worker_request(chunk)
-        polling = None
-        if on_frames is not None:
-            from helios_kit.heartbeat import start_polling
-
-            polling = start_polling(context.store_url, chunk.output_file, on_frames, interval=self.heartbeat_poll_s)
+        polling = self._poll_frames(context, chunk, on_frames)
         try:
             result = self._call(request, cancel, timeout)
         finally:
             if polling is not None:
                 polling.set()
+                with self._warned_lock:
+                    self._in_flight -= 1
         return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": (time.monotonic() - started) * 1000})
+
+    def _poll_frames(
+        self, context: ChunkContext, chunk: Chunk, on_frames: FramesCallback | None
+    ) -> threading.Event | None:
+        """Start polling the chunk's heartbeat (the stop event), at a pace that keeps the reads of all
+        chunks in flight under heartbeat_reads_per_s."""
+        if on_frames is None:
+            return None
+        from helios_kit.heartbeat import start_polling
+
+        with self._warned_lock:
+            self._in_flight += 1
+            interval = max(self.heartbeat_poll_s, self._in_flight / self.heartbeat_reads_per_s)
+        return start_polling(context.store_url, chunk.output_file, on_frames, interval=interval)
 
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         chunk_id = request.chunk_id
