@@ -70,6 +70,19 @@ def test_overrides_from_a_file_then_flags(tmp_path: Path) -> None:
         apply_overrides(base, file)
 
 
+_FIELDS = [name for name in Pricing.model_fields if name not in ("backend", "concurrency", "billing_increment_s")]
+
+
+@given(st.sampled_from(_FIELDS), st.floats(0, 1e6, allow_nan=False), st.sampled_from(["snake", "kebab", "camel"]))
+def test_any_price_field_can_be_set_by_any_spelling(field: str, value: float, spelling: str) -> None:
+    key = {"snake": field, "kebab": field.replace("_", "-"), "camel": Pricing.model_fields[field].alias}[spelling]
+    if field == "speed" and value == 0:
+        with pytest.raises(SpecError, match=r"^pricing: speed: "):
+            apply_overrides(Pricing(backend="x"), None, (f"{key}={value!r}",))
+        return
+    assert getattr(apply_overrides(Pricing(backend="x"), None, (f"{key}={value!r}",)), field) == value
+
+
 # -- schedules --------------------------------------------------------------------------------------------
 @given(durations, st.integers(1, 10))
 def test_independent_schedule_bounds(items: list[float], slots: int) -> None:

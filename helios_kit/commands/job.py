@@ -13,6 +13,7 @@ from helios_kit.protocol import EventKind, ProgressEvent
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from helios_kit.commands.run_extras import RunExtras
     from helios_kit.manager import JobManager
     from helios_kit.repository import JobRepository, JobStatus
     from helios_kit.run import RunOptions
@@ -239,10 +240,8 @@ def run_command(
 
     backend = backend_for_adapter(backend, adapter)
     given = _backend_options(backend, backend_values)
-    flags = ExtraFlags(
-        events=events, webhook=webhook, webhook_secret=webhook_secret, max_cost=max_cost, pricing=pricing, price=price
-    )
-    extras = RunExtras(flags, backend)
+    flags = ExtraFlags(events=events, webhook=webhook, webhook_secret=webhook_secret, max_cost=max_cost)
+    extras = RunExtras(flags.model_copy(update={"pricing": pricing, "price": price}), backend)
     options = RunOptions(
         concurrency=concurrency,
         retries=retries,
@@ -256,20 +255,28 @@ def run_command(
     manager = JobManager(_repository_for_run(detach))
     if detach:
         extras.export_secret()
-        _detach(manager, source, backend, given, options, flags.argv())
+        _detach(manager, source, backend, given, options, extras.flags.argv())
         return
     extras.check_budget(source, concurrency)
     extras.open_events()
     if not quiet and not is_local(source):
         click.echo(f"Fetching job spec from {source}", err=True)
     status = manager.create(source, backend=backend, backend_options=given, options=options)
-    spec = load_spec(status.job_url)[0]
-    sinks = extras.sinks(spec, _selected_chunks(status), lambda: manager.cancel(status.id))
-    show = not quiet and sys.stderr.isatty()
-    final = _run_until_done(manager, status, show_progress=show, announce=not quiet, extra_sinks=sinks)
-    extras.finish(status.id, None, final.state.value, manager.report(final.id), final.error)
+    final = _run_observed(manager, status, extras, show_progress=not quiet and sys.stderr.isatty(), quiet=quiet)
     if not _print_outcome(manager, final):
         sys.exit(130 if final.state.value == "cancelled" else 1)
+
+
+def _run_observed(
+    manager: JobManager, status: JobStatus, extras: RunExtras, *, show_progress: bool, quiet: bool
+) -> JobStatus:
+    """Run with the extras' sinks (events file, cost guard: it cancels the run), then let them finish
+    (the events file's last line, the webhook)."""
+    spec = load_spec(status.job_url)[0]
+    sinks = extras.sinks(spec, _selected_chunks(status), lambda: manager.cancel(status.id))
+    final = _run_until_done(manager, status, show_progress=show_progress, announce=not quiet, extra_sinks=sinks)
+    extras.finish(status.id, None, final.state.value, manager.report(final.id), final.error)
+    return final
 
 
 def _backend_options(backend: str, values: dict[str, object]) -> dict[str, object]:
