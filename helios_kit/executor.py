@@ -7,16 +7,19 @@ runner's threads or processes): it waits for a concurrency slot, calls ``backend
 results whose ``retryable`` is true with exponential backoff plus jitter (tenacity), turns an attempt that
 runs past ``chunk_timeout`` into a ``timed_out`` result (the backend sees its cancel event set and must
 stop), and emits :class:`~helios_kit.protocol.ProgressEvent` objects to every sink (the progress bar, the
-JobManager). Setting the job's cancel event stops scheduling (chunks not started end ``cancelled``) and
-aborts running attempts.
+JobManager). A backend that reports frames as it goes (``reports_frames``) gets an ``on_frames`` callback;
+each report becomes a FRAMES event with the chunk's frames so far in its current attempt. Setting the job's
+cancel event stops scheduling (chunks not started end ``cancelled``) and aborts running attempts.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, Field
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
@@ -75,6 +78,8 @@ class ChunkExecutor:
         self.active = 0
         self.max_active = 0
         self.outcomes: dict[int, ChunkOutcome] = {}
+        self._attempt_of: dict[int, int] = {}
+        self._frames_keyword = _takes_on_frames(backend)
 
     # -- events ----------------------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -124,6 +129,7 @@ class ChunkExecutor:
         def attempt() -> WorkerResult:
             nonlocal attempts
             attempts += 1
+            self._attempt_of[chunk.id] = attempts
             self.emit(ProgressEvent(kind=EventKind.STARTED, chunk_id=chunk.id, attempt=attempts))
             return self._attempt(chunk)
 
@@ -246,12 +252,35 @@ class ChunkExecutor:
                 stop.set()
                 return
 
+    def _frames_reporter(self, chunk: Chunk) -> dict[str, Any]:
+        """`{"on_frames": callback}` for a backend that reports frames (FRAMES events), else nothing."""
+        if not self._frames_keyword:
+            return {}
+        attempt = self._attempt_of.get(chunk.id, 0)
+
+        def on_frames(frames: int) -> None:
+            self.emit(ProgressEvent(kind=EventKind.FRAMES, chunk_id=chunk.id, attempt=attempt, frames=frames))
+
+        return {"on_frames": on_frames}
+
     def _call_backend(self, chunk: Chunk, cancel: threading.Event, timeout: float | None) -> WorkerResult:
+        extra = self._frames_reporter(chunk)
         try:
-            return self.backend.run_chunk(self.spec, chunk, self.context, cancel=cancel, timeout=timeout)
+            return self.backend.run_chunk(self.spec, chunk, self.context, cancel=cancel, timeout=timeout, **extra)
         except Exception as error:  # a backend bug is a failed attempt, not a crashed job
             log.debug("backend %s raised on chunk %s", self.backend.name, chunk.id, exc_info=True)
             return WorkerResult.from_error(chunk.id, error)
+
+
+def _takes_on_frames(backend: Backend) -> bool:
+    """Whether `backend` says it reports frames and its run_chunk really takes `on_frames`."""
+    if not getattr(backend, "reports_frames", False):
+        return False
+    try:
+        parameters = inspect.signature(backend.run_chunk).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_frames" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 def _first_line(text: str) -> str:

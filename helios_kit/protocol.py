@@ -6,6 +6,8 @@ the workers. These are contracts: change a field only with a reason, and keep re
   `failed`, `cancelled`, `timed_out`) and `retryable` as data: whether another attempt may succeed.
 * :class:`ProgressEvent` — one thing that happened to a chunk or the merge during a run (progress bars, the
   job records and the dashboard read these).
+* :class:`FrameProgress` — a worker's frames done so far in one chunk (a local worker's
+  `HELIOS-WORKER-FRAMES` stdout line, a remote worker's `<output>.progress.json` heartbeat in the store).
 
 JSON keys are camelCase, Python names snake_case. This module knows nothing of jobs, stores or browsers.
 """
@@ -154,6 +156,8 @@ class EventKind(StrEnum):
     #: The run resolved its composition (`output` says which location it uses) and store: nothing ran yet.
     RESOLVED = "resolved"
     STARTED = "started"
+    #: A running attempt's frames so far (`frames` counts from the chunk's start, not a delta).
+    FRAMES = "frames"
     RENDERED = "rendered"
     SKIPPED = "skipped"
     FAILED = "failed"
@@ -178,6 +182,18 @@ class ProgressEvent(BaseModel):
     output: str | None = None
     at: float = Field(default_factory=time.time)
 
+
+class FrameProgress(WireModel):
+    """How far a worker is in one chunk: `{"chunkId": 3, "frames": 120, "total": 300, "at": ...}`."""
+
+    chunk_id: int
+    frames: int = Field(ge=0, description="Frames captured so far in this attempt.")
+    total: int = Field(0, ge=0, description="Frames of the chunk (0: not said).")
+    at: float = Field(default_factory=time.time, description="When the worker wrote it (Unix time).")
+
+
+#: Called by a backend with a chunk's frames so far (FrameProgress.frames) while an attempt runs.
+FramesCallback = Callable[[int], None]
 
 #: Where progress events go (a progress bar, the job records); a sink must not block.
 EventSink = Callable[[ProgressEvent], None]

@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from helios_kit.pricing import Pricing
 from helios_kit.protocol import WireModel, WorkerRequest, WorkerResult, WorkerStatus
 from helios_kit.spec import Chunk, JobSpec
 
@@ -54,6 +55,9 @@ class Backend(ABC):
 
     name: ClassVar[str] = "?"
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+    #: True when `run_chunk` takes an `on_frames` keyword (a FramesCallback) and calls it with the
+    #: attempt's frames so far while it runs; the executor passes it only to such backends.
+    reports_frames: ClassVar[bool] = False
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -86,6 +90,12 @@ class Backend(ABC):
 
     def default_concurrency(self) -> int:
         return os.cpu_count() or 1
+
+    @classmethod
+    def pricing(cls) -> Pricing | None:
+        """What running chunks here costs (helios_kit.pricing); None (the default): nothing per chunk, the
+        workers are this machine's. A classmethod: estimates ask without building clients."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release clients, pools and processes."""

@@ -7,6 +7,10 @@ everything it launches (Chromium, ffmpeg) share one process group; that group is
 — after success too — so no Chromium or ffmpeg outlives its chunk, whether it succeeded, failed, timed out
 or was cancelled. Cancel and timeout send SIGTERM (the worker stops its render cleanly) and SIGKILL after a
 grace period. Default concurrency is the CPU count.
+
+Per-frame progress travels over the same stdout: the worker prints `HELIOS-WORKER-FRAMES {"chunkId": ..,
+"frames": ..}` lines (at most every 0.25 s, and the last frame) and the supervisor, tailing the output as it
+waits, hands each count to the executor's `on_frames` callback (:func:`parse_frames_line`).
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from pydantic import Field
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
+from helios_kit.protocol import FrameProgress, FramesCallback
 from helios_kit.spec import Chunk, JobSpec
 
 RESULT_MARK = "HELIOS-WORKER-RESULT "
+FRAMES_MARK = "HELIOS-WORKER-FRAMES "
+#: Seconds between two frames lines of a worker.
+FRAMES_INTERVAL_S = 0.25
 #: Seconds between SIGTERM and SIGKILL when a chunk is cancelled or times out.
 GRACE_S = 3.0
 
@@ -55,6 +64,7 @@ class LocalBackend(Backend):
 
     name = "local"
     Options = LocalOptions
+    reports_frames = True
 
     def __init__(self, options: LocalOptions | None = None) -> None:
         super().__init__(options)
@@ -75,13 +85,16 @@ class LocalBackend(Backend):
         *,
         cancel: threading.Event,
         timeout: float | None = None,
+        on_frames: FramesCallback | None = None,
     ) -> WorkerResult:
         started = time.monotonic()
         cwd = context.job_dir if Path(context.job_dir).is_dir() else None
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = self._start_worker(context.worker_request(chunk), cwd, out, err)
+            tail = FramesTail(out, on_frames)
             try:
-                stopped = self._supervise(proc, cancel, started, timeout)
+                stopped = self._supervise(proc, cancel, started, timeout, tail.poll)
+                tail.poll()
             finally:
                 kill_group(proc.pid)  # everything the worker started, before its pid can be reused
                 proc.wait()
@@ -119,10 +132,17 @@ class LocalBackend(Backend):
         return proc
 
     def _supervise(
-        self, proc: subprocess.Popen[bytes], cancel: threading.Event, started: float, timeout: float | None
+        self,
+        proc: subprocess.Popen[bytes],
+        cancel: threading.Event,
+        started: float,
+        timeout: float | None,
+        tick: Callable[[], None] = lambda: None,
     ) -> str:
-        """Wait for the worker; on cancel or timeout, SIGTERM its group then SIGKILL. Returns why it stopped."""
+        """Wait for the worker (calling `tick` on each turn); on cancel or timeout, SIGTERM its group then
+        SIGKILL. Returns why it stopped."""
         while not _exited(proc.pid):
+            tick()
             reason = ""
             if cancel.is_set():
                 reason = "cancel"
@@ -142,6 +162,55 @@ class LocalBackend(Backend):
             procs = list(self._procs)
         for proc in procs:
             kill_group(proc.pid)
+
+
+def parse_frames_line(line: str) -> FrameProgress | None:
+    """The FrameProgress of a worker's `HELIOS-WORKER-FRAMES {...}` line; None for any other line."""
+    if not line.startswith(FRAMES_MARK):
+        return None
+    try:
+        return FrameProgress.model_validate_json(line[len(FRAMES_MARK) :])
+    except ValueError:
+        return None
+
+
+class FramesTail:
+    """Reads what a worker appended to its stdout file since the last look (without moving the writer's
+    offset) and passes each frames line's count to `on_frames`."""
+
+    def __init__(self, file: IO[bytes], on_frames: FramesCallback | None) -> None:
+        self.fd = file.fileno()
+        self.on_frames = on_frames
+        self.offset = 0
+        self.partial = b""
+
+    def poll(self) -> None:
+        if self.on_frames is None:
+            return
+        while chunk := os.pread(self.fd, 65536, self.offset):
+            self.offset += len(chunk)
+            *lines, self.partial = (self.partial + chunk).split(b"\n")
+            for line in lines:
+                progress = parse_frames_line(line.decode(errors="replace"))
+                if progress is not None:
+                    self.on_frames(progress.frames)
+
+
+def frames_printer(chunk_id: int, interval: float = FRAMES_INTERVAL_S) -> Callable[[int, int], None]:
+    """A render progress callback `(done, total)` printing frames lines (the last frame always)."""
+    last = float("-inf")
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < interval and done < total:
+            return
+        last = now
+        line = FrameProgress(chunk_id=chunk_id, frames=done, total=total).model_dump_json(by_alias=True)
+        sys.stdout.write("\n" + FRAMES_MARK + line + "\n")
+        sys.stdout.flush()
+
+    return report
 
 
 def _read_back(file: IO[bytes]) -> str:
@@ -197,7 +266,10 @@ def _worker_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     _die_with_parent(parent)
     runtime = WorkerRuntime(os.environ.get("HELIOS_WORKSPACE_DIR") or None)
-    result = runtime.run(request.job_url, request.chunk_id, request.store, request.force, cancel=cancel)
+    progress = frames_printer(request.chunk_id)
+    result = runtime.run(
+        request.job_url, request.chunk_id, request.store, request.force, cancel=cancel, progress=progress
+    )
     sys.stdout.write("\n" + RESULT_MARK + result.model_dump_json(by_alias=True) + "\n")
     sys.stdout.flush()
     return 0

@@ -5,7 +5,8 @@ the chunk and its context), the blocking call made interruptible (cancel and tim
 :func:`call_interruptibly`), parsing the worker's answer into a :class:`WorkerResult` (bad JSON or a
 malformed answer is a failed, retryable result with one line), and turning transport failures into
 failed results. A subclass only sends the request (`invoke`) and says what its own errors mean
-(`describe_failure`).
+(`describe_failure`). While a call is in flight, the worker's heartbeat in the store (frames so far, see
+:mod:`helios_kit.heartbeat`) is polled and passed to the executor's `on_frames`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext
 from helios_kit.composition.locations import is_local
 from helios_kit.errors import describe
-from helios_kit.protocol import WorkerRequest, WorkerResult
+from helios_kit.protocol import FramesCallback, WorkerRequest, WorkerResult
 from helios_kit.spec import Chunk, JobSpec
 
 T = TypeVar("T")
@@ -81,11 +82,17 @@ class RemoteBackend(Backend):
 
     #: How messages name the remote end (a function name, a service URL); set by the subclass.
     target: str = "the remote worker"
+    reports_frames = True
+    #: Seconds between two reads of a running chunk's heartbeat (at least; see heartbeat_reads_per_s).
+    heartbeat_poll_s: float = 1.0
+    #: Heartbeat reads per second over all chunks in flight: 1,000 Lambda chunks at once poll every 20 s.
+    heartbeat_reads_per_s: float = 50.0
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         super().__init__(options)
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
+        self._in_flight = 0
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
         """Log a warning the first time `key` comes up (a setting wrong for every chunk of a job)."""
@@ -127,14 +134,36 @@ class RemoteBackend(Backend):
         *,
         cancel: threading.Event,
         timeout: float | None = None,
+        on_frames: FramesCallback | None = None,
     ) -> WorkerResult:
         if cancel.is_set():
             return WorkerResult.cancelled(chunk.id)
         started = time.monotonic()
         self.check_chunk(spec, chunk, context)
         request = context.worker_request(chunk)
-        result = self._call(request, cancel, timeout)
+        polling = self._poll_frames(context, chunk, on_frames)
+        try:
+            result = self._call(request, cancel, timeout)
+        finally:
+            if polling is not None:
+                polling.set()
+                with self._warned_lock:
+                    self._in_flight -= 1
         return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": (time.monotonic() - started) * 1000})
+
+    def _poll_frames(
+        self, context: ChunkContext, chunk: Chunk, on_frames: FramesCallback | None
+    ) -> threading.Event | None:
+        """Start polling the chunk's heartbeat (the stop event), at a pace that keeps the reads of all
+        chunks in flight under heartbeat_reads_per_s."""
+        if on_frames is None:
+            return None
+        from helios_kit.heartbeat import start_polling
+
+        with self._warned_lock:
+            self._in_flight += 1
+            interval = max(self.heartbeat_poll_s, self._in_flight / self.heartbeat_reads_per_s)
+        return start_polling(context.store_url, chunk.output_file, on_frames, interval=interval)
 
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         chunk_id = request.chunk_id

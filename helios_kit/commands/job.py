@@ -14,6 +14,7 @@ from helios_kit.protocol import EventKind, ProgressEvent
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from helios_kit.commands.run_extras import RunExtras
     from helios_kit.manager import JobManager
     from helios_kit.repository import JobRepository, JobStatus
     from helios_kit.run import RunOptions
@@ -199,6 +200,12 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
 @repository_option
 @click.option("--run-id", "run_id", default=None, hidden=True, help="Go on with this recorded run (--detach).")
+@click.option("--events", default=None, metavar="FILE", help="Write the run's events as JSON lines to FILE.")
+@click.option("--webhook", default=None, metavar="URL", help="POST a signed JSON when the run ends.")
+@click.option("--webhook-secret", default=None, help="HMAC-SHA256 key of --webhook (or HELIOS_WEBHOOK_SECRET).")
+@click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD", help="Refuse/stop over this.")
+@click.option("--pricing", default=None, metavar="FILE", help="Pricing overrides (JSON) for --max-cost.")
+@click.option("--price", multiple=True, metavar="FIELD=VALUE", help="One pricing override for --max-cost.")
 def run_command(
     source: str,
     backend: str | None,
@@ -215,6 +222,12 @@ def run_command(
     quiet: bool,
     repository: str | None,
     run_id: str | None,
+    events: str | None,
+    webhook: str | None,
+    webhook_secret: str | None,
+    max_cost: float | None,
+    pricing: str | None,
+    price: tuple[str, ...],
     **backend_values: object,
 ) -> None:
     """Run a JobSpec: render the chunks that are not complete, then merge.
@@ -224,11 +237,14 @@ def run_command(
     """
     import sys
 
+    from helios_kit.commands.run_extras import ExtraFlags, RunExtras
     from helios_kit.manager import JobManager
     from helios_kit.run import RunOptions
 
     backend = backend_for_adapter(backend, adapter)
     given = _backend_options(backend, backend_values)
+    flags = ExtraFlags(events=events, webhook=webhook, webhook_secret=webhook_secret, max_cost=max_cost)
+    extras = RunExtras(flags.model_copy(update={"pricing": pricing, "price": price}), backend)
     options = RunOptions(
         concurrency=concurrency,
         retries=retries,
@@ -241,14 +257,29 @@ def run_command(
     )
     manager = JobManager(_repository_for_run(detach, repository))
     if detach:
-        _detach(manager, source, backend, given, options, repository)
+        extras.export_secret()
+        _detach(manager, source, backend, given, options, repository, extras.flags.argv())
         return
+    extras.check_budget(source, concurrency)
+    extras.open_events()
     if not quiet and not is_local(source):
         click.echo(f"Fetching job spec from {source}", err=True)
     status = manager.create(source, backend=backend, backend_options=given, options=options, run_id=run_id)
-    final = _run_until_done(manager, status, show_progress=not quiet and sys.stderr.isatty(), announce=not quiet)
+    final = _run_observed(manager, status, extras, show_progress=not quiet and sys.stderr.isatty(), quiet=quiet)
     if not _print_outcome(manager, final):
         sys.exit(130 if final.state.value == "cancelled" else 1)
+
+
+def _run_observed(
+    manager: JobManager, status: JobStatus, extras: RunExtras, *, show_progress: bool, quiet: bool
+) -> JobStatus:
+    """Run with the extras' sinks (events file, cost guard: it cancels the run), then let them finish
+    (the events file's last line, the webhook)."""
+    spec = load_spec(status.job_url)[0]
+    sinks = extras.sinks(spec, _selected_chunks(status), lambda: manager.cancel(status.run_id))
+    final = _run_until_done(manager, status, show_progress=show_progress, announce=not quiet, extra_sinks=sinks)
+    extras.finish(status.id, status.run_id, final.state.value, manager.report(final.id), final.error)
+    return final
 
 
 def _backend_options(backend: str, values: dict[str, object]) -> dict[str, object]:
@@ -290,7 +321,9 @@ def _announce_composition(event: ProgressEvent) -> None:
         click.echo(f"composition: {event.output}", err=True)
 
 
-def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bool, announce: bool) -> JobStatus:
+def _run_until_done(
+    manager: JobManager, status: JobStatus, *, show_progress: bool, announce: bool, extra_sinks: list | None = None
+) -> JobStatus:
     """Run the created job here, with the progress bar when asked (else, unless quiet, a line saying which
     composition it uses); SIGINT/SIGTERM cancel it cleanly."""
     import signal
@@ -300,13 +333,14 @@ def _run_until_done(manager: JobManager, status: JobStatus, *, show_progress: bo
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        extra = tuple(extra_sinks or ())
         if not show_progress:
-            manager.sinks = (_announce_composition,) if announce else ()
+            manager.sinks = ((_announce_composition,) if announce else ()) + extra
             return manager.run(status.id, status=status)
         from helios_kit.commands.progress import RichProgress
 
         progress = RichProgress(load_spec(status.job_url)[0], selected=_selected_chunks(status))
-        manager.sinks = (progress,)
+        manager.sinks = (progress, *extra)
         with progress:
             return manager.run(status.id, status=status)
     finally:
@@ -334,14 +368,20 @@ def _print_outcome(manager: JobManager, final: JobStatus) -> bool:
 
 
 def _detach(
-    manager: JobManager, source: str, backend: str, given: dict, options: RunOptions, repository: str | None
+    manager: JobManager,
+    source: str,
+    backend: str,
+    given: dict,
+    options: RunOptions,
+    repository: str | None,
+    extra_argv: list[str],
 ) -> None:
     """Record the run and start `helios job run` again in its own session, without --detach, on that run."""
     import os
     import subprocess
 
     status = manager.create(source, backend=backend, backend_options=given, options=options)
-    argv = _detach_argv(status, backend, given, options, repository)
+    argv = _detach_argv(status, backend, given, options, repository, extra_argv)
     log_dir = manager.repository.path.parent if hasattr(manager.repository, "path") else None
     log_path = (log_dir / f"{status.id}.log") if log_dir else os.devnull
     with open(log_path, "ab") as log:
@@ -361,7 +401,7 @@ def _detach(
 
 
 def _detach_argv(
-    status: JobStatus, backend: str, given: dict, options: RunOptions, repository: str | None
+    status: JobStatus, backend: str, given: dict, options: RunOptions, repository: str | None, extra_argv: list[str]
 ) -> list[str]:
     """`helios job run` again, on the recorded run, with the same options (without --detach)."""
     import sys
@@ -397,6 +437,7 @@ def _detach_argv(
         argv.append("--no-merge")
     if options.chunks:
         argv += ["--chunks", ",".join(map(str, options.chunks))]
+    argv += extra_argv
     for field_name, value in given.items():
         flag = "--" + field_name.replace("_", "-")
         if isinstance(value, bool):
@@ -534,3 +575,13 @@ def cancel_command(key: str, wait_s: float, repository: str | None) -> None:
             break
         time.sleep(0.2)
     click.echo(f"{key}: cancel requested ({status.state.value})")
+
+
+def _add_estimate_command() -> None:
+    """`helios job estimate` lives in commands/estimate.py (with the --max-cost guard)."""
+    from helios_kit.commands.estimate import estimate_command
+
+    job_group.add_command(estimate_command)
+
+
+_add_estimate_command()

@@ -111,8 +111,12 @@ class WorkerRuntime:
         force: bool = False,
         *,
         cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> WorkerResult:
-        """Render chunk `chunk_id` of the job at `job_url` into `store`; never raises for the chunk's failure."""
+        """Render chunk `chunk_id` of the job at `job_url` into `store`; never raises for the chunk's failure.
+
+        `progress(done, total)` is called as frames are captured; without one, the frames go to a heartbeat
+        object beside the output in the store (helios_kit.heartbeat), for a client with no pipe to us."""
         started = time.monotonic()
 
         def result(status: WorkerStatus, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
@@ -133,7 +137,7 @@ class WorkerRuntime:
         except OSError as error:
             return result(WorkerStatus.FAILED, stderr=f"workspace {self.workspace_dir} is not usable: {error}")
         try:
-            return self._run(job_url, chunk_id, store, force, cancel, workspace, result)
+            return self._run(job_url, chunk_id, store, force, cancel, workspace, result, progress)
         except RenderError as error:
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
         except HeliosError as error:  # SpecError, LoaderError, StoreError: each says whether a retry may help
@@ -153,7 +157,9 @@ class WorkerRuntime:
         cancel: threading.Event | None,
         workspace: Path,
         result: Callable[..., WorkerResult],
+        progress: Callable[[int, int], None] | None = None,
     ) -> WorkerResult:
+        from helios_kit.heartbeat import StoreHeartbeat
         from helios_kit.store import ArtifactStore
 
         spec = self._load_spec(job_url)
@@ -176,16 +182,19 @@ class WorkerRuntime:
             return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         output = workspace / "out" / posixpath.basename(rel)
         output.parent.mkdir(parents=True, exist_ok=True)
+        heartbeat = StoreHeartbeat(store, rel, chunk.id) if progress is None else None
         stats = self.render(
             spec.config,
             input_location=composition.input_location,
             start_frame=chunk.start_frame,
             frame_count=chunk.frame_count,
             output_path=output,
-            progress=None,
+            progress=progress or heartbeat,
             cancel=cancel,
             quiet=True,
         )
+        if heartbeat is not None:
+            heartbeat.clear()
         if cancel is not None and cancel.is_set():
             return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         frames = int(getattr(stats, "frames", 0) or getattr(stats, "frame_count", 0) or chunk.frame_count)

@@ -25,6 +25,7 @@ from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_
 from helios_kit.backends.base import BackendOptions
 from helios_kit.backends.remote import RemoteBackend, RemoteFailure
 from helios_kit.errors import HeliosError, describe
+from helios_kit.pricing import Pricing
 from helios_kit.protocol import WorkerRequest
 
 log = logging.getLogger("helios.cloudrun")
@@ -35,6 +36,22 @@ _TOKEN_MARGIN_S = 300
 #: Statuses whose body is the worker's own WorkerResult (helios_kit.worker.server); a 503 is the worker's
 #: only when it carries a JSON object (Google's front end answers 503 pages of its own).
 _WORKER_STATUSES = (200, 422)
+
+
+#: Cloud Run list prices (request-based billing, tier 1): per vCPU-second, GiB-second and request, billed
+#: per 100 ms. One instance per chunk with 2 vCPU and 2 GiB assumed (`--price vcpu=4` etc. to change).
+CLOUD_RUN_PRICING = Pricing(
+    backend="cloudrun",
+    memory_gb=2.0,
+    vcpu=2.0,
+    gb_second_usd=0.0000025,
+    vcpu_second_usd=0.000024,
+    request_usd=0.0000004,
+    billing_increment_s=0.1,
+    startup_s=3.0,
+    speed=1.0,
+    concurrency=50,
+)
 
 
 class CloudRunConfigError(HeliosError):
@@ -76,6 +93,10 @@ class CloudRunBackend(RemoteBackend):
 
     def default_concurrency(self) -> int:
         return 50
+
+    @classmethod
+    def pricing(cls) -> Pricing:
+        return CLOUD_RUN_PRICING
 
     def close(self) -> None:
         self._client.close()

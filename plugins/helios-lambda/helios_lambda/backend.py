@@ -29,6 +29,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from helios_kit.backends.base import BackendOptions, ChunkContext
 from helios_kit.backends.remote import RemoteBackend, RemoteFailure
 from helios_kit.errors import HeliosError
+from helios_kit.pricing import Pricing
 from helios_kit.protocol import WorkerRequest
 from helios_kit.spec import Chunk, JobSpec
 
@@ -79,6 +80,20 @@ class LambdaOptions(BackendOptions):
     max_connections: int = Field(1000, ge=1, description="HTTP connection pool size (>= --concurrency).")
 
 
+#: AWS Lambda list prices (us-east-1, x86, first tier): per GB-second and per request, billed per 1 ms.
+#: Memory is the function's setting (2 GB assumed; `--price memory_gb=...` or `--pricing FILE` to change).
+LAMBDA_PRICING = Pricing(
+    backend="lambda",
+    memory_gb=2.0,
+    gb_second_usd=0.0000166667,
+    request_usd=0.0000002,
+    billing_increment_s=0.001,
+    startup_s=2.0,
+    speed=1.0,
+    concurrency=100,
+)
+
+
 class _Throttled(Exception):
     """Lambda said TooManyRequests: retried here with backoff before the attempt fails."""
 
@@ -118,6 +133,10 @@ class LambdaBackend(RemoteBackend):
 
     def default_concurrency(self) -> int:
         return 100
+
+    @classmethod
+    def pricing(cls) -> Pricing:
+        return LAMBDA_PRICING
 
     def close(self) -> None:
         self.client.close()
