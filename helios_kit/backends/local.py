@@ -1,6 +1,13 @@
-"""The local backend: each chunk renders in its own worker process on this machine.
+"""The local backend: chunks render in worker processes on this machine.
 
-A worker is ``python -m helios_kit.backends.local '<WorkerRequest JSON>'``: it runs
+By default (``warm``) workers are long-lived, one per concurrency slot in use, and keep their Chromium warm
+across chunks and jobs (:mod:`helios_kit.backends.warm_workers`, :mod:`helios_kit.worker.lines`): tasks go in
+and results come out as prefixed JSON lines; each worker is a process group of its own, killed on cancel or
+timeout (that slot's next chunk starts a new, cold worker) and when the backend closes; a worker whose
+supervisor dies sees its stdin end and kills its group. With ``--no-warm`` each chunk renders in a process of
+its own, as follows.
+
+A one-chunk worker is ``python -m helios_kit.backends.local '<WorkerRequest JSON>'``: it runs
 :class:`helios_kit.worker.runtime.WorkerRuntime` (load the spec, skip if complete, render, commit to the
 store) and prints its :class:`WorkerResult` as the last line of stdout. It starts in a new session, so it and
 everything it launches (Chromium, ffmpeg) share one process group; that group is killed when the chunk ends
@@ -25,7 +32,9 @@ from typing import IO
 from pydantic import Field
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
+from helios_kit.backends.warm_workers import WorkerPool, run_task
 from helios_kit.spec import Chunk, JobSpec
+from helios_kit.worker.lines import WorkerTask, parse_result
 
 RESULT_MARK = "HELIOS-WORKER-RESULT "
 #: Seconds between SIGTERM and SIGKILL when a chunk is cancelled or times out.
@@ -34,6 +43,7 @@ GRACE_S = 3.0
 
 class LocalOptions(BackendOptions):
     workspace_dir: str | None = Field(None, description="Folder for the workers' temporary files.")
+    warm: bool = Field(True, description="Keep worker processes and their Chromium across chunks (reset between).")
 
 
 def _exited(pid: int) -> bool:
@@ -60,6 +70,7 @@ class LocalBackend(Backend):
         super().__init__(options)
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
+        self._pool: WorkerPool | None = None
 
     def default_concurrency(self) -> int:
         return os.cpu_count() or 1
@@ -78,6 +89,8 @@ class LocalBackend(Backend):
     ) -> WorkerResult:
         started = time.monotonic()
         cwd = context.job_dir if Path(context.job_dir).is_dir() else None
+        if self.options.warm:  # type: ignore[attr-defined]
+            return self._run_warm(chunk, WorkerTask(request=context.worker_request(chunk), cwd=cwd), cancel, timeout)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = self._start_worker(context.worker_request(chunk), cwd, out, err)
             try:
@@ -97,6 +110,40 @@ class LocalBackend(Backend):
         if reported is not None:
             return reported.model_copy(update={"duration_ms": duration_ms})
         return _died(chunk.id, proc.returncode, stdout, stderr, duration_ms)
+
+    def _worker_env(self) -> dict[str, str]:
+        env = dict(os.environ, HELIOS_SUPERVISOR_PID=str(os.getpid()))
+        if self.options.workspace_dir:  # type: ignore[attr-defined]
+            env["HELIOS_WORKSPACE_DIR"] = self.options.workspace_dir  # type: ignore[attr-defined]
+        return env
+
+    def _run_warm(self, chunk: Chunk, task: WorkerTask, cancel: threading.Event, timeout: float | None) -> WorkerResult:
+        """Run the task on a warm worker; a worker that did not answer (cancel, timeout, death) is killed."""
+        started = time.monotonic()
+        with self._lock:
+            if self._pool is None:
+                self._pool = WorkerPool(self._worker_env())
+            pool = self._pool
+        worker = pool.take()
+        deadline = started + timeout if timeout is not None else None
+        outcome = run_task(worker, task, cancel, deadline, lambda line: self.on_worker_line(chunk, line))
+        duration_ms = (time.monotonic() - started) * 1000
+        if outcome.result_line:
+            pool.give_back(worker)
+            reported = parse_result(outcome.result_line)
+            assert reported is not None
+            return reported.model_copy(update={"duration_ms": duration_ms})
+        tail = worker.stderr_tail() if outcome.stopped == "died" else ""
+        pool.drop(worker)
+        if outcome.stopped == "timeout":
+            return WorkerResult.timed_out(chunk.id, f"timed out after {timeout:g} s", duration_ms=duration_ms)
+        if outcome.stopped == "cancel":
+            return WorkerResult.cancelled(chunk.id, duration_ms=duration_ms)
+        stdout = "\n".join(outcome.stdout)
+        return _died(chunk.id, worker.proc.returncode or 0, stdout, tail, duration_ms)
+
+    def on_worker_line(self, chunk: Chunk, line: str) -> None:
+        """A line a warm worker printed while running `chunk` that is not its result (progress lines)."""
 
     def _start_worker(
         self, request: WorkerRequest, cwd: str | None, out: IO[bytes], err: IO[bytes]
@@ -140,8 +187,11 @@ class LocalBackend(Backend):
     def close(self) -> None:
         with self._lock:
             procs = list(self._procs)
+            pool, self._pool = self._pool, None
         for proc in procs:
             kill_group(proc.pid)
+        if pool is not None:
+            pool.close()
 
 
 def _read_back(file: IO[bytes]) -> str:
@@ -204,4 +254,8 @@ def _worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        from helios_kit.worker.lines import serve
+
+        sys.exit(serve())
     sys.exit(_worker_main(sys.argv[1:]))
