@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 from fakes.jobs import make_job, tagged_processes, wait_no_tagged_processes
 from fakes.renders import decode_frame_indexes
+from test_warm_isolation import leak_site, leaks_seen
 
 from helios_kit.backends.base import ChunkContext
 from helios_kit.backends.local import LocalBackend, LocalOptions
+from helios_kit.planner import plan_job
 from helios_kit.protocol import WorkerStatus
-from helios_kit.spec import load
+from helios_kit.spec import RenderConfig, dump, load
 from helios_kit.worker.lines import RESULT_MARK, WorkerTask, parse_result, task_line
 
 W, H = 160, 120
@@ -130,3 +132,28 @@ def test_task_and_result_lines_carry_a_prefix_and_round_trip() -> None:
     result = WorkerResult.failed(3, "boom", retryable=True)
     assert parse_result(RESULT_MARK + result.model_dump_json(by_alias=True)) == result
     assert parse_result('HELIOS-WORKER-FRAMES {"chunkId": 3, "frames": 2}') is None
+
+
+@pytest.mark.render
+def test_videos_on_one_warm_worker_see_nothing_of_each_other(tmp_path: Path, tag: str) -> None:
+    """Two jobs from one http origin (storage is kept per origin) on one warm worker and one Chromium: the
+    second video's page finds none of the state the first one set (globals, storage, cookies, caches...)."""
+    with leak_site(tmp_path / "site") as served:
+        jobs = [one_chunk_job(tmp_path / name, served, name) for name in ("first", "second")]
+        backend = LocalBackend(LocalOptions(warm=True))
+        try:
+            for job in jobs:
+                spec = load(job)
+                result = backend.run_chunk(spec, spec.chunks[0], context_for(job), cancel=threading.Event())
+                assert result.status is WorkerStatus.OK, result.stderr
+                assert leaks_seen(job.parent / spec.chunks[0].output_file) == []
+            assert backend._pool is not None and backend._pool.started == 1
+        finally:
+            backend.close()
+
+
+def one_chunk_job(folder: Path, url: str, job_id: str) -> Path:
+    folder.mkdir()
+    spec = plan_job(RenderConfig(input=url, width=W, height=H, fps=30, frame_count=2), concurrency=1, job_id=job_id)
+    dump(spec, folder / "job.json")
+    return folder / "job.json"

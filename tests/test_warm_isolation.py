@@ -95,17 +95,25 @@ def composition(folder: Path, html: str) -> Path:
     return folder / "index.html"
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
-    """The leak composition at one fixed http origin for the whole test (storage is kept per origin)."""
-    composition(tmp_path / "site", LEAK_HTML)
-    handler = functools.partial(QuietHandler, directory=str(tmp_path / "site"))
+@contextlib.contextmanager
+def leak_site(folder: Path) -> Iterator[str]:
+    """The leak composition at one fixed http origin while in use (storage is kept per origin)."""
+    composition(folder, LEAK_HTML)
+    handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/index.html"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[str]:
+    with leak_site(tmp_path / "site") as url:
+        yield url
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
