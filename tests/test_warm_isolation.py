@@ -267,3 +267,16 @@ def _exists(pid: int) -> bool:
             return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except OSError:
         return False
+
+
+@pytest.mark.render
+def test_another_composition_gets_a_new_tab_in_a_new_context(tmp_path: Path, warm) -> None:
+    state = composition(tmp_path / "state", STATE_HTML)
+    leak = composition(tmp_path / "leak", LEAK_HTML)
+    render(state, tmp_path / "cold.mp4")
+    for index, html in enumerate((state, leak, state)):
+        render(html, tmp_path / f"warm-{index}.mp4", warm=warm)
+    assert warm.launches == 1 and warm.tab_reuses == 0
+    assert warm._browser is not None and len(warm._browser.cdp._listeners) == 1  # old tabs no longer listen
+    assert leaks_seen(tmp_path / "warm-1.mp4") == []
+    assert frame_hashes(tmp_path / "warm-2.mp4") == frame_hashes(tmp_path / "cold.mp4")

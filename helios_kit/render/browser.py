@@ -191,6 +191,10 @@ class CDPConnection:
         """Call ``listener(method, params, session_id)`` for every event (from the reader thread)."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Callable[[str, dict[str, Any], str | None], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     def send_async(
         self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None
     ) -> Future[dict[str, Any]]:
@@ -386,6 +390,10 @@ class Page:
 
     def send_async(self, method: str, params: dict[str, Any] | None = None) -> Future[dict[str, Any]]:
         return self.browser.cdp.send_async(method, params, self.session_id)
+
+    def detach(self) -> None:
+        """Stop recording this tab's events (a tab a long-lived browser no longer uses)."""
+        self.browser.cdp.remove_listener(self._on_event)
 
     def clear_events(self) -> None:
         """Forget the events recorded so far (a reused tab starts its next render with none)."""

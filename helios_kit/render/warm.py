@@ -170,6 +170,7 @@ class WarmBrowser(BrowserSource):
             self.tab_reuses += 1
             return self._tab
         if self._tab is not None:
+            self._tab.page.detach()
             with contextlib.suppress(CDPError, TimeoutError):
                 browser.cdp.send("Target.disposeBrowserContext", {"browserContextId": self._tab.context_id}, timeout=10)
             self._tab = None
