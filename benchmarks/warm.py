@@ -5,7 +5,9 @@
 - cold worker: one Python process per video calling `render_range` without `warm` (what the local backend's
   `--no-warm` worker does per chunk: Python start-up + a new Chromium);
 - warm: one Python process rendering the 12 videos in a loop with one kept Chromium (`render_range(...,
-  warm=WarmBrowser())`, the browser reset between videos), its own start-up included in the time.
+  warm=WarmBrowser())`, the browser reset between videos), its own start-up included in the time;
+- local backend: each video as a one-chunk job run by `LocalBackend.run_chunk`, one after another, with
+  `--no-warm` (a worker process per chunk) and with warm workers (one kept worker and browser).
 
 Prints each wall time and the ratios. Usage: python benchmarks/warm.py [videos]
 """
@@ -75,6 +77,32 @@ def in_processes(template: Path, out: Path, count: int, warm: bool) -> float:
     return time.monotonic() - started
 
 
+def local_backend(template: Path, out: Path, count: int, warm: bool) -> float:
+    """The videos as one-chunk jobs on the local backend, warm workers or a worker process per chunk."""
+    import threading
+
+    from helios_kit.backends.base import ChunkContext
+    from helios_kit.backends.local import LocalBackend, LocalOptions
+    from helios_kit.planner import plan_job
+    from helios_kit.spec import RenderConfig, dump, load
+
+    jobs = []
+    for index, props in enumerate(rows(count)):
+        folder = out / f"job-{'warm' if warm else 'cold'}-{index}"
+        folder.mkdir()
+        config = RenderConfig(input=str(template), width=W, height=H, fps=FPS, frame_count=FPS, props=props)
+        dump(plan_job(config, concurrency=1, job_id=f"row-{index}"), folder / "job.json")
+        jobs.append(folder / "job.json")
+    started = time.monotonic()
+    with LocalBackend(LocalOptions(warm=warm)) as backend:
+        for job in jobs:
+            spec = load(job)
+            context = ChunkContext(job_url=str(job), job_dir=str(job.parent), store_url=str(job.parent))
+            result = backend.run_chunk(spec, spec.chunks[0], context, cancel=threading.Event())
+            assert result.ok, result.stderr
+    return time.monotonic() - started
+
+
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 12
     print(
@@ -90,10 +118,16 @@ def main() -> None:
         cold_s = cold(template, out, count)
         worker_s = in_processes(template, out, count, warm=False)
         warm_s = in_processes(template, out, count, warm=True)
+        backend_cold_s = local_backend(template, out, count, warm=False)
+        backend_warm_s = local_backend(template, out, count, warm=True)
     print(f"cold CLI (helios render per video):        {cold_s:6.2f} s  ({cold_s / count:.2f} s per video)")
     print(f"cold worker (process + browser per video): {worker_s:6.2f} s  ({worker_s / count:.2f} s per video)")
     print(f"warm (one process, one kept browser):      {warm_s:6.2f} s  ({warm_s / count:.2f} s per video)")
     print(f"cold CLI / warm: {cold_s / warm_s:.2f}x   cold worker / warm: {worker_s / warm_s:.2f}x")
+    print(
+        f"local backend, --no-warm: {backend_cold_s:6.2f} s   warm workers: {backend_warm_s:6.2f} s   "
+        f"ratio {backend_cold_s / backend_warm_s:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -34,9 +34,8 @@ from pydantic import Field
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
 from helios_kit.backends.warm_workers import WorkerPool, run_task
 from helios_kit.spec import Chunk, JobSpec
-from helios_kit.worker.lines import WorkerTask, parse_result
+from helios_kit.worker.lines import RESULT_MARK, WorkerTask, parse_result
 
-RESULT_MARK = "HELIOS-WORKER-RESULT "
 #: Seconds between SIGTERM and SIGKILL when a chunk is cancelled or times out.
 GRACE_S = 3.0
 
