@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helios_kit.backends.base import Backend, ChunkContext, WorkerResult
-from helios_kit.backends.local import FRAMES_MARK, FramesTail, LocalBackend, frames_printer, parse_frames_line
+from helios_kit.backends.local import FramesTail, LocalBackend, LocalOptions
 from helios_kit.backends.remote import RemoteBackend
 from helios_kit.commands.progress import FrameTally, RichProgress
 from helios_kit.executor import AttemptOptions, ChunkExecutor
@@ -25,6 +25,7 @@ from helios_kit.protocol import EventKind, FrameProgress, ProgressEvent, WorkerR
 from helios_kit.run import RunOptions, execute_job
 from helios_kit.spec import JobSpec, load
 from helios_kit.store import ArtifactStore
+from helios_kit.worker.lines import FRAMES_MARK, frames_printer, parse_frames_line
 from helios_kit.worker.runtime import WorkerRuntime
 
 
@@ -66,9 +67,11 @@ def test_printer_throttles_but_always_prints_the_last_frame(capsys: pytest.Captu
 
 
 @pytest.mark.render
-def test_local_worker_reports_frames_before_its_chunk_ends(tmp_path: Path) -> None:
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-workers", "one-process-per-chunk"])
+def test_local_worker_reports_frames_before_its_chunk_ends(tmp_path: Path, warm: bool) -> None:
     """Real Chromium and ffmpeg: a 160x120 chunk's frames reach the executor's sinks as FRAMES events, in
-    order, before the chunk's RENDERED event, the last one being the chunk's frame count."""
+    order, before the chunk's RENDERED event, the last one being the chunk's frame count; from a warm worker
+    (lines read as they come) and from a one-chunk worker (its output file tailed)."""
     job = make_job(tmp_path / "job", frames=16, chunks=2)
     spec = load(job)
     events: list[ProgressEvent] = []
@@ -78,7 +81,7 @@ def test_local_worker_reports_frames_before_its_chunk_ends(tmp_path: Path) -> No
         with lock:
             events.append(event)
 
-    with LocalBackend() as backend:
+    with LocalBackend(LocalOptions(warm=warm)) as backend:
         report = execute_job(spec, str(job), job.parent, backend, RunOptions(concurrency=1), sinks=[sink])
     assert report.ok, report.summary_line()
     for chunk in spec.chunks:

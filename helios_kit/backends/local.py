@@ -1,6 +1,13 @@
-"""The local backend: each chunk renders in its own worker process on this machine.
+"""The local backend: chunks render in worker processes on this machine.
 
-A worker is ``python -m helios_kit.backends.local '<WorkerRequest JSON>'``: it runs
+By default (``warm``) workers are long-lived, one per concurrency slot in use, and keep their Chromium warm
+across chunks and jobs (:mod:`helios_kit.backends.warm_workers`, :mod:`helios_kit.worker.lines`): tasks go in
+and results come out as prefixed JSON lines; each worker is a process group of its own, killed on cancel or
+timeout (that slot's next chunk starts a new, cold worker) and when the backend closes; a worker whose
+supervisor dies sees its stdin end and kills its group. With ``--no-warm`` each chunk renders in a process of
+its own, as follows.
+
+A one-chunk worker is ``python -m helios_kit.backends.local '<WorkerRequest JSON>'``: it runs
 :class:`helios_kit.worker.runtime.WorkerRuntime` (load the spec, skip if complete, render, commit to the
 store) and prints its :class:`WorkerResult` as the last line of stdout. It starts in a new session, so it and
 everything it launches (Chromium, ffmpeg) share one process group; that group is killed when the chunk ends
@@ -10,7 +17,8 @@ grace period. Default concurrency is the CPU count.
 
 Per-frame progress travels over the same stdout: the worker prints `HELIOS-WORKER-FRAMES {"chunkId": ..,
 "frames": ..}` lines (at most every 0.25 s, and the last frame) and the supervisor, tailing the output as it
-waits, hands each count to the executor's `on_frames` callback (:func:`parse_frames_line`).
+waits (a warm worker: reading its lines), hands each count to the executor's `on_frames` callback
+(:func:`helios_kit.worker.lines.parse_frames_line`).
 """
 
 from __future__ import annotations
@@ -30,19 +38,18 @@ from typing import IO
 from pydantic import Field
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
-from helios_kit.protocol import FrameProgress, FramesCallback
+from helios_kit.backends.warm_workers import WorkerPool, run_task
+from helios_kit.protocol import FramesCallback
 from helios_kit.spec import Chunk, JobSpec
+from helios_kit.worker.lines import RESULT_MARK, WorkerTask, frames_printer, parse_frames_line, parse_result
 
-RESULT_MARK = "HELIOS-WORKER-RESULT "
-FRAMES_MARK = "HELIOS-WORKER-FRAMES "
-#: Seconds between two frames lines of a worker.
-FRAMES_INTERVAL_S = 0.25
 #: Seconds between SIGTERM and SIGKILL when a chunk is cancelled or times out.
 GRACE_S = 3.0
 
 
 class LocalOptions(BackendOptions):
     workspace_dir: str | None = Field(None, description="Folder for the workers' temporary files.")
+    warm: bool = Field(True, description="Keep worker processes and their Chromium across chunks (reset between).")
 
 
 def _exited(pid: int) -> bool:
@@ -70,6 +77,7 @@ class LocalBackend(Backend):
         super().__init__(options)
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
+        self._pool: WorkerPool | None = None
 
     def default_concurrency(self) -> int:
         return os.cpu_count() or 1
@@ -89,6 +97,9 @@ class LocalBackend(Backend):
     ) -> WorkerResult:
         started = time.monotonic()
         cwd = context.job_dir if Path(context.job_dir).is_dir() else None
+        if self.options.warm:  # type: ignore[attr-defined]
+            task = WorkerTask(request=context.worker_request(chunk), cwd=cwd)
+            return self._run_warm(chunk, task, cancel, timeout, on_frames)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             proc = self._start_worker(context.worker_request(chunk), cwd, out, err)
             tail = FramesTail(out, on_frames)
@@ -110,6 +121,44 @@ class LocalBackend(Backend):
         if reported is not None:
             return reported.model_copy(update={"duration_ms": duration_ms})
         return _died(chunk.id, proc.returncode, stdout, stderr, duration_ms)
+
+    def _worker_env(self) -> dict[str, str]:
+        env = dict(os.environ, HELIOS_SUPERVISOR_PID=str(os.getpid()))
+        if self.options.workspace_dir:  # type: ignore[attr-defined]
+            env["HELIOS_WORKSPACE_DIR"] = self.options.workspace_dir  # type: ignore[attr-defined]
+        return env
+
+    def _run_warm(
+        self,
+        chunk: Chunk,
+        task: WorkerTask,
+        cancel: threading.Event,
+        timeout: float | None,
+        on_frames: FramesCallback | None,
+    ) -> WorkerResult:
+        """Run the task on a warm worker; a worker that did not answer (cancel, timeout, death) is killed."""
+        started = time.monotonic()
+        with self._lock:
+            if self._pool is None:
+                self._pool = WorkerPool(self._worker_env())
+            pool = self._pool
+        worker = pool.take()
+        deadline = started + timeout if timeout is not None else None
+        outcome = run_task(worker, task, cancel, deadline, _frames_lines(on_frames))
+        duration_ms = (time.monotonic() - started) * 1000
+        if outcome.result_line:
+            pool.give_back(worker)
+            reported = parse_result(outcome.result_line)
+            assert reported is not None
+            return reported.model_copy(update={"duration_ms": duration_ms})
+        tail = worker.stderr_tail() if outcome.stopped == "died" else ""
+        pool.drop(worker)
+        if outcome.stopped == "timeout":
+            return WorkerResult.timed_out(chunk.id, f"timed out after {timeout:g} s", duration_ms=duration_ms)
+        if outcome.stopped == "cancel":
+            return WorkerResult.cancelled(chunk.id, duration_ms=duration_ms)
+        stdout = "\n".join(outcome.stdout)
+        return _died(chunk.id, worker.proc.returncode or 0, stdout, tail, duration_ms)
 
     def _start_worker(
         self, request: WorkerRequest, cwd: str | None, out: IO[bytes], err: IO[bytes]
@@ -160,18 +209,11 @@ class LocalBackend(Backend):
     def close(self) -> None:
         with self._lock:
             procs = list(self._procs)
+            pool, self._pool = self._pool, None
         for proc in procs:
             kill_group(proc.pid)
-
-
-def parse_frames_line(line: str) -> FrameProgress | None:
-    """The FrameProgress of a worker's `HELIOS-WORKER-FRAMES {...}` line; None for any other line."""
-    if not line.startswith(FRAMES_MARK):
-        return None
-    try:
-        return FrameProgress.model_validate_json(line[len(FRAMES_MARK) :])
-    except ValueError:
-        return None
+        if pool is not None:
+            pool.close()
 
 
 class FramesTail:
@@ -196,21 +238,17 @@ class FramesTail:
                     self.on_frames(progress.frames)
 
 
-def frames_printer(chunk_id: int, interval: float = FRAMES_INTERVAL_S) -> Callable[[int, int], None]:
-    """A render progress callback `(done, total)` printing frames lines (the last frame always)."""
-    last = float("-inf")
+def _frames_lines(on_frames: FramesCallback | None) -> Callable[[str], None] | None:
+    """A warm worker's line handler passing each frames line's count to `on_frames`."""
+    if on_frames is None:
+        return None
 
-    def report(done: int, total: int) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < interval and done < total:
-            return
-        last = now
-        line = FrameProgress(chunk_id=chunk_id, frames=done, total=total).model_dump_json(by_alias=True)
-        sys.stdout.write("\n" + FRAMES_MARK + line + "\n")
-        sys.stdout.flush()
+    def on_line(line: str) -> None:
+        progress = parse_frames_line(line)
+        if progress is not None:
+            on_frames(progress.frames)
 
-    return report
+    return on_line
 
 
 def _read_back(file: IO[bytes]) -> str:
@@ -276,4 +314,8 @@ def _worker_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        from helios_kit.worker.lines import serve
+
+        sys.exit(serve())
     sys.exit(_worker_main(sys.argv[1:]))

@@ -191,6 +191,10 @@ class CDPConnection:
         """Call ``listener(method, params, session_id)`` for every event (from the reader thread)."""
         self._listeners.append(listener)
 
+    def remove_listener(self, listener: Callable[[str, dict[str, Any], str | None], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     def send_async(
         self, method: str, params: dict[str, Any] | None = None, session_id: str | None = None
     ) -> Future[dict[str, Any]]:
@@ -326,9 +330,12 @@ class Browser:
             self.close()
             raise RenderError(f"Chromium {self.executable.path} did not start: {error}") from None
 
-    def new_page(self, width: int, height: int) -> Page:
-        """A fresh tab of exactly width x height CSS pixels at device scale 1, with a flat CDP session."""
+    def new_page(self, width: int, height: int, *, browser_context_id: str | None = None) -> Page:
+        """A fresh tab of exactly width x height CSS pixels at device scale 1, with a flat CDP session (in
+        the given browser context, else the default one)."""
         params: dict[str, Any] = {"url": "about:blank"}
+        if browser_context_id:
+            params["browserContextId"] = browser_context_id
         if self.executable.headless_shell:
             params.update(width=width, height=height)
         if self.begin_frame_control:
@@ -383,6 +390,15 @@ class Page:
 
     def send_async(self, method: str, params: dict[str, Any] | None = None) -> Future[dict[str, Any]]:
         return self.browser.cdp.send_async(method, params, self.session_id)
+
+    def detach(self) -> None:
+        """Stop recording this tab's events (a tab a long-lived browser no longer uses)."""
+        self.browser.cdp.remove_listener(self._on_event)
+
+    def clear_events(self) -> None:
+        """Forget the events recorded so far (a reused tab starts its next render with none)."""
+        with self._cond:
+            self._events.clear()
 
     def events(self, method: str) -> list[dict[str, Any]]:
         with self._cond:

@@ -36,10 +36,15 @@ from helios_kit.composition.deps import Dependency, url_dependency
 from helios_kit.composition.meta import locate_entry
 from helios_kit.errors import BrowserFault, HeliosError, RenderError
 from helios_kit.render import clock
-from helios_kit.render.browser import Browser, BrowserExecutable, CDPError, Page, find_browser
+from helios_kit.render.browser import BrowserExecutable, CDPError, Page, find_browser
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
+from helios_kit.render.page import RenderCancelled as RenderCancelled  # re-exported
+from helios_kit.render.page import cancelled as _cancelled
+from helios_kit.render.page import check_cancel as _check_cancel
+from helios_kit.render.page import open_page as open_page  # re-exported (probe, tests)
 from helios_kit.render.server import CompositionServer
+from helios_kit.render.warm import BrowserSource, TabKey, WarmBrowser
 
 if TYPE_CHECKING:
     from helios_kit.render.progress import RenderProgress
@@ -70,10 +75,6 @@ class RenderStats(BaseModel):
     media_seen: int | None = None
 
 
-class RenderCancelled(RenderError):
-    """The render was cancelled through its cancel event; nothing was written."""
-
-
 def resolve_input(input_location: str) -> tuple[str | None, pathlib.Path | None]:
     """(url, None) for http(s) inputs; (None, html_file) for local ones; RenderError when missing."""
     try:
@@ -91,72 +92,6 @@ def _check_range(config: RenderConfig, start_frame: int, frame_count: int) -> No
         raise RenderError(f"size must be positive, got {config.width}x{config.height}")
     if not config.fps > 0:
         raise RenderError(f"fps must be > 0, got {config.fps}")
-
-
-def _cancelled(cancel: threading.Event | None) -> bool:
-    return cancel is not None and cancel.is_set()
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if _cancelled(cancel):
-        raise RenderCancelled("render cancelled")
-
-
-def open_page(
-    browser: Browser,
-    url: str,
-    config: RenderConfig,
-    timeout: float,
-    cancel: threading.Event | None,
-    *,
-    record_network: bool = False,
-) -> Page:
-    """A tab at the render size with the virtual-time shim installed, loaded and prepared at t = 0.
-    `record_network` keeps the page's network responses (see :func:`url_dependencies`)."""
-    page = browser.new_page(config.width, config.height)
-    page.send("Page.enable")
-    if record_network:
-        page.send("Network.enable")
-    page.send(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": config.width, "height": config.height, "deviceScaleFactor": 1, "mobile": False},
-    )
-    script = clock.init_script(config.fps, timeout, config.props, config.seed)
-    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": script})
-    navigation = page.wait_pumping(page.send_async("Page.navigate", {"url": url}), timeout)
-    if navigation.get("errorText"):
-        raise RenderError(f"cannot load {url}: {navigation['errorText']}")
-    loaded = _wait_load(page, timeout, cancel)
-    _check_cancel(cancel)
-    if loaded is None:
-        raise RenderError(f"timeout: {url} did not finish loading within {timeout:g} s")
-    status = page.evaluate("(performance.getEntriesByType('navigation')[0] || {}).responseStatus || 0", timeout=timeout)
-    if isinstance(status, int) and status >= 400:
-        raise RenderError(f"cannot load {url}: HTTP {status}")
-    if not page.evaluate(clock.INSTALLED_EXPRESSION, timeout=timeout):
-        raise RenderError(f"cannot install virtual time in {url} (not an HTML page?)")
-    try:
-        errors = page.evaluate(clock.PREPARE_EXPRESSION, timeout=timeout + 5)
-    except CDPError as error:
-        raise RenderError(str(error).splitlines()[0].removeprefix("Error: ")) from None
-    except TimeoutError:
-        raise RenderError("timeout: frame 0 never became ready (fonts/images)") from None
-    if errors:
-        raise RenderError(f"composition threw while loading (before frame 0): {errors[0]}")
-    return page
-
-
-def _wait_load(page: Page, timeout: float, cancel: threading.Event | None) -> dict | None:
-    """The load event; in begin-frame mode frames are produced while waiting (loading may need them)."""
-    if not page.begin_frame_control:
-        return page.wait_event("Page.loadEventFired", timeout, abort=lambda: _cancelled(cancel))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not _cancelled(cancel):
-        event = page.wait_event("Page.loadEventFired", 0.005)
-        if event is not None:
-            return event
-        page.begin_frame(timeout=timeout)
-    return None
 
 
 def url_dependencies(page: Page, entry_url: str) -> list[Dependency]:
@@ -203,11 +138,13 @@ def render_range(
     quiet: bool = True,
     image_format: ImageFormat | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    warm: WarmBrowser | None = None,
 ) -> RenderStats:
     """Render frames [start_frame, start_frame + frame_count) of `input_location` into `output_path`.
 
     `image_format` forces how frames travel to ffmpeg (default: PNG when the codec settings are lossless,
-    else JPEG). `timeout_s` bounds page load and each frame's readiness.
+    else JPEG). `timeout_s` bounds page load and each frame's readiness. `warm` renders in a kept browser
+    (:class:`~helios_kit.render.warm.WarmBrowser`, reset between renders) instead of starting one.
 
     Begin-frame capture (the fastest) now and then stops getting pictures from Chromium, mostly under load
     ("no picture for frame N"); such a render restarts once with Page.captureScreenshot, which has not shown
@@ -223,6 +160,7 @@ def render_range(
         quiet=quiet,
         image_format=image_format,
         timeout_s=timeout_s,
+        warm=warm,
     )
     begin_frame = use_begin_frame() and not _declares_video(input_location)
     try:
@@ -323,6 +261,7 @@ def _render_once(
     quiet: bool = True,
     image_format: ImageFormat | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    warm: WarmBrowser | None = None,
 ) -> RenderStats:
     """One attempt of :func:`render_range`, with or without begin-frame capture."""
     started = time.monotonic()
@@ -334,7 +273,7 @@ def _render_once(
     progress = progress or reporter
 
     server: CompositionServer | None = None
-    browser: Browser | None = None
+    source: BrowserSource | None = warm or BrowserSource()
     encoder: FrameEncoder | None = None
     with contextlib.ExitStack() as stack:
         if reporter is not None:
@@ -345,8 +284,10 @@ def _render_once(
                 server = CompositionServer(html_file.parent)
                 url = server.url_for(html_file)
             assert url is not None
-            browser = Browser(executable, begin_frame_control=begin_frame)
-            page = open_page(browser, url, config, timeout_s, cancel, record_network=html_file is None)
+            key = TabKey(executable.path, begin_frame, config.width, config.height, input_location, html_file is None)
+            opening, source = source, None  # a failed open has already discarded what it started
+            page = opening.open(key, executable, url, config, timeout_s, cancel)
+            source = opening
             requested = str(getattr(config.capture, "value", config.capture))
             capture: DomCapture | CanvasCapture = choose_capture(page, requested, fmt, timeout_s)
             ff_started = time.monotonic()
@@ -360,12 +301,14 @@ def _render_once(
             _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress)
             media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
-            browser.close()
-            browser = None
+            dependencies = url_dependencies(page, url) if server is None else []
+            source.release(page)  # cold: the browser closes; warm: the tab is reset for the next render
+            source = None
             encoder.finish()
             encoder = None
             loop_ms = (time.monotonic() - loop_started) * 1000
-            dependencies = server.served() if server is not None else url_dependencies(page, url)
+            if server is not None:
+                dependencies = server.served()
         except (CDPError, TimeoutError, BrowserFault) as error:
             # Cancelling tears the browser down under a running DevTools call: that failure is the cancel.
             _check_cancel(cancel)
@@ -375,8 +318,8 @@ def _render_once(
         finally:
             if encoder is not None:
                 encoder.abort()
-            if browser is not None:
-                browser.close()
+            if source is not None:
+                source.discard()
             if server is not None:
                 server.close()
     return RenderStats(

@@ -14,6 +14,10 @@ Where things resolve:
   the same rule the client uses: a local job's folder; for a URL job the current directory when the
   composition is there, else relative to the job's URL (over http, or downloaded from fsspec).
 
+`WorkerRuntime(..., warm=WarmBrowser())` renders every chunk in one kept browser, reset between chunks
+(:mod:`helios_kit.render.warm`): the local backend's long-lived workers (:mod:`helios_kit.worker.lines`) and
+in-process callers that run many chunks or videos.
+
 A warm instance (Lambda, Cloud Run) runs many chunks of one job: it validates each distinct spec once, and
 keeps downloaded compositions in `<workspace>/helios-composition-cache/<version>/` (immutable folders keyed
 by the remote listing's names, sizes and ETags/mtimes), so unchanged assets are fetched once.
@@ -36,13 +40,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
 from helios_kit.errors import HeliosError, RenderError, describe
 from helios_kit.loaders import LoaderOptions, read_source
 from helios_kit.protocol import WorkerResult, WorkerStatus
 from helios_kit.spec import JobSpec, loads
+
+if TYPE_CHECKING:
+    from helios_kit.render.warm import WarmBrowser
 
 log = logging.getLogger("helios.worker")
 
@@ -64,6 +71,7 @@ def _default_render(config: Any, **kwargs: Any) -> Any:
     if reference:
         from helios_kit.plugins import resolve_reference
 
+        kwargs.pop("warm", None)  # a stand-in renderer has no browser to keep
         return resolve_reference(reference)(config, **kwargs)
     from helios_kit.render.session import render_range
 
@@ -80,11 +88,14 @@ class WorkerRuntime:
         *,
         loader_options: LoaderOptions | None = None,
         storage_options: dict[str, Any] | None = None,
+        warm: WarmBrowser | None = None,
     ) -> None:
         self.workspace_dir = Path(workspace_dir) if workspace_dir is not None else Path(tempfile.gettempdir())
         self.render = render or _default_render
         self.loader_options = loader_options or LoaderOptions()
         self.storage_options = storage_options or {}
+        #: A kept browser every render of this runtime uses (None: each render starts its own).
+        self.warm = warm
         self._specs: dict[str, JobSpec] = {}
         self._lock = threading.Lock()
 
@@ -192,6 +203,7 @@ class WorkerRuntime:
             progress=progress or heartbeat,
             cancel=cancel,
             quiet=True,
+            **({"warm": self.warm} if self.warm is not None else {}),
         )
         if heartbeat is not None:
             heartbeat.clear()
