@@ -26,6 +26,7 @@ from helios_kit.backends.base import Backend
 from helios_kit.errors import HeliosError, SpecError
 from helios_kit.liveness import HEARTBEAT_S, observe, pid_alive
 from helios_kit.plugins import make_backend
+from helios_kit.pricing import CostMeter, Pricing
 from helios_kit.protocol import EventKind, ProgressEvent
 from helios_kit.repository import (
     ChunkState,
@@ -185,7 +186,7 @@ class JobManager:
             raise SpecError(f"job {job_id} was not created by this manager (create or submit it first)")
         if status is None:
             status = prepared.status or JobStatus(id=job_id, total_chunks=len(prepared.spec.chunks))
-        tracker = _StatusTracker(self, status, prepared.spec)
+        tracker = _StatusTracker(self, status, prepared.spec, type(prepared.backend).pricing())
         status.state = JobState.RUNNING
         status.pid, status.host = os.getpid(), this_host()
         status.started_at = status.heartbeat_at = utcnow()
@@ -363,10 +364,12 @@ LOG_TAIL_LINES = 20
 class _StatusTracker:
     """Progress events → the job's status record (throttled writes)."""
 
-    def __init__(self, manager: JobManager, status: JobStatus, spec: JobSpec) -> None:
+    def __init__(self, manager: JobManager, status: JobStatus, spec: JobSpec, pricing: Pricing | None = None) -> None:
         self.manager = manager
         self.status = status
         self.spec = spec
+        self.cost = CostMeter(pricing) if pricing is not None else None  # backends that bill per chunk
+        status.cost_usd = 0.0 if self.cost is not None else None
         self.by_id = {chunk.id: chunk for chunk in status.chunks}
         self.lock = threading.Lock()
         self.last_save = 0.0
@@ -387,6 +390,9 @@ class _StatusTracker:
                 self._apply(chunk, event)
                 self.done += chunk.state.done
             self.status.completed_chunks = self.done
+            if self.cost is not None:
+                self.cost(event)
+                self.status.cost_usd = round(self.cost.running_cost(), 6)
             total = max(self.status.total_chunks, 1)
             self.status.progress = round(min(99.0, 100.0 * self.done / total), 1)
             now = time.monotonic()

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field, ValidationError
 
 from helios_kit.errors import SpecError
-from helios_kit.protocol import WireModel
+from helios_kit.protocol import EventKind, ProgressEvent, WireModel
+
+#: Events that end an attempt (a skip reported by a worker was an invocation too).
+ATTEMPT_ENDS = (EventKind.RENDERED, EventKind.SKIPPED, EventKind.FAILED, EventKind.RETRYING, EventKind.CANCELLED)
 
 
 class Pricing(WireModel):
@@ -73,3 +79,31 @@ def _field_name(key: str, where: str) -> str:
         known = ", ".join(n for n in Pricing.model_fields if n != "backend")
         raise SpecError(f"{where}: unknown pricing field {key!r}; known: {known}", retryable=False)
     return name
+
+
+class CostMeter:
+    """An event sink adding up a run's cost as it goes: finished attempts billed, running ones so far.
+    Used by the run records (`costUsd`, shown by the dashboard) and by `--max-cost`."""
+
+    def __init__(self, pricing: Pricing, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pricing = pricing
+        self.clock = clock
+        self.spent = 0.0
+        self.running: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def running_cost(self, now: float | None = None) -> float:
+        now = self.clock() if now is None else now
+        with self._lock:
+            return self.spent + sum(self.pricing.attempt_usd(now - began) for began in self.running.values())
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.chunk_id is None:
+            return
+        with self._lock:
+            if event.kind is EventKind.STARTED:
+                self.running[event.chunk_id] = self.clock()
+            elif event.kind in ATTEMPT_ENDS:
+                began = self.running.pop(event.chunk_id, None)
+                if began is not None:
+                    self.spent += self.pricing.attempt_usd(self.clock() - began)

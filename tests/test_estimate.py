@@ -235,3 +235,27 @@ def test_max_cost_refuses_to_start(tmp_path: Path) -> None:
     assert not (tmp_path / "job" / "chunks").exists()
     bad = _helios("job", "estimate", str(job), "--backend", "nope", tmp_path=tmp_path)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "nope" in bad.stderr
+
+
+def test_a_run_records_its_cost_so_far_for_backends_that_bill(tmp_path: Path) -> None:
+    """The run record's costUsd (the dashboard's "cost so far") adds up each attempt at the backend's prices;
+    a backend without prices (this machine) records none."""
+    from helios_kit.manager import JobManager
+    from helios_kit.repository import InMemoryJobRepository
+    from helios_kit.run import RunOptions
+
+    class Billed(RuntimeBackend):
+        @classmethod
+        def pricing(cls) -> Pricing:
+            return Pricing(backend="billed", request_usd=0.25)
+
+    job = make_job(tmp_path / "job", frames=16, chunks=4)
+    for backend, expected in (
+        (Billed(frame_index_render, tmp_path / "ws1"), 1.0),
+        (RuntimeBackend(frame_index_render, tmp_path / "ws2"), None),
+    ):
+        manager = JobManager(InMemoryJobRepository())
+        status = manager.create(str(job), backend=backend, options=RunOptions(concurrency=1, force=True))
+        final = manager.run(status.id, status=status)
+        assert final.state.value == "completed"
+        assert manager.get(final.run_id).cost_usd == expected

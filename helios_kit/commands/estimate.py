@@ -7,7 +7,6 @@ pricing (:meth:`Backend.pricing`, overridden by `--pricing FILE` / `--price FIEL
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 
@@ -15,8 +14,8 @@ import click
 
 from helios_kit.errors import SpecError
 from helios_kit.estimate import Estimate, estimate_job
-from helios_kit.pricing import Pricing, apply_overrides
-from helios_kit.protocol import EventKind, ProgressEvent
+from helios_kit.pricing import CostMeter, Pricing, apply_overrides
+from helios_kit.protocol import ProgressEvent
 
 
 def backend_pricing(backend: str, pricing_file: str | None = None, prices: tuple[str, ...] = ()) -> Pricing | None:
@@ -119,13 +118,9 @@ def refuse_over_budget(estimate: Estimate, max_cost: float) -> None:
         )
 
 
-#: Events that end an attempt (a skip reported by a worker was an invocation too).
-_ATTEMPT_ENDS = (EventKind.RENDERED, EventKind.SKIPPED, EventKind.FAILED, EventKind.RETRYING, EventKind.CANCELLED)
-
-
 class CostGuard:
-    """An event sink adding up a run's running cost (finished attempts billed, running ones so far) and
-    calling `stop` once when it passes `max_cost`."""
+    """An event sink adding up a run's running cost (a :class:`CostMeter`) and calling `stop` once when it
+    passes `max_cost`."""
 
     def __init__(
         self,
@@ -135,32 +130,22 @@ class CostGuard:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.clock = clock
-        self.pricing = pricing
+        self.meter = CostMeter(pricing, clock=clock) if pricing is not None else None
         self.max_cost = max_cost
         self.stop = stop
-        self.spent = 0.0
-        self.running: dict[int, float] = {}
         self.stopped = False
-        self._lock = threading.Lock()
+
+    @property
+    def spent(self) -> float:
+        return self.meter.spent if self.meter is not None else 0.0
 
     def running_cost(self, now: float | None = None) -> float:
-        if self.pricing is None:
-            return 0.0
-        now = self.clock() if now is None else now
-        with self._lock:
-            return self.spent + sum(self.pricing.attempt_usd(now - began) for began in self.running.values())
+        return self.meter.running_cost(now) if self.meter is not None else 0.0
 
     def __call__(self, event: ProgressEvent) -> None:
-        if self.pricing is None or event.chunk_id is None:
+        if self.meter is None:
             return
-        with self._lock:
-            if event.kind is EventKind.STARTED:
-                self.running[event.chunk_id] = self.clock()
-            elif event.kind in _ATTEMPT_ENDS:
-                began = self.running.pop(event.chunk_id, None)
-                if began is not None:
-                    self.spent += self.pricing.attempt_usd(self.clock() - began)
+        self.meter(event)
         if not self.stopped and self.running_cost() > self.max_cost:
             self.stopped = True
             self.stop()
