@@ -197,7 +197,9 @@ def _worker_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_term)
     _die_with_parent(parent)
     runtime = WorkerRuntime(os.environ.get("HELIOS_WORKSPACE_DIR") or None)
-    result = runtime.run(request.job_url, request.chunk_id, request.store, request.force, cancel=cancel)
+    result = runtime.run(
+        request.job_url, request.chunk_id, request.store, request.force, cancel=cancel, **request.run_flags()
+    )
     sys.stdout.write("\n" + RESULT_MARK + result.model_dump_json(by_alias=True) + "\n")
     sys.stdout.flush()
     return 0
