@@ -41,19 +41,23 @@ from helios_kit.spec import RenderConfig  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 PEERS = ("timecut@0.3.3", "puppeteer-core@2.1.1", "@helios-project/renderer@1.78.3")
-TOOLS = ("helios-kit", "timecut", "helios-renderer", "helios-kit parts=2")
+TOOLS = ("helios-kit", "timecut", "helios-renderer", "helios-kit parts=2", "timecut defaults")
 SINGLE_PROCESS_LINE = "    '--single-process',\n"
 
 TIMECUT_JS = r"""
-const [url, output, frames, width, height, canvas, chromium] = process.argv.slice(2);
+const [url, output, frames, width, height, canvas, chromium, ffmpegPath, defaults] = process.argv.slice(2);
 const timecut = require('timecut');
 const puppeteer = require('puppeteer-core');
+// "defaults": timecut as shipped (PNG frames written to a temp folder, then encoded)
+const capture = defaults === '1' ? { canvasCaptureMode: canvas === '1' ? 'png' : undefined } : {
+  // otherwise JPEG at 0.92 as ours, piped to ffmpeg (its fastest way)
+  screenshotType: 'jpeg', screenshotQuality: 0.92, pipeMode: true,
+  canvasCaptureMode: canvas === '1' ? 'jpeg' : undefined,
+};
 timecut({
   url, output, fps: 30, frames: Number(frames), quiet: true,
   viewport: { width: Number(width), height: Number(height) },
-  // JPEG at 0.92 as ours, piped to ffmpeg (its fastest way; its default writes PNG files to disk first)
-  screenshotType: 'jpeg', screenshotQuality: 0.92, pipeMode: true,
-  canvasCaptureMode: canvas === '1' ? 'jpeg' : undefined,
+  ...capture,
   outputOptions: ['-c:v', 'libx264', '-crf', '18', '-pix_fmt', 'yuv420p'],
   launcher: (options) => puppeteer.launch({ ...options, executablePath: chromium,
     args: [...(options.args || []), '--no-sandbox', '--disable-gpu'] }),
@@ -112,10 +116,18 @@ def peer_browser(script: str, canvas: bool) -> str:
     return find_browser().path
 
 
-def run_peer(script: str, cache: pathlib.Path, html: pathlib.Path, out: pathlib.Path, args, canvas: bool) -> float:
+def run_peer(
+    script: str, cache: pathlib.Path, html: pathlib.Path, out: pathlib.Path, args, canvas: bool, defaults: bool = False
+) -> float:
     """Seconds for a peer to render `html` into `out` (node, launch to finished file)."""
     argv = ["node", str(cache / script), html.as_uri(), str(out), str(args.frames), str(args.width)]
-    argv += [str(args.height), "1" if canvas else "0", peer_browser(script, canvas), find_ffmpeg()]
+    argv += [
+        str(args.height),
+        "1" if canvas else "0",
+        peer_browser(script, canvas),
+        find_ffmpeg(),
+        "1" if defaults else "0",
+    ]
     started = time.perf_counter()
     done = subprocess.run(argv, cwd=cache, capture_output=True, text=True, timeout=args.peer_timeout, check=False)
     wall = time.perf_counter() - started
@@ -139,8 +151,8 @@ def run_ours(html: pathlib.Path, out: pathlib.Path, args, capture: str, parts: i
 
 
 def _run_tool(tool: str, html: pathlib.Path, out: pathlib.Path, args, capture: str, canvas: bool) -> float:
-    if tool == "timecut":
-        return run_peer("timecut-run.js", args.cache, html, out, args, canvas)
+    if tool.startswith("timecut"):
+        return run_peer("timecut-run.js", args.cache, html, out, args, canvas, defaults=tool.endswith("defaults"))
     if tool == "helios-renderer":
         return run_peer("helios-run.mjs", args.cache, html, out, args, canvas)
     return run_ours(html, out, args, capture, parts=2 if tool.endswith("parts=2") else 1)
@@ -151,6 +163,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--timecut-defaults", action="store_true", help="also timecut as shipped (PNG files)")
     parser.add_argument("--peer-timeout", type=float, default=900, help="seconds before a peer's render is given up")
     parser.add_argument("--cache", type=pathlib.Path, default=pathlib.Path.home() / ".cache/helios-kit/bench-peers")
     args = parser.parse_args()
@@ -164,7 +177,11 @@ def main() -> None:
     results: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="helios-peers-") as tmp:
         for scene, html, capture, canvas in scenes:
-            tools = TOOLS if canvas else TOOLS[:3]
+            tools = [
+                tool
+                for tool in TOOLS
+                if (canvas or "parts" not in tool) and (args.timecut_defaults or "defaults" not in tool)
+            ]
             for tool in tools:
                 out = pathlib.Path(tmp) / f"{scene}-{tool.replace(' ', '-').replace('=', '')}.mp4"
                 try:
@@ -181,7 +198,7 @@ def main() -> None:
     print()
     for scene in ("DOM", "canvas"):
         ours = results.get((scene, "helios-kit"))
-        for peer in ("timecut", "helios-renderer"):
+        for peer in ("timecut", "timecut defaults", "helios-renderer"):
             theirs = results.get((scene, peer))
             if ours and theirs:
                 print(f"{scene:6s} helios-kit vs {peer:16s}: {theirs / ours:5.2f}x")
