@@ -38,6 +38,13 @@ class WorkerRequest(WireModel):
     chunk_id: int
     store: str | None = None
     force: bool = False
+    #: Keep the chunk's seam images (`helios job run --verify-seams`; see helios_kit.seams).
+    verify_seams: bool = False
+
+    def run_flags(self) -> dict[str, bool]:
+        """Keyword flags for `WorkerRuntime.run` beyond the positional four (only those set, so runtimes
+        written before a flag existed keep working)."""
+        return {"verify_seams": True} if self.verify_seams else {}
 
 
 class WorkerStatus(StrEnum):

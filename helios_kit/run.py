@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from helios_kit import seams
 from helios_kit.backends.base import Backend
 from helios_kit.composition import is_local, local_path
 from helios_kit.context import STATE_DIR, JobContext
@@ -50,6 +51,7 @@ class RunOptions(AttemptOptions):
     chunks: list[int] | None = Field(None, description="Only these chunk ids (default: all).")
     store: str | None = None
     merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
+    verify_seams: bool = Field(False, description="Check every chunk boundary before the merge (seams.py).")
 
 
 class MergeOutcome(BaseModel):
@@ -193,8 +195,10 @@ class JobRun:
         chunk_ids: Iterable[int] | None = None,
         merge: bool = True,
         verbose: bool = False,
+        verify_seams: bool = False,
     ) -> None:
         self.ctx = ctx
+        self.verify_seams = verify_seams or ctx.spec.verify.seams
         self.executor = executor
         self.chunk_ids = list(chunk_ids) if chunk_ids is not None else None
         self.verbose = verbose
@@ -225,7 +229,8 @@ class JobRun:
     def chunk_uptodate(self, chunk: Chunk) -> bool:
         if self.ctx.force or self.executor.cancel.is_set():
             return False
-        if self.ctx.chunk_complete(chunk):
+        seams_kept = not self.verify_seams or seams.has_images(self.ctx.store, self.ctx.spec, chunk)
+        if self.ctx.chunk_complete(chunk) and seams_kept:
             self.executor.mark_skipped(chunk)
             return True
         return False
@@ -267,6 +272,8 @@ class JobRun:
         executor = self.executor
         executor.emit(ProgressEvent(kind=EventKind.MERGE_STARTED))
         try:
+            if self.verify_seams:
+                seams.check_seams(self.ctx.store, self.ctx.spec)
             outcome = merge_job(self.ctx, cancel=executor.cancel)
         except HeliosError as error:
             self.merge = MergeOutcome(error=str(error))
@@ -354,9 +361,11 @@ def execute_job(
         swept = ctx.store.sweep_temporaries([*spec.merge.inputs, spec.merge.output_file])
         if swept:
             log.info("removed %d temporary objects of interrupted commits: %s", len(swept), ", ".join(swept))
-        executor = ChunkExecutor(backend, spec, ctx.chunk_context(), options, cancel=cancel, sinks=sinks)
+        verify = options.verify_seams or spec.verify.seams
+        chunk_context = ctx.chunk_context().model_copy(update={"verify_seams": verify})
+        executor = ChunkExecutor(backend, spec, chunk_context, options, cancel=cancel, sinks=sinks)
         executor.emit(ProgressEvent(kind=EventKind.RESOLVED, output=ctx.composition.source))
-        run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge)
+        run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge, verify_seams=verify)
         error = run.run()
     finally:
         if context is None:

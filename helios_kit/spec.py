@@ -176,6 +176,17 @@ class Merge(SpecModel):
     command: Command = None
 
 
+class Verify(SpecModel):
+    """Checks a run makes besides rendering (`verify` in the JobSpec; not part of any chunk's identity)."""
+
+    seams: bool = Field(
+        False, description="Render one extra frame per chunk boundary and compare it with the next chunk's first."
+    )
+    min_psnr: float = Field(
+        50.0, gt=0, le=100, description="A seam whose two frames are further apart than this (dB) fails the run."
+    )
+
+
 class JobSpec(SpecModel):
     """A planned render: config, the chunks that split it, and the merge that joins them."""
 
@@ -188,6 +199,7 @@ class JobSpec(SpecModel):
         serialization_alias="chunks",
     )
     merge: Merge
+    verify: Verify = Field(default_factory=Verify)
 
     @field_validator("chunks")
     @classmethod
@@ -436,8 +448,9 @@ def load(path: str | os.PathLike[str]) -> JobSpec:
 
 
 def dumps(spec: JobSpec) -> str:
-    """Stable, pretty JSON (camelCase keys, in model order, trailing newline)."""
-    return json.dumps(spec.model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n"
+    """Stable, pretty JSON (camelCase keys, in model order, trailing newline); `verify` only when set."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude={"verify"} if spec.verify == Verify() else None)
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def dump(spec: JobSpec, path: str | os.PathLike[str]) -> None:

@@ -38,10 +38,17 @@ class ChunkContext(WireModel):
     job_dir: str = Field(description="Local working directory: the job file's folder, or cwd for a URL.")
     store_url: str = Field(description="Artifact store (folder or fsspec URL) the chunk is committed to.")
     force: bool = Field(False, description="Render even when the store already holds a complete chunk.")
+    verify_seams: bool = Field(False, description="Keep each chunk's seam images (helios_kit.seams).")
 
     def worker_request(self, chunk: Chunk) -> WorkerRequest:
         """The payload a worker needs to render `chunk` in this context."""
-        return WorkerRequest(job_url=self.job_url, chunk_id=chunk.id, store=self.store_url, force=self.force)
+        return WorkerRequest(
+            job_url=self.job_url,
+            chunk_id=chunk.id,
+            store=self.store_url,
+            force=self.force,
+            verify_seams=self.verify_seams,
+        )
 
 
 class BackendOptions(BaseModel):

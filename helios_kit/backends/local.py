@@ -306,7 +306,13 @@ def _worker_main(argv: list[str]) -> int:
     runtime = WorkerRuntime(os.environ.get("HELIOS_WORKSPACE_DIR") or None)
     progress = frames_printer(request.chunk_id)
     result = runtime.run(
-        request.job_url, request.chunk_id, request.store, request.force, cancel=cancel, progress=progress
+        request.job_url,
+        request.chunk_id,
+        request.store,
+        request.force,
+        cancel=cancel,
+        progress=progress,
+        **request.run_flags(),
     )
     sys.stdout.write("\n" + RESULT_MARK + result.model_dump_json(by_alias=True) + "\n")
     sys.stdout.flush()

@@ -196,6 +196,9 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
 @click.option("--force", is_flag=True, help="Render every chunk even when complete.")
 @click.option("--chunks", "chunk_spec", default=None, metavar="IDS", help="Only these chunks, e.g. 0,3,5-7.")
 @click.option("--no-merge", "no_merge", is_flag=True, help="Render the chunks only; do not merge them.")
+@click.option(
+    "--verify-seams", is_flag=True, help="Render one extra frame per chunk and check every chunk boundary matches."
+)
 @click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
 @repository_option
@@ -218,6 +221,7 @@ def run_command(
     force: bool,
     chunk_spec: str | None,
     no_merge: bool,
+    verify_seams: bool,
     detach: bool,
     quiet: bool,
     repository: str | None,
@@ -254,6 +258,7 @@ def run_command(
         store=store,
         merge=not no_merge,
         chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None,
+        verify_seams=verify_seams,
     )
     manager = JobManager(_repository_for_run(detach, repository))
     if detach:
@@ -433,6 +438,8 @@ def _detach_argv(
         argv += ["--store", options.store]
     if options.force:
         argv.append("--force")
+    if options.verify_seams:
+        argv.append("--verify-seams")
     if not options.merge:
         argv.append("--no-merge")
     if options.chunks:

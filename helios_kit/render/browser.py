@@ -80,6 +80,8 @@ SHELL_FLAGS = ("--disable-frame-rate-limit", "--disable-gpu-vsync")
 
 #: Headless shell driven frame by frame with HeadlessExperimental.beginFrame (each frame is produced on
 #: request and can carry its own screenshot): about 2x the frames/s of Page.captureScreenshot here.
+#: The set puppeteer-capture and HyperFrames launch with (surface synchronization included: the browser
+#: waits for the renderer's surface of the current size instead of drawing without it).
 BEGIN_FRAME_FLAGS = (
     "--deterministic-mode",
     "--enable-begin-frame-control",
@@ -89,7 +91,13 @@ BEGIN_FRAME_FLAGS = (
     "--disable-threaded-scrolling",
     "--disable-checker-imaging",
     "--disable-image-animation-resync",
+    "--enable-surface-synchronization",
 )
+
+#: frameTimeTicks of a page's first BeginFrame (ms); each later one is an interval further (as
+#: puppeteer-capture and HyperFrames do: explicit, strictly increasing, never the wall clock).
+FIRST_FRAME_TICKS = 1000.0
+BEGIN_FRAME_INTERVAL_MS = 1000 / 60
 
 
 @dataclass(frozen=True)
@@ -376,6 +384,7 @@ class Page:
         self.height = height
         self._events: dict[str, list[dict[str, Any]]] = {}
         self._cond = threading.Condition()
+        self._frame_ticks = FIRST_FRAME_TICKS - BEGIN_FRAME_INTERVAL_MS
         browser.cdp.add_listener(self._on_event)
 
     def _on_event(self, method: str, params: dict[str, Any], session_id: str | None) -> None:
@@ -428,11 +437,24 @@ class Page:
         return self.browser.begin_frame_control
 
     def begin_frame(self, screenshot: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        """Produce one frame (begin-frame mode); with `screenshot`, the result may hold screenshotData."""
-        params: dict[str, Any] = {"interval": 1000 / 60}
+        """Produce and draw one frame (begin-frame mode); with `screenshot`, the result may hold
+        screenshotData (only when the frame has damage: a frame identical to the last drawn one has none).
+        Capture asks every drawing frame for a picture, so the last picture is always what is displayed."""
+        params: dict[str, Any] = {"frameTimeTicks": self._next_ticks(), "interval": BEGIN_FRAME_INTERVAL_MS}
         if screenshot is not None:
             params["screenshot"] = screenshot
         return self.send("HeadlessExperimental.beginFrame", params, timeout=timeout)
+
+    def pump(self, timeout: float = 10.0) -> dict[str, Any]:
+        """A frame that runs rendering's side effects (layout, animations, promises waiting for a frame)
+        but draws nothing (noDisplayUpdates): frames produced while waiting for the page never change
+        the display, so the next capture frame has all the damage and its picture."""
+        params = {"frameTimeTicks": self._next_ticks(), "interval": BEGIN_FRAME_INTERVAL_MS, "noDisplayUpdates": True}
+        return self.send("HeadlessExperimental.beginFrame", params, timeout=timeout)
+
+    def _next_ticks(self) -> float:
+        self._frame_ticks += BEGIN_FRAME_INTERVAL_MS
+        return self._frame_ticks
 
     def wait_pumping(self, future: Future[dict[str, Any]], timeout: float | None) -> dict[str, Any]:
         """Wait for a command; in begin-frame mode keep producing frames meanwhile (promises that wait for
@@ -447,7 +469,7 @@ class Page:
                     raise TimeoutError(f"page did not answer within {timeout:g} s") from None
             first_wait = 0.002
             with contextlib.suppress(CDPError, TimeoutError):
-                self.begin_frame(timeout=10)
+                self.pump(timeout=10)
 
     def evaluate(self, expression: str, timeout: float | None = 60.0, await_promise: bool = True) -> Any:
         """Evaluate JS in the page and return its JSON value; a thrown error becomes CDPError(message)."""

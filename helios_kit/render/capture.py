@@ -99,14 +99,19 @@ class DomCapture:
 
 #: Compositor frames produced after a <video> seek before the captured one (begin-frame mode).
 VIDEO_SETTLE_FRAMES = 2
+#: Drawing frames asked for the step's picture before the frame fails (retryably).
+PICTURE_ATTEMPTS = 4
 
 
 class BeginFrameCapture(DomCapture):
     """Step the page, then produce the frame with HeadlessExperimental.beginFrame carrying a screenshot.
 
-    Only in begin-frame mode (headless shell): Chromium draws nothing unless asked, so the frame we
-    request is the first one after the step and cannot be stale. A frame without damage may come back
-    without screenshot data: then it is identical to the previous one.
+    Only in begin-frame mode (headless shell): Chromium draws nothing unless asked. Frames produced while
+    waiting for the page draw nothing (``Page.pump``, noDisplayUpdates) and every frame that draws asks
+    for a picture, so the last picture received is always what the display shows. Then a frame answered
+    without damage is that picture, truly unchanged; a frame with damage but no picture is retried with a
+    later frame, and a step that never gets one fails its render with a retryable BrowserFault: never a
+    stale or duplicated frame.
     """
 
     mode = "dom"
@@ -116,30 +121,34 @@ class BeginFrameCapture(DomCapture):
         self.shot: dict[str, Any] = {"format": image_format, "optimizeForSpeed": True}
         if image_format == "jpeg":
             self.shot["quality"] = JPEG_QUALITY
+        #: The picture of the last drawn frame (None before the first).
         self.last: bytes | None = None
 
     def frame(self, frame: int) -> bytes:
         result = run_step(self.page, clock.step_expression(frame), frame, self.timeout)
         if isinstance(result, dict) and result.get("videoSeeks"):
             # A freshly seeked <video> picture reaches the compositor asynchronously; under load the frame
-            # right after the step can still hold the previous picture (seen at a chunk's first frame, the
-            # picture from load time). Frames without screenshot let it land before the captured one.
+            # right after the step can still hold the previous picture. Drawn frames let it land first.
             for _ in range(VIDEO_SETTLE_FRAMES):
-                try:
-                    self.page.begin_frame(timeout=self.timeout)
-                except (CDPError, TimeoutError) as error:
-                    raise BrowserFault(f"screenshot failed: {error}") from None
-        for _ in range(3):
-            try:
-                result = self.page.begin_frame(self.shot, timeout=self.timeout)
-            except (CDPError, TimeoutError) as error:
-                raise BrowserFault(f"screenshot failed: {error}") from None
-            if result.get("screenshotData"):
-                self.last = base64.b64decode(result["screenshotData"])
-                return self.last
-            if self.last is not None and not result.get("hasDamage", True):
-                return self.last
+                self._draw(frame)
+        for _ in range(PICTURE_ATTEMPTS):
+            picture = self._draw(frame)
+            if picture is not None:
+                return picture
         raise BrowserFault(f"screenshot failed: Chromium produced no picture for frame {frame}")
+
+    def _draw(self, frame: int) -> bytes | None:
+        """Draw one frame; its picture, the unchanged last one when it had no damage, or None."""
+        try:
+            result = self.page.begin_frame(self.shot, timeout=self.timeout)
+        except (CDPError, TimeoutError) as error:
+            raise BrowserFault(f"screenshot failed at frame {frame}: {error}") from None
+        if result.get("screenshotData"):
+            self.last = base64.b64decode(result["screenshotData"])
+            return self.last
+        if not result.get("hasDamage", True):
+            return self.last
+        return None
 
 
 class CanvasCapture:

@@ -109,5 +109,5 @@ def wait_load(page: Page, timeout: float, cancel: threading.Event | None) -> dic
         event = page.wait_event("Page.loadEventFired", 0.005)
         if event is not None:
             return event
-        page.begin_frame(timeout=timeout)
+        page.pump(timeout=timeout)
     return None

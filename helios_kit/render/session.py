@@ -73,6 +73,17 @@ class RenderStats(BaseModel):
     dependencies: list[Dependency] = []
     #: Media elements the page showed from frame 0 to the range's end (None: not known).
     media_seen: int | None = None
+    #: Seam images written beside the output (see `seam` of :func:`render_range`): {"head"|"tail": path}.
+    seam_files: dict[str, str] = {}
+
+
+class SeamImages(BaseModel):
+    """Images a render keeps for seam checks: `head` is the range's first frame, reached by fast-forward;
+    `tail` renders one frame more than the range (its first frame after, played through), kept out of the
+    video. Each is written as `<stem>.png` or `<stem>.jpg` (the capture's own bytes)."""
+
+    head: pathlib.Path | None = None
+    tail: pathlib.Path | None = None
 
 
 def resolve_input(input_location: str) -> tuple[str | None, pathlib.Path | None]:
@@ -139,6 +150,7 @@ def render_range(
     image_format: ImageFormat | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     warm: WarmBrowser | None = None,
+    seam: SeamImages | None = None,
 ) -> RenderStats:
     """Render frames [start_frame, start_frame + frame_count) of `input_location` into `output_path`.
 
@@ -161,6 +173,7 @@ def render_range(
         image_format=image_format,
         timeout_s=timeout_s,
         warm=warm,
+        seam=seam,
     )
     begin_frame = use_begin_frame() and not _declares_video(input_location)
     try:
@@ -219,21 +232,53 @@ def _capture_frames(
     frame_count: int,
     cancel: threading.Event | None,
     progress: Callable[[int, int], None] | None,
+    seam: _SeamSink | None = None,
 ) -> None:
-    """Step and capture frames [start_frame, start_frame + frame_count) into the encoder."""
+    """Step and capture frames [start_frame, start_frame + frame_count) into the encoder (and, for seam
+    checks, the first image and one frame more into `seam`)."""
+    total = frame_count + (1 if seam is not None and seam.wants_tail else 0)
     done = 0
-    for index in range(frame_count + 1):
+    for index in range(total + 1):
         _check_cancel(cancel)
         try:
             # Pipelined captures hand back earlier frames; the extra turn flushes the last ones.
-            images = capture.frames(start_frame + index) if index < frame_count else capture.flush()
+            images = capture.frames(start_frame + index) if index < total else capture.flush()
         except FrameError as error:
             raise _frame_error(error) from None
         for image in images:
-            encoder.put(image)
+            if seam is not None:
+                seam.offer(done, frame_count, image)
+            if done < frame_count:
+                encoder.put(image)
+                if progress is not None:
+                    progress(done + 1, frame_count)
             done += 1
-            if progress is not None:
-                progress(done, frame_count)
+
+
+class _SeamSink:
+    """Writes the seam images of one render as they are captured (see :class:`SeamImages`)."""
+
+    def __init__(self, seam: SeamImages, fmt: ImageFormat) -> None:
+        self.seam = seam
+        self.suffix = ".png" if fmt == "png" else ".jpg"
+        self.written: dict[str, str] = {}
+
+    @property
+    def wants_tail(self) -> bool:
+        return self.seam.tail is not None
+
+    def offer(self, index: int, frame_count: int, image: bytes) -> None:
+        if index == 0 and self.seam.head is not None:
+            self._write("head", self.seam.head, image)
+        if index == frame_count and self.seam.tail is not None:
+            self._write("tail", self.seam.tail, image)
+
+    def _write(self, name: str, stem: pathlib.Path, image: bytes) -> None:
+        path = stem.with_name(stem.name + self.suffix)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(image)
+        os.replace(tmp, path)
+        self.written[name] = os.fspath(path)
 
 
 def _preflight(
@@ -262,6 +307,7 @@ def _render_once(
     image_format: ImageFormat | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     warm: WarmBrowser | None = None,
+    seam: SeamImages | None = None,
 ) -> RenderStats:
     """One attempt of :func:`render_range`, with or without begin-frame capture."""
     started = time.monotonic()
@@ -298,7 +344,8 @@ def _render_once(
             ff_ms = (time.monotonic() - ff_started) * 1000
             encoder = _encoder(output_path, config, frame_count, fmt)
             loop_started = time.monotonic()
-            _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress)
+            seam_sink = _SeamSink(seam, fmt) if seam is not None else None
+            _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
             media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, url) if server is None else []
@@ -332,4 +379,5 @@ def _render_once(
         browser=executable.path,
         dependencies=dependencies,
         media_seen=media_seen,
+        seam_files=seam_sink.written if seam_sink is not None else {},
     )

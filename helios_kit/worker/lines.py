@@ -124,7 +124,13 @@ def serve(stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout) -> int:
             request = task.request
             progress = frames_printer(request.chunk_id, stdout=stdout)
             result = runtime.run(
-                request.job_url, request.chunk_id, request.store, request.force, cancel=stop, progress=progress
+                request.job_url,
+                request.chunk_id,
+                request.store,
+                request.force,
+                cancel=stop,
+                progress=progress,
+                **request.run_flags(),
             )
             stdout.write("\n" + result_line(result))
             stdout.flush()

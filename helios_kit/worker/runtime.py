@@ -123,11 +123,13 @@ class WorkerRuntime:
         *,
         cancel: threading.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
+        verify_seams: bool = False,
     ) -> WorkerResult:
         """Render chunk `chunk_id` of the job at `job_url` into `store`; never raises for the chunk's failure.
 
         `progress(done, total)` is called as frames are captured; without one, the frames go to a heartbeat
-        object beside the output in the store (helios_kit.heartbeat), for a client with no pipe to us."""
+        object beside the output in the store (helios_kit.heartbeat), for a client with no pipe to us.
+        `verify_seams` (or `verify.seams` in the spec) keeps the chunk's seam images (see seams.py)."""
         started = time.monotonic()
 
         def result(status: WorkerStatus, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
@@ -148,7 +150,7 @@ class WorkerRuntime:
         except OSError as error:
             return result(WorkerStatus.FAILED, stderr=f"workspace {self.workspace_dir} is not usable: {error}")
         try:
-            return self._run(job_url, chunk_id, store, force, cancel, workspace, result, progress)
+            return self._run(job_url, chunk_id, store, force, cancel, workspace, result, progress, verify_seams)
         except RenderError as error:
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
         except HeliosError as error:  # SpecError, LoaderError, StoreError: each says whether a retry may help
@@ -169,7 +171,9 @@ class WorkerRuntime:
         workspace: Path,
         result: Callable[..., WorkerResult],
         progress: Callable[[int, int], None] | None = None,
+        verify_seams: bool = False,
     ) -> WorkerResult:
+        from helios_kit import seams
         from helios_kit.heartbeat import StoreHeartbeat
         from helios_kit.store import ArtifactStore
 
@@ -181,7 +185,12 @@ class WorkerRuntime:
         )
         digest = chunk_digest(spec, chunk)
         rel = chunk.output_file
-        if not force and store.is_complete(rel, digest, composition.checker()):
+        verify_seams = verify_seams or spec.verify.seams
+        if (
+            not force
+            and store.is_complete(rel, digest, composition.checker())
+            and (not verify_seams or seams.has_images(store, spec, chunk))
+        ):
             return result(
                 WorkerStatus.SKIPPED,
                 output_file=store.uri(rel),
@@ -194,6 +203,7 @@ class WorkerRuntime:
         output = workspace / "out" / posixpath.basename(rel)
         output.parent.mkdir(parents=True, exist_ok=True)
         heartbeat = StoreHeartbeat(store, rel, chunk.id) if progress is None else None
+        extra: dict[str, Any] = {"seam": _seam_images(spec, chunk, output)} if verify_seams else {}
         stats = self.render(
             spec.config,
             input_location=composition.input_location,
@@ -204,12 +214,15 @@ class WorkerRuntime:
             cancel=cancel,
             quiet=True,
             **({"warm": self.warm} if self.warm is not None else {}),
+            **extra,
         )
         if heartbeat is not None:
             heartbeat.clear()
         if cancel is not None and cancel.is_set():
             return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         frames = int(getattr(stats, "frames", 0) or getattr(stats, "frame_count", 0) or chunk.frame_count)
+        if verify_seams:  # before the chunk's manifest: a done chunk has its seam images
+            seams.commit_images(store, rel, dict(getattr(stats, "seam_files", None) or {}))
         manifest = store.commit(
             output,
             rel,
@@ -228,3 +241,15 @@ class WorkerRuntime:
             stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "
             f"{store.uri(rel)} ({manifest.size} bytes)",
         )
+
+
+def _seam_images(spec: JobSpec, chunk: Any, output: Path) -> Any:
+    """The seam images a render of `chunk` keeps beside `output` (see helios_kit.seams)."""
+    from helios_kit import seams
+    from helios_kit.render.session import SeamImages
+
+    head, tail = seams.wanted(spec, chunk)
+    return SeamImages(
+        head=output.with_name(f"{output.name}.{seams.HEAD}") if head else None,
+        tail=output.with_name(f"{output.name}.{seams.TAIL}") if tail else None,
+    )

@@ -139,7 +139,13 @@ async def _run_until_disconnect(
     cancel = threading.Event()
     task = asyncio.ensure_future(
         run_in_threadpool(
-            runtime.run, work.job_url, work.chunk_id, work.store or default_store, work.force, cancel=cancel
+            runtime.run,
+            work.job_url,
+            work.chunk_id,
+            work.store or default_store,
+            work.force,
+            cancel=cancel,
+            **work.run_flags(),
         )
     )
     while not task.done():

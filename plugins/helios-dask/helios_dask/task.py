@@ -45,7 +45,9 @@ def render_chunk(request: dict[str, Any], workspace: str | None = None, cancel_e
     if cancel_event:
         _watch_cancel(_event(cancel_event), cancel, finished)
     try:
-        result = runtime_for(workspace).run(parsed.job_url, parsed.chunk_id, parsed.store, parsed.force, cancel=cancel)
+        result = runtime_for(workspace).run(
+            parsed.job_url, parsed.chunk_id, parsed.store, parsed.force, cancel=cancel, **parsed.run_flags()
+        )
     finally:
         finished.set()  # the watcher ends after its current wait; the answer does not wait for it
     return result.model_dump(mode="json", by_alias=True)

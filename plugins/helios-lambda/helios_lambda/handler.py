@@ -108,7 +108,9 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
             timer.daemon = True
             timer.start()
     try:
-        result = _get_runtime().run(request.job_url, request.chunk_id, request.store, request.force, cancel=cancel)
+        result = _get_runtime().run(
+            request.job_url, request.chunk_id, request.store, request.force, cancel=cancel, **request.run_flags()
+        )
     finally:
         if timer is not None:
             timer.cancel()

@@ -1,0 +1,212 @@
+"""Speed against peers, side by side in one run: helios-kit vs timecut 0.3.3 vs the original Helios renderer.
+
+    .venv/bin/python benchmarks/peers.py [--frames 60] [--width 1280 --height 720] [--cache DIR]
+
+Installs its peers from npm itself into a cache folder (default ``~/.cache/helios-kit/bench-peers``, once):
+``timecut@0.3.3`` (driven through puppeteer-core 2.1.1 pointed at the system Chromium, no download) and
+``@helios-project/renderer`` (Playwright, pointed at the system Chromium; its launch arguments carry
+``--single-process``, with which its DOM mode hangs on current Chromium, so the installed copy is patched to
+drop it). Then renders the same two compositions at the same size, frame count and fps with each:
+
+* DOM: ``examples/titles`` (ours: DOM capture; timecut: screenshots; Helios: ``mode: "dom"``);
+* canvas: ``examples/particles`` (ours: ``auto`` = canvas capture; timecut: ``canvasCaptureMode``;
+  Helios: ``mode: "canvas"``);
+
+each timed from launch to a finished MP4, alternating tools so load on the shared machine hits them alike.
+Prints seconds and frames/s per tool, the ratios (ours vs each peer), ours with 2 parts vs 1 on the canvas
+composition, and the command. peers use the same browser binary as ours (the system headless shell), except
+the Helios renderer's DOM mode: the system `chromium` (that mode hangs in the headless shell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from helios_kit.render import render_range  # noqa: E402
+from helios_kit.render.browser import find_browser  # noqa: E402
+from helios_kit.render.encode import find_ffmpeg  # noqa: E402
+from helios_kit.render.parallel import render_parallel  # noqa: E402
+from helios_kit.spec import RenderConfig  # noqa: E402
+
+EXAMPLES = ROOT / "examples"
+PEERS = ("timecut@0.3.3", "puppeteer-core@2.1.1", "@helios-project/renderer@1.78.3")
+TOOLS = ("helios-kit", "timecut", "helios-renderer", "helios-kit parts=2", "timecut defaults")
+SINGLE_PROCESS_LINE = "    '--single-process',\n"
+
+TIMECUT_JS = r"""
+const [url, output, frames, width, height, canvas, chromium, ffmpegPath, defaults] = process.argv.slice(2);
+const timecut = require('timecut');
+const puppeteer = require('puppeteer-core');
+// "defaults": timecut as shipped (PNG frames written to a temp folder, then encoded)
+const capture = defaults === '1' ? { canvasCaptureMode: canvas === '1' ? 'png' : undefined } : {
+  // otherwise JPEG at 0.92 as ours, piped to ffmpeg (its fastest way)
+  screenshotType: 'jpeg', screenshotQuality: 0.92, pipeMode: true,
+  canvasCaptureMode: canvas === '1' ? 'jpeg' : undefined,
+};
+timecut({
+  url, output, fps: 30, frames: Number(frames), quiet: true,
+  viewport: { width: Number(width), height: Number(height) },
+  ...capture,
+  outputOptions: ['-c:v', 'libx264', '-crf', '18', '-pix_fmt', 'yuv420p'],
+  launcher: (options) => puppeteer.launch({ ...options, executablePath: chromium,
+    args: [...(options.args || []), '--no-sandbox', '--disable-gpu'] }),
+}).then(() => process.exit(0), (error) => { console.error(error); process.exit(1); });
+"""
+
+HELIOS_JS = r"""
+import { Renderer } from '@helios-project/renderer';
+const [url, output, frames, width, height, canvas, chromium, ffmpegPath] = process.argv.slice(2);
+const renderer = new Renderer({
+  width: Number(width), height: Number(height), fps: 30, durationInSeconds: Number(frames) / 30,
+  frameCount: Number(frames), mode: canvas === '1' ? 'canvas' : 'dom', ffmpegPath,
+  browserConfig: { executablePath: chromium, args: ['--no-sandbox'] },
+});
+renderer.render(url, output).then(() => process.exit(0), (error) => { console.error(error); process.exit(1); });
+"""
+
+
+def install_peers(cache: pathlib.Path) -> None:
+    """npm install the peers into `cache` (once), and drop --single-process from the Helios renderer."""
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (cache / "package.json").exists():
+        (cache / "package.json").write_text(json.dumps({"name": "helios-bench-peers", "private": True}))
+    if not all((cache / "node_modules" / name.rsplit("@", 1)[0]).is_dir() for name in PEERS):
+        env = dict(
+            os.environ,
+            PUPPETEER_SKIP_CHROMIUM_DOWNLOAD="1",
+            PUPPETEER_SKIP_DOWNLOAD="1",
+            PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD="1",
+        )
+        argv = ["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts", *PEERS]
+        subprocess.run(argv, cwd=cache, env=env, check=True, stdout=subprocess.DEVNULL)
+    pool = cache / "node_modules/@helios-project/renderer/dist/core/BrowserPool.js"
+    text = pool.read_text()
+    if SINGLE_PROCESS_LINE in text:
+        pool.write_text(text.replace(SINGLE_PROCESS_LINE, ""))
+    (cache / "timecut-run.js").write_text(TIMECUT_JS)
+    (cache / "helios-run.mjs").write_text(HELIOS_JS)
+
+
+def _frames_in(video: pathlib.Path) -> int:
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(video)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return int(probe.stdout.strip() or 0)
+
+
+def peer_browser(script: str, canvas: bool) -> str:
+    """Our browser (the headless shell), except for the Helios renderer's DOM mode: `chromium` (new
+    headless). That mode captures with Page.captureScreenshot under its own compositor flags, which hangs in
+    the headless shell here even without --single-process (its canvas mode runs there)."""
+    if script.startswith("helios") and not canvas:
+        return shutil.which("chromium") or find_browser().path
+    return find_browser().path
+
+
+def run_peer(
+    script: str, cache: pathlib.Path, html: pathlib.Path, out: pathlib.Path, args, canvas: bool, defaults: bool = False
+) -> float:
+    """Seconds for a peer to render `html` into `out` (node, launch to finished file)."""
+    argv = ["node", str(cache / script), html.as_uri(), str(out), str(args.frames), str(args.width)]
+    argv += [
+        str(args.height),
+        "1" if canvas else "0",
+        peer_browser(script, canvas),
+        find_ffmpeg(),
+        "1" if defaults else "0",
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=cache, capture_output=True, text=True, timeout=args.peer_timeout, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0 or not out.exists():
+        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
+        raise RuntimeError(f"{script} failed ({done.returncode}): {' | '.join(tail)}")
+    return wall
+
+
+def run_ours(html: pathlib.Path, out: pathlib.Path, args, capture: str, parts: int = 1) -> float:
+    config = RenderConfig(
+        input="index.html", width=args.width, height=args.height, fps=30, frame_count=args.frames, capture=capture
+    )
+    started = time.perf_counter()
+    if parts > 1:
+        render_parallel(config, input_location=str(html), start_frame=0, frame_count=args.frames, output_path=out,
+                        parts=parts)  # fmt: skip
+    else:
+        render_range(config, input_location=str(html), start_frame=0, frame_count=args.frames, output_path=out)
+    return time.perf_counter() - started
+
+
+def _run_tool(tool: str, html: pathlib.Path, out: pathlib.Path, args, capture: str, canvas: bool) -> float:
+    if tool.startswith("timecut"):
+        return run_peer("timecut-run.js", args.cache, html, out, args, canvas, defaults=tool.endswith("defaults"))
+    if tool == "helios-renderer":
+        return run_peer("helios-run.mjs", args.cache, html, out, args, canvas)
+    return run_ours(html, out, args, capture, parts=2 if tool.endswith("parts=2") else 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--timecut-defaults", action="store_true", help="also timecut as shipped (PNG files)")
+    parser.add_argument("--peer-timeout", type=float, default=900, help="seconds before a peer's render is given up")
+    parser.add_argument("--cache", type=pathlib.Path, default=pathlib.Path.home() / ".cache/helios-kit/bench-peers")
+    args = parser.parse_args()
+    install_peers(args.cache)
+    print(f"browser {find_browser().path}; {args.width}x{args.height}, 30 fps, {args.frames} frames; "
+          f"{os.cpu_count()} cores; peers in {args.cache}", flush=True)  # fmt: skip
+    scenes = (
+        ("DOM", EXAMPLES / "titles/index.html", "dom", False),
+        ("canvas", EXAMPLES / "particles/index.html", "auto", True),
+    )
+    results: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory(prefix="helios-peers-") as tmp:
+        for scene, html, capture, canvas in scenes:
+            tools = [
+                tool
+                for tool in TOOLS
+                if (canvas or "parts" not in tool) and (args.timecut_defaults or "defaults" not in tool)
+            ]
+            for tool in tools:
+                out = pathlib.Path(tmp) / f"{scene}-{tool.replace(' ', '-').replace('=', '')}.mp4"
+                try:
+                    wall = _run_tool(tool, html, out, args, capture, canvas)
+                except (RuntimeError, subprocess.TimeoutExpired) as error:
+                    print(f"{scene:6s} {tool:18s} failed: {error}", flush=True)
+                    continue
+                results[(scene, tool)] = wall
+                print(
+                    f"{scene:6s} {tool:18s} {wall:7.2f} s  {args.frames / wall:6.1f} frames/s  "
+                    f"({_frames_in(out)} frames in its output)",
+                    flush=True,
+                )
+    print()
+    for scene in ("DOM", "canvas"):
+        ours = results.get((scene, "helios-kit"))
+        for peer in ("timecut", "timecut defaults", "helios-renderer"):
+            theirs = results.get((scene, peer))
+            if ours and theirs:
+                print(f"{scene:6s} helios-kit vs {peer:16s}: {theirs / ours:5.2f}x")
+    if ("canvas", "helios-kit") in results and ("canvas", "helios-kit parts=2") in results:
+        ratio = results[("canvas", "helios-kit")] / results[("canvas", "helios-kit parts=2")]
+        print(f"canvas helios-kit parts=2 vs parts=1: {ratio:5.2f}x")
+    print("command: " + " ".join([pathlib.Path(sys.executable).name, *sys.argv]))
+
+
+if __name__ == "__main__":
+    main()
