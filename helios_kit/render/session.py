@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from helios_kit.composition.deps import Dependency, url_dependency
 from helios_kit.composition.meta import locate_entry
 from helios_kit.errors import BrowserFault, HeliosError, RenderError
-from helios_kit.render import clock
+from helios_kit.render import clock, netguard
 from helios_kit.render.browser import Browser, BrowserExecutable, CDPError, Page, find_browser
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
@@ -115,6 +115,7 @@ def open_page(
     `record_network` keeps the page's network responses (see :func:`url_dependencies`)."""
     page = browser.new_page(config.width, config.height)
     page.send("Page.enable")
+    netguard.guard_page(page, url)  # a worker's page cannot reach its metadata service or loopback (env)
     if record_network:
         page.send("Network.enable")
     page.send(
