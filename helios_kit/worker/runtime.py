@@ -38,11 +38,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from helios_kit.cancel_marker import CancelWatch
 from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
 from helios_kit.errors import HeliosError, RenderError, describe
-from helios_kit.loaders import LoaderOptions, read_source
+from helios_kit.loaders import LoaderOptions
 from helios_kit.protocol import WorkerResult, WorkerStatus
 from helios_kit.spec import JobSpec, loads
+from helios_kit.worker.fetch import FetchCancelled, fetch_spec
 
 log = logging.getLogger("helios.worker")
 
@@ -88,10 +90,10 @@ class WorkerRuntime:
         self._specs: dict[str, JobSpec] = {}
         self._lock = threading.Lock()
 
-    def _load_spec(self, job_url: str) -> JobSpec:
+    def _load_spec(self, job_url: str, cancel: threading.Event | None = None) -> JobSpec:
         """Fetch the spec every time (it may change), but validate each distinct content only once: a warm
-        Lambda or Cloud Run instance runs many chunks of the same job."""
-        data = read_source(job_url, self.loader_options)  # deadline and size cap; LoaderError says if retryable
+        Lambda or Cloud Run instance runs many chunks of the same job. A set `cancel` stops the fetch."""
+        data = fetch_spec(job_url, self.loader_options, cancel)  # deadline, size cap; LoaderError: retryable?
         key = hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest() + "|" + job_url
         with self._lock:
             spec = self._specs.get(key)
@@ -114,6 +116,7 @@ class WorkerRuntime:
     ) -> WorkerResult:
         """Render chunk `chunk_id` of the job at `job_url` into `store`; never raises for the chunk's failure."""
         started = time.monotonic()
+        cancel = cancel if cancel is not None else threading.Event()  # also set by the job's cancel marker
 
         def result(status: WorkerStatus, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
             if stderr:
@@ -134,7 +137,11 @@ class WorkerRuntime:
             return result(WorkerStatus.FAILED, stderr=f"workspace {self.workspace_dir} is not usable: {error}")
         try:
             return self._run(job_url, chunk_id, store, force, cancel, workspace, result)
+        except FetchCancelled:
+            return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk_id}: cancelled (spec fetch)")
         except RenderError as error:
+            if cancel.is_set():
+                return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk_id}: cancelled")
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
         except HeliosError as error:  # SpecError, LoaderError, StoreError: each says whether a retry may help
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=str(error))
@@ -156,7 +163,7 @@ class WorkerRuntime:
     ) -> WorkerResult:
         from helios_kit.store import ArtifactStore
 
-        spec = self._load_spec(job_url)
+        spec = self._load_spec(job_url, cancel)
         chunk = spec.chunk(chunk_id)
         store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
         composition = resolve_composition(
@@ -176,16 +183,17 @@ class WorkerRuntime:
             return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         output = workspace / "out" / posixpath.basename(rel)
         output.parent.mkdir(parents=True, exist_ok=True)
-        stats = self.render(
-            spec.config,
-            input_location=composition.input_location,
-            start_frame=chunk.start_frame,
-            frame_count=chunk.frame_count,
-            output_path=output,
-            progress=None,
-            cancel=cancel,
-            quiet=True,
-        )
+        with CancelWatch(store, spec.job_id, cancel):  # the job's cancel marker stops the render between frames
+            stats = self.render(
+                spec.config,
+                input_location=composition.input_location,
+                start_frame=chunk.start_frame,
+                frame_count=chunk.frame_count,
+                output_path=output,
+                progress=None,
+                cancel=cancel,
+                quiet=True,
+            )
         if cancel is not None and cancel.is_set():
             return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk.id}: cancelled")
         frames = int(getattr(stats, "frames", 0) or getattr(stats, "frame_count", 0) or chunk.frame_count)
