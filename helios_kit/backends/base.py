@@ -54,6 +54,8 @@ class Backend(ABC):
 
     name: ClassVar[str] = "?"
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+    #: Extra attempts for a chunk when the run does not say (`helios job run --retries`).
+    default_retries: ClassVar[int] = 2
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
