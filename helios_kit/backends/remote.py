@@ -118,6 +118,9 @@ class RemoteBackend(Backend):
         self._warned_lock = threading.Lock()
         self._throttles: dict[int, int] = {}
         self.throttle_total = 0
+        #: Chunk ids whose remote call has not returned (still running after a cancel or timeout stopped
+        #: our wait): what :meth:`warn_in_flight` reports.
+        self.in_flight: dict[int, int] = {}
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
         """Log a warning the first time `key` comes up (a setting wrong for every chunk of a job)."""
@@ -213,7 +216,7 @@ class RemoteBackend(Backend):
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         chunk_id = request.chunk_id
         try:
-            answer = call_interruptibly(lambda: self.invoke(request, cancel=cancel, timeout=timeout), cancel, timeout)
+            answer = call_interruptibly(lambda: self._tracked(request, cancel, timeout), cancel, timeout)
         except Interrupted as stop:
             if stop.cancelled:
                 return WorkerResult.cancelled(chunk_id)
@@ -226,6 +229,37 @@ class RemoteBackend(Backend):
             result = WorkerResult.failed(chunk_id, f"chunk {chunk_id}: {failure}", retryable=failure.retryable)
             return result.model_copy(update={"fatal": failure.fatal}) if failure.fatal else result
         return self.parse_answer(chunk_id, answer)
+
+    def _tracked(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> Any:
+        """`invoke`, counted in `in_flight` until it returns (on the helper thread, so after we stop waiting)."""
+        with self._warned_lock:
+            self.in_flight[request.chunk_id] = self.in_flight.get(request.chunk_id, 0) + 1
+        try:
+            return self.invoke(request, cancel=cancel, timeout=timeout)
+        finally:
+            with self._warned_lock:
+                left = self.in_flight.get(request.chunk_id, 1) - 1
+                if left > 0:
+                    self.in_flight[request.chunk_id] = left
+                else:
+                    self.in_flight.pop(request.chunk_id, None)
+
+    def warn_in_flight(self) -> None:
+        """Say which chunks still run remotely when the client stops (a cancel, a timeout): they stop at the
+        job's cancel marker (cancel) or finish and commit idempotently (timeout)."""
+        with self._warned_lock:
+            running = sorted(self.in_flight)
+        if running:
+            ids = ", ".join(map(str, running[:20])) + (", ..." if len(running) > 20 else "")
+            logging.getLogger(f"helios.{self.name}").warning(
+                "warning: %s: %d chunk%s still running on %s when the client stopped (chunks %s); a cancelled "
+                "job's workers stop at its cancel marker within seconds",
+                self.name,
+                len(running),
+                "s" if len(running) != 1 else "",
+                self.target,
+                ids,
+            )
 
     def parse_answer(self, chunk_id: int, answer: Any) -> WorkerResult:
         """The worker's WorkerResult; a failed, retryable result with one line when the answer is not one."""

@@ -284,3 +284,43 @@ def test_validate_says_where_it_looked_when_the_composition_is_missing(s3, tmp_p
     assert len(lines) == 1, run.stderr
     assert "composition/index.html" in lines[0] and "s3://renders/jobs/layout/composition/index.html" in lines[0]
     assert str(tmp_path / "composition" / "index.html") in lines[0]
+
+
+def test_chunks_still_running_remotely_are_named(caplog: pytest.LogCaptureFixture) -> None:
+    """After a cancel stops the client's wait, the backend says which invocations still run."""
+    import threading
+
+    from helios_kit.backends.base import ChunkContext
+    from helios_kit.backends.remote import RemoteBackend
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow(RemoteBackend):
+        name = "slow"
+
+        def invoke(self, request, *, cancel, timeout):
+            entered.set()
+            release.wait(600)  # hang guard only: released below
+            return b'{"status": "ok"}'
+
+    spec = make_spec(frames=8, chunks=2, job_id="inflight-job")
+    context = ChunkContext(job_url="s3://b/j.json", job_dir=".", store_url="s3://b/out")
+    backend, cancel = Slow(), threading.Event()
+    outcome: dict = {}
+    runner = threading.Thread(
+        target=lambda: outcome.update(r=backend.run_chunk(spec, spec.chunks[1], context, cancel=cancel))
+    )
+    runner.start()
+    assert entered.wait(60)
+    cancel.set()
+    runner.join(60)
+    assert outcome["r"].status.value == "cancelled"
+    with caplog.at_level("WARNING", logger="helios.slow"):
+        backend.warn_in_flight()
+    assert "1 chunk still running" in caplog.text and "(chunks 1)" in caplog.text, caplog.text
+    release.set()
+    while backend.in_flight:  # the helper thread returns once released
+        time.sleep(0.01)
+    caplog.clear()
+    backend.warn_in_flight()
+    assert "still running" not in caplog.text

@@ -83,6 +83,7 @@ class CloudRunBackend(RemoteBackend):
         return 50
 
     def close(self) -> None:
+        self.warn_in_flight()
         self._client.close()
 
     # -- auth ------------------------------------------------------------------------------------------

@@ -127,6 +127,7 @@ class LambdaBackend(RemoteBackend):
         return 100
 
     def close(self) -> None:
+        self.warn_in_flight()
         self.client.close()
 
     def check_chunk(self, spec: JobSpec, chunk: Chunk, context: ChunkContext) -> None:
