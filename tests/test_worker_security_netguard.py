@@ -107,6 +107,23 @@ def test_an_allowed_host_is_reachable(tmp_path: Path, metadata: MetadataServer, 
     assert metadata.requests
 
 
+@pytest.mark.render
+def test_a_job_naming_the_metadata_service_as_its_composition_fails_cleanly(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch
+) -> None:
+    from helios_kit.errors import RenderError
+    from helios_kit.render import render_range
+
+    monkeypatch.setenv("HELIOS_NETGUARD", "on")
+    monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
+    config = RenderConfig(input=metadata.url, width=96, height=64, fps=10, frame_count=2)
+    with pytest.raises(RenderError) as raised:
+        render_range(config, input_location=metadata.url, start_frame=0, frame_count=2, output_path=tmp_path / "o.mp4")
+    assert metadata.requests == [], metadata.requests
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "o.mp4").exists()
+
+
 class _Page:
     session_id = "s"
 

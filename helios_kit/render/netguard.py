@@ -8,9 +8,11 @@ failed (`AccessDenied`: the page sees a network error) when its host is
 * a loopback, link-local or unspecified address (literal, or what the name resolves to), or
 * `localhost`, `*.localhost`, `metadata.google.internal`, `metadata`,
 
-unless it is the page's own origin (the composition server on 127.0.0.1, a dev server the page was opened
-from) or a host in `HELIOS_NETGUARD_ALLOW` (space or comma separated, `host` or `host:port`). Everything else
+unless it is the origin of the composition server the render started for this page (on 127.0.0.1), or a host
+in `HELIOS_NETGUARD_ALLOW` (space or comma separated, `host` or `host:port`). Everything else
 continues untouched. Names are resolved off the CDP reader thread (a small pool) and cached per host.
+A composition given as a URL gets no exception for its own origin: a job whose input is
+`http://169.254.169.254/...` fails to load instead of rendering the worker's credentials into a video.
 
 The guard is on when `HELIOS_NETGUARD` is `on` (the HTTP worker, the Lambda handler and `helios worker run`
 set it unless already set); `off` or unset leaves local renders as they were. :func:`guard_page` is the one
@@ -97,10 +99,11 @@ def _is_internal(name: str) -> bool:
 class PageGuard:
     """Decides every paused request of one page; counts what it blocked."""
 
-    def __init__(self, page: Any, page_url: str, policy: GuardPolicy) -> None:
+    def __init__(self, page: Any, page_url: str, policy: GuardPolicy, *, own_server: bool = True) -> None:
         self.page = page
         own = urlsplit(page_url)
-        self.own = f"{(own.hostname or '').lower()}:{own.port or _default_port(own.scheme)}"
+        #: The composition server's origin (trusted); None for a page opened from a URL the job named.
+        self.own = f"{(own.hostname or '').lower()}:{own.port or _default_port(own.scheme)}" if own_server else None
         self.allowed = set(policy.allowed)
         self.hosts = _HostCheck()
         self.blocked: list[str] = []
@@ -136,12 +139,15 @@ def _default_port(scheme: str) -> int:
     return 443 if scheme in ("https", "wss") else 80
 
 
-def guard_page(page: Any, page_url: str, policy: GuardPolicy | None = None) -> PageGuard | None:
-    """Install the guard on a freshly opened page (before it navigates); None when the guard is off."""
+def guard_page(
+    page: Any, page_url: str, policy: GuardPolicy | None = None, *, own_server: bool = True
+) -> PageGuard | None:
+    """Install the guard on a freshly opened page (before it navigates); None when the guard is off.
+    `own_server`: `page_url` is the render's own composition server (its origin is trusted)."""
     policy = policy or GuardPolicy.from_env()
     if not policy.enabled:
         return None
-    guard = PageGuard(page, page_url, policy)
+    guard = PageGuard(page, page_url, policy, own_server=own_server)
     page.browser.cdp.add_listener(guard.on_event)
     page.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
     return guard

@@ -115,7 +115,8 @@ def open_page(
     `record_network` keeps the page's network responses (see :func:`url_dependencies`)."""
     page = browser.new_page(config.width, config.height)
     page.send("Page.enable")
-    netguard.guard_page(page, url)  # a worker's page cannot reach its metadata service or loopback (env)
+    # a worker's page cannot reach its metadata service or loopback (env); a URL input is not our server
+    netguard.guard_page(page, url, own_server=not record_network)
     if record_network:
         page.send("Network.enable")
     page.send(
