@@ -270,3 +270,22 @@ def test_disconnect_cancels_the_spec_fetch_and_frees_the_slot(tmp_path: Path) ->
             assert "404" in second.json()["stderr"]
     finally:
         drip.close()
+
+
+def test_a_composition_named_by_url_is_checked_too(tmp_path: Path) -> None:
+    from fakes.cloudjobs import make_spec
+
+    from helios_kit.spec import dumps
+
+    spec = make_spec(frames=4, chunks=1, job_id="sneaky")
+    sneaky = spec.model_copy(update={"config": spec.config.model_copy(update={"input": "s3://other-bucket/x.html"})})
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "job.json").write_text(dumps(sneaky))
+    rendered: list[str] = []
+    runtime = WorkerRuntime(tmp_path / "ws", render=lambda config, **kw: rendered.append(kw["input_location"]))
+    policy = AllowPolicy(prefixes=[f"file://{tmp_path}/jobs/"])
+    body = {"jobUrl": str(tmp_path / "jobs" / "job.json"), "chunkId": 0}
+    response = post(create_app(runtime, ServerConfig(allow=policy)), body)
+    assert response.status_code == 422, response.text
+    assert "composition s3://other-bucket/x.html is not allowed" in response.json()["stderr"]
+    assert response.json()["retryable"] is False and rendered == []

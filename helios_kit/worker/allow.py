@@ -12,6 +12,10 @@ service) and commit to paths of the caller's choosing. :class:`AllowPolicy` deci
   `localhost`, `metadata.google.internal`): those need an explicit prefix;
 * `open` (an embedding or a test that builds the app itself) allows everything.
 
+The job URL and store are checked before anything is fetched (403); a composition the spec names by
+absolute URL (`config.input`) is checked by the runtime once the spec is read (a failed, not retryable
+result: 422). A relative composition resolves under the job's URL, which was checked.
+
 A local path is compared as a `file://` URL of its absolute form, so `../` cannot climb out of a prefix.
 """
 
@@ -25,10 +29,17 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from helios_kit.composition.locations import is_http, is_local, local_path
+from helios_kit.errors import HeliosError
 
 ALLOW_ENV_VAR = "HELIOS_ALLOW"
 #: Host names that are the worker's own or its platform's, refused without an explicit prefix.
 BLOCKED_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata.google.internal", "metadata"})
+
+
+class NotAllowedError(HeliosError):
+    """A location the worker may not touch (the caller's to fix: not retryable)."""
+
+    retryable = False
 
 
 class AllowPolicy(BaseModel):
@@ -64,6 +75,13 @@ class AllowPolicy(BaseModel):
         if is_http(url) and host_is_internal(host):
             return f"{what} {url} names a loopback or link-local host: not allowed unless given with --allow"
         return None
+
+
+    def enforce(self, what: str, url: str) -> None:
+        """NotAllowedError (one line) unless `url` may be used."""
+        refusal = self.refusal(what, url)
+        if refusal is not None:
+            raise NotAllowedError(refusal)
 
 
 def normalize(url: str) -> str:

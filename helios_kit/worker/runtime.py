@@ -89,6 +89,9 @@ class WorkerRuntime:
         self.storage_options = storage_options or {}
         self._specs: dict[str, JobSpec] = {}
         self._lock = threading.Lock()
+        #: `(what, url)` → raises a HeliosError when the worker may not use `url` (the HTTP worker's allowlist
+        #: for a composition named by absolute URL); None allows every location.
+        self.location_check: Callable[[str, str], None] | None = None
 
     def _load_spec(self, job_url: str, cancel: threading.Event | None = None) -> JobSpec:
         """Fetch the spec every time (it may change), but validate each distinct content only once: a warm
@@ -165,6 +168,8 @@ class WorkerRuntime:
 
         spec = self._load_spec(job_url, cancel)
         chunk = spec.chunk(chunk_id)
+        if self.location_check is not None and "://" in spec.config.input:
+            self.location_check("composition", spec.config.input)
         store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
         composition = resolve_composition(
             spec, job_url, workspace, self.storage_options, cache_dir=self.workspace_dir / COMPOSITION_CACHE_DIR

@@ -99,6 +99,8 @@ def create_app(runtime: WorkerRuntime | None = None, config: ServerConfig | None
     """The ASGI app. `runtime` defaults to a WorkerRuntime in `config.workspace_dir` with the real renderer."""
     config = config or ServerConfig.from_env()
     runtime = runtime or WorkerRuntime(config.workspace_dir)
+    if not config.allow.open and hasattr(runtime, "location_check"):
+        runtime.location_check = config.allow.enforce  # a composition named by absolute URL
     slots = asyncio.Semaphore(config.concurrency)
     verifier = TokenVerifier(config.verify_audience, config.certs_url) if config.verify_audience else None
 
