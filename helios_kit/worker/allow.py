@@ -76,7 +76,6 @@ class AllowPolicy(BaseModel):
             return f"{what} {url} names a loopback or link-local host: not allowed unless given with --allow"
         return None
 
-
     def enforce(self, what: str, url: str) -> None:
         """NotAllowedError (one line) unless `url` may be used."""
         refusal = self.refusal(what, url)
