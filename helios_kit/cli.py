@@ -82,6 +82,9 @@ def _unavailable(name: str, short_help: str, error: Exception) -> click.Command:
 def cli(verbose: bool) -> None:
     """helios: render browser compositions (HTML, CSS, canvas, WAAPI) to video, frame-exact."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s", stream=sys.stderr)
+    from helios_kit.redact import install as install_redaction
+
+    install_redaction()  # no log level prints credentials, tokens or signatures (botocore's -v dumps)
 
 
 def main() -> None:

@@ -35,7 +35,9 @@ class AttemptOptions(BaseModel):
     """How chunks are attempted: how many at once, how often, how long (a run's RunOptions extend these)."""
 
     concurrency: int | None = Field(None, ge=1, description="Chunks at once (default: the backend's).")
-    retries: int = Field(2, ge=0, description="Extra attempts for a chunk whose failure is retryable.")
+    retries: int | None = Field(
+        None, ge=0, description="Extra attempts for a chunk whose failure is retryable (default: the backend's)."
+    )
     retry_delay: float = Field(1.0, ge=0, description="First backoff (s); doubles per attempt, plus jitter.")
     retry_max_delay: float = Field(30.0, ge=0)
     chunk_timeout: float | None = Field(None, gt=0, description="Seconds one attempt of a chunk may take.")
@@ -51,6 +53,7 @@ class ChunkOutcome(BaseModel):
     duration_ms: float = 0.0
     error: str | None = None
     output_file: str | None = None
+    throttles: int = Field(0, description="Times the platform throttled the chunk (backed off, no attempt spent).")
 
 
 class ChunkExecutor:
@@ -73,6 +76,9 @@ class ChunkExecutor:
         self.cancel = cancel or threading.Event()
         self.sinks = list(sinks)
         self.concurrency = self.options.concurrency or backend.default_concurrency()
+        self.retries = self.options.retries if self.options.retries is not None else backend.default_retries
+        #: The first job-fatal failure (401/403, access denied): no further chunk is started.
+        self.fatal: str | None = None
         self._slots = threading.BoundedSemaphore(self.concurrency)
         self._lock = threading.Lock()
         self.active = 0
@@ -108,8 +114,9 @@ class ChunkExecutor:
 
     def run_chunk(self, chunk: Chunk) -> ChunkOutcome:
         """Run `chunk` to completion (with retries); never raises for the chunk's own failure."""
-        if self.cancel.is_set() or not self._acquire_slot():
-            outcome = ChunkOutcome(chunk_id=chunk.id, state=ChunkState.CANCELLED, error="cancelled before start")
+        if self.fatal is not None or self.cancel.is_set() or not self._acquire_slot():
+            why = f"not started: {self.fatal}" if self.fatal else "cancelled before start"
+            outcome = ChunkOutcome(chunk_id=chunk.id, state=ChunkState.CANCELLED, error=why)
             self.emit(ProgressEvent(kind=EventKind.CANCELLED, chunk_id=chunk.id))
             return self.record(outcome)
         with self._lock:
@@ -124,33 +131,57 @@ class ChunkExecutor:
 
     def _run_with_retries(self, chunk: Chunk) -> ChunkOutcome:
         started = time.monotonic()
-        attempts = 0
+        attempts = throttles = 0
 
         def attempt() -> WorkerResult:
-            nonlocal attempts
+            nonlocal attempts, throttles
             attempts += 1
             self._attempt_of[chunk.id] = attempts
             self.emit(ProgressEvent(kind=EventKind.STARTED, chunk_id=chunk.id, attempt=attempts))
-            return self._attempt(chunk)
+            result = self._attempt(chunk)
+            throttles += result.throttles
+            return result
 
         result: WorkerResult = self._retrying(chunk)(attempt)
         duration_ms = (time.monotonic() - started) * 1000
         if result.ok:
-            return self._succeeded(chunk, result, attempts, duration_ms)
-        if self.cancel.is_set() or result.status is WorkerStatus.CANCELLED:
-            return self._cancelled(chunk, attempts, duration_ms)
-        return self._failed(chunk, result, attempts, duration_ms)
+            outcome = self._succeeded(chunk, result, attempts, duration_ms)
+        elif self.cancel.is_set() or result.status is WorkerStatus.CANCELLED or self._fatal_seen(result):
+            outcome = self._cancelled(chunk, attempts, duration_ms)
+        else:
+            outcome = self._failed(chunk, result, attempts, duration_ms)
+        return outcome.model_copy(update={"throttles": throttles})
+
+    def _fatal_seen(self, result: WorkerResult) -> bool:
+        """Record the job's first fatal failure (later chunks are not started); True for a fatal failure
+        after the first (reported once, as the first: the other chunks count as cancelled)."""
+        if not result.fatal:
+            return False
+        with self._lock:
+            if self.fatal is not None:
+                return True
+            self.fatal = _first_line(result.stderr) or "a failure no attempt can get past"
+        log.debug("job-fatal failure, no further chunk is started: %s", self.fatal)
+        return False
 
     def _retrying(self, chunk: Chunk) -> Retrying:
         """Tenacity's loop: retry while the result is a retryable failure, exponential backoff plus jitter,
         sleeping on the cancel event (a cancel ends the wait), a RETRYING event before each sleep."""
 
         def should_retry(result: WorkerResult) -> bool:
-            return not result.ok and result.retryable and not self.cancel.is_set()
+            return not result.ok and result.retryable and not result.fatal and not self.cancel.is_set()
 
         def before_sleep(state: RetryCallState) -> None:
             result: WorkerResult = state.outcome.result()  # type: ignore[union-attr]
             delay = state.next_action.sleep if state.next_action else 0.0  # type: ignore[union-attr]
+            log.warning(
+                "chunk %s: attempt %d of %d failed (%s); retrying in %.1f s",
+                chunk.id,
+                state.attempt_number,
+                self.retries + 1,
+                _first_line(result.stderr) or result.status.value,
+                delay,
+            )
             self.emit(
                 ProgressEvent(
                     kind=EventKind.RETRYING,
@@ -162,7 +193,7 @@ class ChunkExecutor:
             )
 
         return Retrying(
-            stop=stop_after_attempt(self.options.retries + 1),
+            stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential(multiplier=self.options.retry_delay, max=self.options.retry_max_delay)
             + wait_random(0, self.options.retry_delay),
             retry=retry_if_result(should_retry),
@@ -206,6 +237,8 @@ class ChunkExecutor:
     def _failed(self, chunk: Chunk, result: WorkerResult, attempts: int, duration_ms: float) -> ChunkOutcome:
         why = _first_line(result.stderr) or result.status.value
         error = f"chunk {chunk.id} failed after {attempts} attempt{'s' if attempts > 1 else ''}: {why}"
+        if result.fatal:
+            error += " (the job stops here: no other chunk can succeed)"
         self.emit(
             ProgressEvent(
                 kind=EventKind.FAILED, chunk_id=chunk.id, attempt=attempts, duration_ms=duration_ms, error=error

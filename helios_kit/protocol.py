@@ -79,6 +79,10 @@ class WorkerResult(WireModel):
     duration_ms: float = 0.0
     retryable: bool = Field(True, description="Whether another attempt may succeed (data, never parsed).")
     frames: int = 0
+    fatal: bool = Field(
+        False, description="No chunk of this job can succeed (401/403, access denied): stop scheduling the job."
+    )
+    throttles: int = Field(0, ge=0, description="Times the platform throttled this attempt (backed off, not retried).")
 
     @property
     def ok(self) -> bool:

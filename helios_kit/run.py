@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from helios_kit import seams
 from helios_kit.backends.base import Backend
+from helios_kit.cancel_marker import MarkerOnCancel, clear_marker
 from helios_kit.composition import is_local, local_path
 from helios_kit.context import STATE_DIR, JobContext
 from helios_kit.dag import TaskActions, job_tasks, run_tasks
@@ -121,6 +122,10 @@ class JobReport(BaseModel):
             line += f"; merged → {merge.output} ({merge.frames} frames, {merge.duration_s:.3f} s{note})"
         if self.error and not self.cancelled:
             line += f"; error: {self.error}"
+        retries = sum(max(0, outcome.attempts - 1) for outcome in self.chunks)
+        throttles = sum(outcome.throttles for outcome in self.chunks)
+        if retries or throttles:
+            line += f"; {retries} retr{'y' if retries == 1 else 'ies'}, {throttles} throttled"
         return line
 
 
@@ -311,8 +316,8 @@ class JobRun:
             if outcome is None:  # doit never reached it (cancelled while scheduling)
                 outcome = ChunkOutcome(
                     chunk_id=chunk_id,
-                    state=ChunkState.CANCELLED if executor.cancel.is_set() else ChunkState.FAILED,
-                    error=error or "not run",
+                    state=ChunkState.CANCELLED if executor.cancel.is_set() or executor.fatal else ChunkState.FAILED,
+                    error=f"not started: {executor.fatal}" if executor.fatal else (error or "not run"),
                 )
             outcomes.append(outcome)
         return JobReport(
@@ -366,7 +371,9 @@ def execute_job(
         executor = ChunkExecutor(backend, spec, chunk_context, options, cancel=cancel, sinks=sinks)
         executor.emit(ProgressEvent(kind=EventKind.RESOLVED, output=ctx.composition.source))
         run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge, verify_seams=verify)
-        error = run.run()
+        clear_marker(ctx.store, spec.job_id)  # an earlier run's cancel does not stop this one
+        with MarkerOnCancel(ctx.store, spec.job_id, executor.cancel):  # a cancel reaches remote workers
+            error = run.run()
     finally:
         if context is None:
             ctx.close()

@@ -65,6 +65,8 @@ class Backend(ABC):
     #: True when `run_chunk` takes an `on_frames` keyword (a FramesCallback) and calls it with the
     #: attempt's frames so far while it runs; the executor passes it only to such backends.
     reports_frames: ClassVar[bool] = False
+    #: Extra attempts for a chunk when the run does not say (`helios job run --retries`).
+    default_retries: ClassVar[int] = 2
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()

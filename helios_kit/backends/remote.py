@@ -7,6 +7,14 @@ malformed answer is a failed, retryable result with one line), and turning trans
 failed results. A subclass only sends the request (`invoke`) and says what its own errors mean
 (`describe_failure`). While a call is in flight, the worker's heartbeat in the store (frames so far, see
 :mod:`helios_kit.heartbeat`) is polled and passed to the executor's `on_frames`.
+
+Throttling (Lambda's TooManyRequestsException, HTTP 429, Cloud Run's front-end 503) is the platform saying
+"not now", not the chunk failing: a subclass raises :class:`Throttled` from the send it passes to
+:meth:`RemoteBackend.send_with_throttle`, which backs off (jittered exponential) without spending one of the
+executor's attempts, bounded in tries and total wait, logs one warning line per throttle (seen at the
+default verbosity), and counts them into the result's `throttles`. A failure that no attempt can get past
+for any chunk of the job (401/403, AccessDenied, a missing function) is a :class:`RemoteFailure` with
+`fatal=True`: the result says so and the executor stops scheduling the job's other chunks.
 """
 
 from __future__ import annotations
@@ -22,6 +30,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext
 from helios_kit.composition.locations import is_local
@@ -44,11 +60,22 @@ class Interrupted(Exception):
 
 
 class RemoteFailure(Exception):
-    """A remote call that failed: one line naming what failed, and whether another attempt may help."""
+    """A remote call that failed: one line naming what failed, whether another attempt may help, and whether
+    the failure dooms every chunk of the job (`fatal`: credentials, permissions, a missing function)."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, fatal: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not fatal
+        self.fatal = fatal
+
+
+class Throttled(Exception):
+    """The platform refused the call for now (429, TooManyRequestsException): back off and send again."""
+
+
+#: Defaults of the throttle back-off: at most this many sends and this many seconds of waiting per attempt.
+THROTTLE_ATTEMPTS = 50
+THROTTLE_MAX_WAIT_S = 300.0
 
 
 def call_interruptibly(fn: Callable[[], T], cancel: threading.Event, timeout: float | None) -> T:
@@ -88,11 +115,19 @@ class RemoteBackend(Backend):
     #: Heartbeat reads per second over all chunks in flight: 1,000 Lambda chunks at once poll every 20 s.
     heartbeat_reads_per_s: float = 50.0
 
+    #: Remote chunks fail transiently more often (cold starts, networks): more retries by default.
+    default_retries = 5
+
     def __init__(self, options: BackendOptions | None = None) -> None:
         super().__init__(options)
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
-        self._in_flight = 0
+        self._polling = 0  # chunks whose heartbeat is polled (paces the reads)
+        self._throttles: dict[int, int] = {}
+        self.throttle_total = 0
+        #: Chunk ids whose remote call has not returned (still running after a cancel or timeout stopped
+        #: our wait): what :meth:`warn_in_flight` reports.
+        self.in_flight: dict[int, int] = {}
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
         """Log a warning the first time `key` comes up (a setting wrong for every chunk of a job)."""
@@ -107,6 +142,43 @@ class RemoteBackend(Backend):
         """Send `request` and block until the worker answers; return its answer (JSON bytes, text or an
         already decoded object). Raise RemoteFailure for a failure whose meaning the subclass knows (an HTTP
         status, a function error); any other exception goes through :meth:`describe_failure`."""
+
+    def send_with_throttle(
+        self,
+        request: WorkerRequest,
+        send: Callable[[], T],
+        cancel: threading.Event,
+        *,
+        attempts: int = THROTTLE_ATTEMPTS,
+        max_wait: float = THROTTLE_MAX_WAIT_S,
+    ) -> T:
+        """`send()`, sent again after a back-off while it raises Throttled (not an executor attempt); the last
+        Throttled propagates once `attempts` sends or `max_wait` seconds are spent, or on cancel."""
+        log = logging.getLogger(f"helios.{self.name}")
+
+        def before_sleep(state: RetryCallState) -> None:
+            with self._warned_lock:
+                self._throttles[id(request)] = self._throttles.get(id(request), 0) + 1
+                self.throttle_total += 1
+            delay = state.next_action.sleep if state.next_action else 0.0  # type: ignore[union-attr]
+            error = state.outcome.exception() if state.outcome else None  # type: ignore[union-attr]
+            log.warning(
+                "chunk %s: %s throttled (%s); backing off %.1f s (not counted as an attempt)",
+                request.chunk_id,
+                self.target,
+                error,
+                delay,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda e: isinstance(e, Throttled) and not cancel.is_set()),
+            stop=stop_after_attempt(attempts) | stop_after_delay(max_wait),
+            wait=wait_random_exponential(multiplier=0.25, max=20),
+            sleep=lambda seconds: cancel.wait(seconds) and None,
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(send)
 
     def describe_failure(self, error: Exception) -> RemoteFailure:
         """What a transport error means (the subclass maps its client library's exceptions)."""
@@ -145,11 +217,13 @@ class RemoteBackend(Backend):
         try:
             result = self._call(request, cancel, timeout)
         finally:
-            if polling is not None:
-                polling.set()
-                with self._warned_lock:
-                    self._in_flight -= 1
-        return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": (time.monotonic() - started) * 1000})
+            with self._warned_lock:
+                throttles = self._throttles.pop(id(request), 0)
+                if polling is not None:
+                    polling.set()
+                    self._polling -= 1
+        update = {"chunk_id": chunk.id, "duration_ms": (time.monotonic() - started) * 1000, "throttles": throttles}
+        return result.model_copy(update=update)
 
     def _poll_frames(
         self, context: ChunkContext, chunk: Chunk, on_frames: FramesCallback | None
@@ -161,22 +235,57 @@ class RemoteBackend(Backend):
         from helios_kit.heartbeat import start_polling
 
         with self._warned_lock:
-            self._in_flight += 1
-            interval = max(self.heartbeat_poll_s, self._in_flight / self.heartbeat_reads_per_s)
+            self._polling += 1
+            interval = max(self.heartbeat_poll_s, self._polling / self.heartbeat_reads_per_s)
         return start_polling(context.store_url, chunk.output_file, on_frames, interval=interval)
 
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         chunk_id = request.chunk_id
         try:
-            answer = call_interruptibly(lambda: self.invoke(request, cancel=cancel, timeout=timeout), cancel, timeout)
+            answer = call_interruptibly(lambda: self._tracked(request, cancel, timeout), cancel, timeout)
         except Interrupted as stop:
             if stop.cancelled:
                 return WorkerResult.cancelled(chunk_id)
             return WorkerResult.timed_out(chunk_id, f"chunk {chunk_id}: {self.target}: {stop}")
+        except Throttled as error:
+            message = f"chunk {chunk_id}: {self.target} still throttled ({error}) after backing off"
+            return WorkerResult.failed(chunk_id, message, retryable=True)
         except Exception as error:
             failure = error if isinstance(error, RemoteFailure) else self.describe_failure(error)
-            return WorkerResult.failed(chunk_id, f"chunk {chunk_id}: {failure}", retryable=failure.retryable)
+            result = WorkerResult.failed(chunk_id, f"chunk {chunk_id}: {failure}", retryable=failure.retryable)
+            return result.model_copy(update={"fatal": failure.fatal}) if failure.fatal else result
         return self.parse_answer(chunk_id, answer)
+
+    def _tracked(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> Any:
+        """`invoke`, counted in `in_flight` until it returns (on the helper thread, so after we stop waiting)."""
+        with self._warned_lock:
+            self.in_flight[request.chunk_id] = self.in_flight.get(request.chunk_id, 0) + 1
+        try:
+            return self.invoke(request, cancel=cancel, timeout=timeout)
+        finally:
+            with self._warned_lock:
+                left = self.in_flight.get(request.chunk_id, 1) - 1
+                if left > 0:
+                    self.in_flight[request.chunk_id] = left
+                else:
+                    self.in_flight.pop(request.chunk_id, None)
+
+    def warn_in_flight(self) -> None:
+        """Say which chunks still run remotely when the client stops (a cancel, a timeout): they stop at the
+        job's cancel marker (cancel) or finish and commit idempotently (timeout)."""
+        with self._warned_lock:
+            running = sorted(self.in_flight)
+        if running:
+            ids = ", ".join(map(str, running[:20])) + (", ..." if len(running) > 20 else "")
+            logging.getLogger(f"helios.{self.name}").warning(
+                "warning: %s: %d chunk%s still running on %s when the client stopped (chunks %s); a cancelled "
+                "job's workers stop at its cancel marker within seconds",
+                self.name,
+                len(running),
+                "s" if len(running) != 1 else "",
+                self.target,
+                ids,
+            )
 
     def parse_answer(self, chunk_id: int, answer: Any) -> WorkerResult:
         """The worker's WorkerResult; a failed, retryable result with one line when the answer is not one."""

@@ -48,6 +48,21 @@ def validate_command(source: str, timeout: float | None) -> None:
             f"→ {chunk.output_file}"
         )
     click.echo(f"  merge: {len(spec.merge.inputs)} inputs → {spec.merge.output_file}")
+    _check_composition_reachable(spec, source)
+
+
+def _check_composition_reachable(spec: JobSpec, source: str) -> None:
+    """Say where the composition was found, or fail with one line naming every place looked."""
+    from helios_kit.errors import SpecError
+    from helios_kit.reachability import check_composition
+
+    check = check_composition(spec, source)
+    found = check.found
+    if found is None:
+        raise SpecError(f"config.input: composition {check.input!r} not found; looked in: {check.describe_looked()}")
+    others = [item for item in check.looked if item is not found]
+    tried = f" (also looked in: {'; '.join(f'{i.location} ({i.note})' for i in others)})" if others else ""
+    click.echo(f"  composition: found at {found.location}{tried}")
 
 
 def check_outputs_confined(spec: JobSpec, store: str) -> None:
@@ -175,9 +190,8 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
 @click.option(
     "--retries",
     type=click.IntRange(min=0),
-    default=2,
-    show_default=True,
-    help="Extra attempts for a chunk that fails in a retryable way.",
+    default=None,
+    help="Extra attempts for a chunk that fails in a retryable way (default: the backend's, 2 local, 5 remote).",
 )
 @click.option(
     "--retry-delay",
@@ -214,7 +228,7 @@ def run_command(
     backend: str | None,
     adapter: str | None,
     concurrency: int | None,
-    retries: int,
+    retries: int | None,
     retry_delay: float,
     chunk_timeout: float | None,
     store: str | None,
@@ -421,8 +435,7 @@ def _detach_argv(
         "--backend",
         backend,
         "--quiet",
-        "--retries",
-        str(options.retries),
+        *(["--retries", str(options.retries)] if options.retries is not None else []),
         "--retry-delay",
         str(options.retry_delay),
         "--run-id",

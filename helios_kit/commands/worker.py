@@ -28,8 +28,10 @@ def run_command(
     job_url: str, chunk_id: int, store: str | None, force: bool, workspace: str | None, as_json: bool
 ) -> None:
     """Render chunk CHUNK_ID of the job at JOB_URL (path, http(s):// or s3:// URL) and commit it."""
+    from helios_kit.render.netguard import enable_for_workers
     from helios_kit.worker.runtime import WorkerRuntime
 
+    enable_for_workers()  # as on Lambda and Cloud Run: the page cannot reach the metadata service or loopback
     result = WorkerRuntime(workspace).run(job_url, chunk_id, store=store, force=force)
     if as_json:
         click.echo(result.model_dump_json(by_alias=True, indent=2))
@@ -57,11 +59,24 @@ def run_command(
     help="Chunks run at once per instance (default $HELIOS_WORKER_CONCURRENCY or 1).",
 )
 @click.option(
+    "--audience",
     "--verify-audience",
+    "audience",
     default=None,
-    help="Require a Google ID token for this audience (default $HELIOS_VERIFY_AUDIENCE; off if unset).",
+    help="Require Google ID tokens for this audience, normally the service URL (default $HELIOS_VERIFY_AUDIENCE).",
 )
-def serve_command(port: int, host: str, concurrency: int | None, verify_audience: str | None) -> None:
+@click.option("--no-auth", is_flag=True, help="Accept requests without an ID token (announced at start).")
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="PREFIX",
+    help="Job URL / store prefix this worker may touch (repeatable; default $HELIOS_ALLOW, else remote URLs "
+    "only: file:// and loopback need a prefix). Anything else gets 403.",
+)
+def serve_command(
+    port: int, host: str, concurrency: int | None, audience: str | None, no_auth: bool, allow: tuple[str, ...]
+) -> None:
     """Serve `POST /` {"jobUrl","chunkId","store"} and `GET /healthz` (the Cloud Run worker)."""
     try:
         from helios_kit.worker.server import ServerConfig, serve
@@ -70,6 +85,9 @@ def serve_command(port: int, host: str, concurrency: int | None, verify_audience
     config = ServerConfig.from_env()
     if concurrency is not None:
         config.concurrency = concurrency
-    if verify_audience:
-        config.verify_audience = verify_audience
+    if audience:
+        config.verify_audience = audience
+    config.no_auth = no_auth
+    if allow:
+        config.allow.prefixes = list(allow)
     serve(host=host, port=port, config=config)

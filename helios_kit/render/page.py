@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from helios_kit.errors import RenderError
-from helios_kit.render import clock
+from helios_kit.render import clock, netguard
 from helios_kit.render.browser import Browser, CDPError, Page
 
 if TYPE_CHECKING:
@@ -59,8 +59,21 @@ def setup_tab(page: Page, config: TabSettings, timeout: float, *, record_network
     return str(added.get("identifier", ""))
 
 
-def load_page(page: Page, url: str, timeout: float, cancel: threading.Event | None) -> None:
+def guard_network(page: Page, url: str, *, own_server: bool) -> None:
+    """Put the network guard (render/netguard.py: no metadata service, no loopback or link-local services of
+    this machine unless allowed) in front of the page's next load, replacing a reused tab's earlier guard.
+    `own_server`: `url` is the render's own composition server (trusted); a URL the job named is not."""
+    earlier = getattr(page, "netguard", None)
+    if earlier is not None:
+        page.browser.cdp.remove_listener(earlier.on_event)
+    page.netguard = netguard.guard_page(page, url, own_server=own_server)  # type: ignore[attr-defined]
+    if earlier is not None and page.netguard is None:  # type: ignore[attr-defined]
+        page.send("Fetch.disable")
+
+
+def load_page(page: Page, url: str, timeout: float, cancel: threading.Event | None, *, own_server: bool = True) -> None:
     """Navigate a set-up tab to `url` and prepare frame 0 (fonts, images; RenderError naming what failed)."""
+    guard_network(page, url, own_server=own_server)
     navigation = page.wait_pumping(page.send_async("Page.navigate", {"url": url}), timeout)
     if navigation.get("errorText"):
         raise RenderError(f"cannot load {url}: {navigation['errorText']}")
@@ -96,7 +109,7 @@ def open_page(
     `record_network` keeps the page's network responses (see ``session.url_dependencies``)."""
     page = browser.new_page(config.width, config.height)
     setup_tab(page, config, timeout, record_network=record_network)
-    load_page(page, url, timeout, cancel)
+    load_page(page, url, timeout, cancel, own_server=not record_network)
     return page
 
 

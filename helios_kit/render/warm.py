@@ -115,7 +115,7 @@ class WarmBrowser(BrowserSource):
             tab = self._tab_for(key, executable)
             tab.script_id = setup_tab(tab.page, config, timeout, record_network=key.record_network)
             tab.origin = _origin(url)
-            load_page(tab.page, url, timeout, cancel)
+            load_page(tab.page, url, timeout, cancel, own_server=not key.record_network)
             return tab.page
         except BaseException:
             self.discard()

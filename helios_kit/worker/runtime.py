@@ -42,11 +42,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from helios_kit.cancel_marker import CancelWatch
 from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
 from helios_kit.errors import HeliosError, RenderError, describe
-from helios_kit.loaders import LoaderOptions, read_source
+from helios_kit.loaders import LoaderOptions
 from helios_kit.protocol import WorkerResult, WorkerStatus
 from helios_kit.spec import JobSpec, loads
+from helios_kit.worker.fetch import FetchCancelled, fetch_spec
 
 if TYPE_CHECKING:
     from helios_kit.render.warm import WarmBrowser
@@ -98,11 +100,14 @@ class WorkerRuntime:
         self.warm = warm
         self._specs: dict[str, JobSpec] = {}
         self._lock = threading.Lock()
+        #: `(what, url)` → raises a HeliosError when the worker may not use `url` (the HTTP worker's allowlist
+        #: for a composition named by absolute URL); None allows every location.
+        self.location_check: Callable[[str, str], None] | None = None
 
-    def _load_spec(self, job_url: str) -> JobSpec:
+    def _load_spec(self, job_url: str, cancel: threading.Event | None = None) -> JobSpec:
         """Fetch the spec every time (it may change), but validate each distinct content only once: a warm
-        Lambda or Cloud Run instance runs many chunks of the same job."""
-        data = read_source(job_url, self.loader_options)  # deadline and size cap; LoaderError says if retryable
+        Lambda or Cloud Run instance runs many chunks of the same job. A set `cancel` stops the fetch."""
+        data = fetch_spec(job_url, self.loader_options, cancel)  # deadline, size cap; LoaderError: retryable?
         key = hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest() + "|" + job_url
         with self._lock:
             spec = self._specs.get(key)
@@ -131,6 +136,7 @@ class WorkerRuntime:
         object beside the output in the store (helios_kit.heartbeat), for a client with no pipe to us.
         `verify_seams` (or `verify.seams` in the spec) keeps the chunk's seam images (see seams.py)."""
         started = time.monotonic()
+        cancel = cancel if cancel is not None else threading.Event()  # also set by the job's cancel marker
 
         def result(status: WorkerStatus, *, retryable: bool = True, stderr: str = "", **fields: Any) -> WorkerResult:
             if stderr:
@@ -151,7 +157,11 @@ class WorkerRuntime:
             return result(WorkerStatus.FAILED, stderr=f"workspace {self.workspace_dir} is not usable: {error}")
         try:
             return self._run(job_url, chunk_id, store, force, cancel, workspace, result, progress, verify_seams)
+        except FetchCancelled:
+            return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk_id}: cancelled (spec fetch)")
         except RenderError as error:
+            if cancel.is_set():
+                return result(WorkerStatus.CANCELLED, retryable=False, stderr=f"chunk {chunk_id}: cancelled")
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=f"render failed: {error}")
         except HeliosError as error:  # SpecError, LoaderError, StoreError: each says whether a retry may help
             return result(WorkerStatus.FAILED, retryable=error.retryable, stderr=str(error))
@@ -177,8 +187,10 @@ class WorkerRuntime:
         from helios_kit.heartbeat import StoreHeartbeat
         from helios_kit.store import ArtifactStore
 
-        spec = self._load_spec(job_url)
+        spec = self._load_spec(job_url, cancel)
         chunk = spec.chunk(chunk_id)
+        if self.location_check is not None and "://" in spec.config.input:
+            self.location_check("composition", spec.config.input)
         store = ArtifactStore(store_url or default_store_url(job_url), **self.storage_options)
         composition = resolve_composition(
             spec, job_url, workspace, self.storage_options, cache_dir=self.workspace_dir / COMPOSITION_CACHE_DIR
@@ -204,18 +216,19 @@ class WorkerRuntime:
         output.parent.mkdir(parents=True, exist_ok=True)
         heartbeat = StoreHeartbeat(store, rel, chunk.id) if progress is None else None
         extra: dict[str, Any] = {"seam": _seam_images(spec, chunk, output)} if verify_seams else {}
-        stats = self.render(
-            spec.config,
-            input_location=composition.input_location,
-            start_frame=chunk.start_frame,
-            frame_count=chunk.frame_count,
-            output_path=output,
-            progress=progress or heartbeat,
-            cancel=cancel,
-            quiet=True,
-            **({"warm": self.warm} if self.warm is not None else {}),
-            **extra,
-        )
+        with CancelWatch(store, spec.job_id, cancel):  # the job's cancel marker stops the render between frames
+            stats = self.render(
+                spec.config,
+                input_location=composition.input_location,
+                start_frame=chunk.start_frame,
+                frame_count=chunk.frame_count,
+                output_path=output,
+                progress=progress or heartbeat,
+                cancel=cancel,
+                quiet=True,
+                **({"warm": self.warm} if self.warm is not None else {}),
+                **extra,
+            )
         if heartbeat is not None:
             heartbeat.clear()
         if cancel is not None and cancel.is_set():

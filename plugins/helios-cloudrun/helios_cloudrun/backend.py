@@ -3,9 +3,12 @@
 Every request carries `{"jobUrl", "chunkId", "store"}` and a Google ID token for the service
 (`google.oauth2.id_token.fetch_id_token(Request(), audience)`: a service account key from
 `GOOGLE_APPLICATION_CREDENTIALS`, or the metadata server on GCP), cached until shortly before it expires.
-The service answers a WorkerResult. Mapping to the executor's retries: 200/422/503 carry the worker's own
-result; 429 (no instance free) is retried here with backoff, then reported retryable; 5xx, timeouts and
-connection errors are retryable; 401/403 (token/IAM) and 400/413 are not.
+The service answers a WorkerResult. Mapping to the executor's retries: 200/422 (and a 503 with a JSON body)
+carry the worker's own result; 429 and the front end's own 503 (no instance free) back off here
+(RemoteBackend.send_with_throttle: a warning line each, no executor attempt spent, bounded by
+`--throttle-attempts` and `--throttle-max-wait`), then are reported retryable; other 5xx, timeouts and
+connection errors are retryable; 401/403 (token audience, IAM) are fatal for the job (the executor starts
+no other chunk); 400/413 are not retryable.
 
 The payload, cancel and timeout, and reading the answer are :class:`helios_kit.backends.remote.RemoteBackend`'s;
 this module only POSTs with an ID token and says what the HTTP statuses mean.
@@ -20,10 +23,9 @@ from typing import Any
 
 import httpx
 from pydantic import Field
-from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_random_exponential
 
 from helios_kit.backends.base import BackendOptions
-from helios_kit.backends.remote import RemoteBackend, RemoteFailure
+from helios_kit.backends.remote import THROTTLE_MAX_WAIT_S, RemoteBackend, RemoteFailure, Throttled
 from helios_kit.errors import HeliosError, describe
 from helios_kit.pricing import Pricing
 from helios_kit.protocol import WorkerRequest
@@ -63,7 +65,10 @@ class CloudRunOptions(BackendOptions):
     audience: str | None = Field(None, description="ID-token audience (default: the service URL).")
     timeout: float = Field(CLOUD_RUN_MAX_TIMEOUT_S, gt=0, description="Seconds to wait for one chunk.")
     auth: bool = Field(True, description="Send a Google ID token (off for an unauthenticated local server).")
-    throttle_attempts: int = Field(6, ge=1, description="Tries when the service answers 429 (no free instance).")
+    throttle_attempts: int = Field(50, ge=1, description="Sends per attempt while the service answers 429/503.")
+    throttle_max_wait: float = Field(
+        THROTTLE_MAX_WAIT_S, gt=0, description="Seconds an attempt may spend backing off from 429/503."
+    )
 
 
 class CloudRunBackend(RemoteBackend):
@@ -99,6 +104,7 @@ class CloudRunBackend(RemoteBackend):
         return CLOUD_RUN_PRICING
 
     def close(self) -> None:
+        self.warn_in_flight()
         self._client.close()
 
     # -- auth ------------------------------------------------------------------------------------------
@@ -139,20 +145,25 @@ class CloudRunBackend(RemoteBackend):
 
         def post() -> httpx.Response:
             try:
-                return self._client.post(self.url, json=payload, headers=headers, timeout=request_timeout)
+                response = self._client.post(self.url, json=payload, headers=headers, timeout=request_timeout)
             except httpx.TimeoutException:
                 raise RemoteFailure(f"no answer from {self.url} within {request_timeout:g} s", retryable=True) from None
+            if response.status_code == 429 or (response.status_code == 503 and not _is_json_object(response)):
+                raise Throttled(f"HTTP {response.status_code}")
+            return response
 
-        retrying = Retrying(
-            retry=retry_if_result(lambda r: r.status_code == 429 and not cancel.is_set()),
-            stop=stop_after_attempt(self.options.throttle_attempts),
-            wait=wait_random_exponential(multiplier=0.2, max=10),
-            sleep=lambda seconds: cancel.wait(seconds) and None,
-            retry_error_callback=lambda state: state.outcome.result(),
-        )
-        response = retrying(post)
+        try:
+            response = self.send_with_throttle(
+                request,
+                post,
+                cancel,
+                attempts=self.options.throttle_attempts,
+                max_wait=self.options.throttle_max_wait,
+            )
+        except Throttled as error:
+            raise Throttled(f"{error} from {self.url}") from None
         status = response.status_code
-        if status in _WORKER_STATUSES or (status == 503 and _is_json_object(response)):
+        if status in _WORKER_STATUSES or status == 503:
             return response.content
         raise self._status_failure(response)
 
@@ -161,9 +172,10 @@ class CloudRunBackend(RemoteBackend):
         body = response.json() if _is_json_object(response) else None
         reason = body.get("error") if isinstance(body, dict) else response.text[:200].strip()
         message = f"{self.url} answered HTTP {status}: {reason or response.reason_phrase}"
-        if status in (401, 403):
+        fatal = status in (401, 403)
+        if fatal:
             message += " (check the ID token audience and that the caller has roles/run.invoker)"
-        return RemoteFailure(message, retryable=status == 429 or status >= 500)
+        return RemoteFailure(message, retryable=status == 429 or status >= 500, fatal=fatal)
 
     def describe_failure(self, error: Exception) -> RemoteFailure:
         if isinstance(error, httpx.HTTPError):

@@ -5,9 +5,12 @@ chunk into the store and returns a WorkerResult. Mapping to the executor's retri
 
 * the handler's own result is passed through (`retryable` as the worker decided);
 * `FunctionError` (an unhandled exception, out of memory, the function's timeout) → retryable;
-* throttling (`TooManyRequestsException`, HTTP 429) is retried here with jittered backoff (tenacity), then
-  reported retryable; other 5xx service errors, read/connect timeouts and connection errors → retryable;
-* a missing function, access denied, an invalid payload → not retryable, one line naming the function;
+* throttling (`TooManyRequestsException`, HTTP 429) backs off here (RemoteBackend.send_with_throttle: a
+  warning line per throttle, no executor attempt spent, at most `--throttle-attempts` sends and
+  `--throttle-max-wait` seconds), then is reported retryable; other 5xx service errors, read/connect timeouts
+  and connection errors → retryable;
+* access denied, bad credentials or signature, a missing function (401/403) → fatal for the job: one line
+  naming the function, and the executor starts no other chunk; an invalid payload → not retryable;
 * an answer that is no WorkerResult (a handler that is not helios_lambda's) → retryable, quoting it.
 
 The payload, cancel and timeout, and reading the answer are :class:`helios_kit.backends.remote.RemoteBackend`'s;
@@ -24,10 +27,9 @@ import threading
 from typing import Any
 
 from pydantic import Field
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from helios_kit.backends.base import BackendOptions, ChunkContext
-from helios_kit.backends.remote import RemoteBackend, RemoteFailure
+from helios_kit.backends.remote import THROTTLE_MAX_WAIT_S, RemoteBackend, RemoteFailure, Throttled
 from helios_kit.errors import HeliosError
 from helios_kit.pricing import Pricing
 from helios_kit.protocol import WorkerRequest
@@ -44,15 +46,21 @@ _THROTTLE_CODES = {
     "RequestLimitExceeded",
     "EC2ThrottledException",
 }
-_FATAL_CODES = {
+#: Codes no chunk of the job can get past: stop the job at the first (credentials, permissions, function).
+_JOB_FATAL_CODES = {
     "ResourceNotFoundException",
     "AccessDeniedException",
     "AccessDenied",
-    "InvalidParameterValueException",
-    "RequestTooLargeException",
     "UnrecognizedClientException",
     "InvalidSignatureException",
+    "ExpiredTokenException",
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
     "KMSAccessDeniedException",
+}
+_FATAL_CODES = _JOB_FATAL_CODES | {
+    "InvalidParameterValueException",
+    "RequestTooLargeException",
     "ResourceConflictException",
     "InvalidRequestContentException",
 }
@@ -71,7 +79,10 @@ class LambdaOptions(BackendOptions):
         LAMBDA_MAX_SECONDS + 60, gt=0, description="Seconds to wait for one invocation (Lambda stops at 900)."
     )
     connect_timeout: float = Field(10.0, gt=0)
-    throttle_attempts: int = Field(8, ge=1, description="Tries per chunk while Lambda throttles (429).")
+    throttle_attempts: int = Field(50, ge=1, description="Sends per attempt while Lambda throttles (429).")
+    throttle_max_wait: float = Field(
+        THROTTLE_MAX_WAIT_S, gt=0, description="Seconds an attempt may spend backing off from throttles."
+    )
     render_fps: float = Field(
         4.0,
         gt=0,
@@ -92,10 +103,6 @@ LAMBDA_PRICING = Pricing(
     speed=1.0,
     concurrency=100,
 )
-
-
-class _Throttled(Exception):
-    """Lambda said TooManyRequests: retried here with backoff before the attempt fails."""
 
 
 class LambdaBackend(RemoteBackend):
@@ -139,6 +146,7 @@ class LambdaBackend(RemoteBackend):
         return LAMBDA_PRICING
 
     def close(self) -> None:
+        self.warn_in_flight()
         self.client.close()
 
     def check_chunk(self, spec: JobSpec, chunk: Chunk, context: ChunkContext) -> None:
@@ -169,14 +177,13 @@ class LambdaBackend(RemoteBackend):
         }
         if self.options.qualifier:
             kwargs["Qualifier"] = self.options.qualifier
-        retrying = Retrying(
-            retry=retry_if_exception(lambda e: isinstance(e, _Throttled) and not cancel.is_set()),
-            stop=stop_after_attempt(self.options.throttle_attempts),
-            wait=wait_random_exponential(multiplier=0.25, max=20),
-            sleep=lambda seconds: cancel.wait(seconds) and None,
-            reraise=True,
+        response = self.send_with_throttle(
+            request,
+            lambda: self._invoke_once(kwargs),
+            cancel,
+            attempts=self.options.throttle_attempts,
+            max_wait=self.options.throttle_max_wait,
         )
-        response = retrying(lambda: self._invoke_once(kwargs))
         raw = response["Payload"].read()
         if response.get("FunctionError"):
             raise RemoteFailure(
@@ -194,7 +201,7 @@ class LambdaBackend(RemoteBackend):
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in _THROTTLE_CODES or status == 429:
                 detail = error.response.get("Error", {}).get("Message", "")
-                raise _Throttled(f"{code or 'HTTP 429'}: {detail}") from None
+                raise Throttled(f"{code or 'HTTP 429'}: {detail}") from None
             raise
 
     def describe_failure(self, error: Exception) -> RemoteFailure:
@@ -207,16 +214,14 @@ class LambdaBackend(RemoteBackend):
             ReadTimeoutError,
         )
 
-        if isinstance(error, _Throttled):
-            return RemoteFailure(
-                f"{self.target} throttled ({error}) after {self.options.throttle_attempts} tries", retryable=True
-            )
         if isinstance(error, ClientError):
             code = error.response.get("Error", {}).get("Code", "") or "ClientError"
             message = error.response.get("Error", {}).get("Message", "") or str(error)
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             retryable = code not in _FATAL_CODES and (status >= 500 or status == 0)
-            return RemoteFailure(f"invoking {self.target}: {code}: {message}", retryable=retryable)
+            fatal = code in _JOB_FATAL_CODES or status in (401, 403)
+            hint = " (check the AWS credentials and lambda:InvokeFunction permission)" if fatal else ""
+            return RemoteFailure(f"invoking {self.target}: {code}: {message}{hint}", retryable=retryable, fatal=fatal)
         if isinstance(error, (ReadTimeoutError, ConnectTimeoutError)):
             return RemoteFailure(f"invoking {self.target} timed out: {error}", retryable=True)
         if isinstance(error, (EndpointConnectionError, ConnectionClosedError)):

@@ -36,6 +36,11 @@ _runtime: WorkerRuntime | None = None
 def _get_runtime() -> WorkerRuntime:
     global _runtime
     if _runtime is None:  # reused across warm invocations; each run has its own temp workspace
+        from helios_kit.redact import install as install_redaction
+        from helios_kit.render.netguard import enable_for_workers
+
+        install_redaction()  # CloudWatch gets no credentials, tokens or signatures
+        enable_for_workers()  # a composition cannot reach the metadata service or the loopback
         _runtime = WorkerRuntime(os.environ.get("HELIOS_WORKSPACE", "/tmp"))
     return _runtime
 
