@@ -92,6 +92,39 @@ def test_page_cannot_reach_loopback_metadata(tmp_path: Path, metadata: MetadataS
 
 
 @pytest.mark.render
+def test_a_warm_tab_is_guarded_on_every_render_with_one_guard(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch
+) -> None:
+    """A warm browser keeps its tab across renders (each with its own composition server): every load gets a
+    guard for that server, and the last render's guard is dropped rather than piling up."""
+    from helios_kit.render import render_range
+    from helios_kit.render.netguard import PageGuard
+    from helios_kit.render.warm import WarmBrowser
+
+    monkeypatch.setenv("HELIOS_NETGUARD", "on")
+    monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
+    folder = tmp_path / "warm"
+    folder.mkdir()
+    (folder / "index.html").write_text(PAGE.replace("METADATA_URL", metadata.url))
+    config = RenderConfig(input="index.html", width=96, height=64, fps=10, frame_count=2)
+    with WarmBrowser() as warm:
+        for run in range(3):
+            render_range(
+                config,
+                input_location=str(folder / "index.html"),
+                start_frame=0,
+                frame_count=2,
+                output_path=folder / f"o{run}.mp4",
+                warm=warm,
+            )
+            listeners = warm._browser.cdp._listeners  # what the kept browser dispatches to
+            guards = [fn for fn in listeners if isinstance(getattr(fn, "__self__", None), PageGuard)]
+            assert len(guards) == 1, guards
+    assert metadata.requests == [], metadata.requests
+    assert all((folder / f"o{run}.mp4").stat().st_size > 0 for run in range(3))
+
+
+@pytest.mark.render
 def test_control_without_the_guard_the_page_reaches_it(tmp_path: Path, metadata: MetadataServer, monkeypatch) -> None:
     monkeypatch.setenv("HELIOS_NETGUARD", "off")
     _render(tmp_path, metadata, "open")
