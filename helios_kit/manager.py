@@ -300,6 +300,8 @@ class JobManager:
         if event is not None:
             event.set()
         gone = status.state is JobState.INTERRUPTED  # pid gone on its host, or its heartbeat stopped
+        if gone and status.backend != "local":
+            _tell_remote_workers(status)
         if not running_here and (status.state is JobState.PENDING or gone):
             if status.state is JobState.PENDING and event is None and pid_alive(status.pid):
                 return status  # a detached run starting up: it sees the flag on its first poll
@@ -320,6 +322,22 @@ class JobManager:
             self._threads.pop(job_id, None)
             self._cancel.pop(job_id, None)
             self._reports.pop(job_id, None)
+
+
+def _tell_remote_workers(status: JobStatus) -> None:
+    """A run whose client is gone cannot stop its remote invocations itself: write the job's cancel marker
+    in the run's store, which its workers watch between frames (helios_kit.cancel_marker)."""
+    if not status.store:
+        return
+    from helios_kit.cancel_marker import write_marker
+    from helios_kit.store import ArtifactStore
+
+    try:
+        write_marker(ArtifactStore(status.store), status.id, reason="cancelled (its client is gone)")
+    except Exception as error:  # the record is still cancelled; say the workers may run on
+        log.warning(
+            "%s: cannot write the cancel marker to %s (%s); remote workers may run on", status.id, status.store, error
+        )
 
 
 def _default_store(job_url: str, job_dir: Path) -> str:

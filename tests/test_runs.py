@@ -276,3 +276,30 @@ def test_a_run_on_another_host_is_judged_by_its_heartbeat() -> None:
     repository.save(fresh)
     assert JobManager(repository).cancel("far").state is JobState.RUNNING  # alive elsewhere: asked, not marked
     assert repository.cancel_requested("far")
+
+
+@pytest.mark.parametrize("backend, told", [("lambda", True), ("local", False)])
+def test_cancelling_a_run_whose_client_is_gone_tells_its_remote_workers(
+    tmp_path: Path, backend: str, told: bool
+) -> None:
+    """Nobody is left to write the job's cancel marker when the client died: `helios job cancel` writes it in
+    the run's store, so Lambda / Cloud Run / Dask workers still rendering stop between frames."""
+    from helios_kit.cancel_marker import marker_present
+    from helios_kit.store import ArtifactStore
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    store = tmp_path / "store"
+    store.mkdir()
+    run = JobStatus(
+        id="far",
+        state=JobState.RUNNING,
+        pid=int(gone.stdout),
+        host=this_host(),
+        heartbeat_at=utcnow(),
+        backend=backend,
+        store=str(store),
+    )
+    repository = InMemoryJobRepository()
+    repository.save(run)
+    assert JobManager(repository).cancel("far").state is JobState.CANCELLED
+    assert marker_present(ArtifactStore(str(store)), "far") is told
