@@ -171,6 +171,45 @@ def test_an_asset_prop_next_to_the_rows_is_loaded_and_counts(project: Path) -> N
     assert (project / "out/b.mp4").stat().st_mtime_ns == b_before
 
 
+def test_an_asset_prop_naming_a_url_is_loaded_and_counts(project: Path) -> None:
+    """A prop naming an http(s) URL is an asset like a file: the page loads it, the render records it (its
+    ETag or body hash), and when the server's answer changes only the video that shows it renders again."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    assets = project / "cdn"
+    assets.mkdir()
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="48"><rect width="64" height="48" fill="{}"/>'
+    svg += "</svg>"
+    (assets / "a.svg").write_text(svg.format("#00ff00"))
+    (assets / "b.svg").write_text(svg.format("#ff0000"))
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(assets))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        rows = f'{{"id": "a", "photo": "{base}/a.svg"}}\n{{"id": "b", "photo": "{base}/b.svg"}}\n'
+        (project / "rows.jsonl").write_text(rows)
+        first = helios("batch", "card", "rows.jsonl", "-o", "out/{id}.mp4", cwd=project)
+        assert first.returncode == 0, first.stderr
+        assert close(centre(project / "out/a.mp4"), GREEN) and close(centre(project / "out/b.mp4"), RED)
+        b_before = (project / "out/b.mp4").stat().st_mtime_ns
+        again = helios("batch", "card", "rows.jsonl", "-o", "out/{id}.mp4", cwd=project)
+        assert "2 videos: 0 rendered, 2 skipped (up to date), 0 failed" in again.stdout, again.stdout
+
+        (assets / "a.svg").write_text(svg.format("#0000ff"))  # the server's answer changed: only its video
+        second = helios("batch", "card", "rows.jsonl", "-o", "out/{id}.mp4", cwd=project)
+        assert second.returncode == 0, second.stderr
+        assert "2 videos: 1 rendered, 1 skipped (up to date), 0 failed" in second.stdout, second.stdout
+        assert close(centre(project / "out/a.mp4"), BLUE)
+        assert (project / "out/b.mp4").stat().st_mtime_ns == b_before
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_emit_batch_writes_a_job_per_row_and_an_index(project: Path) -> None:
     (project / "rows.csv").write_text("id,color\na,#ff0000\nb,#00ff00\n")
     result = helios("batch", "card", "rows.csv", "-o", "videos/{id}.mp4", "--emit-batch", "jobs", cwd=project)

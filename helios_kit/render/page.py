@@ -104,12 +104,15 @@ def open_page(
     cancel: threading.Event | None,
     *,
     record_network: bool = False,
+    own_server: bool | None = None,
 ) -> Page:
     """A new tab at the render size with the virtual-time shim installed, loaded and prepared at t = 0.
-    `record_network` keeps the page's network responses (see ``session.url_dependencies``)."""
+    `record_network` keeps the page's network responses (see ``session.url_dependencies``); `own_server`
+    says `url` is the render's own composition server (default: when the network is not recorded)."""
     page = browser.new_page(config.width, config.height)
     setup_tab(page, config, timeout, record_network=record_network)
-    load_page(page, url, timeout, cancel, own_server=not record_network)
+    own = (not record_network) if own_server is None else own_server
+    load_page(page, url, timeout, cancel, own_server=own)
     return page
 
 

@@ -26,7 +26,7 @@ import os
 import pathlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -105,15 +105,27 @@ def _check_range(config: RenderConfig, start_frame: int, frame_count: int) -> No
         raise RenderError(f"fps must be > 0, got {config.fps}")
 
 
-def url_dependencies(page: Page, entry_url: str) -> list[Dependency]:
-    """The responses the page received from the entry URL's origin, each fingerprinted (ETag or sha256)."""
-    origin = urlsplit(entry_url)[:2]
-    urls = {entry_url}
+def url_dependencies(page: Page, entry_url: str | None, named: Collection[str] = ()) -> list[Dependency]:
+    """The responses the page received from the entry URL's origin (none for a local composition), and
+    those for the URLs in `named` (assets its props name), each fingerprinted (ETag or sha256)."""
+    origin = urlsplit(entry_url)[:2] if entry_url else None
+    urls = {entry_url} if entry_url else set()
     for event in page.events("Network.responseReceived"):
-        url = str(event.get("response", {}).get("url", ""))
-        if urlsplit(url)[:2] == origin:
-            urls.add(url.split("#", 1)[0])
+        url = str(event.get("response", {}).get("url", "")).split("#", 1)[0]
+        if (origin is not None and urlsplit(url)[:2] == origin) or url in named:
+            urls.add(url)
     return [url_dependency(url) for url in sorted(urls)]
+
+
+def prop_urls(props: object) -> set[str]:
+    """The http(s) URLs a render's props name (an asset a row points at), at any depth."""
+    if isinstance(props, str):
+        return {props.split("#", 1)[0]} if props.startswith(("http://", "https://")) else set()
+    if isinstance(props, dict):
+        return set().union(*(prop_urls(value) for value in props.values())) if props else set()
+    if isinstance(props, list | tuple):
+        return set().union(*(prop_urls(value) for value in props)) if props else set()
+    return set()
 
 
 def use_begin_frame() -> bool:
@@ -330,7 +342,17 @@ def _render_once(
                 server = CompositionServer(html_file.parent)
                 url = server.url_for(html_file)
             assert url is not None
-            key = TabKey(executable.path, begin_frame, config.width, config.height, input_location, html_file is None)
+            named = prop_urls(config.props)  # assets the props name: dependencies like the composition's files
+            local = html_file is not None
+            key = TabKey(
+                executable.path,
+                begin_frame,
+                config.width,
+                config.height,
+                input_location,
+                not local or bool(named),
+                local,
+            )
             opening, source = source, None  # a failed open has already discarded what it started
             page = opening.open(key, executable, url, config, timeout_s, cancel)
             source = opening
@@ -348,14 +370,14 @@ def _render_once(
             _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
             media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
-            dependencies = url_dependencies(page, url) if server is None else []
+            dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
             source.release(page)  # cold: the browser closes; warm: the tab is reset for the next render
             source = None
             encoder.finish()
             encoder = None
             loop_ms = (time.monotonic() - loop_started) * 1000
             if server is not None:
-                dependencies = server.served()
+                dependencies = server.served() + dependencies
         except (CDPError, TimeoutError, BrowserFault) as error:
             # Cancelling tears the browser down under a running DevTools call: that failure is the cancel.
             _check_cancel(cancel)

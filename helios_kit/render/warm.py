@@ -44,6 +44,9 @@ class TabKey:
     height: int
     composition: str
     record_network: bool
+    #: The page comes from the render's own composition server (trusted by the network guard); False for a
+    #: composition loaded from a URL the job named.
+    own_server: bool = True
 
 
 class BrowserSource:
@@ -64,7 +67,15 @@ class BrowserSource:
         """A tab with `url` loaded and prepared at t = 0; on failure, what it started is discarded."""
         try:
             self._browser = Browser(executable, begin_frame_control=key.begin_frame)
-            return open_page(self._browser, url, config, timeout, cancel, record_network=key.record_network)
+            return open_page(
+                self._browser,
+                url,
+                config,
+                timeout,
+                cancel,
+                record_network=key.record_network,
+                own_server=key.own_server,
+            )
         except BaseException:
             self.discard()
             raise
@@ -115,7 +126,7 @@ class WarmBrowser(BrowserSource):
             tab = self._tab_for(key, executable)
             tab.script_id = setup_tab(tab.page, config, timeout, record_network=key.record_network)
             tab.origin = _origin(url)
-            load_page(tab.page, url, timeout, cancel, own_server=not key.record_network)
+            load_page(tab.page, url, timeout, cancel, own_server=key.own_server)
             return tab.page
         except BaseException:
             self.discard()
