@@ -24,6 +24,7 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attem
 from helios_kit.backends.base import Backend, ChunkContext
 from helios_kit.protocol import ChunkState, EventKind, EventSink, ProgressEvent, WorkerResult, WorkerStatus
 from helios_kit.spec import Chunk, JobSpec
+from helios_kit.stragglers import BackupPolicy, Backups
 
 log = logging.getLogger("helios.executor")
 
@@ -75,6 +76,13 @@ class ChunkExecutor:
         self.active = 0
         self.max_active = 0
         self.outcomes: dict[int, ChunkOutcome] = {}
+        self.backups: Backups | None = None
+
+    def enable_backups(self, policy: BackupPolicy, total: int) -> Backups:
+        """Straggler backups (helios_kit.stragglers): a second attempt races a chunk that runs too long."""
+        self.backups = Backups(policy, total, self._call_backend)
+        self.sinks.append(self.backups)
+        return self.backups
 
     # -- events ----------------------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -101,8 +109,9 @@ class ChunkExecutor:
                 return False
         return True
 
-    def run_chunk(self, chunk: Chunk) -> ChunkOutcome:
-        """Run `chunk` to completion (with retries); never raises for the chunk's own failure."""
+    def run_chunk(self, chunk: Chunk, stop: threading.Event | None = None) -> ChunkOutcome:
+        """Run `chunk` to completion (with retries); never raises for the chunk's own failure. Setting
+        `stop` ends this chunk's attempt as cancelled (its lease was lost, a backup won)."""
         if self.cancel.is_set() or not self._acquire_slot():
             outcome = ChunkOutcome(chunk_id=chunk.id, state=ChunkState.CANCELLED, error="cancelled before start")
             self.emit(ProgressEvent(kind=EventKind.CANCELLED, chunk_id=chunk.id))
@@ -111,13 +120,13 @@ class ChunkExecutor:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            return self.record(self._run_with_retries(chunk))
+            return self.record(self._run_with_retries(chunk, stop))
         finally:
             with self._lock:
                 self.active -= 1
             self._slots.release()
 
-    def _run_with_retries(self, chunk: Chunk) -> ChunkOutcome:
+    def _run_with_retries(self, chunk: Chunk, stop: threading.Event | None = None) -> ChunkOutcome:
         started = time.monotonic()
         attempts = 0
 
@@ -125,22 +134,23 @@ class ChunkExecutor:
             nonlocal attempts
             attempts += 1
             self.emit(ProgressEvent(kind=EventKind.STARTED, chunk_id=chunk.id, attempt=attempts))
-            return self._attempt(chunk)
+            return self._attempt(chunk, stop)
 
-        result: WorkerResult = self._retrying(chunk)(attempt)
+        result: WorkerResult = self._retrying(chunk, stop)(attempt)
         duration_ms = (time.monotonic() - started) * 1000
         if result.ok:
             return self._succeeded(chunk, result, attempts, duration_ms)
-        if self.cancel.is_set() or result.status is WorkerStatus.CANCELLED:
+        if self.cancel.is_set() or (stop is not None and stop.is_set()) or result.status is WorkerStatus.CANCELLED:
             return self._cancelled(chunk, attempts, duration_ms)
         return self._failed(chunk, result, attempts, duration_ms)
 
-    def _retrying(self, chunk: Chunk) -> Retrying:
+    def _retrying(self, chunk: Chunk, stop: threading.Event | None = None) -> Retrying:
         """Tenacity's loop: retry while the result is a retryable failure, exponential backoff plus jitter,
         sleeping on the cancel event (a cancel ends the wait), a RETRYING event before each sleep."""
 
         def should_retry(result: WorkerResult) -> bool:
-            return not result.ok and result.retryable and not self.cancel.is_set()
+            stopped = self.cancel.is_set() or (stop is not None and stop.is_set())
+            return not result.ok and result.retryable and not stopped
 
         def before_sleep(state: RetryCallState) -> None:
             result: WorkerResult = state.outcome.result()  # type: ignore[union-attr]
@@ -209,10 +219,10 @@ class ChunkExecutor:
             chunk_id=chunk.id, state=ChunkState.FAILED, attempts=attempts, duration_ms=duration_ms, error=error
         )
 
-    def _attempt(self, chunk: Chunk) -> WorkerResult:
-        """One call of the backend, bounded by the chunk timeout and the job's cancel event."""
+    def _attempt(self, chunk: Chunk, chunk_stop: threading.Event | None = None) -> WorkerResult:
+        """One call of the backend, bounded by the chunk timeout, the job's cancel event and `chunk_stop`."""
         timeout = self.options.chunk_timeout
-        if not timeout:  # the job's cancel event is all the backend needs: no watcher thread
+        if not timeout and chunk_stop is None and self.backups is None:  # the job's cancel event is all it needs
             result = self._call_backend(chunk, self.cancel, None)
             if self.cancel.is_set() and not result.ok:
                 return WorkerResult.cancelled(chunk.id)
@@ -221,24 +231,35 @@ class ChunkExecutor:
         done = threading.Event()
         timed_out = threading.Event()
         watcher = threading.Thread(
-            target=self._watch, args=(stop, done, timed_out, time.monotonic() + timeout), daemon=True
+            target=self._watch,
+            args=(stop, done, timed_out, time.monotonic() + timeout if timeout else float("inf"), chunk_stop),
+            daemon=True,
         )
         watcher.start()
+        call = self.backups.call if self.backups is not None else self._call_backend
         try:
-            result = self._call_backend(chunk, stop, timeout)
+            result = call(chunk, stop, timeout)
         finally:
             done.set()
             watcher.join()
         if timed_out.is_set() and not result.ok:
             return WorkerResult.timed_out(chunk.id, f"timed out after {timeout:g} s", duration_ms=result.duration_ms)
-        if self.cancel.is_set() and not result.ok:
+        if (self.cancel.is_set() or (chunk_stop is not None and chunk_stop.is_set())) and not result.ok:
             return WorkerResult.cancelled(chunk.id)
         return result
 
-    def _watch(self, stop: threading.Event, done: threading.Event, timed_out: threading.Event, deadline: float) -> None:
-        """Set `stop` (the attempt's cancel event) when the job is cancelled or the attempt's deadline passes."""
+    def _watch(
+        self,
+        stop: threading.Event,
+        done: threading.Event,
+        timed_out: threading.Event,
+        deadline: float,
+        chunk_stop: threading.Event | None = None,
+    ) -> None:
+        """Set `stop` (the attempt's cancel event) when the job is cancelled, `chunk_stop` is set or the
+        attempt's deadline passes."""
         while not done.wait(0.05):
-            if self.cancel.is_set():
+            if self.cancel.is_set() or (chunk_stop is not None and chunk_stop.is_set()):
                 stop.set()
                 return
             if time.monotonic() >= deadline:

@@ -36,6 +36,8 @@ class WorkerRequest(WireModel):
     chunk_id: int
     store: str | None = None
     force: bool = False
+    #: Merge the job's complete chunks next to the store instead of rendering `chunk_id` (then ignored).
+    merge: bool = False
 
 
 class WorkerStatus(StrEnum):

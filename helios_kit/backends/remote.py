@@ -136,6 +136,22 @@ class RemoteBackend(Backend):
         result = self._call(request, cancel, timeout)
         return result.model_copy(update={"chunk_id": chunk.id, "duration_ms": (time.monotonic() - started) * 1000})
 
+    def run_merge(
+        self,
+        spec: JobSpec,
+        context: ChunkContext,
+        *,
+        cancel: threading.Event,
+        timeout: float | None = None,
+    ) -> WorkerResult | None:
+        """Merge next to the store: one request with ``merge`` set; the worker fetches the chunks from the
+        store, stitches, mixes the audio and commits the output (helios_kit.worker.runtime.run_merge)."""
+        if cancel.is_set():
+            return WorkerResult.cancelled(None)
+        request = WorkerRequest(job_url=context.job_url, chunk_id=0, store=context.store_url, merge=True)
+        result = self._call(request, cancel, timeout)
+        return result.model_copy(update={"chunk_id": None})
+
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         chunk_id = request.chunk_id
         try:

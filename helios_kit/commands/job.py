@@ -196,6 +196,42 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
 @click.option("--force", is_flag=True, help="Render every chunk even when complete.")
 @click.option("--chunks", "chunk_spec", default=None, metavar="IDS", help="Only these chunks, e.g. 0,3,5-7.")
 @click.option("--no-merge", "no_merge", is_flag=True, help="Render the chunks only; do not merge them.")
+@click.option(
+    "--merge",
+    "merge_where",
+    type=click.Choice(["auto", "local", "remote"]),
+    default="auto",
+    show_default=True,
+    help="Where to merge: here, next to the store on the backend (lambda, cloudrun, dask), or auto (remote "
+    "when the store is remote and the backend can merge).",
+)
+@click.option("--no-leases", "no_leases", is_flag=True, help="Take no chunk leases (only this runner uses the store).")
+@click.option(
+    "--backups/--no-backups",
+    "backups",
+    default=None,
+    help="Backup attempts for straggling chunks (default: on for remote backends, off for local).",
+)
+@click.option(
+    "--backup-after",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=0.75,
+    show_default=True,
+    help="Share of chunks done before stragglers get backups.",
+)
+@click.option(
+    "--backup-factor",
+    type=click.FloatRange(min=1, min_open=True),
+    default=1.5,
+    show_default=True,
+    help="A chunk straggles once it runs longer than this x the median chunk time.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds a chunk lease lasts unless renewed (default 30, or $HELIOS_LEASE_TTL).",
+)
 @click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
 def run_command(
@@ -210,6 +246,12 @@ def run_command(
     force: bool,
     chunk_spec: str | None,
     no_merge: bool,
+    merge_where: str,
+    no_leases: bool,
+    backups: bool | None,
+    backup_after: float,
+    backup_factor: float,
+    lease_ttl: float | None,
     detach: bool,
     quiet: bool,
     **backend_values: object,
@@ -222,7 +264,9 @@ def run_command(
     import sys
 
     from helios_kit.manager import JobManager
+    from helios_kit.merging import MergeWhere
     from helios_kit.run import RunOptions
+    from helios_kit.stragglers import BackupPolicy
 
     backend = backend_for_adapter(backend, adapter)
     given = _backend_options(backend, backend_values)
@@ -235,6 +279,10 @@ def run_command(
         store=store,
         merge=not no_merge,
         chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None,
+        merge_where=MergeWhere(merge_where),
+        leases=not no_leases,
+        lease_ttl=lease_ttl,
+        backups=BackupPolicy(enabled=backups, after=backup_after, factor=backup_factor),
     )
     manager = JobManager(_repository_for_run(detach))
     if detach:
@@ -362,6 +410,14 @@ def _detach(manager: JobManager, source: str, backend: str, given: dict, options
         argv.append("--force")
     if not options.merge:
         argv.append("--no-merge")
+    argv += ["--merge", options.merge_where.value]
+    if not options.leases:
+        argv.append("--no-leases")
+    if options.lease_ttl:
+        argv += ["--lease-ttl", str(options.lease_ttl)]
+    if options.backups.enabled is not None:
+        argv.append("--backups" if options.backups.enabled else "--no-backups")
+    argv += ["--backup-after", str(options.backups.after), "--backup-factor", str(options.backups.factor)]
     if options.chunks:
         argv += ["--chunks", ",".join(map(str, options.chunks))]
     for field_name, value in given.items():

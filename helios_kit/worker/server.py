@@ -34,7 +34,7 @@ from starlette.routing import Route
 from helios_kit.errors import SpecError
 from helios_kit.protocol import WorkerRequest, WorkerResult
 from helios_kit.spec import format_validation_error, parse_json_object
-from helios_kit.worker.runtime import WorkerRuntime
+from helios_kit.worker.runtime import WorkerRuntime, handle_request
 
 log = logging.getLogger("helios.worker.server")
 
@@ -139,7 +139,7 @@ async def _run_until_disconnect(
     cancel = threading.Event()
     task = asyncio.ensure_future(
         run_in_threadpool(
-            runtime.run, work.job_url, work.chunk_id, work.store or default_store, work.force, cancel=cancel
+            handle_request, runtime, work.model_copy(update={"store": work.store or default_store}), cancel=cancel
         )
     )
     while not task.done():
