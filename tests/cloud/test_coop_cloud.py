@@ -192,8 +192,9 @@ def test_dask_blocklists_a_worker_that_keeps_failing(worker_env, tmp_path: Path,
     lines = render_lines(log)
     failed = [line for line in lines if line[-1] == "failed"]
     good = [line for line in lines if line[-1] != "failed"]
-    assert failed and {int(line[1]) for line in failed} == {bad}
-    assert len(failed) <= 2 + 1, failed  # the failures that block-list it, and one already placed there
+    assert {int(line[1]) for line in failed} == {bad}
+    assert 2 <= len(failed) <= 2 + 1, failed  # the failures that block-list it, and one already placed there
+    assert "failed 2 chunks of this job; it gets no more of them" in run.stderr, run.stderr
     assert sorted(int(line[2]) for line in good) == list(range(0, 16, 2))
     assert all(int(line[1]) != bad for line in good)
     assert decode_frame_indexes(job.parent / "out.mp4", 160, 120) == list(range(16))
