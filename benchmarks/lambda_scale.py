@@ -103,7 +103,11 @@ class CountingS3:
         from collections import Counter
 
         from moto.server import DomainDispatcherApplication, create_backend_app
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Quiet(WSGIRequestHandler):
+            def log_request(self, *args: object, **kwargs: object) -> None:
+                pass
 
         app = DomainDispatcherApplication(create_backend_app)
         self.requests: Counter[str] = Counter()
@@ -113,7 +117,7 @@ class CountingS3:
             self.requests[f"{environ['REQUEST_METHOD']} {'/'.join(path.split('/')[:3])}"] += 1
             return app(environ, start_response)  # type: ignore[arg-type]
 
-        self.server = make_server("127.0.0.1", 0, counting, threaded=True)
+        self.server = make_server("127.0.0.1", 0, counting, threaded=True, request_handler=Quiet)
         self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
         import threading
 

@@ -77,6 +77,8 @@ class ChunkExecutor:
         self.max_active = 0
         self.outcomes: dict[int, ChunkOutcome] = {}
         self.backups: Backups | None = None
+        self._linked: set[threading.Event] = set()  # attempts' own stop events, set by a job cancel
+        self._linker: threading.Thread | None = None
 
     def enable_backups(self, policy: BackupPolicy, total: int) -> Backups:
         """Straggler backups (helios_kit.stragglers): a second attempt races a chunk that runs too long."""
@@ -222,11 +224,8 @@ class ChunkExecutor:
     def _attempt(self, chunk: Chunk, chunk_stop: threading.Event | None = None) -> WorkerResult:
         """One call of the backend, bounded by the chunk timeout, the job's cancel event and `chunk_stop`."""
         timeout = self.options.chunk_timeout
-        if not timeout and chunk_stop is None and self.backups is None:  # the job's cancel event is all it needs
-            result = self._call_backend(chunk, self.cancel, None)
-            if self.cancel.is_set() and not result.ok:
-                return WorkerResult.cancelled(chunk.id)
-            return result
+        if not timeout:  # no deadline: no watcher thread; the job's cancel (or the chunk's own stop) is enough
+            return self._attempt_untimed(chunk, chunk_stop)
         stop = threading.Event()
         done = threading.Event()
         timed_out = threading.Event()
@@ -247,6 +246,40 @@ class ChunkExecutor:
         if (self.cancel.is_set() or (chunk_stop is not None and chunk_stop.is_set())) and not result.ok:
             return WorkerResult.cancelled(chunk.id)
         return result
+
+    def _attempt_untimed(self, chunk: Chunk, chunk_stop: threading.Event | None) -> WorkerResult:
+        """An attempt without a deadline. With a chunk stop or backups it gets its own event, which the job's
+        cancel sets too (one linking thread per executor, no polling per attempt)."""
+        own = chunk_stop is not None or self.backups is not None
+        stop = (chunk_stop or threading.Event()) if own else self.cancel
+        if own:
+            self._link_cancel(stop)
+        call = self.backups.call if self.backups is not None else self._call_backend
+        try:
+            result = call(chunk, stop, None)
+        finally:
+            if own:
+                with self._lock:
+                    self._linked.discard(stop)
+        if (self.cancel.is_set() or stop.is_set()) and not result.ok:
+            return WorkerResult.cancelled(chunk.id)
+        return result
+
+    def _link_cancel(self, event: threading.Event) -> None:
+        """Set `event` when the job is cancelled."""
+        with self._lock:
+            self._linked.add(event)
+            if self._linker is None:
+                self._linker = threading.Thread(target=self._cancel_linked, name="helios-cancel-link", daemon=True)
+                self._linker.start()
+        if self.cancel.is_set():
+            event.set()
+
+    def _cancel_linked(self) -> None:
+        self.cancel.wait()
+        with self._lock:
+            for event in self._linked:
+                event.set()
 
     def _watch(
         self,

@@ -90,6 +90,7 @@ class LambdaEmulator:
         self._rng = random.Random(self.seed)
         self._lock = threading.Condition()
         self._in_flight = 0
+        self._stopped = False
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         emulator = self
 
@@ -130,6 +131,7 @@ class LambdaEmulator:
         return self
 
     def stop(self) -> None:
+        self._stopped = True
         self.server.shutdown()
         self.server.server_close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -200,6 +202,8 @@ class LambdaEmulator:
         try:
             if delay:
                 time.sleep(delay)  # a slow instance: the handler starts late, so its commit comes late
+                if self._stopped:
+                    return None  # the emulator went away meanwhile (its pool too): nobody waits for this one
             if failing:
                 time.sleep(self.latency)
                 self.counts["failed"] += 1
