@@ -244,6 +244,8 @@ def _create_s3(fs: Any, path: str, data: bytes) -> bool:
     bucket, key, _ = fs.split_path(path)
     try:
         fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except FileExistsError:  # s3fs translates 412 PreconditionFailed
+        return False
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

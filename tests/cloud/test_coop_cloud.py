@@ -198,3 +198,25 @@ def test_dask_blocklists_a_worker_that_keeps_failing(worker_env, tmp_path: Path,
     assert sorted(int(line[2]) for line in good) == list(range(0, 16, 2))
     assert all(int(line[1]) != bad for line in good)
     assert decode_frame_indexes(job.parent / "out.mp4", 160, 120) == list(range(16))
+
+
+def test_s3_lease_is_a_conditional_create(s3) -> None:
+    """On S3 the lease is taken with `If-None-Match: *`: of two holders only one gets a generation, an
+    expired one is taken over by the next generation, and a finished holder leaves no lease behind."""
+    from helios_kit.leases import LeaseHolder, LeaseStore
+
+    store = ArtifactStore("s3://renders/leases")
+    one = LeaseStore(store, LeaseHolder(run_id="one"), ttl=30)
+    two = LeaseStore(store, LeaseHolder(run_id="two"), ttl=30)
+    first = one.acquire("chunks/c.mp4")
+    assert first is not None and first.generation == 0
+    assert two.acquire("chunks/c.mp4") is None
+    assert not two._create(two._path("chunks/c.mp4", 0), b"{}")  # the conditional PUT itself refuses
+    expired = first.model_copy(update={"expires_at": first.expires_at.replace(year=2000)})
+    store.fs.pipe_file(one._path("chunks/c.mp4", 0), expired.model_dump_json(by_alias=True).encode())
+    taken = two.acquire("chunks/c.mp4")
+    assert taken is not None and taken.generation == 1
+    assert not one.renew(first)
+    two.release(taken, done=True)
+    store.refresh()
+    assert store.fs.find("renders/leases") == []
