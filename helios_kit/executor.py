@@ -27,6 +27,7 @@ from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attem
 from helios_kit.backends.base import Backend, ChunkContext
 from helios_kit.protocol import ChunkState, EventKind, EventSink, ProgressEvent, WorkerResult, WorkerStatus
 from helios_kit.spec import Chunk, JobSpec
+from helios_kit.stragglers import BackupPolicy, Backups
 
 log = logging.getLogger("helios.executor")
 
@@ -86,6 +87,15 @@ class ChunkExecutor:
         self.outcomes: dict[int, ChunkOutcome] = {}
         self._attempt_of: dict[int, int] = {}
         self._frames_keyword = _takes_on_frames(backend)
+        self.backups: Backups | None = None
+        self._linked: set[threading.Event] = set()  # attempts' own stop events, set by a job cancel
+        self._linker: threading.Thread | None = None
+
+    def enable_backups(self, policy: BackupPolicy, total: int) -> Backups:
+        """Straggler backups (helios_kit.stragglers): a second attempt races a chunk that runs too long."""
+        self.backups = Backups(policy, total, self._call_backend)
+        self.sinks.append(self.backups)
+        return self.backups
 
     # -- events ----------------------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -112,8 +122,9 @@ class ChunkExecutor:
                 return False
         return True
 
-    def run_chunk(self, chunk: Chunk) -> ChunkOutcome:
-        """Run `chunk` to completion (with retries); never raises for the chunk's own failure."""
+    def run_chunk(self, chunk: Chunk, stop: threading.Event | None = None) -> ChunkOutcome:
+        """Run `chunk` to completion (with retries); never raises for the chunk's own failure. Setting
+        `stop` ends this chunk's attempt as cancelled (its lease was lost, a backup won)."""
         if self.fatal is not None or self.cancel.is_set() or not self._acquire_slot():
             why = f"not started: {self.fatal}" if self.fatal else "cancelled before start"
             outcome = ChunkOutcome(chunk_id=chunk.id, state=ChunkState.CANCELLED, error=why)
@@ -123,13 +134,13 @@ class ChunkExecutor:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            return self.record(self._run_with_retries(chunk))
+            return self.record(self._run_with_retries(chunk, stop))
         finally:
             with self._lock:
                 self.active -= 1
             self._slots.release()
 
-    def _run_with_retries(self, chunk: Chunk) -> ChunkOutcome:
+    def _run_with_retries(self, chunk: Chunk, stop: threading.Event | None = None) -> ChunkOutcome:
         started = time.monotonic()
         attempts = throttles = 0
 
@@ -138,15 +149,20 @@ class ChunkExecutor:
             attempts += 1
             self._attempt_of[chunk.id] = attempts
             self.emit(ProgressEvent(kind=EventKind.STARTED, chunk_id=chunk.id, attempt=attempts))
-            result = self._attempt(chunk)
+            result = self._attempt(chunk, stop)
             throttles += result.throttles
             return result
 
-        result: WorkerResult = self._retrying(chunk)(attempt)
+        result: WorkerResult = self._retrying(chunk, stop)(attempt)
         duration_ms = (time.monotonic() - started) * 1000
         if result.ok:
             outcome = self._succeeded(chunk, result, attempts, duration_ms)
-        elif self.cancel.is_set() or result.status is WorkerStatus.CANCELLED or self._fatal_seen(result):
+        elif (
+            self.cancel.is_set()
+            or (stop is not None and stop.is_set())
+            or result.status is WorkerStatus.CANCELLED
+            or self._fatal_seen(result)
+        ):
             outcome = self._cancelled(chunk, attempts, duration_ms)
         else:
             outcome = self._failed(chunk, result, attempts, duration_ms)
@@ -164,12 +180,13 @@ class ChunkExecutor:
         log.debug("job-fatal failure, no further chunk is started: %s", self.fatal)
         return False
 
-    def _retrying(self, chunk: Chunk) -> Retrying:
+    def _retrying(self, chunk: Chunk, stop: threading.Event | None = None) -> Retrying:
         """Tenacity's loop: retry while the result is a retryable failure, exponential backoff plus jitter,
         sleeping on the cancel event (a cancel ends the wait), a RETRYING event before each sleep."""
 
         def should_retry(result: WorkerResult) -> bool:
-            return not result.ok and result.retryable and not result.fatal and not self.cancel.is_set()
+            stopped = self.cancel.is_set() or (stop is not None and stop.is_set())
+            return not result.ok and result.retryable and not result.fatal and not stopped
 
         def before_sleep(state: RetryCallState) -> None:
             result: WorkerResult = state.outcome.result()  # type: ignore[union-attr]
@@ -248,36 +265,78 @@ class ChunkExecutor:
             chunk_id=chunk.id, state=ChunkState.FAILED, attempts=attempts, duration_ms=duration_ms, error=error
         )
 
-    def _attempt(self, chunk: Chunk) -> WorkerResult:
-        """One call of the backend, bounded by the chunk timeout and the job's cancel event."""
+    def _attempt(self, chunk: Chunk, chunk_stop: threading.Event | None = None) -> WorkerResult:
+        """One call of the backend, bounded by the chunk timeout, the job's cancel event and `chunk_stop`."""
         timeout = self.options.chunk_timeout
-        if not timeout:  # the job's cancel event is all the backend needs: no watcher thread
-            result = self._call_backend(chunk, self.cancel, None)
-            if self.cancel.is_set() and not result.ok:
-                return WorkerResult.cancelled(chunk.id)
-            return result
+        if not timeout:  # no deadline: no watcher thread; the job's cancel (or the chunk's own stop) is enough
+            return self._attempt_untimed(chunk, chunk_stop)
         stop = threading.Event()
         done = threading.Event()
         timed_out = threading.Event()
         watcher = threading.Thread(
-            target=self._watch, args=(stop, done, timed_out, time.monotonic() + timeout), daemon=True
+            target=self._watch,
+            args=(stop, done, timed_out, time.monotonic() + timeout if timeout else float("inf"), chunk_stop),
+            daemon=True,
         )
         watcher.start()
+        call = self.backups.call if self.backups is not None else self._call_backend
         try:
-            result = self._call_backend(chunk, stop, timeout)
+            result = call(chunk, stop, timeout)
         finally:
             done.set()
             watcher.join()
         if timed_out.is_set() and not result.ok:
             return WorkerResult.timed_out(chunk.id, f"timed out after {timeout:g} s", duration_ms=result.duration_ms)
-        if self.cancel.is_set() and not result.ok:
+        if (self.cancel.is_set() or (chunk_stop is not None and chunk_stop.is_set())) and not result.ok:
             return WorkerResult.cancelled(chunk.id)
         return result
 
-    def _watch(self, stop: threading.Event, done: threading.Event, timed_out: threading.Event, deadline: float) -> None:
-        """Set `stop` (the attempt's cancel event) when the job is cancelled or the attempt's deadline passes."""
+    def _attempt_untimed(self, chunk: Chunk, chunk_stop: threading.Event | None) -> WorkerResult:
+        """An attempt without a deadline. With a chunk stop or backups it gets its own event, which the job's
+        cancel sets too (one linking thread per executor, no polling per attempt)."""
+        own = chunk_stop is not None or self.backups is not None
+        stop = (chunk_stop or threading.Event()) if own else self.cancel
+        if own:
+            self._link_cancel(stop)
+        call = self.backups.call if self.backups is not None else self._call_backend
+        try:
+            result = call(chunk, stop, None)
+        finally:
+            if own:
+                with self._lock:
+                    self._linked.discard(stop)
+        if (self.cancel.is_set() or stop.is_set()) and not result.ok:
+            return WorkerResult.cancelled(chunk.id)
+        return result
+
+    def _link_cancel(self, event: threading.Event) -> None:
+        """Set `event` when the job is cancelled."""
+        with self._lock:
+            self._linked.add(event)
+            if self._linker is None:
+                self._linker = threading.Thread(target=self._cancel_linked, name="helios-cancel-link", daemon=True)
+                self._linker.start()
+        if self.cancel.is_set():
+            event.set()
+
+    def _cancel_linked(self) -> None:
+        self.cancel.wait()
+        with self._lock:
+            for event in self._linked:
+                event.set()
+
+    def _watch(
+        self,
+        stop: threading.Event,
+        done: threading.Event,
+        timed_out: threading.Event,
+        deadline: float,
+        chunk_stop: threading.Event | None = None,
+    ) -> None:
+        """Set `stop` (the attempt's cancel event) when the job is cancelled, `chunk_stop` is set or the
+        attempt's deadline passes."""
         while not done.wait(0.05):
-            if self.cancel.is_set():
+            if self.cancel.is_set() or (chunk_stop is not None and chunk_stop.is_set()):
                 stop.set()
                 return
             if time.monotonic() >= deadline:

@@ -40,6 +40,8 @@ class WorkerRequest(WireModel):
     force: bool = False
     #: Keep the chunk's seam images (`helios job run --verify-seams`; see helios_kit.seams).
     verify_seams: bool = False
+    #: Merge the job's complete chunks next to the store instead of rendering `chunk_id` (then ignored).
+    merge: bool = False
 
     def run_flags(self) -> dict[str, bool]:
         """Keyword flags for `WorkerRuntime.run` beyond the positional four (only those set, so runtimes

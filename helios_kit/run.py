@@ -17,13 +17,12 @@ This module sits above :mod:`helios_kit.dag` (which only builds and runs doit ta
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -32,14 +31,15 @@ from helios_kit.backends.base import Backend
 from helios_kit.cancel_marker import MarkerOnCancel, clear_marker
 from helios_kit.composition import is_local, local_path
 from helios_kit.context import STATE_DIR, JobContext
+from helios_kit.cooperate import CooperativeChunks
 from helios_kit.dag import TaskActions, job_tasks, run_tasks
-from helios_kit.errors import HeliosError, RenderError
+from helios_kit.errors import HeliosError
 from helios_kit.executor import AttemptOptions, ChunkExecutor, ChunkOutcome
+from helios_kit.leases import LeaseStore
+from helios_kit.merging import MergeWhere, choose_merge, merge_into_store, merge_remotely
 from helios_kit.protocol import ChunkState, EventKind, EventSink, ProgressEvent
 from helios_kit.spec import Chunk, JobSpec, id_ranges
-
-if TYPE_CHECKING:
-    from helios_kit.render.audio import AudioPlan
+from helios_kit.stragglers import BackupPolicy
 
 log = logging.getLogger("helios.run")
 
@@ -53,6 +53,10 @@ class RunOptions(AttemptOptions):
     store: str | None = None
     merge: bool = Field(True, description="Merge when every chunk is complete (False: render chunks only).")
     verify_seams: bool = Field(False, description="Check every chunk boundary before the merge (seams.py).")
+    merge_where: MergeWhere = Field(MergeWhere.AUTO, description="Merge here, on the backend, or auto.")
+    leases: bool = Field(True, description="Lease chunks in the store so runners sharing it split the job.")
+    lease_ttl: float | None = Field(None, gt=0, description="Seconds a lease lasts unless renewed.")
+    backups: BackupPolicy = Field(default_factory=BackupPolicy, description="Straggler backups.")
 
 
 class MergeOutcome(BaseModel):
@@ -130,63 +134,10 @@ class JobReport(BaseModel):
 
 
 def merge_job(ctx: JobContext, *, cancel: threading.Event | None = None) -> MergeOutcome:
-    """Join the complete chunks into the job's output (fetching them first from a remote store), mix the
-    composition's audio once, and commit the output with its own manifest. Raises HeliosError on failure."""
-    from helios_kit.stitch import stitch
-
-    spec = ctx.spec
-    manifests = ctx.input_manifests()
-    digest = ctx.merge_digest(manifests)
-    if digest is None:
-        raise RenderError(f"merge: chunks {id_ranges(ctx.missing_chunks(manifests))} are not complete")
-    output_rel = spec.merge.output_file
-    work = Path(tempfile.mkdtemp(prefix="helios-merge-"))
-    try:
-        inputs = _local_chunk_files(ctx, work, cancel)
-        merged = work / ("merged" + (Path(output_rel).suffix or ".mp4"))
-        last = manifests[-1]  # the chunk that reached the job's end
-        audio = None if last is not None and last.media_seen == 0 else _audio_plan(ctx)
-        result = stitch(inputs, merged, audio=audio, expected_frames=spec.config.frame_count)
-        ctx.store.commit(merged, output_rel, digest=digest, job_id=spec.job_id, frame_count=result.frames)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return MergeOutcome(output=ctx.store.uri(output_rel), frames=result.frames, duration_s=result.duration_s)
-
-
-def _local_chunk_files(ctx: JobContext, work: Path, cancel: threading.Event | None) -> list[Path]:
-    """The chunk outputs as local files: in place for a local store, downloaded into `work` otherwise."""
-    inputs: list[Path] = []
-    for chunk in ctx.spec.chunks:
-        local = ctx.store.local_path(chunk.output_file)
-        if local is None:
-            if cancel is not None and cancel.is_set():
-                raise RenderError("merge: cancelled")
-            local = ctx.store.fetch(chunk.output_file, work / "chunks" / chunk.output_file)
-        inputs.append(local)
-    return inputs
-
-
-def _audio_plan(ctx: JobContext) -> AudioPlan | None:
-    """The composition's audio tracks placed on the job's timeline (None when it has none or they cannot be
-    read: the merge goes on silent, with a warning). The merge skips this when the chunk that reached the
-    job's end (stepping every frame from 0) saw no media element at all: nothing to discover then."""
-    from helios_kit.render.audio import discover_audio
-
-    spec = ctx.spec
-    try:
-        plan = discover_audio(
-            ctx.input_location,
-            fps=spec.config.fps,
-            frame_count=spec.config.start_frame + spec.config.frame_count,  # media met anywhere up to the end
-            props=spec.config.props,
-            seed=spec.config.seed,
-        )
-    except HeliosError as error:
-        log.warning("merge: audio not mixed: %s", error)
-        return None
-    if not plan.tracks:
-        return None
-    return plan.model_copy(update={"timeline_start_s": spec.config.start_frame / spec.config.fps})
+    """Join the complete chunks into the job's output here (see :func:`helios_kit.merging.merge_into_store`).
+    Raises HeliosError on failure."""
+    merged = merge_into_store(ctx, cancel=cancel)
+    return MergeOutcome(output=merged.output, frames=merged.frames, duration_s=merged.duration_s)
 
 
 class JobRun:
@@ -209,6 +160,8 @@ class JobRun:
         self.verbose = verbose
         self.merge_requested = merge
         self.merge: MergeOutcome | None = None
+        self.coop: CooperativeChunks | None = None  # leases: see cooperate(); None renders without
+        self.merge_where = MergeWhere.LOCAL
 
     @property
     def subset(self) -> bool:
@@ -224,10 +177,27 @@ class JobRun:
             clean=self.clean,
         )
 
-    def tasks(self, *, basename: str = "render") -> Iterator[dict[str, Any]]:
+    def tasks(
+        self, *, basename: str = "render", chunk_ids: Iterable[int] | None = None, merge: bool | None = None
+    ) -> Iterator[dict[str, Any]]:
         """The doit task dicts of this run (see :func:`helios_kit.dag.job_tasks`)."""
         return job_tasks(
-            self.ctx.spec, self.actions(), basename=basename, chunk_ids=self.chunk_ids, merge=self.merge_requested
+            self.ctx.spec,
+            self.actions(),
+            basename=basename,
+            chunk_ids=self.chunk_ids if chunk_ids is None else chunk_ids,
+            merge=self.merge_requested if merge is None else merge,
+        )
+
+    def cooperate(self, leases: LeaseStore) -> None:
+        """Render only under a chunk lease in the store (runners sharing the store split the job)."""
+        ctx = self.ctx
+        self.coop = CooperativeChunks(
+            leases,
+            is_complete=lambda chunk: not ctx.force and ctx.chunk_complete(chunk),
+            render=lambda chunk, stop: self._render_now(chunk, stop).state,
+            mark_skipped=self.executor.mark_skipped,
+            cancel=self.executor.cancel,
         )
 
     # -- the actions -------------------------------------------------------------------------------------
@@ -241,16 +211,24 @@ class JobRun:
         return False
 
     def render_chunk(self, chunk: Chunk) -> bool:
-        outcome = self.executor.run_chunk(chunk)
+        self.ctx.store.forget(chunk.output_file)  # from here on, its checks ask the store, not the snapshot
+        if self.coop is not None:
+            return self.coop.render(chunk)
+        return self._render_now(chunk).state.done
+
+    def _render_now(self, chunk: Chunk, stop: threading.Event | None = None) -> ChunkOutcome:
+        outcome = self.executor.run_chunk(chunk, stop)
         if self.verbose:
             note = outcome.error or f"{outcome.state.value} in {outcome.duration_ms / 1000:.2f} s"
             print(f"chunk {chunk.id}: {note}", flush=True)
-        return outcome.state.done
+        return outcome
 
     def merge_uptodate(self) -> bool:
         executor, ctx = self.executor, self.ctx
         if executor.cancel.is_set():
             return True  # nothing more to do: the dependent chunks report the cancel
+        if self.coop is not None and self.coop.deferred and not self.coop.waiting:
+            return True  # chunks other runners hold come first: the wait pass merges (see run())
         manifests = ctx.input_manifests()
         digest = ctx.merge_digest(manifests)
         if digest is None:
@@ -279,7 +257,7 @@ class JobRun:
         try:
             if self.verify_seams:
                 seams.check_seams(self.ctx.store, self.ctx.spec)
-            outcome = merge_job(self.ctx, cancel=executor.cancel)
+            outcome = self._merge()
         except HeliosError as error:
             self.merge = MergeOutcome(error=str(error))
             executor.emit(ProgressEvent(kind=EventKind.MERGE_FAILED, error=str(error)))
@@ -292,18 +270,39 @@ class JobRun:
             print(f"merged → {outcome.output} ({outcome.frames} frames, {outcome.duration_s:.3f} s)", flush=True)
         return True
 
+    def _merge(self) -> MergeOutcome:
+        """Here, or next to the store on the backend (`--merge`, see helios_kit.merging)."""
+        executor = self.executor
+        if choose_merge(self.merge_where, self.ctx, executor.backend) is MergeWhere.LOCAL:
+            return merge_job(self.ctx, cancel=executor.cancel)
+        merged = merge_remotely(self.ctx, executor.backend, cancel=executor.cancel)
+        return MergeOutcome(output=merged.output, frames=merged.frames, duration_s=merged.duration_s)
+
     def clean(self, rels: list[str]) -> None:
         for rel in rels:
             self.ctx.store.delete(rel)
 
     # -- the whole run -----------------------------------------------------------------------------------
     def run(self, *, db_file: Path | None = None) -> str | None:
-        """Run the tasks with DoitMain; returns doit's own error line, if any."""
+        """Run the tasks with DoitMain; returns doit's own error line, if any. With leases, two passes (see
+        :mod:`helios_kit.cooperate`): claim what is free, then wait for (or take over) the deferred chunks
+        and merge."""
+        db_file = db_file or _doit_db_file(self.ctx)
+
+        def tasks_of(chunk_ids: list[int] | None, merge: bool) -> Callable[[], Iterator[dict[str, Any]]]:
+            return lambda: self.tasks(chunk_ids=chunk_ids, merge=merge)
+
+        count = len(self.ctx.spec.chunks)
+        error = run_tasks(self.tasks, db_file=db_file, concurrency=self.executor.concurrency, task_count=count)
+        if self.coop is None or not self.coop.deferred or error or self.executor.cancel.is_set():
+            return error
+        self.coop.waiting = True
+        failed = any(outcome.state is ChunkState.FAILED for outcome in self.executor.outcomes.values())
         return run_tasks(
-            self.tasks,
-            db_file=db_file or _doit_db_file(self.ctx),
+            tasks_of(sorted(self.coop.deferred), self.merge_requested and not failed),
+            db_file=db_file,
             concurrency=self.executor.concurrency,
-            task_count=len(self.ctx.spec.chunks),
+            task_count=count,
         )
 
     def report(self, error: str | None, duration_ms: float) -> JobReport:
@@ -366,14 +365,24 @@ def execute_job(
         swept = ctx.store.sweep_temporaries([*spec.merge.inputs, spec.merge.output_file])
         if swept:
             log.info("removed %d temporary objects of interrupted commits: %s", len(swept), ", ".join(swept))
+        ctx.store.preload([*spec.merge.inputs, spec.merge.output_file])  # one listing, manifests at once
         verify = options.verify_seams or spec.verify.seams
         chunk_context = ctx.chunk_context().model_copy(update={"verify_seams": verify})
         executor = ChunkExecutor(backend, spec, chunk_context, options, cancel=cancel, sinks=sinks)
         executor.emit(ProgressEvent(kind=EventKind.RESOLVED, output=ctx.composition.source))
         run = JobRun(ctx, executor, chunk_ids=options.chunks, merge=options.merge, verify_seams=verify)
+        run.merge_where = choose_merge(options.merge_where, ctx, backend)  # a bad --merge fails before rendering
+        if options.leases:
+            run.cooperate(LeaseStore(ctx.store, ttl=options.lease_ttl))
+        if options.backups.active_for(backend.name):
+            executor.enable_backups(options.backups, len(options.chunks or spec.chunks))
         clear_marker(ctx.store, spec.job_id)  # an earlier run's cancel does not stop this one
-        with MarkerOnCancel(ctx.store, spec.job_id, executor.cancel):  # a cancel reaches remote workers
-            error = run.run()
+        try:
+            with MarkerOnCancel(ctx.store, spec.job_id, executor.cancel):  # a cancel reaches remote workers
+                error = run.run()
+        finally:
+            if executor.backups is not None:
+                executor.backups.close()
     finally:
         if context is None:
             ctx.close()

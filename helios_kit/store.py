@@ -19,6 +19,7 @@ before anything renders).
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -44,6 +45,7 @@ from helios_kit.spec import MANIFEST_SUFFIX
 MANIFEST_VERSION = 2
 #: A temporary object younger than this may belong to a commit still in flight: sweeps leave it.
 TEMPORARY_GRACE_S = 600.0
+log = logging.getLogger("helios.store")
 _TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
 
@@ -93,6 +95,13 @@ def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
     return fs.cat_file(remote)
 
 
+def _parse_manifest(data: bytes) -> DoneManifest | None:
+    try:
+        return DoneManifest.model_validate_json(data)
+    except ValidationError:
+        return None
+
+
 def manifest_current(manifest: DoneManifest, digest: str, checker: DependencyChecker | None = None) -> bool:
     """A manifest of this format for `digest` whose recorded dependencies (given a `checker`) are unchanged."""
     if manifest.version != MANIFEST_VERSION or manifest.digest != digest:
@@ -120,6 +129,9 @@ class ArtifactStore:
             except (ImportError, ValueError) as error:
                 raise StoreError(f"store {self.url}: {error}", retryable=False) from None  # unknown scheme
             self.root = self.root.rstrip("/")
+        # a run's snapshot of an object store (see preload): manifest bytes (None: absent) and object sizes
+        self._snapshot: dict[str, bytes | None] = {}
+        self._sizes: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -187,8 +199,11 @@ class ArtifactStore:
 
     def read_manifest(self, rel: str) -> DoneManifest | None:
         """The manifest of `rel`, or None when it is missing or unreadable (treated as not done)."""
-        self.refresh()
         path = self.path(self.manifest_name(rel))
+        if path in self._snapshot:
+            data = self._snapshot[path]
+            return None if data is None else _parse_manifest(data)
+        self.refresh()
         try:
             data = read_bytes(self.fs, path)
         except (FileNotFoundError, NotADirectoryError):
@@ -207,6 +222,8 @@ class ArtifactStore:
         if manifest is None or not manifest_current(manifest, digest, checker):
             return False
         path = self.path(rel)
+        if path in self._sizes:
+            return self._sizes[path] == manifest.size
         try:
             size = self.fs.size(path)
         except FileNotFoundError:
@@ -214,6 +231,45 @@ class ArtifactStore:
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot read {rel}: {error}") from None
         return size == manifest.size
+
+    # -- a run's snapshot -------------------------------------------------------------------------------
+    def preload(self, rels: Iterable[str]) -> None:
+        """Snapshot an object store for `rels` in a few requests: one listing of each of their folders (sizes,
+        which manifests exist), then the manifests present, fetched concurrently (fsspec's many-path `cat`).
+        :meth:`read_manifest` and :meth:`is_complete` answer from it until :meth:`forget` (the run calls it
+        before attempting a chunk; commits and deletes do it themselves). Nothing to do for a local folder."""
+        if self.is_local:
+            return
+        rels = list(rels)
+        self.refresh()
+        listed: dict[str, int] = {}
+        try:
+            for folder in sorted({self.path(rel).rpartition("/")[0] for rel in rels}):
+                try:
+                    entries = self.fs.ls(folder, detail=True)
+                except FileNotFoundError:
+                    continue
+                listed.update({info["name"]: int(info.get("size") or 0) for info in entries})
+            wanted = [self.path(self.manifest_name(rel)) for rel in rels]
+            present = [path for path in wanted if path in listed]
+            fetched = self.fs.cat(present, on_error="return") if present else {}
+        except Exception as error:  # a snapshot is an optimization: without one, each check asks the store
+            log.debug("store %s: no snapshot: %s", self.url, describe(error))
+            return
+        for path in wanted:
+            data = fetched.get(path)
+            self._snapshot[path] = data if isinstance(data, bytes) else None
+        for rel in rels:
+            path = self.path(rel)
+            if path in listed:
+                self._sizes[path] = listed[path]
+            elif self._snapshot.get(self.path(self.manifest_name(rel))) is not None:
+                self._snapshot[self.path(self.manifest_name(rel))] = None  # a manifest without its output
+
+    def forget(self, rel: str) -> None:
+        """Drop `rel` from the snapshot: from now on its checks ask the store."""
+        self._snapshot.pop(self.path(self.manifest_name(rel)), None)
+        self._sizes.pop(self.path(rel), None)
 
     # -- writing ---------------------------------------------------------------------------------------
     def check_writable(self) -> None:
@@ -259,6 +315,7 @@ class ArtifactStore:
         final = self.path(rel)
         manifest_final = self.path(self.manifest_name(rel))
         tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+        self.forget(rel)
         try:
             self._remove_quietly(manifest_final)
             if self.is_local:
@@ -352,6 +409,7 @@ class ArtifactStore:
 
     def delete(self, rel: str) -> None:
         """Remove an output and its manifest (manifest first, so it is never done without its file)."""
+        self.forget(rel)
         self._remove_quietly(self.path(self.manifest_name(rel)))
         self._remove_quietly(self.path(rel))
 

@@ -190,6 +190,13 @@ def test_a_lease_beside_a_pending_chunk_shows_leased(client: tuple[httpx.Client,
     run.chunks[3].output_file = str(tmp_path / "chunks" / "chunk-0003.mp4")
     manager.repository.save(run)
     assert http.get(f"/api/runs/{run.run_id}").json()["chunks"][3]["state"] == "pending"
+    from helios_kit.leases import LeaseStore
+    from helios_kit.store import ArtifactStore
+
     (tmp_path / "chunks").mkdir()
-    (tmp_path / "chunks" / "chunk-0003.mp4.lease").write_text('{"holder": "runner-2"}')
+    leases = LeaseStore(ArtifactStore(str(tmp_path)), ttl=60)
+    lease = leases.acquire("chunks/chunk-0003.mp4")  # another runner's lease, as cooperative runs take them
+    assert lease is not None
     assert http.get(f"/api/runs/{run.run_id}").json()["chunks"][3]["state"] == "leased"
+    leases.release(lease, done=False)
+    assert http.get(f"/api/runs/{run.run_id}").json()["chunks"][3]["state"] == "pending"

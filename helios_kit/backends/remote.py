@@ -47,6 +47,9 @@ from helios_kit.spec import Chunk, JobSpec
 
 T = TypeVar("T")
 
+#: Seconds between looks at the cancel event and the deadline while a remote call runs (hundreds of calls
+#: wait at once in a fan-out: a shorter period costs the client's CPU, a longer one delays a cancel).
+CALL_POLL_S = 0.2
 #: Characters of an unparseable answer quoted in the error line.
 _QUOTED = 200
 
@@ -96,7 +99,7 @@ def call_interruptibly(fn: Callable[[], T], cancel: threading.Event, timeout: fl
     deadline = time.monotonic() + timeout if timeout else None
     while True:
         try:
-            return future.result(timeout=0.05)
+            return future.result(timeout=CALL_POLL_S)
         except FutureTimeout:
             if cancel.is_set():
                 raise Interrupted("cancelled", cancelled=True) from None
@@ -238,6 +241,22 @@ class RemoteBackend(Backend):
             self._polling += 1
             interval = max(self.heartbeat_poll_s, self._polling / self.heartbeat_reads_per_s)
         return start_polling(context.store_url, chunk.output_file, on_frames, interval=interval)
+
+    def run_merge(
+        self,
+        spec: JobSpec,
+        context: ChunkContext,
+        *,
+        cancel: threading.Event,
+        timeout: float | None = None,
+    ) -> WorkerResult | None:
+        """Merge next to the store: one request with ``merge`` set; the worker fetches the chunks from the
+        store, stitches, mixes the audio and commits the output (helios_kit.worker.runtime.run_merge)."""
+        if cancel.is_set():
+            return WorkerResult.cancelled(None)
+        request = WorkerRequest(job_url=context.job_url, chunk_id=0, store=context.store_url, merge=True)
+        result = self._call(request, cancel, timeout)
+        return result.model_copy(update={"chunk_id": None})
 
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         chunk_id = request.chunk_id

@@ -213,6 +213,42 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
 @click.option(
     "--verify-seams", is_flag=True, help="Render one extra frame per chunk and check every chunk boundary matches."
 )
+@click.option(
+    "--merge",
+    "merge_where",
+    type=click.Choice(["auto", "local", "remote"]),
+    default="auto",
+    show_default=True,
+    help="Where to merge: here, next to the store on the backend (lambda, cloudrun, dask), or auto (remote "
+    "when the store is remote and the backend can merge).",
+)
+@click.option("--no-leases", "no_leases", is_flag=True, help="Take no chunk leases (only this runner uses the store).")
+@click.option(
+    "--backups/--no-backups",
+    "backups",
+    default=None,
+    help="Backup attempts for straggling chunks (default: on for remote backends, off for local).",
+)
+@click.option(
+    "--backup-after",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=0.75,
+    show_default=True,
+    help="Share of chunks done before stragglers get backups.",
+)
+@click.option(
+    "--backup-factor",
+    type=click.FloatRange(min=1, min_open=True),
+    default=1.5,
+    show_default=True,
+    help="A chunk straggles once it runs longer than this x the median chunk time.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds a chunk lease lasts unless renewed (default 30, or $HELIOS_LEASE_TTL).",
+)
 @click.option("--detach", is_flag=True, help="Run in the background; print the job id and return.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar, only the summary line.")
 @repository_option
@@ -236,6 +272,12 @@ def run_command(
     chunk_spec: str | None,
     no_merge: bool,
     verify_seams: bool,
+    merge_where: str,
+    no_leases: bool,
+    backups: bool | None,
+    backup_after: float,
+    backup_factor: float,
+    lease_ttl: float | None,
     detach: bool,
     quiet: bool,
     repository: str | None,
@@ -257,7 +299,9 @@ def run_command(
 
     from helios_kit.commands.run_extras import ExtraFlags, RunExtras
     from helios_kit.manager import JobManager
+    from helios_kit.merging import MergeWhere
     from helios_kit.run import RunOptions
+    from helios_kit.stragglers import BackupPolicy
 
     backend = backend_for_adapter(backend, adapter)
     given = _backend_options(backend, backend_values)
@@ -273,6 +317,10 @@ def run_command(
         merge=not no_merge,
         chunks=parse_chunk_ids(chunk_spec) if chunk_spec else None,
         verify_seams=verify_seams,
+        merge_where=MergeWhere(merge_where),
+        leases=not no_leases,
+        lease_ttl=lease_ttl,
+        backups=BackupPolicy(enabled=backups, after=backup_after, factor=backup_factor),
     )
     manager = JobManager(_repository_for_run(detach, repository))
     if detach:
@@ -455,8 +503,17 @@ def _detach_argv(
         argv.append("--verify-seams")
     if not options.merge:
         argv.append("--no-merge")
+    argv += ["--merge", options.merge_where.value]
+    if not options.leases:
+        argv.append("--no-leases")
+    if options.lease_ttl:
+        argv += ["--lease-ttl", str(options.lease_ttl)]
+    if options.backups.enabled is not None:
+        argv.append("--backups" if options.backups.enabled else "--no-backups")
+    argv += ["--backup-after", str(options.backups.after), "--backup-factor", str(options.backups.factor)]
     if options.chunks:
         argv += ["--chunks", ",".join(map(str, options.chunks))]
+    argv += _detach_run_flags(options)
     argv += extra_argv
     for field_name, value in given.items():
         flag = "--" + field_name.replace("_", "-")
@@ -465,6 +522,20 @@ def _detach_argv(
         else:
             argv += [flag, str(value)]
     return argv
+
+
+def _detach_run_flags(options: RunOptions) -> list[str]:
+    """The seam, merge, lease and backup settings of `options` as `helios job run` flags."""
+    argv = ["--merge", options.merge_where.value]
+    if options.verify_seams:
+        argv.append("--verify-seams")
+    if not options.leases:
+        argv.append("--no-leases")
+    if options.lease_ttl:
+        argv += ["--lease-ttl", str(options.lease_ttl)]
+    if options.backups.enabled is not None:
+        argv.append("--backups" if options.backups.enabled else "--no-backups")
+    return [*argv, "--backup-after", str(options.backups.after), "--backup-factor", str(options.backups.factor)]
 
 
 def _record_owner(manager: JobManager, status: JobStatus, pid: int) -> None:

@@ -48,9 +48,10 @@ LEASE_CHECKS = 256
 
 
 def _lease_checker() -> Callable[[ChunkStatus], bool]:
-    """Whether a lease file sits beside a pending chunk's output (local stores only; remote ones are not
-    asked), for the first LEASE_CHECKS pending chunks of one look."""
+    """Whether a live lease (helios_kit.leases) sits beside a pending chunk's output (local stores only;
+    remote ones are not asked), for the first LEASE_CHECKS pending chunks of one look."""
     from helios_kit.composition.locations import is_local, local_path
+    from helios_kit.leases import held_at
 
     left = LEASE_CHECKS
 
@@ -60,7 +61,7 @@ def _lease_checker() -> Callable[[ChunkStatus], bool]:
         if not where or left <= 0 or not is_local(where):
             return False
         left -= 1
-        return local_path(f"{where}.lease").exists()
+        return held_at(str(local_path(where)))
 
     return leased
 

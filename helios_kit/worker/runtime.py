@@ -46,7 +46,7 @@ from helios_kit.cancel_marker import CancelWatch
 from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
 from helios_kit.errors import HeliosError, RenderError, describe
 from helios_kit.loaders import LoaderOptions
-from helios_kit.protocol import WorkerResult, WorkerStatus
+from helios_kit.protocol import WorkerRequest, WorkerResult, WorkerStatus
 from helios_kit.spec import JobSpec, loads
 from helios_kit.worker.fetch import FetchCancelled, fetch_spec
 
@@ -265,4 +265,63 @@ def _seam_images(spec: JobSpec, chunk: Any, output: Path) -> Any:
     return SeamImages(
         head=output.with_name(f"{output.name}.{seams.HEAD}") if head else None,
         tail=output.with_name(f"{output.name}.{seams.TAIL}") if tail else None,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The merge next to the store (`WorkerRequest.merge`): Lambda, Cloud Run and Dask workers
+
+
+def handle_request(
+    runtime: WorkerRuntime, request: WorkerRequest, *, cancel: threading.Event | None = None
+) -> WorkerResult:
+    """What a worker does with a request: render its chunk, or (``merge``) merge the job next to the store."""
+    if request.merge:
+        return run_merge(runtime, request.job_url, request.store, cancel=cancel)
+    return runtime.run(
+        request.job_url, request.chunk_id, request.store, request.force, cancel=cancel, **request.run_flags()
+    )
+
+
+def run_merge(
+    runtime: WorkerRuntime, job_url: str, store_url: str | None, *, cancel: threading.Event | None = None
+) -> WorkerResult:
+    """Fetch the complete chunks from the store, stitch them, mix the audio and commit the output with its
+    manifest (:func:`helios_kit.merging.merge_into_store`, the client's own merge); never raises."""
+    from helios_kit.context import JobContext
+    from helios_kit.merging import merge_into_store
+
+    started = time.monotonic()
+
+    def failed(message: str, retryable: bool) -> WorkerResult:
+        log.info("merge of %s: %s", job_url, message)
+        return WorkerResult.failed(None, message, retryable=retryable, duration_ms=(time.monotonic() - started) * 1000)
+
+    try:
+        runtime.workspace_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Path(tempfile.mkdtemp(prefix="helios-merge-", dir=runtime.workspace_dir))
+    except OSError as error:
+        return failed(f"workspace {runtime.workspace_dir} is not usable: {error}", True)
+    ctx = None
+    try:
+        spec = runtime._load_spec(job_url, cancel)
+        ctx = JobContext.prepare(spec, job_url, workspace, store_url=store_url or default_store_url(job_url))
+        merged = merge_into_store(ctx, cancel=cancel)
+    except FetchCancelled:
+        return failed("merge cancelled (spec fetch)", False)
+    except HeliosError as error:
+        return failed(f"merge failed: {error}", error.retryable)
+    except Exception as error:  # a worker reports, it never crashes its host
+        log.exception("merge of %s crashed", job_url)
+        return failed(f"merge failed: worker error: {describe(error)}", True)
+    finally:
+        if ctx is not None:
+            ctx.close()
+        shutil.rmtree(workspace, ignore_errors=True)
+    return WorkerResult(
+        status=WorkerStatus.OK,
+        output_file=merged.output,
+        frames=merged.frames,
+        stdout=f"merged → {merged.output} ({merged.frames} frames)",
+        duration_ms=(time.monotonic() - started) * 1000,
     )

@@ -42,7 +42,7 @@ from helios_kit.protocol import WorkerRequest, WorkerResult
 from helios_kit.spec import format_validation_error, parse_json_object
 from helios_kit.worker.allow import AllowPolicy
 from helios_kit.worker.auth import TokenVerifier
-from helios_kit.worker.runtime import WorkerRuntime
+from helios_kit.worker.runtime import WorkerRuntime, handle_request
 
 log = logging.getLogger("helios.worker.server")
 
@@ -124,9 +124,7 @@ def create_app(runtime: WorkerRuntime | None = None, config: ServerConfig | None
         result = await _run_for_caller(
             request,
             slots,
-            lambda cancel: runtime.run(
-                work.job_url, work.chunk_id, store, work.force, cancel=cancel, **work.run_flags()
-            ),
+            lambda cancel: handle_request(runtime, work.model_copy(update={"store": store}), cancel=cancel),
         )
         if result is None:
             return _error(CLIENT_GONE, "caller went away")

@@ -8,7 +8,9 @@ the handler raises or times out; 429 `TooManyRequestsException` when throttled; 
 Knobs (all per emulator): `latency`, the least time an invocation takes (the handler runs meanwhile),
 `throttle_rate` and `failure_rate`
 (fractions of invocations answered 429 / Unhandled before the handler runs, from a seeded RNG),
-`reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `timeout` (the
+`reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `first_delays`
+(`{chunk id: seconds}`: the first invocation of that chunk waits that long before its handler starts, a
+straggling instance; later invocations of it run normally), `timeout` (the
 function's time limit, reported as `Task timed out`), `workers` (handler processes), and `gather` (the
 first invocations wait, up to `gather_timeout`, until that many are in flight at once: a client's fan-out is
 then checked by an event, not by timing). Counters record what happened, for assertions.
@@ -82,11 +84,13 @@ class LambdaEmulator:
     max_in_flight: int = 0
     gather: int = 0
     gather_timeout: float = 60.0
+    first_delays: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Condition()
         self._in_flight = 0
+        self._stopped = False
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
         emulator = self
 
@@ -127,6 +131,7 @@ class LambdaEmulator:
         return self
 
     def stop(self) -> None:
+        self._stopped = True
         self.server.shutdown()
         self.server.server_close()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -173,7 +178,9 @@ class LambdaEmulator:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
                 self.counts["invoked"] += 1
-                if isinstance(event, dict) and isinstance(event.get("chunkId"), int):
+                if isinstance(event, dict) and event.get("merge"):
+                    self.counts["merge"] += 1  # a merge next to the store, not a chunk
+                elif isinstance(event, dict) and isinstance(event.get("chunkId"), int):
                     self.invoked_chunks.append(event["chunkId"])
                 self._lock.notify_all()
                 self._lock.wait_for(lambda: self.max_in_flight >= self.gather, timeout=self.gather_timeout)
@@ -188,7 +195,15 @@ class LambdaEmulator:
                 {"x-amzn-ErrorType": "TooManyRequestsException"},
             )
         started = time.monotonic()
+        delay = 0.0
+        if isinstance(event, dict) and isinstance(event.get("chunkId"), int) and not event.get("merge"):
+            with self._lock:
+                delay = self.first_delays.pop(event["chunkId"], 0.0)
         try:
+            if delay:
+                time.sleep(delay)  # a slow instance: the handler starts late, so its commit comes late
+                if self._stopped:
+                    return None  # the emulator went away meanwhile (its pool too): nobody waits for this one
             if failing:
                 time.sleep(self.latency)
                 self.counts["failed"] += 1

@@ -90,6 +90,9 @@ class DaskOptions(BackendOptions):
     scheduler_timeout: float = Field(
         10.0, gt=0, description="Seconds to reach the Dask scheduler, and to reconnect when it is lost."
     )
+    max_worker_failures: int = Field(
+        3, ge=1, description="Failed chunks after which a Dask worker gets no more chunks of this job."
+    )
 
     @field_validator("resources")
     @classmethod
@@ -122,6 +125,8 @@ class DaskBackend(RemoteBackend):
         self._client: Any = None
         self._cluster: Any = None
         self._closed = False
+        self.failures: dict[str, int] = {}  # worker address → failed chunks in this job
+        self.blocked: set[str] = set()
         if self.options.scheduler:
             self.target = f"Dask scheduler {self.options.scheduler}"
             self._client = self._connect(self.options.scheduler)
@@ -254,13 +259,51 @@ class DaskBackend(RemoteBackend):
             key=key,
             pure=False,
             resources=self.needs or None,
+            workers=self._allowed_workers(),
+            allow_other_workers=False,
         )
         try:
             self._wait(future, cancel, timeout)
         except Interrupted:
             self._stop(future, f"{key}-cancel")
             raise
-        return future.result()
+        answer = future.result()
+        self._count_failure(answer)
+        return answer
+
+    # -- block-listing workers that keep failing -------------------------------------------------------------
+    def _allowed_workers(self) -> list[str] | None:
+        """None (any worker) until one is block-listed; then the others; RemoteFailure when none is left."""
+        with self._lock:
+            blocked = set(self.blocked)
+        if not blocked:
+            return None
+        allowed = [address for address in self._workers() if address not in blocked]
+        if not allowed:
+            raise RemoteFailure(
+                f"dask: every worker of {self.target} failed {self.options.max_worker_failures} chunks of this job "
+                f"and is block-listed ({', '.join(sorted(blocked))})",
+                retryable=False,
+            )
+        return allowed
+
+    def _count_failure(self, answer: Any) -> None:
+        """Count a failed chunk against the worker that ran it (the task names it); block-list the worker
+        after --max-worker-failures."""
+        if not isinstance(answer, dict) or answer.get("status") != "failed" or not answer.get("worker"):
+            return
+        worker = str(answer["worker"])
+        with self._lock:
+            self.failures[worker] = self.failures.get(worker, 0) + 1
+            newly = self.failures[worker] >= self.options.max_worker_failures and worker not in self.blocked
+            if newly:
+                self.blocked.add(worker)
+        if newly:
+            log.warning(
+                "warning: dask: worker %s failed %d chunks of this job; it gets no more of them",
+                worker,
+                self.failures[worker],
+            )
 
     def _wait(self, future: Any, cancel: threading.Event, timeout: float | None) -> None:
         deadline = time.monotonic() + timeout if timeout else None

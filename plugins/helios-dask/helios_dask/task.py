@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from helios_kit.protocol import WorkerRequest
-from helios_kit.worker.runtime import WorkerRuntime
+from helios_kit.worker.runtime import WorkerRuntime, handle_request
 
 #: Seconds between two looks at the cancel event (how long a cancelled render may go on).
 CANCEL_POLL_S = 0.5
@@ -45,12 +45,20 @@ def render_chunk(request: dict[str, Any], workspace: str | None = None, cancel_e
     if cancel_event:
         _watch_cancel(_event(cancel_event), cancel, finished)
     try:
-        result = runtime_for(workspace).run(
-            parsed.job_url, parsed.chunk_id, parsed.store, parsed.force, cancel=cancel, **parsed.run_flags()
-        )
+        result = handle_request(runtime_for(workspace), parsed, cancel=cancel)
     finally:
         finished.set()  # the watcher ends after its current wait; the answer does not wait for it
-    return result.model_dump(mode="json", by_alias=True)
+    return {**result.model_dump(mode="json", by_alias=True), "worker": _worker_address()}
+
+
+def _worker_address() -> str | None:
+    """This Dask worker's address (the client block-lists workers that keep failing), None outside one."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return None
 
 
 def _event(name: str) -> Any:

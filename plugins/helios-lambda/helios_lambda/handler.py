@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from helios_kit.errors import SpecError
 from helios_kit.protocol import WorkerRequest, WorkerResult, WorkerStatus
 from helios_kit.spec import format_validation_error, parse_json_object
-from helios_kit.worker.runtime import WorkerRuntime
+from helios_kit.worker.runtime import WorkerRuntime, handle_request
 
 #: Seconds kept in reserve before the Lambda deadline to stop the render and report.
 DEADLINE_MARGIN_S = 10.0
@@ -113,9 +113,7 @@ def handler(event: Any, context: Any = None) -> dict[str, Any]:
             timer.daemon = True
             timer.start()
     try:
-        result = _get_runtime().run(
-            request.job_url, request.chunk_id, request.store, request.force, cancel=cancel, **request.run_flags()
-        )
+        result = handle_request(_get_runtime(), request, cancel=cancel)
     finally:
         if timer is not None:
             timer.cancel()

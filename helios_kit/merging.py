@@ -1,0 +1,151 @@
+"""The merge of a job's chunks, wherever it runs: on the client, or next to the store on a worker.
+
+:func:`merge_into_store` joins the complete chunks by stream copy (:mod:`helios_kit.stitch`), mixes the
+composition's audio once, and commits the output with its manifest; the run module's ``merge_job`` (the
+client) and the worker runtime's ``run_merge`` (Lambda, Cloud Run, Dask) both call it, so a remote merge is
+the same merge. :func:`choose_merge` decides where (``--merge auto|local|remote``; auto is remote when the
+store is remote and the backend can merge), and :func:`merge_remotely` asks the backend and then checks the
+store: the store, not the worker's answer, says whether the output is complete. A remote merge downloads
+nothing to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from helios_kit.backends.base import Backend
+from helios_kit.context import JobContext
+from helios_kit.errors import HeliosError, RenderError
+from helios_kit.spec import id_ranges
+
+if TYPE_CHECKING:
+    from helios_kit.render.audio import AudioPlan
+
+log = logging.getLogger("helios.merge")
+
+
+class MergeWhere(StrEnum):
+    AUTO = "auto"
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class Merged(BaseModel):
+    """What a merge committed."""
+
+    output: str
+    frames: int
+    duration_s: float
+
+
+def merge_into_store(ctx: JobContext, *, cancel: threading.Event | None = None) -> Merged:
+    """Join the complete chunks into the job's output (fetching them first from a remote store), mix the
+    composition's audio once, and commit the output with its own manifest. Raises HeliosError on failure."""
+    from helios_kit.stitch import stitch
+
+    spec = ctx.spec
+    manifests = ctx.input_manifests()
+    digest = ctx.merge_digest(manifests)
+    if digest is None:
+        raise RenderError(f"merge: chunks {id_ranges(ctx.missing_chunks(manifests))} are not complete")
+    output_rel = spec.merge.output_file
+    work = Path(tempfile.mkdtemp(prefix="helios-merge-"))
+    try:
+        inputs = _local_chunk_files(ctx, work, cancel)
+        merged = work / ("merged" + (Path(output_rel).suffix or ".mp4"))
+        last = manifests[-1]  # the chunk that reached the job's end
+        audio = None if last is not None and last.media_seen == 0 else _audio_plan(ctx)
+        result = stitch(inputs, merged, audio=audio, expected_frames=spec.config.frame_count)
+        ctx.store.commit(merged, output_rel, digest=digest, job_id=spec.job_id, frame_count=result.frames)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return Merged(output=ctx.store.uri(output_rel), frames=result.frames, duration_s=result.duration_s)
+
+
+def _local_chunk_files(ctx: JobContext, work: Path, cancel: threading.Event | None) -> list[Path]:
+    """The chunk outputs as local files: in place for a local store, downloaded into `work` otherwise."""
+    inputs: list[Path] = []
+    for chunk in ctx.spec.chunks:
+        local = ctx.store.local_path(chunk.output_file)
+        if local is None:
+            if cancel is not None and cancel.is_set():
+                raise RenderError("merge: cancelled")
+            local = ctx.store.fetch(chunk.output_file, work / "chunks" / chunk.output_file)
+        inputs.append(local)
+    return inputs
+
+
+def _audio_plan(ctx: JobContext) -> AudioPlan | None:
+    """The composition's audio tracks placed on the job's timeline (None when it has none or they cannot be
+    read: the merge goes on silent, with a warning). The merge skips this when the chunk that reached the
+    job's end (stepping every frame from 0) saw no media element at all: nothing to discover then."""
+    from helios_kit.render.audio import discover_audio
+
+    spec = ctx.spec
+    try:
+        plan = discover_audio(
+            ctx.input_location,
+            fps=spec.config.fps,
+            frame_count=spec.config.start_frame + spec.config.frame_count,  # media met anywhere up to the end
+            props=spec.config.props,
+            seed=spec.config.seed,
+        )
+    except HeliosError as error:
+        log.warning("merge: audio not mixed: %s", error)
+        return None
+    if not plan.tracks:
+        return None
+    return plan.model_copy(update={"timeline_start_s": spec.config.start_frame / spec.config.fps})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where the merge runs
+
+
+def can_merge_remotely(backend: Backend) -> bool:
+    """The backend implements `run_merge` (Lambda, Cloud Run, Dask: every RemoteBackend)."""
+    return type(backend).run_merge is not Backend.run_merge
+
+
+def choose_merge(where: MergeWhere, ctx: JobContext, backend: Backend) -> MergeWhere:
+    """LOCAL or REMOTE for this run; RenderError (one line) when remote is asked of a backend that cannot."""
+    if where is MergeWhere.REMOTE and not can_merge_remotely(backend):
+        raise RenderError(f"--merge remote: backend {backend.name} cannot merge (use --merge local or auto)")
+    if where is MergeWhere.AUTO:
+        remote = not ctx.store.is_local and can_merge_remotely(backend)
+        return MergeWhere.REMOTE if remote else MergeWhere.LOCAL
+    return where
+
+
+def merge_remotely(ctx: JobContext, backend: Backend, *, cancel: threading.Event) -> Merged:
+    """Ask the backend to merge next to the store, then check that the store holds the output complete."""
+    manifests = ctx.input_manifests()
+    digest = ctx.merge_digest(manifests)
+    if digest is None:
+        raise RenderError(f"merge: chunks {id_ranges(ctx.missing_chunks(manifests))} are not complete")
+    result = backend.run_merge(ctx.spec, ctx.chunk_context(), cancel=cancel)
+    if result is None:  # the backend merges nowhere but here after all
+        return merge_into_store(ctx, cancel=cancel)
+    if not result.ok:
+        raise RenderError(f"remote merge on {backend.name} failed: {result.stderr or result.status.value}")
+    output = ctx.spec.merge.output_file
+    ctx.store.forget(output)
+    if not ctx.store.is_complete(output, digest):
+        raise RenderError(
+            f"remote merge on {backend.name} answered ok, but {ctx.store.uri(output)} is not complete in the store "
+            "(is the worker's helios-kit older than this client's?)"
+        )
+    config = ctx.spec.config
+    return Merged(
+        output=ctx.store.uri(output),
+        frames=result.frames or config.frame_count,
+        duration_s=config.frame_count / config.fps,
+    )

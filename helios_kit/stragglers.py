@@ -1,0 +1,150 @@
+"""Straggler backups: a second attempt for a chunk that runs far longer than the others (docs/ARCHITECTURE.md,
+"Straggler backups").
+
+Once a share of the run's chunks is done (``after``, default 75%), a chunk whose attempt has run longer
+than ``factor`` x the median chunk time (default 1.5, Spark's rule) gets one backup attempt on the backend.
+The two attempts race; commits are atomic and idempotent, so the first to finish successfully wins and the
+other is cancelled through its cancel event. A failed attempt leaves the race to the other one.
+
+:class:`Backups` is what the executor calls instead of the backend (``call``), and a progress-event sink
+(it learns chunk times from the RENDERED events). One monitor thread looks at every running attempt a few
+times a second; nothing polls per chunk. Backups are off on the local backend by default: a second
+attempt on the same machine competes for the same cores and cannot help.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, Field
+
+from helios_kit.protocol import EventKind, ProgressEvent, WorkerResult
+from helios_kit.spec import Chunk
+
+log = logging.getLogger("helios.stragglers")
+
+#: `run(chunk, cancel, timeout)`: one attempt on the backend (never raises).
+AttemptFn = Callable[[Chunk, threading.Event, float | None], WorkerResult]
+
+
+class BackupPolicy(BaseModel):
+    """When a straggling chunk gets a backup attempt."""
+
+    enabled: bool | None = Field(None, description="None: on for remote backends, off for local.")
+    after: float = Field(0.75, gt=0, le=1, description="Share of chunks done before backups start.")
+    factor: float = Field(1.5, gt=1, description="A chunk straggles past factor x the median chunk time.")
+    poll_s: float = Field(0.2, gt=0, description="How often the monitor looks at running attempts.")
+
+    def active_for(self, backend_name: str) -> bool:
+        return self.enabled if self.enabled is not None else backend_name != "local"
+
+
+@dataclass
+class _Race:
+    chunk: Chunk
+    primary_stop: threading.Event
+    timeout: float | None
+    started: float = field(default_factory=time.monotonic)
+    backup: threading.Thread | None = None
+    backup_stop: threading.Event = field(default_factory=threading.Event)
+    backup_result: WorkerResult | None = None
+    finished: bool = False
+
+
+class Backups:
+    """Races backup attempts against straggling chunks; counts what it did."""
+
+    def __init__(self, policy: BackupPolicy, total: int, attempt: AttemptFn) -> None:
+        self.policy = policy
+        self.total = max(1, total)
+        self.attempt = attempt
+        self._lock = threading.Lock()
+        self._durations: list[float] = []
+        self._finished = 0
+        self._races: dict[int, _Race] = {}
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self.launched = 0
+        self.won = 0
+
+    # -- the progress sink -------------------------------------------------------------------------------
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind in (EventKind.RENDERED, EventKind.SKIPPED, EventKind.FAILED) and event.chunk_id is not None:
+            with self._lock:
+                self._finished += 1
+                if event.kind is EventKind.RENDERED and event.duration_ms:
+                    self._durations.append(event.duration_ms / 1000)
+
+    # -- racing ------------------------------------------------------------------------------------------
+    def call(self, chunk: Chunk, cancel: threading.Event, timeout: float | None) -> WorkerResult:
+        """Run `chunk`'s attempt here (on `cancel`, the attempt's own event); a backup may join the race."""
+        race = _Race(chunk, cancel, timeout)
+        with self._lock:
+            self._races[chunk.id] = race
+            self._ensure_monitor()
+        try:
+            result = self.attempt(chunk, cancel, timeout)
+        finally:
+            with self._lock:
+                race.finished = True
+                self._races.pop(chunk.id, None)
+                backup = race.backup
+        if backup is None:
+            return result
+        if result.ok:
+            race.backup_stop.set()  # the primary committed first: the backup is cancelled
+            return result
+        if not (race.backup_result is not None and race.backup_result.ok) and not cancel.is_set():
+            backup.join()  # the primary failed on its own: the backup may still make it
+        elif cancel.is_set() and race.backup_result is None:
+            race.backup_stop.set()  # cancelled or timed out from outside: both stop
+            backup.join()
+        if race.backup_result is not None and race.backup_result.ok:
+            return race.backup_result
+        return result
+
+    def _run_backup(self, race: _Race) -> None:
+        result = self.attempt(race.chunk, race.backup_stop, race.timeout)
+        race.backup_result = result
+        if result.ok and not race.finished:
+            with self._lock:
+                self.won += 1
+            log.info("chunk %s: the backup attempt finished first", race.chunk.id)
+            race.primary_stop.set()  # the backup committed first: the straggler is cancelled
+
+    # -- the monitor -------------------------------------------------------------------------------------
+    def _ensure_monitor(self) -> None:
+        if self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name="helios-stragglers", daemon=True)
+            self._monitor.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.policy.poll_s):
+            with self._lock:
+                for race in self._stragglers():
+                    race.backup = threading.Thread(
+                        target=self._run_backup, args=(race,), name=f"helios-backup-{race.chunk.id}", daemon=True
+                    )
+                    self.launched += 1
+                    log.info("chunk %s: straggling; started a backup attempt", race.chunk.id)
+                    race.backup.start()
+
+    def _stragglers(self) -> list[_Race]:
+        """Running attempts past factor x the median chunk time, once enough chunks are done (lock held)."""
+        if self._finished < self.policy.after * self.total or not self._durations:
+            return []
+        limit = self.policy.factor * statistics.median(self._durations)
+        now = time.monotonic()
+        return [
+            race
+            for race in self._races.values()
+            if race.backup is None and not race.finished and now - race.started > limit
+        ]
