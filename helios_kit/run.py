@@ -194,18 +194,22 @@ class JobRun:
         ctx = self.ctx
         self.coop = CooperativeChunks(
             leases,
-            is_complete=lambda chunk: not ctx.force and ctx.chunk_complete(chunk),
+            is_complete=lambda chunk: not ctx.force and self._complete(chunk),
             render=lambda chunk, stop: self._render_now(chunk, stop).state,
             mark_skipped=self.executor.mark_skipped,
             cancel=self.executor.cancel,
         )
 
     # -- the actions -------------------------------------------------------------------------------------
+    def _complete(self, chunk: Chunk) -> bool:
+        """The chunk is in the store, current, and (when seams are checked) with its seam images."""
+        seams_kept = not self.verify_seams or seams.has_images(self.ctx.store, self.ctx.spec, chunk)
+        return self.ctx.chunk_complete(chunk) and seams_kept
+
     def chunk_uptodate(self, chunk: Chunk) -> bool:
         if self.ctx.force or self.executor.cancel.is_set():
             return False
-        seams_kept = not self.verify_seams or seams.has_images(self.ctx.store, self.ctx.spec, chunk)
-        if self.ctx.chunk_complete(chunk) and seams_kept:
+        if self._complete(chunk):
             self.executor.mark_skipped(chunk)
             return True
         return False
