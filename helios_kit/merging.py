@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_attempt, wait_exponential, wait_random
 
 from helios_kit.backends.base import Backend
 from helios_kit.context import JobContext
 from helios_kit.errors import HeliosError, RenderError
+from helios_kit.protocol import WorkerResult
 from helios_kit.spec import id_ranges
 
 if TYPE_CHECKING:
@@ -125,13 +127,44 @@ def choose_merge(where: MergeWhere, ctx: JobContext, backend: Backend) -> MergeW
     return where
 
 
+#: Seconds of the first wait before the remote merge is tried again (doubling, with jitter).
+MERGE_RETRY_DELAY_S = 1.0
+
+
+def _merge_with_retries(ctx: JobContext, backend: Backend, cancel: threading.Event) -> WorkerResult | None:
+    """The backend's merge, tried again (backend.default_retries times, backing off) while it fails in a way
+    another attempt may get past: a merge that fails after every chunk is done must not lose the job to one
+    transient failure (a killed instance, a network blip)."""
+
+    def again(result: WorkerResult | None) -> bool:
+        return result is not None and not result.ok and result.retryable and not result.fatal and not cancel.is_set()
+
+    def say(state: RetryCallState) -> None:
+        result = state.outcome.result()  # type: ignore[union-attr]
+        delay = state.next_action.sleep if state.next_action else 0.0  # type: ignore[union-attr]
+        why = (result.stderr or result.status.value).splitlines()[0] if result is not None else "?"
+        log.warning(
+            "merge: attempt %d on %s failed (%s); retrying in %.1f s", state.attempt_number, backend.name, why, delay
+        )
+
+    retrying = Retrying(
+        stop=stop_after_attempt(backend.default_retries + 1),
+        wait=wait_exponential(multiplier=MERGE_RETRY_DELAY_S, max=30) + wait_random(0, MERGE_RETRY_DELAY_S),
+        retry=retry_if_result(again),
+        sleep=cancel.wait,
+        before_sleep=say,
+        retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
+    )
+    return retrying(lambda: backend.run_merge(ctx.spec, ctx.chunk_context(), cancel=cancel))
+
+
 def merge_remotely(ctx: JobContext, backend: Backend, *, cancel: threading.Event) -> Merged:
     """Ask the backend to merge next to the store, then check that the store holds the output complete."""
     manifests = ctx.input_manifests()
     digest = ctx.merge_digest(manifests)
     if digest is None:
         raise RenderError(f"merge: chunks {id_ranges(ctx.missing_chunks(manifests))} are not complete")
-    result = backend.run_merge(ctx.spec, ctx.chunk_context(), cancel=cancel)
+    result = _merge_with_retries(ctx, backend, cancel)
     if result is None:  # the backend merges nowhere but here after all
         return merge_into_store(ctx, cancel=cancel)
     if not result.ok:

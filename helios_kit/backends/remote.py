@@ -256,7 +256,8 @@ class RemoteBackend(Backend):
             return WorkerResult.cancelled(None)
         request = WorkerRequest(job_url=context.job_url, chunk_id=0, store=context.store_url, merge=True)
         result = self._call(request, cancel, timeout)
-        return result.model_copy(update={"chunk_id": None})
+        stderr = result.stderr.replace("chunk 0: ", "merge: ", 1)  # the request's chunk id means nothing here
+        return result.model_copy(update={"chunk_id": None, "stderr": stderr})
 
     def _call(self, request: WorkerRequest, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         chunk_id = request.chunk_id
