@@ -86,8 +86,10 @@ def test_plugins_lists_builtins() -> None:
 def test_validate_prints_a_summary(tmp_path) -> None:
     spec = plan_job(RenderConfig(input="index.html", frame_count=90), concurrency=3)
     (tmp_path / "job.json").write_text(dumps(spec))
+    (tmp_path / "index.html").write_text("<!doctype html><p>intro</p>")  # validate checks it is reachable
     result = CliRunner().invoke(cli, ["job", "validate", str(tmp_path / "job.json")])
     assert result.exit_code == 0, result.output
+    assert "composition: found at" in result.output
     assert spec.job_id in result.output and "90 frames" in result.output and "3 chunks" in result.output
 
 

@@ -42,6 +42,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, BODY, {"Content-Type": "application/json"})
         elif path == "/moved":
             self._send(302, b"", {"Location": "/job.json"})
+        elif path == "/index.html":  # the job's composition, next to it (validate checks it is reachable)
+            self._send(200, b"<!doctype html><p>intro</p>", {"Content-Type": "text/html"})
         elif path == "/missing.json":
             self._send(404, b"not here")
         elif path == "/boom.json":
@@ -187,6 +189,7 @@ def s3_env(s3_endpoint, monkeypatch) -> str:
         client.create_bucket(Bucket="jobs")
     client.put_object(Bucket="jobs", Key="intro/job.json", Body=BODY)
     client.put_object(Bucket="jobs", Key="intro/bad.json", Body=b"[1, 2")
+    client.put_object(Bucket="jobs", Key="intro/index.html", Body=b"<!doctype html><p>intro</p>")
     return s3_endpoint
 
 

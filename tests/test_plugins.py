@@ -72,8 +72,16 @@ def site(tmp_path) -> Path:
 def helios(site: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environ = {**os.environ, "PYTHONPATH": str(site), **(env or {})}
     environ.pop("HELIOS_PLUGINS", None) if env is None or "HELIOS_PLUGINS" not in env else None
+    project = site / "project"  # the current directory, where a URL job's composition is found
+    project.mkdir(exist_ok=True)
+    (project / "index.html").write_text("<!doctype html><p>demo</p>")
     return subprocess.run(
-        [sys.executable, "-m", "helios_kit.cli", *args], capture_output=True, text=True, env=environ, timeout=60
+        [sys.executable, "-m", "helios_kit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        cwd=project,
     )
 
 
