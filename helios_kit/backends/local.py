@@ -23,7 +23,6 @@ waits (a warm worker: reading its lines), hands each count to the executor's `on
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -38,32 +37,15 @@ from typing import IO
 from pydantic import Field
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
-from helios_kit.backends.warm_workers import WorkerPool, run_task
+from helios_kit.backends.warm_workers import GRACE_S, WorkerPool, exited, kill_group, run_task
 from helios_kit.protocol import FramesCallback
 from helios_kit.spec import Chunk, JobSpec
 from helios_kit.worker.lines import RESULT_MARK, WorkerTask, frames_printer, parse_frames_line, parse_result
-
-#: Seconds between SIGTERM and SIGKILL when a chunk is cancelled or times out.
-GRACE_S = 3.0
 
 
 class LocalOptions(BackendOptions):
     workspace_dir: str | None = Field(None, description="Folder for the workers' temporary files.")
     warm: bool = Field(True, description="Keep worker processes and their Chromium across chunks (reset between).")
-
-
-def _exited(pid: int) -> bool:
-    """True when the child has exited, without reaping it (so its pid and process group stay reserved)."""
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return info is not None and info.si_pid == pid
-
-
-def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 class LocalBackend(Backend):
@@ -190,7 +172,7 @@ class LocalBackend(Backend):
     ) -> str:
         """Wait for the worker (calling `tick` on each turn); on cancel or timeout, SIGTERM its group then
         SIGKILL. Returns why it stopped."""
-        while not _exited(proc.pid):
+        while not exited(proc.pid):
             tick()
             reason = ""
             if cancel.is_set():
@@ -200,7 +182,7 @@ class LocalBackend(Backend):
             if reason:
                 kill_group(proc.pid, signal.SIGTERM)
                 deadline = time.monotonic() + GRACE_S
-                while not _exited(proc.pid) and time.monotonic() < deadline:
+                while not exited(proc.pid) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 return reason
             cancel.wait(0.05)
