@@ -40,7 +40,14 @@ from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, Work
 from helios_kit.backends.warm_workers import GRACE_S, WorkerPool, exited, kill_group, run_task
 from helios_kit.protocol import FramesCallback
 from helios_kit.spec import Chunk, JobSpec
-from helios_kit.worker.lines import RESULT_MARK, WorkerTask, frames_printer, parse_frames_line, parse_result
+from helios_kit.worker.lines import (
+    RESULT_MARK,
+    WorkerTask,
+    parse_frames_line,
+    parse_result,
+    run_and_answer,
+    stop_on_sigterm,
+)
 
 
 class LocalOptions(BackendOptions):
@@ -276,28 +283,8 @@ def _worker_main(argv: list[str]) -> int:
 
     request = WorkerRequest.model_validate_json(argv[0])
     cancel = threading.Event()
-    parent = int(os.environ.get("HELIOS_SUPERVISOR_PID") or os.getppid())
-
-    def on_term(*_: object) -> None:
-        if os.getppid() != parent:  # our supervisor died (kill -9): take everything we started with us
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-        cancel.set()  # the supervisor asks: stop the render cleanly (it SIGKILLs the group after a grace)
-
-    signal.signal(signal.SIGTERM, on_term)
-    _die_with_parent(parent)
-    runtime = WorkerRuntime(os.environ.get("HELIOS_WORKSPACE_DIR") or None)
-    progress = frames_printer(request.chunk_id)
-    result = runtime.run(
-        request.job_url,
-        request.chunk_id,
-        request.store,
-        request.force,
-        cancel=cancel,
-        progress=progress,
-        **request.run_flags(),
-    )
-    sys.stdout.write("\n" + RESULT_MARK + result.model_dump_json(by_alias=True) + "\n")
-    sys.stdout.flush()
+    _die_with_parent(stop_on_sigterm(cancel))
+    run_and_answer(WorkerRuntime(os.environ.get("HELIOS_WORKSPACE_DIR") or None), request, cancel, sys.stdout)
     return 0
 
 

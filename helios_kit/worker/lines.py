@@ -27,9 +27,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from helios_kit.protocol import FrameProgress, WireModel, WorkerRequest, WorkerResult
+
+if TYPE_CHECKING:
+    from helios_kit.worker.runtime import WorkerRuntime
 
 TASK_MARK = "HELIOS-WORKER-TASK "
 RESULT_MARK = "HELIOS-WORKER-RESULT "
@@ -99,20 +102,43 @@ def _read_tasks(stdin: IO[str], tasks: queue.Queue[WorkerTask | None]) -> None:
     os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
+def stop_on_sigterm(stop: threading.Event) -> int:
+    """A worker's SIGTERM handler: the supervisor asks, so `stop` is set (the chunk stops cleanly; the
+    supervisor SIGKILLs the group after a grace period); if the supervisor itself died (kill -9), the whole
+    process group (this worker, Chromium, ffmpeg) is killed at once. Returns the supervisor's pid."""
+    parent = int(os.environ.get("HELIOS_SUPERVISOR_PID") or os.getppid())
+
+    def on_term(*_: object) -> None:
+        if os.getppid() != parent:  # our supervisor died: take everything we started with us
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    return parent
+
+
+def run_and_answer(runtime: WorkerRuntime, request: WorkerRequest, cancel: threading.Event, stdout: IO[str]) -> None:
+    """Render one request's chunk, printing frames lines as it goes and its result line at the end."""
+    result = runtime.run(
+        request.job_url,
+        request.chunk_id,
+        request.store,
+        request.force,
+        cancel=cancel,
+        progress=frames_printer(request.chunk_id, stdout=stdout),
+        **request.run_flags(),
+    )
+    stdout.write("\n" + result_line(result))
+    stdout.flush()
+
+
 def serve(stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout) -> int:
     """Run tasks from `stdin` until it ends, each in one warm browser; answer each with a result line."""
     from helios_kit.render.warm import WarmBrowser
     from helios_kit.worker.runtime import WorkerRuntime
 
-    parent = int(os.environ.get("HELIOS_SUPERVISOR_PID") or os.getppid())
     stop = threading.Event()
-
-    def on_term(*_: object) -> None:
-        if os.getppid() != parent:  # our supervisor died: take everything we started with us
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-        stop.set()  # the supervisor asks: stop the chunk cleanly and exit (it SIGKILLs the group after a grace)
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop_on_sigterm(stop)
     tasks: queue.Queue[WorkerTask | None] = queue.Queue()
     threading.Thread(target=_read_tasks, args=(stdin, tasks), name="worker-stdin", daemon=True).start()
     home = os.getcwd()
@@ -121,19 +147,7 @@ def serve(stdin: IO[str] = sys.stdin, stdout: IO[str] = sys.stdout) -> int:
         while (task := _next_task(tasks, stop)) is not None:
             with contextlib.suppress(OSError):
                 os.chdir(task.cwd or home)
-            request = task.request
-            progress = frames_printer(request.chunk_id, stdout=stdout)
-            result = runtime.run(
-                request.job_url,
-                request.chunk_id,
-                request.store,
-                request.force,
-                cancel=stop,
-                progress=progress,
-                **request.run_flags(),
-            )
-            stdout.write("\n" + result_line(result))
-            stdout.flush()
+            run_and_answer(runtime, task.request, stop, stdout)
     return 0
 
 
