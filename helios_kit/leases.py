@@ -214,7 +214,7 @@ class LeaseStore:
             kind = type(self.store.fs).__name__
             if kind == "S3FileSystem":
                 return _create_s3(self.store.fs, path, data)
-            if kind == "GCSFileSystem":
+            if _is_gcs(self.store.fs):
                 return _create_gcs(self.store.fs, path, data)
             return self._create_unguarded(path, data)
         except StoreError:
@@ -275,8 +275,18 @@ def _create_s3(fs: Any, path: str, data: bytes) -> bool:
     return True
 
 
+def _is_gcs(fs: Any) -> bool:
+    """gcsfs' filesystems by protocol: its class is `GCSFileSystem` or, since 2026, `ExtendedGcsFileSystem`
+    (a name check missed the latter and fell back to the unguarded check-then-write)."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+    return bool({"gs", "gcs"} & set(protocols))
+
+
 def _create_gcs(fs: Any, path: str, data: bytes) -> bool:
-    """An upload with `ifGenerationMatch=0` (create only): GCS answers 412 when the object exists."""
+    """An upload with `ifGenerationMatch=0` (create only): GCS answers 412 when the object exists, which
+    gcsfs raises as FileExistsError. gcsfs retries transient failures, so a 412 can also answer the retry of
+    our own upload that went through: the object then holds exactly our bytes (a lease names its holder's
+    run and an expiry to the microsecond), and that is a win, not a loss."""
     bucket, key, _ = fs.split_path(path)
     try:
         fs.call(
@@ -287,10 +297,11 @@ def _create_gcs(fs: Any, path: str, data: bytes) -> bool:
             ifGenerationMatch=0,
             data=data,
         )
-    except Exception as error:  # gcsfs raises its HttpError with the status code
-        if getattr(error, "code", None) == 412 or "412" in str(error):
-            return False
-        raise
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            return bool(fs.cat_file(path) == data)
+        return False
+    fs.invalidate_cache(path)
     return True
 
 
