@@ -185,3 +185,16 @@ def test_store_commit_manifest_and_gc_on_gcs(gcs: FakeGcs, tmp_path: Path) -> No
     names = gcs.names("renders")
     assert not [name for name in names if ".tmp-" in name], names
     assert "store/chunks/c0.mp4" in names
+
+
+def test_both_gcsfs_classes_take_the_conditional_path() -> None:
+    """gcsfs exports `ExtendedGcsFileSystem` by default since 2026: leases must not treat it as a store
+    without conditional writes (check-then-write is not safe across hosts)."""
+    import s3fs
+    from gcsfs.core import GCSFileSystem
+    from gcsfs.extended_gcsfs import ExtendedGcsFileSystem
+
+    from helios_kit.leases import _is_gcs
+
+    assert _is_gcs(GCSFileSystem) and _is_gcs(ExtendedGcsFileSystem)
+    assert not _is_gcs(s3fs.S3FileSystem)
