@@ -2,7 +2,13 @@
 real Chromium renders a tiny composition whose script tries to read a loopback "metadata" server (a
 synchronous XHR during load, so the attempt happens before frame 0); with the guard on the server never
 sees a request and the render still succeeds; with the guard off (the control) it does see one, so the
-test can fail. Plus the guard's host rules (property-based)."""
+test can fail. Plus the guard's host rules (property-based).
+
+Then what the page's Fetch guard cannot see (render/egress.py's pinning proxy): a service worker, a
+WebSocket, a dedicated worker, an <img> and an <iframe> aiming at the stand-in, each with an unguarded
+control that reaches it; and DNS rebinding: a name Chromium's resolver maps to 127.0.0.1
+(`--host-resolver-rules`) reaches the stand-in unguarded, and with the guard the proxy resolves the name
+itself and connects only to the address it checked."""
 
 from __future__ import annotations
 
@@ -203,3 +209,209 @@ def test_own_origin_and_public_hosts_pass(url: str) -> None:
 def test_every_link_local_address_is_blocked(a: int, b: int, port: int) -> None:
     assert not _guard().allows(f"http://169.254.{a}.{b}:{port}/")
     assert _guard([f"169.254.{a}.{b}:{port}"]).allows(f"http://169.254.{a}.{b}:{port}/")
+
+
+# -- what the page's Fetch guard does not see: DNS rebinding, service workers, WebSockets, workers ---------
+# Each attack runs in a real Chromium on a page served by its own composition server (trusted), launched
+# with the guard on (HELIOS_NETGUARD=on at launch: all traffic through the pinning proxy, render/egress.py)
+# and, as the control, off: the control shows the attack reaches the stand-in, so the guarded run can fail.
+
+ATTACKS = {
+    "service_worker": """
+      const reg = await navigator.serviceWorker.register("sw.js");
+      const worker = (await navigator.serviceWorker.ready).active;
+      return await new Promise(done => {
+        navigator.serviceWorker.onmessage = event => done(event.data);
+        worker.postMessage("go");
+      });""",
+    "websocket": """
+      return await new Promise(done => {
+        const ws = new WebSocket("WS_URL");
+        ws.onopen = () => done("open"); ws.onerror = () => done("error"); ws.onclose = () => done("closed");
+      });""",
+    "dedicated_worker": """
+      const code = `fetch("META_URL").then(r => r.text()).then(t => postMessage(t), () => postMessage("blocked"))`;
+      const worker = new Worker(URL.createObjectURL(new Blob([code], {type: "text/javascript"})));
+      return await new Promise(done => { worker.onmessage = event => done(event.data); });""",
+    "img": """
+      return await new Promise(done => {
+        const img = new Image(); img.onload = () => done("loaded"); img.onerror = () => done("error");
+        img.src = "META_URL";
+      });""",
+    "iframe": """
+      return await new Promise(done => {
+        const frame = document.createElement("iframe"); frame.onload = () => done("loaded");
+        frame.src = "META_URL"; document.body.appendChild(frame);
+      });""",
+    "fetch_by_name": """
+      try { return await (await fetch("NAME_URL")).text(); } catch (e) { return "blocked"; }""",
+}
+
+SERVICE_WORKER = """
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", event => event.waitUntil(self.clients.claim()));
+self.addEventListener("message", event => {
+  event.waitUntil(fetch("META_URL").then(r => r.text(), () => "blocked")
+    .then(text => event.source.postMessage(text)));
+});
+"""
+
+ATTACK_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><script>
+  window.attempt = (async () => { ATTACK })().catch(error => "threw: " + error);
+</script></body></html>"""
+
+REBIND_NAME = "rebind.test"
+
+
+class CompositionServer:
+    """A folder served on 127.0.0.1 (the render's own server in production)."""
+
+    def __init__(self, folder: Path) -> None:
+        from functools import partial
+        from http.server import SimpleHTTPRequestHandler
+
+        class Quiet(SimpleHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/index.html"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _attempt(tmp_path: Path, metadata: MetadataServer, attack: str, flags: tuple[str, ...] = ()) -> tuple[str, Any]:
+    """Open the attack page in a fresh browser (guarded or not, as HELIOS_NETGUARD says) and return what
+    the attack got, with the browser's egress proxy (None when unguarded)."""
+    from helios_kit.render.browser import Browser
+    from helios_kit.render.page import guard_network
+
+    port = metadata.server.server_address[1]
+    meta = metadata.url
+    substitutions = {
+        "META_URL": meta,
+        "WS_URL": f"ws://127.0.0.1:{port}/socket",
+        "NAME_URL": f"http://{REBIND_NAME}:{port}/computeMetadata/v1/token",
+    }
+    script = ATTACKS[attack]
+    for key, value in substitutions.items():
+        script = script.replace(key, value)
+    (tmp_path / "index.html").write_text(ATTACK_PAGE.replace("ATTACK", script))
+    (tmp_path / "sw.js").write_text(SERVICE_WORKER.replace("META_URL", meta))
+    server = CompositionServer(tmp_path)
+    try:
+        with Browser(extra_flags=flags) as browser:
+            page = browser.new_page(96, 64)
+            page.send("Page.enable")
+            guard_network(page, server.url, own_server=True)
+            page.send("Page.navigate", {"url": server.url})
+            assert page.wait_event("Page.loadEventFired", 60) is not None
+            return page.evaluate("window.attempt", timeout=60), browser.egress
+    finally:
+        server.close()
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("attack", ["service_worker", "websocket", "dedicated_worker", "img", "iframe"])
+def test_attacks_the_fetch_guard_cannot_see_are_blocked(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch, attack: str
+) -> None:
+    monkeypatch.setenv("HELIOS_NETGUARD", "on")
+    monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
+    got, proxy = _attempt(tmp_path, metadata, attack)
+    assert metadata.requests == [], (attack, got, metadata.requests)
+    assert "SECRET-TOKEN" not in str(got) and got != "open"
+    if attack in ("service_worker", "websocket"):  # never paused by the page's Fetch guard: the proxy refused
+        assert f"127.0.0.1:{metadata.server.server_address[1]}" in proxy.blocked, (got, proxy.blocked)
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("attack", ["service_worker", "websocket", "dedicated_worker", "img", "iframe"])
+def test_control_the_same_attacks_reach_the_service_unguarded(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch, attack: str
+) -> None:
+    monkeypatch.setenv("HELIOS_NETGUARD", "off")
+    got, proxy = _attempt(tmp_path, metadata, attack)
+    assert metadata.requests, (attack, got)
+    assert proxy is None
+
+
+@pytest.mark.render
+def test_control_a_name_chromium_resolves_to_loopback_reaches_the_service(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch
+) -> None:
+    """Without the guard, a DNS name that resolves to 127.0.0.1 (simulated with Chromium's resolver rules)
+    reaches the loopback service: a guard deciding on the name alone would let this through."""
+    monkeypatch.setenv("HELIOS_NETGUARD", "off")
+    got, _ = _attempt(tmp_path, metadata, "fetch_by_name", (f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1",))
+    assert got == "SECRET-TOKEN" and metadata.requests
+
+
+@pytest.mark.render
+def test_a_name_resolving_to_loopback_is_blocked(tmp_path: Path, metadata: MetadataServer, monkeypatch) -> None:
+    from helios_kit.render import egress
+
+    monkeypatch.setenv("HELIOS_NETGUARD", "on")
+    monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
+    answers = {REBIND_NAME: ["127.0.0.1"]}
+    monkeypatch.setattr(egress, "system_resolve", lambda host, port: answers.get(host, []))
+    flags = (f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1",)
+    got, _proxy = _attempt(tmp_path, metadata, "fetch_by_name", flags)
+    assert got == "blocked" and metadata.requests == []
+
+
+@pytest.mark.render
+def test_dns_rebinding_connects_only_to_the_checked_address(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch
+) -> None:
+    """The name's DNS answers a public address when checked; Chromium's own resolver would say 127.0.0.1
+    (the rebinding). The guarded browser never resolves the name itself: the proxy connects to the address
+    it checked (recorded here instead of connecting: no traffic leaves 127.0.0.1) and the loopback
+    service never sees a request."""
+    from helios_kit.render import egress
+
+    monkeypatch.setenv("HELIOS_NETGUARD", "on")
+    monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
+    public = "198.51.100.7"
+    monkeypatch.setattr(egress, "system_resolve", lambda host, port: [public] if host == REBIND_NAME else [])
+    attempted: list[tuple[str, int]] = []
+    real_connect = egress.EgressProxy.connect
+
+    async def record(self, address: str, port: int):
+        if address == public:  # recorded, never dialled
+            attempted.append((address, port))
+            raise ConnectionRefusedError(address)
+        return await real_connect(self, address, port)  # the page's own server
+
+    monkeypatch.setattr(egress.EgressProxy, "connect", record)
+    flags = (f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1",)
+    got, proxy = _attempt(tmp_path, metadata, "fetch_by_name", flags)
+    port = metadata.server.server_address[1]
+    assert metadata.requests == [] and "SECRET" not in str(got)
+    assert attempted == [(public, port)], attempted
+    assert ("127.0.0.1", port) not in proxy.connected
+
+
+def test_proxy_decisions() -> None:
+    """The proxy's own rules, without a browser: trusted origins and allowed hosts pass, internal names
+    and addresses (literal or resolved) do not, and what passes is the address that was checked."""
+    from helios_kit.render.egress import EgressProxy
+
+    answers = {"public.test": ["198.51.100.7"], "inside.test": ["198.51.100.7", "169.254.169.254"]}
+    proxy = EgressProxy(allowed=lambda: {"allowed.test"}, resolver=lambda host, port: answers.get(host, []))
+    try:
+        proxy.trust("127.0.0.1:4321")
+        assert proxy.destination("127.0.0.1", 4321) == "127.0.0.1"  # a page's own server
+        assert proxy.destination("allowed.test", 80) is None  # allowed, but it does not resolve
+        assert proxy.destination("public.test", 443) == "198.51.100.7"
+        assert proxy.destination("inside.test", 80) is None  # one internal answer is enough
+        assert proxy.destination("169.254.169.254", 80) is None
+        assert proxy.destination("metadata.google.internal", 80) is None
+        assert proxy.destination("127.0.0.1", 8080) is None
+        assert proxy.destination("[::1]", 80) is None
+        assert proxy.destination("unknown.test", 80) is None
+    finally:
+        proxy.close()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helios_kit.errors import RenderError
+from helios_kit.render import netguard
 
 INSTALL_HINT = (
     "no Chromium found: install one (apt-get install chromium-headless-shell, or "
@@ -295,6 +296,8 @@ class Browser:
     ) -> None:
         self.executable = executable or find_browser()
         self.begin_frame_control = begin_frame_control and self.executable.headless_shell
+        self.egress = netguard.egress_for_launch()  # guarded: all traffic through a pinning proxy
+        extra_flags = (*extra_flags, *(self.egress.chromium_flags() if self.egress else ()))
         self._profile = tempfile.mkdtemp(prefix="helios-chromium-")
         flags = [*BASE_FLAGS, *extra_flags, f"--user-data-dir={self._profile}", "--remote-debugging-pipe"]
         if not self.executable.headless_shell:
@@ -327,6 +330,8 @@ class Browser:
             )
         except OSError as error:
             shutil.rmtree(self._profile, ignore_errors=True)
+            if self.egress is not None:
+                self.egress.close()
             raise RenderError(f"cannot start Chromium {self.executable.path}: {error.strerror}") from None
         finally:
             os.close(cmd_read)
@@ -364,6 +369,8 @@ class Browser:
                 self.process.wait(timeout=0.5)
         kill_group(self.process, grace_s=0.2)
         self.cdp.close()
+        if self.egress is not None:
+            self.egress.close()
         shutil.rmtree(self._profile, ignore_errors=True)
 
     def __enter__(self) -> Browser:

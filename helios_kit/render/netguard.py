@@ -14,6 +14,11 @@ continues untouched. Names are resolved off the CDP reader thread (a small pool)
 A composition given as a URL gets no exception for its own origin: a job whose input is
 `http://169.254.169.254/...` fails to load instead of rendering the worker's credentials into a video.
 
+That pause only sees the page's own requests, and a name checked here may resolve differently when
+Chromium connects: a browser launched with the guard on therefore also sends all its traffic through
+:func:`egress_for_launch`'s proxy (render/egress.py), which covers service workers, workers and WebSockets
+and pins every name to the address it checked. Both trust the page's own server and the allow list.
+
 The guard is on when `HELIOS_NETGUARD` is `on` (the HTTP worker, the Lambda handler and `helios worker run`
 set it unless already set); `off` or unset leaves local renders as they were. :func:`guard_page` is the one
 hook `render/session.py` calls after opening a tab.
@@ -24,7 +29,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,11 +36,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from helios_kit.render import egress
+
 log = logging.getLogger("helios.render.netguard")
 
 ENV_VAR = "HELIOS_NETGUARD"
 ALLOW_ENV_VAR = "HELIOS_NETGUARD_ALLOW"
-BLOCKED_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata.google.internal", "metadata"})
+BLOCKED_NAMES = egress.BLOCKED_NAMES
 _GUARDED_SCHEMES = ("http", "https", "ws", "wss")
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="helios-netguard")
 
@@ -78,22 +84,23 @@ class _HostCheck:
 
 
 def _is_internal(name: str) -> bool:
-    if not name or name in BLOCKED_NAMES or name.endswith(".localhost"):
+    if egress.internal_name(name):
         return True
     try:
-        addresses = {str(ipaddress.ip_address(name))}
+        addresses = [str(ipaddress.ip_address(name))]
     except ValueError:
-        try:
-            addresses = {info[4][0] for info in socket.getaddrinfo(name, None)}
-        except OSError:
-            return False  # unresolvable: the request fails on its own
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_loopback or ip.is_link_local or ip.is_unspecified:
-            return True
-    return False
+        addresses = egress.system_resolve(name, 0)  # unresolvable: the request fails on its own
+    return any(egress.internal_address(address) for address in addresses)
+
+
+def egress_for_launch(policy: GuardPolicy | None = None) -> egress.EgressProxy | None:
+    """The pinning proxy a browser launched now sends all its traffic through (render/egress.py), or None
+    when the guard is off. Names are resolved, checked and connected to by the proxy, so a name that
+    resolves to an internal address when Chromium would have connected (DNS rebinding) is never used, and
+    service workers, workers and WebSockets, which the page's Fetch guard does not see, are guarded too."""
+    if not (policy or GuardPolicy.from_env()).enabled:
+        return None
+    return egress.EgressProxy(allowed=lambda: set(GuardPolicy.from_env().allowed))
 
 
 class PageGuard:
@@ -101,9 +108,8 @@ class PageGuard:
 
     def __init__(self, page: Any, page_url: str, policy: GuardPolicy, *, own_server: bool = True) -> None:
         self.page = page
-        own = urlsplit(page_url)
         #: The composition server's origin (trusted); None for a page opened from a URL the job named.
-        self.own = f"{(own.hostname or '').lower()}:{own.port or _default_port(own.scheme)}" if own_server else None
+        self.own = _origin(page_url) if own_server else None
         self.allowed = set(policy.allowed)
         self.hosts = _HostCheck()
         self.blocked: list[str] = []
@@ -139,15 +145,26 @@ def _default_port(scheme: str) -> int:
     return 443 if scheme in ("https", "wss") else 80
 
 
+def _origin(url: str) -> str:
+    """`host:port` of a URL (the port its scheme implies when none is given)."""
+    parts = urlsplit(url)
+    return f"{(parts.hostname or '').lower()}:{parts.port or _default_port(parts.scheme)}"
+
+
 def guard_page(
     page: Any, page_url: str, policy: GuardPolicy | None = None, *, own_server: bool = True
 ) -> PageGuard | None:
     """Install the guard on a freshly opened page (before it navigates); None when the guard is off.
     `own_server`: `page_url` is the render's own composition server (its origin is trusted)."""
     policy = policy or GuardPolicy.from_env()
+    proxy = getattr(page.browser, "egress", None)
     if not policy.enabled:
+        if proxy is not None and own_server:  # a browser launched guarded, rendering unguarded: its server
+            proxy.trust(_origin(page_url))
         return None
     guard = PageGuard(page, page_url, policy, own_server=own_server)
+    if proxy is not None and guard.own is not None:
+        proxy.trust(guard.own)
     page.browser.cdp.add_listener(guard.on_event)
     page.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
     return guard
