@@ -403,8 +403,10 @@ def test_proxy_decisions() -> None:
     answers = {"public.test": ["198.51.100.7"], "inside.test": ["198.51.100.7", "169.254.169.254"]}
     proxy = EgressProxy(allowed=lambda: {"allowed.test"}, resolver=lambda host, port: answers.get(host, []))
     try:
-        proxy.trust("127.0.0.1:4321")
+        proxy.trust("127.0.0.1:4000", tab="t1")
+        proxy.trust("127.0.0.1:4321", tab="t1")  # the tab's next render: its earlier server is no longer trusted
         assert proxy.destination("127.0.0.1", 4321) == "127.0.0.1"  # a page's own server
+        assert proxy.destination("127.0.0.1", 4000) is None
         assert proxy.destination("allowed.test", 80) is None  # allowed, but it does not resolve
         assert proxy.destination("public.test", 443) == "198.51.100.7"
         assert proxy.destination("inside.test", 80) is None  # one internal answer is enough

@@ -79,7 +79,8 @@ class EgressProxy:
         #: `host` and `host:port` entries always allowed (read per connection: HELIOS_NETGUARD_ALLOW).
         self.allowed = allowed
         self.resolver = resolver
-        self.trusted: set[str] = set()
+        #: Each tab's own composition server (`host:port`), by tab: a reused tab's next render replaces it.
+        self._trusted: dict[str, str] = {}
         self.blocked: list[str] = []
         self.connected: list[tuple[str, int]] = []
         self._loop = asyncio.new_event_loop()
@@ -96,9 +97,14 @@ class EgressProxy:
         """Launch flags sending every request of the browser, loopback included, through this proxy."""
         return (f"--proxy-server=http://127.0.0.1:{self.port}", "--proxy-bypass-list=<-loopback>")
 
-    def trust(self, origin: str) -> None:
-        """Let the browser reach `origin` (`host:port`, a page's own composition server)."""
-        self.trusted.add(origin.lower())
+    def trust(self, origin: str, tab: str) -> None:
+        """Let the browser reach `origin` (`host:port`), the own composition server of tab `tab`, instead
+        of that tab's previous one (a warm tab's earlier server is gone; its port may be anyone's now)."""
+        self._trusted[tab] = origin.lower()
+
+    @property
+    def trusted(self) -> set[str]:
+        return set(self._trusted.values())
 
     def close(self) -> None:
         if self._loop.is_closed():

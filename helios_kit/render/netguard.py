@@ -160,11 +160,11 @@ def guard_page(
     proxy = getattr(page.browser, "egress", None)
     if not policy.enabled:
         if proxy is not None and own_server:  # a browser launched guarded, rendering unguarded: its server
-            proxy.trust(_origin(page_url))
+            proxy.trust(_origin(page_url), page.target_id)
         return None
     guard = PageGuard(page, page_url, policy, own_server=own_server)
     if proxy is not None and guard.own is not None:
-        proxy.trust(guard.own)
+        proxy.trust(guard.own, page.target_id)
     page.browser.cdp.add_listener(guard.on_event)
     page.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
     return guard
