@@ -140,6 +140,8 @@ class LeaseStore:
         fs = self.store.fs
         if type(fs).__name__ == "S3FileSystem":  # one ListObjectsV2 with a prefix, not the whole folder
             return list(fs.find(folder, prefix=name))
+        if _is_gcs(fs):  # objects.list with the lease prefix (gcsfs keeps a prefix listing out of its cache)
+            return list(fs.find(folder, prefix=name))
         if not fs.exists(folder):
             return []
         return [path for path in fs.ls(folder, detail=False) if path.rpartition("/")[2].startswith(name)]

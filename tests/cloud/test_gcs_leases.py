@@ -198,3 +198,28 @@ def test_both_gcsfs_classes_take_the_conditional_path() -> None:
 
     assert _is_gcs(GCSFileSystem) and _is_gcs(ExtendedGcsFileSystem)
     assert not _is_gcs(s3fs.S3FileSystem)
+
+
+def test_lease_lookups_list_only_the_chunks_prefix(gcs: FakeGcs) -> None:
+    """Finding a chunk's lease generations asks GCS for the objects under the lease's prefix, not for the
+    whole folder of outputs, manifests and other chunks' leases."""
+    one = leases("one")
+    for n in range(40):  # a big job's folder
+        gcs.put("renders", f"leases/chunks/c{n:03d}.mp4", b"x", {}, "video/mp4")
+    lease = one.acquire("chunks/c007.mp4")
+    assert lease is not None
+    gcs.requests.clear()
+    listed: list[str] = []
+    real = FakeGcs.listing
+
+    def spy(self, bucket: str, prefix: str, delimiter: str) -> dict:
+        listed.append(prefix)
+        return real(self, bucket, prefix, delimiter)
+
+    FakeGcs.listing = spy  # type: ignore[method-assign]
+    try:
+        assert one.generations("chunks/c007.mp4") == [0]
+    finally:
+        FakeGcs.listing = real  # type: ignore[method-assign]
+    assert listed == ["leases/chunks/c007.mp4.lease-"], listed
+    assert sum(gcs.requests.values()) == 1, gcs.requests
