@@ -190,7 +190,10 @@ class LeaseStore:
 
     def renew(self, lease: Lease) -> bool:
         """Push `lease`'s expiry a TTL ahead; False when it was lost (a newer generation exists)."""
-        if self.store.fs.exists(self._path(lease.output, lease.generation + 1)):
+        newer = self._path(lease.output, lease.generation + 1)
+        if not self.store.is_local:  # ask the store: a cached listing of the folder predates the takeover
+            self.store.fs.invalidate_cache(newer)
+        if self.store.fs.exists(newer):
             return False
         lease.expires_at = _now() + timedelta(seconds=self.ttl)
         self._overwrite(self._path(lease.output, lease.generation), _encode(lease))

@@ -223,3 +223,23 @@ def test_lease_lookups_list_only_the_chunks_prefix(gcs: FakeGcs) -> None:
         FakeGcs.listing = real  # type: ignore[method-assign]
     assert listed == ["leases/chunks/c007.mp4.lease-"], listed
     assert sum(gcs.requests.values()) == 1, gcs.requests
+
+
+def test_a_holder_whose_folder_listing_is_cached_still_sees_it_lost_the_lease(gcs: FakeGcs) -> None:
+    """The taker is another process (its own gcsfs client); the holder's client has the chunk folder's
+    listing cached from an earlier look (the store's snapshot lists folders). Renewing must ask GCS, not
+    the cache, or the holder renders on next to the new holder."""
+    import gcsfs
+
+    holder = leases("one", ttl=30)
+    rel = "chunks/c.mp4"
+    lease = holder.acquire(rel)
+    assert lease is not None
+    holder.store.fs.ls("renders/leases/chunks")  # cached listing: one lease generation
+    other = gcsfs.GCSFileSystem(skip_instance_cache=True)
+    taker = LeaseStore(ArtifactStore("gs://renders/leases"), LeaseHolder(run_id="two"), ttl=30)
+    taker.store.fs = other
+    expired = lease.model_copy(update={"expires_at": datetime(2000, 1, 1, tzinfo=UTC)})
+    other.pipe_file(holder._path(rel, 0), expired.model_dump_json(by_alias=True).encode())
+    assert taker.acquire(rel) is not None
+    assert not holder.renew(lease), "the holder did not notice it lost its lease"
