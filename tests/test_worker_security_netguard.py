@@ -12,6 +12,7 @@ itself and connects only to the address it checked."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -243,6 +244,15 @@ ATTACKS = {
         const frame = document.createElement("iframe"); frame.onload = () => done("loaded");
         frame.src = "META_URL"; document.body.appendChild(frame);
       });""",
+    "webrtc": """
+      const pc = new RTCPeerConnection({iceServers: [
+        {urls: "turn:127.0.0.1:TCP_PORT?transport=tcp", username: "u", credential: "p"},
+        {urls: "stun:127.0.0.1:UDP_PORT"}]});
+      pc.createDataChannel("x");
+      await pc.setLocalDescription(await pc.createOffer());
+      const complete = () => pc.iceGatheringState === "complete";
+      if (!complete()) await new Promise(done => { pc.onicegatheringstatechange = () => complete() && done(); });
+      return "gathered";""",
     "fetch_by_name": """
       try { return await (await fetch("NAME_URL")).text(); } catch (e) { return "blocked"; }""",
 }
@@ -283,9 +293,18 @@ class CompositionServer:
         self.server.server_close()
 
 
-def _attempt(tmp_path: Path, metadata: MetadataServer, attack: str, flags: tuple[str, ...] = ()) -> tuple[str, Any]:
+def _attempt(
+    tmp_path: Path,
+    metadata: MetadataServer,
+    attack: str,
+    flags: tuple[str, ...] = (),
+    *,
+    raw: RawListeners | None = None,
+    until: threading.Event | None = None,
+) -> tuple[Any, Any]:
     """Open the attack page in a fresh browser (guarded or not, as HELIOS_NETGUARD says) and return what
-    the attack got, with the browser's egress proxy (None when unguarded)."""
+    the attack got, with the browser's egress proxy (None when unguarded). With `until`, wait for that
+    event (the stand-in was reached) instead of the page's answer."""
     from helios_kit.render.browser import Browser
     from helios_kit.render.page import guard_network
 
@@ -295,6 +314,8 @@ def _attempt(tmp_path: Path, metadata: MetadataServer, attack: str, flags: tuple
         "META_URL": meta,
         "WS_URL": f"ws://127.0.0.1:{port}/socket",
         "NAME_URL": f"http://{REBIND_NAME}:{port}/computeMetadata/v1/token",
+        "TCP_PORT": str(raw.tcp_port if raw else 0),
+        "UDP_PORT": str(raw.udp_port if raw else 0),
     }
     script = ATTACKS[attack]
     for key, value in substitutions.items():
@@ -309,7 +330,9 @@ def _attempt(tmp_path: Path, metadata: MetadataServer, attack: str, flags: tuple
             guard_network(page, server.url, own_server=True)
             page.send("Page.navigate", {"url": server.url})
             assert page.wait_event("Page.loadEventFired", 60) is not None
-            return page.evaluate("window.attempt", timeout=60), browser.egress
+            if until is not None:
+                return until.wait(120), browser.egress
+            return page.evaluate("window.attempt", timeout=120), browser.egress
     finally:
         server.close()
 
@@ -337,6 +360,68 @@ def test_control_the_same_attacks_reach_the_service_unguarded(
     got, proxy = _attempt(tmp_path, metadata, attack)
     assert metadata.requests, (attack, got)
     assert proxy is None
+
+
+class RawListeners:
+    """A TCP listener and a UDP socket on 127.0.0.1 that count what reaches them (WebRTC's TURN and STUN
+    targets); `touched` is set by the first connection or datagram."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.accepted: list[bytes] = []
+        self.datagrams: list[bytes] = []
+        self.touched = threading.Event()
+        self.tcp = socket.create_server(("127.0.0.1", 0))
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.tcp_port, self.udp_port = self.tcp.getsockname()[1], self.udp.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._receive, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.tcp.accept()
+                self.accepted.append(conn.recv(64))
+                self.touched.set()
+
+    def _receive(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.datagrams.append(self.udp.recvfrom(2048)[0])
+                self.touched.set()
+
+    def close(self) -> None:
+        self.tcp.close()
+        self.udp.close()
+
+
+@pytest.mark.render
+def test_webrtc_cannot_reach_loopback_over_udp_or_tcp(tmp_path: Path, metadata: MetadataServer, monkeypatch) -> None:
+    """WebRTC opens its own sockets (STUN over UDP, TURN over TCP): the guarded browser sends no UDP of its
+    own (`disable_non_proxied_udp`) and its TURN connection goes to the proxy, which refuses loopback."""
+    monkeypatch.setenv("HELIOS_NETGUARD", "on")
+    monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
+    raw = RawListeners()
+    try:
+        got, proxy = _attempt(tmp_path, metadata, "webrtc", raw=raw)
+    finally:
+        raw.close()
+    assert got == "gathered"
+    assert raw.accepted == [] and raw.datagrams == [], (raw.accepted, raw.datagrams)
+    assert f"127.0.0.1:{raw.tcp_port}" in proxy.blocked
+
+
+@pytest.mark.render
+def test_control_webrtc_reaches_loopback_unguarded(tmp_path: Path, metadata: MetadataServer, monkeypatch) -> None:
+    monkeypatch.setenv("HELIOS_NETGUARD", "off")
+    raw = RawListeners()
+    try:
+        reached, _ = _attempt(tmp_path, metadata, "webrtc", raw=raw, until=raw.touched)
+    finally:
+        raw.close()
+    assert reached and (raw.accepted or raw.datagrams)
 
 
 @pytest.mark.render

@@ -18,6 +18,10 @@ connection (``CONNECT host:port`` for https, wss and ws; an absolute-URI request
 3. connects to exactly the address it checked: Chromium never resolves a name of a guarded page, so a
    second answer of the name's DNS server is never used.
 
+WebRTC opens sockets of its own: the guarded browser gets no UDP outside a proxy
+(``--force-webrtc-ip-handling-policy=disable_non_proxied_udp``), so STUN never leaves and TURN over TCP
+comes to this proxy like any other connection.
+
 Plain-http requests are forwarded one per connection (``Connection: close``); CONNECT tunnels are spliced
 byte for byte. The proxy runs an asyncio loop on one daemon thread per browser and stops with it.
 """
@@ -95,7 +99,11 @@ class EgressProxy:
     # -- the browser's side ------------------------------------------------------------------------------
     def chromium_flags(self) -> tuple[str, ...]:
         """Launch flags sending every request of the browser, loopback included, through this proxy."""
-        return (f"--proxy-server=http://127.0.0.1:{self.port}", "--proxy-bypass-list=<-loopback>")
+        return (
+            f"--proxy-server=http://127.0.0.1:{self.port}",
+            "--proxy-bypass-list=<-loopback>",
+            "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",  # WebRTC: no UDP of its own
+        )
 
     def trust(self, origin: str, tab: str) -> None:
         """Let the browser reach `origin` (`host:port`), the own composition server of tab `tab`, instead
