@@ -160,6 +160,11 @@ def test_two_runners_share_a_gcs_store(gcs: FakeGcs, tmp_path: Path) -> None:
     assert decode_frame_indexes(local, spec.config.width, spec.config.height) == list(range(32))
     assert not [name for name in gcs.names("renders") if ".lease-" in name]
     assert gcs.preconditions["met"] >= 8, gcs.preconditions  # every chunk's lease was a conditional create
+    # a re-run finds every chunk and the output done from the manifests on gs:// and renders nothing
+    alone = {key: value for key, value in env.items() if key != "HELIOS_FAKE_RENDER_GATE"}
+    again = subprocess.run(argv, env=alone, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(log.read_text().splitlines()) == len(lines)
 
 
 def test_store_commit_manifest_and_gc_on_gcs(gcs: FakeGcs, tmp_path: Path) -> None:
