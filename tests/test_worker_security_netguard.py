@@ -13,6 +13,7 @@ itself and connects only to the address it checked."""
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -502,3 +503,57 @@ def test_proxy_decisions() -> None:
         assert proxy.destination("unknown.test", 80) is None
     finally:
         proxy.close()
+
+
+_PROXY = None
+
+
+def _shared_proxy():
+    """One proxy for the property tests (its thread and loop are not per example)."""
+    global _PROXY
+    from helios_kit.render.egress import EgressProxy
+
+    if _PROXY is None:
+        _PROXY = EgressProxy(allowed=set, resolver=lambda host, port: [])
+    return _PROXY
+
+
+_internal_ips = st.one_of(
+    st.ip_addresses(network="127.0.0.0/8"),
+    st.ip_addresses(network="169.254.0.0/16"),
+    st.ip_addresses(network="::1/128"),
+    st.ip_addresses(network="fe80::/10"),
+    st.ip_addresses(network="0.0.0.0/32"),
+    st.ip_addresses(network="127.0.0.0/8").map(lambda ip: ipaddress.ip_address(f"::ffff:{ip}")),
+)
+
+
+def _host(ip) -> str:
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+@given(ip=_internal_ips, port=st.integers(1, 65535), connect=st.booleans())
+def test_proxy_refuses_every_internal_address_however_asked(ip, port: int, connect: bool) -> None:
+    from helios_kit.render.egress import _Request
+
+    head = (
+        f"CONNECT {_host(ip)}:{port} HTTP/1.1\r\nHost: {_host(ip)}:{port}\r\n\r\n"
+        if connect
+        else f"GET http://{_host(ip)}:{port}/computeMetadata/v1/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    request = _Request.parse(head.encode())
+    assert ipaddress.ip_address(request.host) == ip and request.port == port
+    assert _shared_proxy().destination(request.host, request.port) is None
+
+
+@given(ip=st.ip_addresses(v=4), port=st.integers(1, 65535), path=st.from_regex(r"/[a-z0-9/]{0,20}", fullmatch=True))
+def test_proxy_forwards_public_addresses_as_origin_form_one_request_per_connection(ip, port: int, path: str) -> None:
+    from helios_kit.render.egress import _Request, internal_address
+
+    head = f"GET http://{ip}:{port}{path}?q=1 HTTP/1.1\r\nHost: {ip}:{port}\r\nProxy-Connection: keep-alive\r\n\r\n"
+    request = _Request.parse(head.encode())
+    expected = None if internal_address(str(ip)) else str(ip)
+    assert _shared_proxy().destination(request.host, request.port) == expected
+    forwarded = request.forwarded_head().decode()
+    assert forwarded.startswith(f"GET {path}?q=1 HTTP/1.1\r\n") and forwarded.endswith("\r\n\r\n")
+    assert "Proxy-Connection" not in forwarded and "Connection: close\r\n" in forwarded
