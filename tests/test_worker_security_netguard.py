@@ -557,3 +557,25 @@ def test_proxy_forwards_public_addresses_as_origin_form_one_request_per_connecti
     forwarded = request.forwarded_head().decode()
     assert forwarded.startswith(f"GET {path}?q=1 HTTP/1.1\r\n") and forwarded.endswith("\r\n\r\n")
     assert "Proxy-Connection" not in forwarded and "Connection: close\r\n" in forwarded
+
+
+def test_proxy_tries_each_checked_address_in_turn(metadata: MetadataServer) -> None:
+    """A name whose first answer does not accept (an IPv6 address on a host without it, here ::1 where
+    nothing listens) is reached on its next checked address instead of failing the request."""
+    import socket
+
+    from helios_kit.render.egress import EgressProxy
+
+    port = metadata.server.server_address[1]
+    proxy = EgressProxy(allowed=lambda: {"dual.test"}, resolver=lambda host, _: ["::1", "127.0.0.1"])
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=60) as conn:
+            conn.sendall(f"GET http://dual.test:{port}/computeMetadata/v1/token HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            answer = b""
+            while chunk := conn.recv(4096):
+                answer += chunk
+    finally:
+        proxy.close()
+    assert answer.startswith(b"HTTP/1.0 200") or answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    assert answer.endswith(b"SECRET-TOKEN") and metadata.requests == ["/computeMetadata/v1/token"]
+    assert proxy.connected[-1] == ("127.0.0.1", port)

@@ -41,6 +41,8 @@ log = logging.getLogger("helios.render.egress")
 
 BLOCKED_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata.google.internal", "metadata"})
 _HEAD_LIMIT = 64 * 1024
+#: Seconds to wait for one upstream address to accept before trying the next.
+CONNECT_TIMEOUT_S = 30.0
 _HOP_HEADERS = frozenset({"proxy-connection", "connection", "keep-alive", "proxy-authorization"})
 _FORBIDDEN_BODY = b"blocked by the helios network guard\r\n"
 _FORBIDDEN = (
@@ -122,18 +124,22 @@ class EgressProxy:
 
     # -- the decision ------------------------------------------------------------------------------------
     def destination(self, host: str, port: int) -> str | None:
-        """The address to connect to for `host:port`, or None when the guard refuses it."""
+        """The first address to connect to for `host:port`, or None when the guard refuses it."""
+        addresses = self.destinations(host, port)
+        return addresses[0] if addresses else None
+
+    def destinations(self, host: str, port: int) -> list[str]:
+        """The checked addresses of `host:port`, in the resolver's order (empty: refused)."""
         host = host.strip("[]").lower().rstrip(".")
         allowed = self.allowed()
         if f"{host}:{port}" in self.trusted or host in allowed or f"{host}:{port}" in allowed:
-            addresses = self._addresses(host, port)
-            return addresses[0] if addresses else None
+            return self._addresses(host, port)
         if internal_name(host):
-            return None
+            return []
         addresses = self._addresses(host, port)
-        if not addresses or any(internal_address(address) for address in addresses):
-            return None
-        return addresses[0]
+        if any(internal_address(address) for address in addresses):
+            return []
+        return addresses
 
     def _addresses(self, host: str, port: int) -> list[str]:
         try:
@@ -142,6 +148,16 @@ class EgressProxy:
             return (self.resolver or system_resolve)(host, port)
 
     # -- the proxy ---------------------------------------------------------------------------------------
+    async def _dial(self, addresses: list[str], port: int) -> _Streams | None:
+        """The first of the checked `addresses` that accepts a connection (an IPv6 answer first on a host
+        without IPv6 must not fail the request), each within CONNECT_TIMEOUT_S; None when none does."""
+        for address in dict.fromkeys(addresses):
+            try:
+                return await asyncio.wait_for(self.connect(address, port), CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError):
+                continue
+        return None
+
     async def connect(self, address: str, port: int) -> _Streams:
         """Open the upstream connection to the checked `address` (never to a name)."""
         self.connected.append((address, port))
@@ -165,17 +181,17 @@ class EgressProxy:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             request = _Request.parse(head)
-            address = await self._loop.run_in_executor(None, self.destination, request.host, request.port)
-            if address is None:
+            addresses = await self._loop.run_in_executor(None, self.destinations, request.host, request.port)
+            if not addresses:
                 self.blocked.append(f"{request.host}:{request.port}")
                 log.warning("blocked a connection of a guarded page to %s:%s", request.host, request.port)
                 writer.write(_FORBIDDEN + _FORBIDDEN_BODY)
                 return
-            try:
-                up_reader, up_writer = await self.connect(address, request.port)
-            except OSError:
+            upstream = await self._dial(addresses, request.port)
+            if upstream is None:
                 writer.write(_BAD_GATEWAY)
                 return
+            up_reader, up_writer = upstream
             await self._relay(request, (reader, writer), (up_reader, up_writer))
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, ConnectionError):
             pass
