@@ -177,6 +177,13 @@ def test_store_commit_manifest_and_gc_on_gcs(gcs: FakeGcs, tmp_path: Path) -> No
     assert manifest is not None and store.is_complete("chunks/c0.mp4", "d1")
     assert not store.is_complete("chunks/c0.mp4", "other")
     assert store.fetch("chunks/c0.mp4", tmp_path / "back.mp4").read_bytes() == source.read_bytes()
+    # a chunk bigger than gcsfs' one-shot upload limit (5 MiB) goes up as a resumable upload
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(6 << 20))
+    store.commit(big, "chunks/big.mp4", digest="d2", job_id="j", frame_count=4)
+    assert gcs.requests["upload resumable"] >= 2, gcs.requests  # a resumable session and its data
+    assert store.fetch("chunks/big.mp4", tmp_path / "big-back.mp4").read_bytes() == big.read_bytes()
+    assert store.is_complete("chunks/big.mp4", "d2")
     # an interrupted commit left a temporary object behind: `helios store gc` removes it
     gcs.put("renders", f"store/chunks/c1.mp4.tmp-{'ab' * 16}", b"partial", {}, "video/mp4")
     env = {**os.environ, "HELIOS_HOME": str(tmp_path / "home")}

@@ -300,6 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _upload(self, bucket: str, query: dict[str, list[str]], body: bytes, conditions: dict[str, str]) -> None:
         kind = query.get("uploadType", [""])[0]
+        self.gcs.requests[f"upload {kind}"] += 1
         if "upload_id" in query:
             return self._resumable_chunk(query["upload_id"][0], body)
         content_type = self.headers.get("Content-Type", "application/octet-stream")
