@@ -70,6 +70,14 @@ def internal_name(name: str) -> bool:
     return not name or name in BLOCKED_NAMES or name.endswith(".localhost")
 
 
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def system_resolve(host: str, port: int) -> list[str]:
     """The addresses the system resolver gives for `host` (empty when it cannot resolve it)."""
     try:
@@ -181,7 +189,10 @@ class EgressProxy:
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             request = _Request.parse(head)
-            addresses = await self._loop.run_in_executor(None, self.destinations, request.host, request.port)
+            if _is_literal(request.host):  # decided at once; only a name's lookup goes to a thread
+                addresses = self.destinations(request.host, request.port)
+            else:
+                addresses = await self._loop.run_in_executor(None, self.destinations, request.host, request.port)
             if not addresses:
                 self.blocked.append(f"{request.host}:{request.port}")
                 log.warning("blocked a connection of a guarded page to %s:%s", request.host, request.port)
