@@ -254,6 +254,9 @@ ATTACKS = {
       const complete = () => pc.iceGatheringState === "complete";
       if (!complete()) await new Promise(done => { pc.onicegatheringstatechange = () => complete() && done(); });
       return "gathered";""",
+    "webtransport": """
+      try { const t = new WebTransport("https://127.0.0.1:UDP_PORT/x"); await t.ready; return "open"; }
+      catch (e) { return "error"; }""",
     "fetch_by_name": """
       try { return await (await fetch("NAME_URL")).text(); } catch (e) { return "blocked"; }""",
 }
@@ -399,27 +402,35 @@ class RawListeners:
 
 
 @pytest.mark.render
-def test_webrtc_cannot_reach_loopback_over_udp_or_tcp(tmp_path: Path, metadata: MetadataServer, monkeypatch) -> None:
-    """WebRTC opens its own sockets (STUN over UDP, TURN over TCP): the guarded browser sends no UDP of its
-    own (`disable_non_proxied_udp`) and its TURN connection goes to the proxy, which refuses loopback."""
+@pytest.mark.parametrize("attack", ["webrtc", "webtransport"])
+def test_own_sockets_cannot_reach_loopback_over_udp_or_tcp(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch, attack: str
+) -> None:
+    """WebRTC (STUN over UDP, TURN over TCP) and WebTransport (HTTP/3 over UDP) open sockets of their own:
+    the guarded browser sends no UDP of its own (`disable_non_proxied_udp`) and a TURN connection goes to
+    the proxy, which refuses loopback."""
     monkeypatch.setenv("HELIOS_NETGUARD", "on")
     monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
     raw = RawListeners()
     try:
-        got, proxy = _attempt(tmp_path, metadata, "webrtc", raw=raw)
+        got, proxy = _attempt(tmp_path, metadata, attack, raw=raw)
     finally:
         raw.close()
-    assert got == "gathered"
+    assert got == ("gathered" if attack == "webrtc" else "error")
     assert raw.accepted == [] and raw.datagrams == [], (raw.accepted, raw.datagrams)
-    assert f"127.0.0.1:{raw.tcp_port}" in proxy.blocked
+    if attack == "webrtc":
+        assert f"127.0.0.1:{raw.tcp_port}" in proxy.blocked
 
 
 @pytest.mark.render
-def test_control_webrtc_reaches_loopback_unguarded(tmp_path: Path, metadata: MetadataServer, monkeypatch) -> None:
+@pytest.mark.parametrize("attack", ["webrtc", "webtransport"])
+def test_control_own_sockets_reach_loopback_unguarded(
+    tmp_path: Path, metadata: MetadataServer, monkeypatch, attack: str
+) -> None:
     monkeypatch.setenv("HELIOS_NETGUARD", "off")
     raw = RawListeners()
     try:
-        reached, _ = _attempt(tmp_path, metadata, "webrtc", raw=raw, until=raw.touched)
+        reached, _ = _attempt(tmp_path, metadata, attack, raw=raw, until=raw.touched)
     finally:
         raw.close()
     assert reached and (raw.accepted or raw.datagrams)

@@ -18,7 +18,7 @@ connection (``CONNECT host:port`` for https, wss and ws; an absolute-URI request
 3. connects to exactly the address it checked: Chromium never resolves a name of a guarded page, so a
    second answer of the name's DNS server is never used.
 
-WebRTC opens sockets of its own: the guarded browser gets no UDP outside a proxy
+WebRTC and WebTransport open sockets of their own: the guarded browser gets no UDP outside a proxy
 (``--force-webrtc-ip-handling-policy=disable_non_proxied_udp``), so STUN never leaves and TURN over TCP
 comes to this proxy like any other connection.
 
