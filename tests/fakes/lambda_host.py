@@ -13,6 +13,7 @@ overlap as Lambda's instances do; only their CPU work shares the machine's cores
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -32,6 +33,8 @@ def serve(reference: str) -> None:
     from helios_kit.plugins import resolve_reference
 
     resolve_reference(reference)  # import (and warm) the handler before saying we are up
+    with contextlib.suppress(ImportError):  # and what it reads the store with: start-up is not measured here
+        import s3fs  # noqa: F401
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
