@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 
@@ -120,6 +121,9 @@ class FanOut:
         os.environ["HELIOS_WORKER_RENDER"] = "fakes.counting:template_render"
         os.environ["AWS_SDK_UA_APP_ID"] = HANDLER_APP  # the emulator's handlers inherit it
         import boto3
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()  # a cached instance would still point at an earlier endpoint
 
         boto3.client("s3", endpoint_url=self.s3.endpoint).create_bucket(Bucket="bench")
         config = RenderConfig(input="index.html", width=32, height=32, fps=30, frame_count=chunks)
@@ -154,58 +158,89 @@ class FanOut:
         self.s3.close()
 
 
-def measure_cli(chunks: int, concurrency: int, latency: float, workers: int, threads: bool = True) -> dict[str, float]:
+def target_args(emulator: Any) -> list[str]:
+    return ["--function", emulator.function_name, "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"]
+
+
+def client_argv(job_url: str, emulator: Any, store: str, concurrency: int) -> list[str]:
+    """`helios job run --backend lambda` against `emulator` with an S3 store."""
+    return [
+        sys.executable, "-m", "helios_kit.cli", "job", "run", job_url, "--backend", "lambda", *target_args(emulator),
+        "--store", store, "--concurrency", str(concurrency), "--quiet", "--retry-delay", "0.1",
+    ]  # fmt: skip
+
+
+def fan_out(bench: FanOut, emulator: Any, env: dict[str, str], tmp: str) -> dict[str, Any]:
+    """The fan-out through the real client (real handler, fake render), then a no-op re-run of it; wall and
+    CPU times, the emulator's max in flight, and S3 requests by caller and kind for each."""
+    argv = client_argv(bench.job_url, emulator, "s3://bench/out/fanout", bench.concurrency)
+    bench.s3.clear()
+    elapsed, cpu, line = bench.timed([*argv, "--no-merge"], env, tmp)
+    out: dict[str, Any] = {"elapsed": elapsed, "ratio": elapsed / bench.ideal, "client_cpu": cpu, "line": line}
+    out.update(max_in_flight=emulator.max_in_flight, client=bench.s3.by_kind(CLIENT_APP))
+    out.update(handlers=bench.s3.by_kind(HANDLER_APP), client_text=bench.per_chunk(CLIENT_APP))
+    out["handlers_text"] = bench.per_chunk(HANDLER_APP)
+    bench.s3.clear()
+    bench.s3.max_in_flight = 0
+    elapsed, cpu, line = bench.timed([*argv, "--no-merge"], env, tmp)
+    out.update(noop=elapsed, noop_cpu=cpu, noop_line=line, noop_requests=bench.s3.by_kind())
+    out["noop_concurrent"] = bench.s3.max_in_flight
+    return out
+
+
+def measure_cli(chunks: int, concurrency: int, latency: float, workers: int, threads: bool = True) -> dict[str, Any]:
     """`helios job run --backend lambda` (the real client, a subprocess) with an S3 store on moto, the emulator
-    running the real handler with a fake render; then the merge (next to the store), then a no-op re-run
-    with S3 requests counted; then the floor (a trivial client on a fresh store). Prints and returns them."""
+    running the real handler with a fake render, then a no-op re-run with S3 requests counted; then the same
+    client against a no-op handler (the client's own share), and a trivial client against the real handler
+    (the stand-ins' floor). Prints and returns them."""
     bench = FanOut(chunks, concurrency, latency, workers, threads)
     from fakes.lambda_emulator import LambdaEmulator
 
-    results: dict[str, float] = {"ideal": bench.ideal}
     with (
         tempfile.TemporaryDirectory(prefix="helios-fanout-") as tmp,
         LambdaEmulator(latency=latency, workers=workers, threads=threads) as emulator,
     ):
         env = {**os.environ, "HELIOS_HOME": str(Path(tmp) / "home"), "AWS_SDK_UA_APP_ID": CLIENT_APP}
-        where = ["--function", emulator.function_name, "--endpoint-url", emulator.endpoint_url, "--region", "us-east-1"]
-        base = [
-            sys.executable, "-m", "helios_kit.cli", "job", "run", bench.job_url, "--backend", "lambda", *where,
-            "--store", "s3://bench/out/fanout", "--concurrency", str(concurrency), "--quiet", "--retry-delay", "0.1",
-        ]  # fmt: skip
-        elapsed, cpu, line = bench.timed([*base, "--no-merge"], env, tmp)
-        results.update(elapsed=elapsed, ratio=elapsed / bench.ideal, client_cpu=cpu)
-        results["max_in_flight"] = emulator.max_in_flight
+        out = fan_out(bench, emulator, env, tmp)
         print(
             f"fan-out through `helios job run --backend lambda` (S3 store on moto, real handler, fake render): "
-            f"{chunks} chunks, concurrency {concurrency}, latency {latency:g} s: {elapsed:.2f} s (ideal "
-            f"{bench.ideal:.2f} s, ratio {elapsed / bench.ideal:.2f}), client CPU {cpu:.2f} s, max in flight "
-            f"{emulator.max_in_flight}; {line}\n  S3 requests of the client: {bench.per_chunk(CLIENT_APP)}\n"
-            f"  S3 requests of the handlers: {bench.per_chunk(HANDLER_APP)}"
+            f"{chunks} chunks, concurrency {concurrency}, latency {latency:g} s: {out['elapsed']:.2f} s (ideal "
+            f"{bench.ideal:.2f} s, ratio {out['ratio']:.2f}), client CPU {out['client_cpu']:.2f} s, max in flight "
+            f"{out['max_in_flight']}; {out['line']}\n  S3 requests of the client: {out['client_text']}\n"
+            f"  S3 requests of the handlers: {out['handlers_text']}"
         )
-        results.update(client_requests=bench.s3.total(CLIENT_APP), handler_requests=bench.s3.total(HANDLER_APP))
-        elapsed, cpu, line = bench.timed(base, env, tmp)
-        print(f"merge next to the store (every chunk complete): {elapsed:.2f} s, client CPU {cpu:.2f} s; {line}")
-        bench.s3.clear()
-        elapsed, cpu, line = bench.timed(base, env, tmp)
-        total = bench.s3.total()
-        results.update(noop=elapsed, noop_cpu=cpu, noop_requests=total)
         print(
-            f"no-op re-run of the finished {chunks}-chunk job: {elapsed:.2f} s (client CPU {cpu:.2f} s), "
-            f"{total} S3 requests: {bench.s3.by_kind()}; {line}"
+            f"no-op re-run of the finished {chunks}-chunk job: {out['noop']:.2f} s (client CPU {out['noop_cpu']:.2f} "
+            f"s), {sum(out['noop_requests'].values())} S3 requests, at most {out['noop_concurrent']} at once: "
+            f"{out['noop_requests']}; {out['noop_line']}"
         )
-        floor = [sys.executable, __file__, "--client", "trivial", "--job", bench.job_url, *where]
-        floor += ["--store", "s3://bench/out/floor", "--concurrency", str(concurrency)]
+        floor = [sys.executable, __file__, "--client", "trivial", "--job", bench.job_url, "--store"]
+        floor += ["s3://bench/out/floor", "--concurrency", str(concurrency), *target_args(emulator)]
         emulator.max_in_flight = 0
         bench.s3.clear()
         elapsed, cpu, line = bench.timed(floor, env, tmp)
-        results.update(floor=elapsed, floor_cpu=cpu)
+        out.update(floor=elapsed, floor_cpu=cpu)
         print(
             f"floor (a trivial client: {concurrency} threads of boto3 invoke, same emulator, handler, fake render, "
             f"fresh store): {elapsed:.2f} s (ratio {elapsed / bench.ideal:.2f}), client CPU {cpu:.2f} s, max in "
             f"flight {emulator.max_in_flight}; {line}\n  S3 requests of the handlers: {bench.per_chunk(HANDLER_APP)}"
         )
+    with (
+        tempfile.TemporaryDirectory(prefix="helios-fanout-") as tmp,
+        LambdaEmulator(handler="fakes.lambda_emulator:noop_handler", latency=latency, threads=True) as emulator,
+    ):
+        env = {**os.environ, "HELIOS_HOME": str(Path(tmp) / "home"), "AWS_SDK_UA_APP_ID": CLIENT_APP}
+        bench.s3.clear()
+        argv = client_argv(bench.job_url, emulator, "s3://bench/out/client-only", concurrency)
+        elapsed, cpu, line = bench.timed([*argv, "--no-merge"], env, tmp)
+        out.update(client_only=elapsed, client_only_cpu=cpu)
+        print(
+            f"the client alone (same `helios job run`, a no-op handler: no store work, no render): {elapsed:.2f} s "
+            f"(ratio {elapsed / bench.ideal:.2f}), client CPU {cpu:.2f} s, max in flight {emulator.max_in_flight}"
+            f"\n  S3 requests of the client: {bench.per_chunk(CLIENT_APP)}"
+        )
     bench.close()
-    return results
+    return out
 
 
 def trivial_client(args: argparse.Namespace) -> None:

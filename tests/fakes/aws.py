@@ -96,7 +96,8 @@ def request_kind(method: str, path: str, query: str, headers: dict[str, str]) ->
 class CountingS3:
     """moto's S3 on 127.0.0.1 (threaded werkzeug server) behind a WSGI wrapper that counts requests by
     :func:`request_kind` and by caller: a client whose user agent carries `app/<name>` (botocore's
-    `AWS_SDK_UA_APP_ID`) is counted under that name, any other under "other"."""
+    `AWS_SDK_UA_APP_ID`) is counted under that name, any other under "other"; and the most requests it
+    handled at once."""
 
     def __init__(self) -> None:
         import threading
@@ -112,6 +113,9 @@ class CountingS3:
         app = DomainDispatcherApplication(create_backend_app)
         self.requests: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
+        self._in_flight = 0
+        #: The most requests the server handled at once (since the last reset of it).
+        self.max_in_flight = 0
 
         def counting(environ: dict, start_response: object) -> object:
             headers = {"x-amz-copy-source": environ.get("HTTP_X_AMZ_COPY_SOURCE", "")}
@@ -122,7 +126,13 @@ class CountingS3:
             caller = agent.split("app/", 1)[1].split(" ", 1)[0] if "app/" in agent else "other"
             with self._lock:
                 self.requests[(caller, kind)] += 1
-            return app(environ, start_response)  # type: ignore[arg-type]
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                return app(environ, start_response)  # type: ignore[arg-type]
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
 
         self.server = make_server("127.0.0.1", 0, counting, threaded=True, request_handler=Quiet)
         self.endpoint = f"http://127.0.0.1:{self.server.server_port}"

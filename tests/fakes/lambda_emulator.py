@@ -309,3 +309,21 @@ class LambdaEmulator:
 def noop_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """A handler that does no work: measures the client's and the emulator's own fan-out overhead."""
     return {"chunkId": event.get("chunkId"), "status": "ok", "frames": 1}
+
+
+_barrier_lock = threading.Lock()
+_barrier: threading.Barrier | None = None
+
+
+def barrier_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """:func:`noop_handler`, once `HELIOS_FAKE_BARRIER` invocations run in this process at the same time (each
+    waits for the others, up to 120 s, then raises): a host holding that many invocations is checked by an
+    event, not by timing."""
+    import os
+
+    global _barrier
+    with _barrier_lock:
+        if _barrier is None:
+            _barrier = threading.Barrier(int(os.environ["HELIOS_FAKE_BARRIER"]))
+    _barrier.wait(timeout=120)
+    return noop_handler(event, context)
