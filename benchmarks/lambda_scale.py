@@ -1,20 +1,25 @@
 """Lambda fan-out at scale: N chunks at concurrency C through the real boto3 client and the Invoke-API emulator.
 
-Each invocation lasts at least `--latency` seconds in the emulator. Two runs: a no-op handler (what one
-client can keep in flight: boto3 threads, connection pool, retries) and the real handler (load the spec,
-check the store, a fake render writing a tiny file, commit with manifest) — on this machine all handler
-processes share its few cores, unlike Lambda where each invocation has its own, so the second ratio also
-measures the local CPU. The ideal wall time is ceil(N / C) waves * latency; the script prints each measured
-time and its ratio to that ideal.
+Each invocation lasts at least `--latency` seconds in the emulator. With `--client stand-in`, two runs: a
+no-op handler (what one client can keep in flight: boto3 threads, connection pool, retries) and the real
+handler (load the spec, check the store, a fake render writing a tiny file, commit with manifest) — on this
+machine all handler processes share its few cores, unlike Lambda where each invocation has its own, so the
+second ratio also measures the local CPU. The ideal wall time is ceil(N / C) waves * latency; the script
+prints each measured time and its ratio to that ideal.
 
     .venv/bin/python benchmarks/lambda_scale.py --chunks 200 --concurrency 100 --latency 0.5
 
 Runs entirely on 127.0.0.1. By default (`--client cli`) the measured client is the real one: `helios job run
 --backend lambda` in a subprocess, job and store on S3 (moto behind a request counter), the emulator running
-the real handler with a fake render (`fakes.counting:template_render`, a copied tiny video): it prints the
-fan-out's wall time against the ideal and the client's CPU time, the merge next to the store, and a no-op
-re-run's time and S3 requests. `--client stand-in` is the older measurement of the executor alone (local job
-and store).
+the real handler with a fake render (`fakes.counting:template_render`, a copied tiny video) in handler hosts
+that hold every invocation at once (`--pool threads`; `--pool processes` runs `--workers` at a time). It
+prints, each with its ratio to the ideal: the fan-out's wall time, the client's CPU time (user + sys of the
+`helios job run` process) and its S3 requests per chunk by kind, the handlers' requests per chunk; a no-op
+re-run's time, requests and how many of them ran at once; the floor (a trivial client: threads calling
+boto3 invoke, against the same emulator, handler and moto) and the client alone (the same `helios job run`
+against a no-op handler: no store work or render in the handlers). On a machine whose cores the stand-ins
+share with the client, the floor says what no client could beat there. `--client stand-in` is the older
+measurement of the executor alone (local job and store).
 """
 
 from __future__ import annotations

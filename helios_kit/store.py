@@ -50,6 +50,8 @@ TEMPORARY_GRACE_S = 600.0
 #: Seconds an object store found writable by this process is not probed again (see check_writable).
 WRITABLE_FOR_S = 300.0
 _writable: dict[str, float] = {}
+#: Connections to S3 one store's filesystem keeps: a fan-out's lease and manifest requests run at once.
+S3_CONNECTIONS = 128
 log = logging.getLogger("helios.store")
 _TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
@@ -150,6 +152,9 @@ class ArtifactStore:
             self._real_folders: dict[str, str] = {}
         else:
             self.url = text.rstrip("/")
+            if self.url.startswith("s3://"):  # a run's threads share one connection pool (s3fs default: 10)
+                config = {"max_pool_connections": S3_CONNECTIONS, **(storage_options.get("config_kwargs") or {})}
+                storage_options = {**storage_options, "config_kwargs": config}
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
             except (ImportError, ValueError) as error:
