@@ -68,10 +68,11 @@ def clear_marker(store: ArtifactStore, job_id: str) -> None:
 
 
 def marker_present(store: ArtifactStore, job_id: str) -> bool:
+    from helios_kit.store import object_exists
+
     path = store.path(marker_rel(job_id))
     try:
-        store.fs.invalidate_cache(path)
-        return bool(store.fs.exists(path))
+        return object_exists(store.fs, path)
     except Exception as error:  # a blip: look again next time
         log.debug("cannot check the cancel marker %s: %s", path, error)
         return False

@@ -74,7 +74,9 @@ class CooperativeChunks:
 
     def _render_leased(self, chunk: Chunk, lease: Lease) -> ChunkState | None:
         """Render `chunk` under `lease`; None when the lease was lost on the way."""
-        if self.is_complete(chunk):  # committed by another runner between our check and our lease
+        # committed by another runner between our check and our lease? Asked only when we took the lease over
+        # (generation > 0); a first lease saves the request: the worker checks the store before it renders
+        if lease.generation > 0 and self.is_complete(chunk):
             self.leases.release(lease, done=True)
             self.mark_skipped(chunk)
             return ChunkState.SKIPPED

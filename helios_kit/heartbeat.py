@@ -62,14 +62,19 @@ class StoreHeartbeat:
             log.debug("heartbeat %s not written: %s", self.path, error)
 
     def clear(self) -> None:
+        """Remove the heartbeat (no request when none was written: a short chunk never wrote one)."""
+        if self._last == float("-inf"):
+            return
         with contextlib.suppress(Exception):
             self.store.fs.rm(self.path)
 
 
 def read_heartbeat(store: ArtifactStore, rel: str) -> FrameProgress | None:
     """The chunk's latest heartbeat, or None (absent, being written, not one)."""
+    from helios_kit.store import read_bytes
+
     try:
-        data = store.fs.cat_file(store.path(heartbeat_name(rel)))
+        data = read_bytes(store.fs, store.path(heartbeat_name(rel)))
         return FrameProgress.model_validate_json(data)
     except (FileNotFoundError, ValidationError, ValueError):
         return None

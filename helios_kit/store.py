@@ -4,9 +4,10 @@ A chunk is complete when its output exists together with a done-manifest (`<outp
 digest matches the chunk digest, whose size matches the output, and whose recorded dependencies (what the
 chunk's render loaded) are all unchanged (see :mod:`helios_kit.composition.deps`). Commits are ordered so that a reader
 never takes a half-written chunk for done: the old manifest is removed first, the output is uploaded under
-a unique temporary key and moved to its final key, and the manifest is written last (itself through a
-temporary key). Local folders, `s3://`, `gs://`, `memory://` and any other fsspec URL share this code, so
-local and remote runs share one notion of done.
+a unique temporary key and moved to its final key (on S3, whose PUT is atomic, straight to its final key:
+no copy, no temporary object), and the manifest is written last (itself through a temporary key). Local
+folders, `s3://`, `gs://`, `memory://` and any other fsspec URL share this code, so local and remote runs
+share one notion of done.
 
 Encoders are deterministic (same frames and settings → same bytes), so two workers committing the same
 chunk at once (at-least-once invocation) leave one valid chunk whichever wins.
@@ -25,6 +26,7 @@ import posixpath
 import re
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -45,6 +47,11 @@ from helios_kit.spec import MANIFEST_SUFFIX
 MANIFEST_VERSION = 2
 #: A temporary object younger than this may belong to a commit still in flight: sweeps leave it.
 TEMPORARY_GRACE_S = 600.0
+#: Seconds an object store found writable by this process is not probed again (see check_writable).
+WRITABLE_FOR_S = 300.0
+_writable: dict[str, float] = {}
+#: Connections to S3 one store's filesystem keeps: a fan-out's lease and manifest requests run at once.
+S3_CONNECTIONS = 128
 log = logging.getLogger("helios.store")
 _TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
@@ -90,9 +97,30 @@ class DoneManifest(WireModel):
     media_seen: int | None = None
 
 
+def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    return type(fs).__name__ == "S3FileSystem"
+
+
 def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
-    """The whole content of one remote file (thread-safe on every filesystem, see :func:`download`)."""
+    """The whole content of one remote file (thread-safe on every filesystem, see :func:`download`). On S3
+    one GET: s3fs would first ask for the size (a HEAD, and a listing when the object is missing)."""
+    if _is_s3(fs):
+        return fs.cat_file(remote, max_concurrency=1)
     return fs.cat_file(remote)
+
+
+def object_exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Whether the object at `path` exists, fresh (no cached listing). On S3 one HEAD: s3fs's `exists` also
+    lists the key as a folder when the object is missing."""
+    if not _is_s3(fs):
+        fs.invalidate_cache(path)
+        return bool(fs.exists(path))
+    bucket, key, _ = fs.split_path(path)
+    try:
+        fs.call_s3("head_object", Bucket=bucket, Key=key)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _parse_manifest(data: bytes) -> DoneManifest | None:
@@ -124,6 +152,9 @@ class ArtifactStore:
             self._real_folders: dict[str, str] = {}
         else:
             self.url = text.rstrip("/")
+            if self.url.startswith("s3://"):  # a run's threads share one connection pool (s3fs default: 10)
+                config = {"max_pool_connections": S3_CONNECTIONS, **(storage_options.get("config_kwargs") or {})}
+                storage_options = {**storage_options, "config_kwargs": config}
             try:
                 self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
             except (ImportError, ValueError) as error:
@@ -273,7 +304,16 @@ class ArtifactStore:
 
     # -- writing ---------------------------------------------------------------------------------------
     def check_writable(self) -> None:
-        """Write and delete a probe file; StoreError naming the store when that fails."""
+        """Write and delete a probe file; StoreError naming the store when that fails. An object store found
+        writable is not probed again by this process for WRITABLE_FOR_S (a warm worker renders many chunks
+        into one store: two requests per chunk saved; a commit that fails later still says why)."""
+        if not self.is_local and time.monotonic() - _writable.get(self.url, float("-inf")) < WRITABLE_FOR_S:
+            return
+        self._probe()
+        if not self.is_local:
+            _writable[self.url] = time.monotonic()
+
+    def _probe(self) -> None:
         probe = f".helios-probe-{uuid.uuid4().hex}.tmp"  # ".tmp": never part of a composition digest
         try:
             with self.fs.open(self.path(probe), "wb") as handle:
@@ -322,6 +362,8 @@ class ArtifactStore:
                 Path(tmp).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(local_file, tmp)
                 os.replace(tmp, final)
+            elif _is_s3(self.fs):  # a PUT is atomic (readers see no object, or the whole one): no temp key
+                self.fs.put_file(str(local_file), final)
             else:
                 self.fs.put_file(str(local_file), tmp)
                 self.fs.mv(tmp, final)

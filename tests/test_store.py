@@ -86,8 +86,10 @@ def test_failed_upload_leaves_nothing_done(store: ArtifactStore, tmp_path: Path,
 
     if store.is_local:
         monkeypatch.setattr("helios_kit.store.os.replace", broken)
-    else:
+    else:  # the upload (S3: straight to the final key) or the move from its temporary key fails
         monkeypatch.setattr(store.fs, "mv", broken)
+        if store.url.startswith("s3://"):
+            monkeypatch.setattr(store.fs, "put_file", broken)
     with pytest.raises(StoreError, match=r"cannot commit c\.mp4: .*disk on fire"):
         store.commit(src, "c.mp4", digest="new", job_id="job", frame_count=1)
     monkeypatch.undo()

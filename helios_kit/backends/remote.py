@@ -113,10 +113,12 @@ class RemoteBackend(Backend):
     #: How messages name the remote end (a function name, a service URL); set by the subclass.
     target: str = "the remote worker"
     reports_frames = True
-    #: Seconds between two reads of a running chunk's heartbeat (at least; see heartbeat_reads_per_s).
-    heartbeat_poll_s: float = 1.0
-    #: Heartbeat reads per second over all chunks in flight: 1,000 Lambda chunks at once poll every 20 s.
-    heartbeat_reads_per_s: float = 50.0
+    #: Seconds between two reads of a running chunk's heartbeat (at least; see heartbeat_reads_per_s): as
+    #: often as a worker writes it (heartbeat.WRITE_INTERVAL_S), since reading more often finds nothing new.
+    heartbeat_poll_s: float = 2.0
+    #: Heartbeat reads per second over all chunks in flight: 100 Lambda chunks at once poll every 5 s, 1,000
+    #: every 50 s. Each read costs the client a request's CPU, and more of them the longer chunks run.
+    heartbeat_reads_per_s: float = 20.0
 
     #: Remote chunks fail transiently more often (cold starts, networks): more retries by default.
     default_retries = 5

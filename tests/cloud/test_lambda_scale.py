@@ -1,28 +1,46 @@
-"""Scale: 200 chunks at concurrency 100 through boto3 and the emulator: the client keeps 100 invocations in
-flight (the emulator holds the first ones until 100 are in flight at once, so this is an event, not a timing)
-and every chunk is committed. Uses benchmarks/lambda_scale.py, which prints the wall-time ratios."""
+"""Scale: the Lambda fan-out through the real client and the emulator, checked by counts and events, never by
+wall time (benchmarks/lambda_scale.py prints the times and ratios).
+
+* the stand-in executor keeps 100 invocations in flight at once (the emulator holds the first ones until 100
+  are in flight) and every chunk is committed;
+* the emulator's handler hosts hold every invocation sent to them at once (a barrier of 50 handlers in one
+  host process), so a fan-out measurement is not capped by the emulator's processes;
+* `helios job run --backend lambda` with an S3 store (moto): the client keeps `--concurrency` invocations in
+  flight; its S3 requests per chunk are its lease and the lease's delete; the handlers
+  commit without a temporary object or a copy; a no-op re-run reads each manifest once, concurrently, plus a
+  few listings."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "lambda_scale.py"
+ENV_KEYS = (
+    "PYTHONPATH",
+    "HELIOS_WORKER_RENDER",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_SDK_UA_APP_ID",
+)
 
 
 @pytest.fixture
 def bench(monkeypatch: pytest.MonkeyPatch):
-    for key in (
-        "PYTHONPATH",
-        "HELIOS_WORKER_RENDER",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_DEFAULT_REGION",
-        "AWS_EC2_METADATA_DISABLED",
-    ):
-        monkeypatch.setenv(key, "")  # measure() sets them; monkeypatch restores them afterwards
+    for key in ENV_KEYS:
+        monkeypatch.setenv(key, "")  # the benchmark sets them; monkeypatch restores them afterwards
         monkeypatch.delenv(key)
     spec = importlib.util.spec_from_file_location("lambda_scale", BENCH)
     module = importlib.util.module_from_spec(spec)
@@ -40,3 +58,60 @@ def test_two_waves_real_handler(bench) -> None:
     stats = bench.measure(200, 100, 0.5, workers=4, handler="worker", gather=100)
     print(f"real handler: {stats['elapsed']:.2f} s, ratio to ideal {stats['ratio']:.2f}")
     assert stats["committed"] == 200 and stats["max_in_flight"] == 100
+
+
+def test_handler_hosts_hold_every_invocation(bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    """50 handlers wait for each other in ONE host process: only a host running them at once lets them pass
+    (the process pool of `workers=1` would run them one by one, and each would fail at the barrier)."""
+    bench.FanOut(1, 1, 0.0, 1, True).close()  # the environment: S3 stand-in, PYTHONPATH, dummy credentials
+    monkeypatch.setenv("HELIOS_FAKE_BARRIER", "50")
+    from fakes.drive import drive
+    from fakes.lambda_emulator import LambdaEmulator
+    from helios_lambda.backend import LambdaBackend, LambdaOptions
+
+    from helios_kit.backends.base import ChunkContext
+    from helios_kit.planner import plan_job
+    from helios_kit.spec import RenderConfig
+
+    spec = plan_job(RenderConfig(input="index.html", width=16, height=16, fps=30, frame_count=50), chunk_frames=1)
+    context = ChunkContext(job_url="s3://bench/job.json", job_dir="/tmp", store_url="s3://bench/out")
+    handler = "fakes.lambda_emulator:barrier_handler"
+    with LambdaEmulator(handler=handler, threads=True, workers=1) as emulator:
+        options = LambdaOptions(function=emulator.function_name, endpoint_url=emulator.endpoint_url, region="us-east-1")
+        with LambdaBackend(options) as backend:
+            report = drive(backend, spec, context, concurrency=50, retries=0)
+        assert report.failed == [], report.results[report.failed[0]].stderr if report.failed else ""
+        assert emulator.max_in_flight == 50 and emulator.counts["ok"] == 50
+
+
+def test_fan_out_through_the_cli_counts_requests(bench, monkeypatch: pytest.MonkeyPatch) -> None:
+    chunks, concurrency = 20, 10
+    monkeypatch.setenv("HELIOS_LEASE_TTL", "600")  # no renewal during the run, however slow the machine
+    fan = bench.FanOut(chunks, concurrency, 0.1, 1, True)
+    from fakes.lambda_emulator import LambdaEmulator
+
+    try:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            LambdaEmulator(latency=0.1, workers=1, threads=True, gather=concurrency, gather_timeout=600) as emulator,
+        ):
+            env = {**os.environ, "HELIOS_HOME": str(Path(tmp) / "home"), "AWS_SDK_UA_APP_ID": bench.CLIENT_APP}
+            out = bench.fan_out(fan, emulator, env, tmp)
+    finally:
+        fan.close()
+    print(out["client_text"], out["handlers_text"], out["noop_requests"], sep="\n")
+    assert out["line"].startswith(f"{chunks} chunks: {chunks} rendered")
+    assert out["max_in_flight"] == concurrency  # the client reached its concurrency (the emulator waited for it)
+    client, handlers, noop = out["client"], out["handlers"], out["noop_requests"]
+    # per chunk: its lease and the lease's delete; no manifest read (the fresh store's listing has none, and
+    # a first lease is not checked again: the worker checks before it renders)
+    assert client["PUT lease"] == chunks and "GET manifest" not in client
+    assert chunks <= client["POST batch-delete"] <= chunks + 3  # the leases (and the run's probe and marker)
+    assert client.get("LIST", 0) <= 10 and "HEAD manifest" not in client  # listings per run, not per chunk
+    assert handlers["PUT output"] == chunks and handlers["PUT manifest"] == chunks
+    everything = {**client, **handlers}
+    assert not {"PUT copy", "PUT commit-temp", "HEAD commit-temp"} & everything.keys()  # no temp object, no copy
+    assert out["noop_line"].startswith(f"{chunks} chunks: 0 rendered, {chunks} skipped")
+    assert noop["GET manifest"] == chunks and "PUT lease" not in noop  # one read per chunk, nothing leased
+    assert sum(noop.values()) - noop["GET manifest"] <= 25  # plus a few listings and the run's own objects
+    assert out["noop_concurrent"] > 1  # the manifests are read concurrently

@@ -62,3 +62,98 @@ def make_bucket(endpoint: str, name: str) -> None:
     import boto3
 
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+
+
+#: What an S3 request is for, by its key (first match wins); see :func:`request_kind`.
+_KINDS = (
+    (".lease-", "lease"),
+    (".progress.json", "heartbeat"),
+    (".helios/cancel/", "cancel-marker"),
+    (".helios-probe-", "write-probe"),
+    (".tmp-", "commit-temp"),
+    (".done.json", "manifest"),
+)
+
+
+def request_kind(method: str, path: str, query: str, headers: dict[str, str]) -> str:
+    """`<METHOD> <kind>` of one S3 request: a listing, a copy, or a lease / heartbeat / cancel-marker /
+    write-probe / commit-temp / manifest / output / job object (path-style keys: /bucket/key)."""
+    key = path.lstrip("/").partition("/")[2]
+    if method == "GET" and (not key or "list-type" in query or "prefix=" in query):
+        return "LIST"
+    if method == "POST" and "delete" in query:
+        return "POST batch-delete"
+    if method == "PUT" and headers.get("x-amz-copy-source"):
+        return "PUT copy"
+    for mark, kind in _KINDS:
+        if mark in key:
+            return f"{method} {kind}"
+    if key.startswith("jobs/"):
+        return f"{method} job"
+    return f"{method} output"
+
+
+class CountingS3:
+    """moto's S3 on 127.0.0.1 (threaded werkzeug server) behind a WSGI wrapper that counts requests by
+    :func:`request_kind` and by caller: a client whose user agent carries `app/<name>` (botocore's
+    `AWS_SDK_UA_APP_ID`) is counted under that name, any other under "other"; and the most requests it
+    handled at once."""
+
+    def __init__(self) -> None:
+        import threading
+        from collections import Counter
+
+        from moto.server import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class Quiet(WSGIRequestHandler):
+            def log_request(self, *args: object, **kwargs: object) -> None:
+                pass
+
+        app = DomainDispatcherApplication(create_backend_app)
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        #: The most requests the server handled at once (since the last reset of it).
+        self.max_in_flight = 0
+
+        def counting(environ: dict, start_response: object) -> object:
+            headers = {"x-amz-copy-source": environ.get("HTTP_X_AMZ_COPY_SOURCE", "")}
+            kind = request_kind(
+                environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""), environ.get("QUERY_STRING", ""), headers
+            )
+            agent = environ.get("HTTP_USER_AGENT", "")
+            caller = agent.split("app/", 1)[1].split(" ", 1)[0] if "app/" in agent else "other"
+            with self._lock:
+                self.requests[(caller, kind)] += 1
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                return app(environ, start_response)  # type: ignore[arg-type]
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+        self.server = make_server("127.0.0.1", 0, counting, threaded=True, request_handler=Quiet)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def by_kind(self, caller: str | None = None) -> dict[str, int]:
+        """Requests per kind (of one caller, or all)."""
+        out: dict[str, int] = {}
+        for (who, kind), count in self.requests.items():
+            if caller is None or who == caller:
+                out[kind] = out.get(kind, 0) + count
+        return dict(sorted(out.items()))
+
+    def total(self, caller: str | None = None) -> int:
+        return sum(self.by_kind(caller).values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

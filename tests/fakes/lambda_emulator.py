@@ -11,24 +11,34 @@ Knobs (all per emulator): `latency`, the least time an invocation takes (the han
 `reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `first_delays`
 (`{chunk id: seconds}`: the first invocation of that chunk waits that long before its handler starts, a
 straggling instance; later invocations of it run normally), `timeout` (the
-function's time limit, reported as `Task timed out`), `workers` (handler processes), and `gather` (the
-first invocations wait, up to `gather_timeout`, until that many are in flight at once: a client's fan-out is
-then checked by an event, not by timing). Counters record what happened, for assertions.
+function's time limit, reported as `Task timed out`), `workers` (handler processes), `threads` (see below),
+and `gather` (the first invocations wait, up to `gather_timeout`, until that many are in flight at once: a
+client's fan-out is then checked by an event, not by timing). Counters record what happened, for assertions.
+
+By default each of the `workers` processes runs one invocation at a time (a pool), so at most `workers`
+handlers run at once; invocations beyond that wait for a process. With `threads=True` the handlers run in
+`workers` handler hosts (:mod:`fakes.lambda_host`), each invocation in its own thread: the emulator holds
+as many invocations in flight as the client sends, as Lambda does, which a fan-out measurement needs.
 """
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
 import multiprocessing
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from helios_kit.plugins import resolve_reference
@@ -48,8 +58,9 @@ class _Context:
         return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
-def _call_handler(reference: str, event: dict[str, Any], timeout: float, request_id: str) -> dict[str, Any]:
-    """Runs in a worker process: import and call the handler like the Lambda runtime would."""
+def call_handler(reference: str, event: dict[str, Any], timeout: float, request_id: str) -> dict[str, Any]:
+    """Runs in a worker process (or a handler host's thread): import and call the handler like the Lambda
+    runtime would."""
     handler = resolve_reference(reference)
     try:
         return {"ok": True, "value": handler(event, _Context(timeout, request_id))}
@@ -85,13 +96,19 @@ class LambdaEmulator:
     gather: int = 0
     gather_timeout: float = 60.0
     first_delays: dict[int, float] = field(default_factory=dict)
+    threads: bool = False
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._lock = threading.Condition()
         self._in_flight = 0
         self._stopped = False
-        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = (
+            None if self.threads else ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        )
+        self._hosts: list[subprocess.Popen[bytes]] = []
+        self._host_ports: list[int] = []
+        self._next_host = itertools.count()
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -126,15 +143,63 @@ class LambdaEmulator:
 
     def start(self) -> LambdaEmulator:
         self._thread.start()
-        # warm the worker processes (imports) so timing-sensitive tests measure invocations, not start-up
-        list(self._pool.map(resolve_reference, [self.handler] * self.workers))
+        if self._pool is None:
+            self._start_hosts()
+        else:  # warm the worker processes (imports) so timing-sensitive tests measure invocations, not start-up
+            list(self._pool.map(resolve_reference, [self.handler] * self.workers))
         return self
+
+    def _start_hosts(self) -> None:
+        """`workers` handler hosts (fakes/lambda_host.py), each running any number of invocations in threads."""
+        host = Path(__file__).with_name("lambda_host.py")
+        for _ in range(self.workers):
+            argv = [sys.executable, str(host), self.handler]
+            self._hosts.append(subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        for process in self._hosts:
+            line = process.stdout.readline().decode() if process.stdout else ""
+            if not line.startswith("port "):
+                self.stop()
+                raise RuntimeError(f"lambda handler host did not start (said {line!r})")
+            self._host_ports.append(int(line.split()[1]))
+
+    def _submit(self, event: Any, request_id: str, started: float) -> Future[dict[str, Any]]:
+        """Run the handler on `event`: in the process pool, or (threads) in a handler host's thread."""
+        if self._pool is not None:
+            return self._pool.submit(call_handler, self.handler, event, self.timeout, request_id)
+        future: Future[dict[str, Any]] = Future()
+        port = self._host_ports[next(self._next_host) % len(self._host_ports)]
+        body = json.dumps({"reference": self.handler, "event": event, "timeout": self.timeout, "requestId": request_id})
+
+        def forward() -> None:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=self.timeout + 60)
+            try:
+                connection.request("POST", "/invoke", body, {"Content-Type": "application/json"})
+                future.set_result(json.loads(connection.getresponse().read()))
+            except Exception as error:  # the host went away (stop): the invocation failed
+                future.set_result({"ok": False, "errorType": type(error).__name__, "errorMessage": str(error)})
+            finally:
+                connection.close()
+
+        threading.Thread(target=forward, name="lambda-forward", daemon=True).start()
+        return future
 
     def stop(self) -> None:
         self._stopped = True
         self.server.shutdown()
         self.server.server_close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        for process in self._hosts:
+            if process.stdin:
+                process.stdin.close()  # the host exits when its stdin ends
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            if process.stdout:
+                process.stdout.close()
+        self._hosts.clear()
 
     def __enter__(self) -> LambdaEmulator:
         return self.start()
@@ -212,7 +277,7 @@ class LambdaEmulator:
                     {"errorMessage": "Runtime exited with error: signal: killed", "errorType": "Runtime.ExitError"},
                     {"X-Amz-Function-Error": "Unhandled"},
                 )
-            future = self._pool.submit(_call_handler, self.handler, event, self.timeout, f"req-{roll}")
+            future = self._submit(event, f"req-{roll}", started)
             # an invocation lasts `latency` (start-up, network) or the handler's own time, whichever is longer
             time.sleep(max(0.0, self.latency - (time.monotonic() - started)))
             try:
@@ -244,3 +309,21 @@ class LambdaEmulator:
 def noop_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """A handler that does no work: measures the client's and the emulator's own fan-out overhead."""
     return {"chunkId": event.get("chunkId"), "status": "ok", "frames": 1}
+
+
+_barrier_lock = threading.Lock()
+_barrier: threading.Barrier | None = None
+
+
+def barrier_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """:func:`noop_handler`, once `HELIOS_FAKE_BARRIER` invocations run in this process at the same time (each
+    waits for the others, up to 120 s, then raises): a host holding that many invocations is checked by an
+    event, not by timing."""
+    import os
+
+    global _barrier
+    with _barrier_lock:
+        if _barrier is None:
+            _barrier = threading.Barrier(int(os.environ["HELIOS_FAKE_BARRIER"]))
+    _barrier.wait(timeout=120)
+    return noop_handler(event, context)

@@ -117,9 +117,24 @@ class LambdaBackend(RemoteBackend):
         if not self.options.function:
             raise LambdaConfigError("backend lambda: --function is required (the Lambda function name or ARN)")
         self.target = f"function {self.options.function}"
-        self.client = self._make_client()
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        if not self.options.region:  # what making the client would refuse, said before any chunk runs
+            import boto3
+
+            if not boto3.session.Session().region_name:
+                raise LambdaConfigError("backend lambda: no AWS region (give --region or set AWS_REGION)")
         if self.options.read_timeout < LAMBDA_MAX_SECONDS:
             log.debug("lambda read timeout %.0f s is below Lambda's 900 s cap", self.options.read_timeout)
+
+    @property
+    def client(self) -> Any:
+        """The boto3 Lambda client, made at the first invocation: a re-run whose chunks are all complete
+        invokes nothing and skips loading botocore's service model (about a second of CPU)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
 
     def _make_client(self) -> Any:
         """A boto3 Lambda client with botocore's own retries off (the executor's are visible and bounded)."""
@@ -147,7 +162,8 @@ class LambdaBackend(RemoteBackend):
 
     def close(self) -> None:
         self.warn_in_flight()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
     def check_chunk(self, spec: JobSpec, chunk: Chunk, context: ChunkContext) -> None:
         """Warn (once per job) when a chunk is planned too long for one Lambda invocation, and about local
