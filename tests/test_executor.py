@@ -154,13 +154,15 @@ def test_permanent_failure_is_not_retried(tmp_path: Path) -> None:
 
 
 def test_chunk_timeout_stops_the_attempt_and_is_retried(tmp_path: Path) -> None:
-    job = make_job(tmp_path / "job", frames=8, chunks=2)
+    # One chunk, and it hangs: a chunk that renders for real could itself outlast so short a timeout on a
+    # loaded machine, so none does here (the others-carry-on case is the permanent-failure test's).
+    job = make_job(tmp_path / "job", frames=8, chunks=1)
     backend = ScriptedBackend(tmp_path / "ws", hang={0})
     report = run(job, backend, retries=1, retry_delay=0.01, chunk_timeout=0.3)  # a hang never returns by itself
     assert backend.attempts[0] == 2
     assert report.chunks[0].state is ChunkState.FAILED
     assert report.chunks[0].error == "chunk 0 failed after 2 attempts: timed out after 0.3 s"
-    assert report.chunks[1].state is ChunkState.RENDERED
+    assert report.merge is None and not report.ok
 
 
 def test_cancel_mid_run_stops_scheduling_and_aborts_running_chunks(tmp_path: Path) -> None:

@@ -97,9 +97,12 @@ class LambdaEmulator:
     gather_timeout: float = 60.0
     first_delays: dict[int, float] = field(default_factory=dict)
     threads: bool = False
+    #: Chunk invocations after the first `hold_after` wait, before their handler runs, until :meth:`release`.
+    hold_after: int | None = None
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._released = threading.Event()
         self._lock = threading.Condition()
         self._in_flight = 0
         self._stopped = False
@@ -259,6 +262,11 @@ class LambdaEmulator:
                 },
                 {"x-amzn-ErrorType": "TooManyRequestsException"},
             )
+        if self.hold_after is not None and isinstance(event, dict) and not event.get("merge"):
+            with self._lock:
+                held = len(self.invoked_chunks) > self.hold_after
+            if held:
+                self._released.wait(self.timeout)
         started = time.monotonic()
         delay = 0.0
         if isinstance(event, dict) and isinstance(event.get("chunkId"), int) and not event.get("merge"):
@@ -304,6 +312,16 @@ class LambdaEmulator:
         finally:
             with self._lock:
                 self._in_flight -= 1
+                self._lock.notify_all()
+
+    def release(self) -> None:
+        """Let the invocations held by `hold_after` run (and every later one)."""
+        self._released.set()
+
+    def wait_idle(self, timeout: float = 120.0) -> bool:
+        """Wait until no invocation is in flight (their handlers returned and committed); False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self._in_flight == 0, timeout=timeout)
 
 
 def noop_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
