@@ -110,6 +110,14 @@ class JobManager:
         """The newest `limit` runs, newest first."""
         return [observe(status) for status in self.repository.recent(limit)]
 
+    def prepared_spec(self, job_id: str) -> JobSpec:
+        """The spec `create` loaded for `job_id` (callers observing the run need not load it again)."""
+        with self._lock:
+            prepared = self._prepared.get(job_id)
+        if prepared is None:
+            raise SpecError(f"job {job_id}: not created by this manager")
+        return prepared.spec
+
     def report(self, job_id: str) -> JobReport | None:
         """The executor's report of a run made by this manager (None before it ends)."""
         return self._reports.get(job_id)

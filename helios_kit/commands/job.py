@@ -342,7 +342,7 @@ def _run_observed(
 ) -> JobStatus:
     """Run with the extras' sinks (events file, cost guard: it cancels the run), then let them finish
     (the events file's last line, the webhook)."""
-    spec = load_spec(status.job_url)[0]
+    spec = manager.prepared_spec(status.id)
     sinks = extras.sinks(spec, _selected_chunks(status), lambda: manager.cancel(status.run_id))
     final = _run_until_done(manager, status, show_progress=show_progress, announce=not quiet, extra_sinks=sinks)
     extras.finish(status.id, status.run_id, final.state.value, manager.report(final.id), final.error)
@@ -406,7 +406,7 @@ def _run_until_done(
             return manager.run(status.id, status=status)
         from helios_kit.commands.progress import RichProgress
 
-        progress = RichProgress(load_spec(status.job_url)[0], selected=_selected_chunks(status))
+        progress = RichProgress(manager.prepared_spec(status.id), selected=_selected_chunks(status))
         manager.sinks = (progress, *extra)
         with progress:
             return manager.run(status.id, status=status)
