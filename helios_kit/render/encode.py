@@ -25,6 +25,7 @@ import ffmpeg
 
 from helios_kit.errors import RenderError
 from helios_kit.render.browser import kill_group, popen_guarded
+from helios_kit.render.profile import NULL_PROFILER, Profiler
 
 ImageFormat = Literal["jpeg", "png"]
 
@@ -129,7 +130,9 @@ class FrameEncoder:
         pixel_format: str = "yuv420p",
         crf: int = 18,
         queue_size: int = 16,
+        profile: Profiler = NULL_PROFILER,
     ) -> None:
+        self.profile = profile
         self.output_path = Path(output_path)
         self.temp_path = temp_path_for(self.output_path)
         self.frame_count = frame_count
@@ -170,7 +173,8 @@ class FrameEncoder:
             if self._write_error is not None:
                 continue  # drain so put() never blocks forever
             try:
-                self.process.stdin.write(item)
+                with self.profile.phase("pipe write (thread)"):
+                    self.process.stdin.write(item)
                 self.frames_written += 1
             except (BrokenPipeError, OSError) as error:
                 self._write_error = str(error)
@@ -196,14 +200,16 @@ class FrameEncoder:
         if self.failed:
             self.process.poll()
             raise RenderError(f"ffmpeg failed: {self.error_line()}")
-        self._queue.put(image)
+        with self.profile.phase("encoder queue wait"):
+            self._queue.put(image)
 
     def finish(self, timeout: float = 300.0) -> Path:
         """Close the stream, wait for ffmpeg, check it, rename the temp file onto the output path."""
         self._queue.put(None)
-        self._writer.join(timeout)
         try:
-            code = self.process.wait(timeout=timeout)
+            with self.profile.phase("ffmpeg tail (after last frame)"):
+                self._writer.join(timeout)
+                code = self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.abort()
             raise RenderError(f"ffmpeg did not finish within {timeout:g} s") from None

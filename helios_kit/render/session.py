@@ -43,6 +43,14 @@ from helios_kit.render.page import RenderCancelled as RenderCancelled  # re-expo
 from helios_kit.render.page import cancelled as _cancelled
 from helios_kit.render.page import check_cancel as _check_cancel
 from helios_kit.render.page import open_page as open_page  # re-exported (probe, tests)
+from helios_kit.render.profile import (
+    Profiler,
+    RenderProfile,
+    children_cpu_s,
+    new_profiler,
+    print_profile,
+    tree_cpu_s,
+)
 from helios_kit.render.server import CompositionServer
 from helios_kit.render.warm import BrowserSource, TabKey, WarmBrowser
 
@@ -75,6 +83,8 @@ class RenderStats(BaseModel):
     media_seen: int | None = None
     #: Seam images written beside the output (see `seam` of :func:`render_range`): {"head"|"tail": path}.
     seam_files: dict[str, str] = {}
+    #: Where the time went (only with HELIOS_PROFILE=1; see render/profile.py).
+    profile: RenderProfile | None = None
 
 
 class SeamImages(BaseModel):
@@ -209,9 +219,12 @@ def _declares_video(input_location: str) -> bool:
         return False  # the render itself reports a missing input
 
 
-def _encoder(output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat) -> FrameEncoder:
+def _encoder(
+    output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat, profile: Profiler
+) -> FrameEncoder:
     return FrameEncoder(
         output_path,
+        profile=profile,
         fps=config.fps,
         frame_count=frame_count,
         image_format=fmt,
@@ -293,6 +306,13 @@ class _SeamSink:
         self.written[name] = os.fspath(path)
 
 
+def _split_launch(profiler: Profiler, source: BrowserSource, page: Page) -> None:
+    """Book a cold render's browser launch apart from its page load (a warm tab's launch was earlier)."""
+    launch_s = getattr(page.browser, "launch_s", None)
+    if profiler.active and type(source) is BrowserSource and launch_s is not None:
+        profiler.add("  of which browser launch", launch_s)
+
+
 def _preflight(
     config: RenderConfig, input_location: str, start_frame: int, frame_count: int, output_path: pathlib.Path
 ) -> tuple[str | None, pathlib.Path | None, BrowserExecutable]:
@@ -330,6 +350,7 @@ def _render_once(
     reporter = _terminal_progress(output_path, frame_count) if progress is None and not quiet else None
     progress = progress or reporter
 
+    profiler = new_profiler()
     server: CompositionServer | None = None
     source: BrowserSource | None = warm or BrowserSource()
     encoder: FrameEncoder | None = None
@@ -354,27 +375,38 @@ def _render_once(
                 local,
             )
             opening, source = source, None  # a failed open has already discarded what it started
-            page = opening.open(key, executable, url, config, timeout_s, cancel)
+            with profiler.phase("browser launch + page load"):
+                page = opening.open(key, executable, url, config, timeout_s, cancel)
+            _split_launch(profiler, opening, page)
             source = opening
             requested = str(getattr(config.capture, "value", config.capture))
-            capture: DomCapture | CanvasCapture = choose_capture(page, requested, fmt, timeout_s)
+            with profiler.phase("choose capture"):
+                capture: DomCapture | CanvasCapture = choose_capture(page, requested, fmt, timeout_s)
+            capture.profile = profiler
             ff_started = time.monotonic()
             try:
                 fast_forward(page, 0, start_frame, timeout_s, cancel)
             except FrameError as error:
                 raise _frame_error(error) from None
             ff_ms = (time.monotonic() - ff_started) * 1000
-            encoder = _encoder(output_path, config, frame_count, fmt)
+            profiler.add("fast-forward", ff_ms / 1000)
+            with profiler.phase("ffmpeg start"):
+                encoder = _encoder(output_path, config, frame_count, fmt, profiler)
             loop_started = time.monotonic()
             seam_sink = _SeamSink(seam, fmt) if seam is not None else None
             _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
             media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
-            source.release(page)  # cold: the browser closes; warm: the tab is reset for the next render
+            if profiler.active:
+                profiler.add("cpu: browser (all processes)", tree_cpu_s(page.browser.process.pid))
+            with profiler.phase("browser close/reset"):
+                source.release(page)  # cold: the browser closes; warm: the tab is reset for the next render
             source = None
+            ffmpeg_cpu = children_cpu_s()
             encoder.finish()
             encoder = None
+            profiler.add("cpu: ffmpeg", children_cpu_s() - ffmpeg_cpu)
             loop_ms = (time.monotonic() - loop_started) * 1000
             if server is not None:
                 dependencies = server.served() + dependencies
@@ -391,7 +423,11 @@ def _render_once(
                 source.discard()
             if server is not None:
                 server.close()
+    profile = profiler.report(frame_count) if profiler.active else None
+    if profile is not None:
+        print_profile(profile, f"{output_path.name} {capture.mode}")
     return RenderStats(
+        profile=profile,
         frames=frame_count,
         duration_ms=(time.monotonic() - started) * 1000,
         output_path=os.fspath(output_path),
