@@ -54,6 +54,11 @@ def enabled() -> bool:
     return os.environ.get("HELIOS_PROFILE", "") not in ("", "0")
 
 
+def _self_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 class Profiler:
     """Thread-safe accumulator of phase durations."""
 
@@ -63,6 +68,7 @@ class Profiler:
         self._lock = threading.Lock()
         self._totals: dict[str, list[float]] = {}
         self._started = time.perf_counter()
+        self._self_cpu = _self_cpu_s()
 
     def add(self, name: str, seconds: float) -> None:
         with self._lock:
@@ -79,6 +85,7 @@ class Profiler:
             self.add(name, time.perf_counter() - started)
 
     def report(self, frames: int) -> RenderProfile:
+        self.add("cpu: this process", _self_cpu_s() - self._self_cpu)
         wall = (time.perf_counter() - self._started) * 1000
         with self._lock:
             phases = [PhaseTotal(name=name, ms=ms, count=int(count)) for name, (ms, count) in self._totals.items()]
