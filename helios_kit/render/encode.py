@@ -153,7 +153,15 @@ class FrameEncoder:
             suffix=self.output_path.suffix,
         )
         stream = ffmpeg.output(stream, str(self.temp_path), **options)
-        self.argv = [find_ffmpeg(), "-hide_banner", "-nostats", "-loglevel", "error", "-y", *stream.get_args()]
+        argv = [find_ffmpeg(), "-hide_banner", "-nostats", "-loglevel", "error", "-y", *stream.get_args()]
+        self._start(argv, queue_size)
+
+    #: finish() checks that exactly frame_count items were written (one image per frame).
+    items_are_frames = True
+
+    def _start(self, argv: list[str], queue_size: int = 16) -> None:
+        """Start ffmpeg on `argv` with its stdin fed by the writer thread."""
+        self.argv = argv
         try:
             self.process = popen_guarded(
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -222,7 +230,7 @@ class FrameEncoder:
             message = self.error_line()
             self.abort()
             raise RenderError(f"ffmpeg failed: {message}")
-        if self.frames_written != self.frame_count:
+        if self.items_are_frames and self.frames_written != self.frame_count:
             self.abort()
             raise RenderError(f"encoder got {self.frames_written} frames, expected {self.frame_count}")
         os.replace(self.temp_path, self.output_path)

@@ -35,10 +35,11 @@ from pydantic import BaseModel
 from helios_kit.composition.deps import Dependency, url_dependency
 from helios_kit.composition.meta import locate_entry
 from helios_kit.errors import BrowserFault, HeliosError, RenderError
-from helios_kit.render import clock
+from helios_kit.render import clock, webcodecs
 from helios_kit.render.browser import BrowserExecutable, CDPError, Page, find_browser
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
+from helios_kit.render.encode_stream import StreamCopyEncoder
 from helios_kit.render.page import RenderCancelled as RenderCancelled  # re-exported
 from helios_kit.render.page import cancelled as _cancelled
 from helios_kit.render.page import check_cancel as _check_cancel
@@ -53,6 +54,7 @@ from helios_kit.render.profile import (
 )
 from helios_kit.render.server import CompositionServer
 from helios_kit.render.warm import BrowserSource, TabKey, WarmBrowser
+from helios_kit.render.webcodecs import WebCodecsCapture
 
 if TYPE_CHECKING:
     from helios_kit.render.progress import RenderProgress
@@ -220,8 +222,15 @@ def _declares_video(input_location: str) -> bool:
 
 
 def _encoder(
-    output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat, profile: Profiler
+    output_path: pathlib.Path,
+    config: RenderConfig,
+    frame_count: int,
+    fmt: ImageFormat,
+    profile: Profiler,
+    encoded: bool = False,
 ) -> FrameEncoder:
+    if encoded:  # the page encodes (WebCodecs): ffmpeg only muxes
+        return StreamCopyEncoder(output_path, fps=config.fps, frame_count=frame_count, profile=profile)
     return FrameEncoder(
         output_path,
         profile=profile,
@@ -278,6 +287,20 @@ def _capture_frames(
                 if progress is not None:
                     progress(done + 1, frame_count)
             done += 1
+
+
+def _encode_frames(
+    capture: WebCodecsCapture,
+    encoder: FrameEncoder,
+    start_frame: int,
+    frame_count: int,
+    cancel: threading.Event | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    try:
+        webcodecs.encode_frames(capture, encoder, start_frame, frame_count, lambda: _check_cancel(cancel), progress)
+    except FrameError as error:
+        raise _frame_error(error) from None
 
 
 class _SeamSink:
@@ -381,7 +404,15 @@ def _render_once(
             source = opening
             requested = str(getattr(config.capture, "value", config.capture))
             with profiler.phase("choose capture"):
-                capture: DomCapture | CanvasCapture = choose_capture(page, requested, fmt, timeout_s)
+                capture: DomCapture | CanvasCapture | WebCodecsCapture = choose_capture(page, requested, fmt, timeout_s)
+                if (
+                    isinstance(capture, CanvasCapture)
+                    and seam is None
+                    and webcodecs.wanted(
+                        config.video_codec, config.pixel_format, is_lossless(config.video_codec, config.crf)
+                    )
+                ):
+                    capture = WebCodecsCapture(page, config.fps, timeout_s)
             capture.profile = profiler
             ff_started = time.monotonic()
             try:
@@ -391,10 +422,14 @@ def _render_once(
             ff_ms = (time.monotonic() - ff_started) * 1000
             profiler.add("fast-forward", ff_ms / 1000)
             with profiler.phase("ffmpeg start"):
-                encoder = _encoder(output_path, config, frame_count, fmt, profiler)
+                encoded = isinstance(capture, WebCodecsCapture)
+                encoder = _encoder(output_path, config, frame_count, fmt, profiler, encoded=encoded)
             loop_started = time.monotonic()
             seam_sink = _SeamSink(seam, fmt) if seam is not None else None
-            _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
+            if isinstance(capture, WebCodecsCapture):
+                _encode_frames(capture, encoder, start_frame, frame_count, cancel, progress)
+            else:
+                _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
             media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
