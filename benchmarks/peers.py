@@ -9,16 +9,17 @@ Installs its peers from npm itself into a cache folder (default ``~/.cache/helio
 drop it). Then renders the same two compositions at the same size, frame count and fps with each:
 
 * DOM: ``examples/titles`` (ours: DOM capture; timecut: screenshots; Helios: ``mode: "dom"``);
-* canvas: ``examples/particles`` (ours: ``auto`` = canvas capture; timecut: ``canvasCaptureMode``;
-  Helios: ``mode: "canvas"``);
+* canvas: ``examples/particles`` (ours: ``auto`` = canvas capture, and with ``HELIOS_CANVAS_WEBCODECS=1``
+  encoded in the page; timecut: ``canvasCaptureMode``; Helios: ``mode: "canvas"``);
 
 each timed from launch to a finished MP4, alternating tools so load on the shared machine hits them alike.
 Ours runs in this process (``render_range``) and as the CLI (``helios render``, a fresh Python process, like
 the peers' fresh node processes). Next to them the raw capture limit: the same capture (beginFrame screenshot
 for DOM, ``toDataURL`` for canvas) back to back on the composition loaded bare, in the same browser mode
 (``benchmarks/render_speed.py``), captured alone and piped into the same ffmpeg. Prints seconds and frames/s
-per tool, the ratios (ours vs each peer), ours with 2 parts vs 1 on the canvas composition, the load
-average before and after, and the command; ``--rounds N`` repeats it all (one table of ratios per round).
+per tool, the CPU seconds of each tool's whole process tree (sampled from /proc: robust where wall time on a
+shared machine is not), the ratios (ours vs each peer, by wall and by CPU), ours with 2 parts vs 1 on the
+canvas composition, the load average before and after, and the command; ``--rounds N`` repeats it all (one table of ratios per round).
 Peers use the same browser binary as ours (the system headless shell), except the Helios renderer's DOM
 mode: the system `chromium` (that mode hangs in the headless shell).
 """
@@ -45,11 +46,19 @@ from helios_kit.render.parallel import render_parallel  # noqa: E402
 from helios_kit.spec import RenderConfig  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from render_speed import bench_raw  # noqa: E402
+from render_speed import TreeCpu, bench_raw  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 PEERS = ("timecut@0.3.3", "puppeteer-core@2.1.1", "@helios-project/renderer@1.78.3")
-TOOLS = ("helios-kit", "timecut", "helios-renderer", "helios-kit CLI", "helios-kit parts=2", "timecut defaults")
+TOOLS = (
+    "helios-kit",
+    "timecut",
+    "helios-renderer",
+    "helios-kit CLI",
+    "helios-kit webcodecs",
+    "helios-kit parts=2",
+    "timecut defaults",
+)
 SINGLE_PROCESS_LINE = "    '--single-process',\n"
 
 TIMECUT_JS = r"""
@@ -174,6 +183,12 @@ def run_cli(html: pathlib.Path, out: pathlib.Path, args, capture: str) -> float:
 def _run_tool(tool: str, html: pathlib.Path, out: pathlib.Path, args, capture: str, canvas: bool) -> float:
     if tool == "helios-kit CLI":
         return run_cli(html, out, args, capture)
+    if tool == "helios-kit webcodecs":
+        os.environ["HELIOS_CANVAS_WEBCODECS"] = "1"
+        try:
+            return run_ours(html, out, args, capture)
+        finally:
+            os.environ.pop("HELIOS_CANVAS_WEBCODECS", None)
     if tool.startswith("timecut"):
         return run_peer("timecut-run.js", args.cache, html, out, args, canvas, defaults=tool.endswith("defaults"))
     if tool == "helios-renderer":
@@ -197,18 +212,22 @@ def run_round(args, tmp: pathlib.Path) -> dict[tuple[str, str], float]:
         tools = [
             tool
             for tool in TOOLS
-            if (canvas or "parts" not in tool) and (args.timecut_defaults or "defaults" not in tool)
+            if (canvas or ("parts" not in tool and "webcodecs" not in tool))
+            and (args.timecut_defaults or "defaults" not in tool)
         ]
         for tool in tools:
             out = tmp / f"{scene}-{tool.replace(' ', '-').replace('=', '')}.mp4"
             try:
-                wall = _run_tool(tool, html, out, args, capture, canvas)
+                with TreeCpu() as cpu:
+                    wall = _run_tool(tool, html, out, args, capture, canvas)
             except (RuntimeError, subprocess.TimeoutExpired) as error:
-                print(f"{scene:6s} {tool:18s} failed: {error}", flush=True)
+                print(f"{scene:6s} {tool:20s} failed: {error}", flush=True)
                 continue
             fps[(scene, tool)] = args.frames / wall
+            fps[(scene, tool + " cpu")] = cpu.seconds
             print(
-                f"{scene:6s} {tool:18s} {wall:7.2f} s  {args.frames / wall:6.1f} frames/s  "
+                f"{scene:6s} {tool:20s} {wall:7.2f} s  {args.frames / wall:6.1f} frames/s  "
+                f"CPU {cpu.seconds:6.2f} s ({cpu.seconds / args.frames * 1000:5.1f} ms/frame)  "
                 f"({_frames_in(out)} frames in its output)",
                 flush=True,
             )
@@ -224,6 +243,11 @@ def run_round(args, tmp: pathlib.Path) -> dict[tuple[str, str], float]:
     return fps
 
 
+def _cpu_ratio(fps: dict[tuple[str, str], float], scene: str, peer: str, ours: str) -> str:
+    theirs, mine = fps.get((scene, peer + " cpu")), fps.get((scene, ours + " cpu"))
+    return f"{theirs / mine:5.2f}x" if theirs and mine else "  n/a"
+
+
 def print_ratios(fps: dict[tuple[str, str], float]) -> None:
     for scene in ("DOM", "canvas"):
         ours = fps.get((scene, "helios-kit"))
@@ -237,7 +261,14 @@ def print_ratios(fps: dict[tuple[str, str], float]) -> None:
             if theirs:
                 print(f"{scene:6s} helios-kit vs {peer:16s}: {ours / theirs:5.2f}x", end="")
                 cli = fps.get((scene, "helios-kit CLI"))
-                print(f"   (CLI: {cli / theirs:5.2f}x)" if cli else "")
+                print(f"   (CLI: {cli / theirs:5.2f}x)" if cli else "", end="")
+                print(f"   CPU seconds, theirs / ours: {_cpu_ratio(fps, scene, peer, 'helios-kit')}")
+    webcodecs = fps.get(("canvas", "helios-kit webcodecs"))
+    for peer in ("timecut", "helios-renderer"):
+        theirs = fps.get(("canvas", peer))
+        if webcodecs and theirs:
+            ratio = _cpu_ratio(fps, "canvas", peer, "helios-kit webcodecs")
+            print(f"canvas helios-kit webcodecs vs {peer:16s}: {webcodecs / theirs:5.2f}x   CPU: {ratio}")
     if ("canvas", "helios-kit") in fps and ("canvas", "helios-kit parts=2") in fps:
         ratio = fps[("canvas", "helios-kit parts=2")] / fps[("canvas", "helios-kit")]
         print(f"canvas helios-kit parts=2 vs parts=1: {ratio:5.2f}x")

@@ -33,6 +33,64 @@ from helios_kit.spec import RenderConfig  # noqa: E402
 EXAMPLES = ROOT / "examples"
 
 
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """{pid: (parent pid, CPU ticks user + system)} of every process."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+class TreeCpu:
+    """CPU seconds used by this process and its descendants while the block runs (sampled every `interval`
+    in a thread, so a process's last < interval of work can be missed; a killed browser's orphaned children
+    still count up to their last sample). Load-robust where wall time on a shared machine is not."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.seconds = 0.0
+        self._ticks: dict[int, int] = {}
+        self._base: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        table = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _) in table.items():
+            children.setdefault(parent, []).append(pid)
+        todo = [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            if pid in table:
+                self._ticks[pid] = max(self._ticks.get(pid, 0), table[pid][1])
+            todo.extend(children.get(pid, []))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> TreeCpu:
+        self._sample()
+        self._base = dict(self._ticks)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        ticks = sum(value - self._base.get(pid, 0) for pid, value in self._ticks.items())
+        self.seconds = ticks / os.sysconf("SC_CLK_TCK")
+
+
 class TreeRss:
     """Peak summed RSS of this process and all its descendants, sampled in a thread."""
 
