@@ -19,7 +19,8 @@ for DOM, ``toDataURL`` for canvas) back to back on the composition loaded bare, 
 (``benchmarks/render_speed.py``), captured alone and piped into the same ffmpeg. Prints seconds and frames/s
 per tool, the CPU seconds of each tool's whole process tree (sampled from /proc: robust where wall time on a
 shared machine is not), the ratios (ours vs each peer, by wall and by CPU), ours with 2 parts vs 1 on the
-canvas composition, the load average before and after, and the command; ``--rounds N`` repeats it all (one table of ratios per round).
+canvas composition, the load average before and after, and the command; ``--rounds N`` repeats it all (one
+table of ratios per round).
 Peers use the same browser binary as ours (the system headless shell), except the Helios renderer's DOM
 mode: the system `chromium` (that mode hangs in the headless shell).
 """
