@@ -229,8 +229,15 @@ def _encoder(
     profile: Profiler,
     encoded: bool = False,
 ) -> FrameEncoder:
-    if encoded:  # the page encodes (WebCodecs): ffmpeg only muxes
-        return StreamCopyEncoder(output_path, fps=config.fps, frame_count=frame_count, profile=profile)
+    with profile.phase("ffmpeg start"):
+        if encoded:  # the page encodes (WebCodecs): ffmpeg only muxes
+            return StreamCopyEncoder(output_path, fps=config.fps, frame_count=frame_count, profile=profile)
+        return _image_encoder(output_path, config, frame_count, fmt, profile)
+
+
+def _image_encoder(
+    output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat, profile: Profiler
+) -> FrameEncoder:
     return FrameEncoder(
         output_path,
         profile=profile,
@@ -329,6 +336,48 @@ class _SeamSink:
         self.written[name] = os.fspath(path)
 
 
+def _choose(
+    page: Page, config: RenderConfig, fmt: ImageFormat, timeout_s: float, seam: SeamImages | None, profiler: Profiler
+) -> DomCapture | CanvasCapture | WebCodecsCapture:
+    """The capture for the render (the in-page encoder when HELIOS_CANVAS_WEBCODECS asks and can), profiled."""
+    requested = str(getattr(config.capture, "value", config.capture))
+    with profiler.phase("choose capture"):
+        capture: DomCapture | CanvasCapture | WebCodecsCapture = choose_capture(page, requested, fmt, timeout_s)
+        lossless = is_lossless(config.video_codec, config.crf)
+        if (
+            isinstance(capture, CanvasCapture)
+            and seam is None
+            and webcodecs.wanted(config.video_codec, config.pixel_format, lossless)
+        ):
+            capture = WebCodecsCapture(page, config.fps, timeout_s)
+    capture.profile = profiler
+    return capture
+
+
+def _release(source: BrowserSource, page: Page, profiler: Profiler) -> None:
+    """Hand the tab back to its source (booking the browser's CPU first when profiling)."""
+    if profiler.active:
+        profiler.add("cpu: browser (all processes)", tree_cpu_s(page.browser.process.pid))
+    with profiler.phase("browser close/reset"):
+        source.release(page)
+
+
+def _finish(encoder: FrameEncoder, profiler: Profiler) -> None:
+    """Let ffmpeg finish and commit the output (booking ffmpeg's CPU, reaped by the wait)."""
+    before = children_cpu_s()
+    encoder.finish()
+    profiler.add("cpu: ffmpeg", children_cpu_s() - before)
+
+
+def _report(profiler: Profiler, frame_count: int, label: str) -> RenderProfile | None:
+    """The render's profile (printed to stderr), or None when profiling is off."""
+    if not profiler.active:
+        return None
+    profile = profiler.report(frame_count)
+    print_profile(profile, label)
+    return profile
+
+
 def _split_launch(profiler: Profiler, source: BrowserSource, page: Page) -> None:
     """Book a cold render's browser launch apart from its page load (a warm tab's launch was earlier)."""
     launch_s = getattr(page.browser, "launch_s", None)
@@ -402,18 +451,7 @@ def _render_once(
                 page = opening.open(key, executable, url, config, timeout_s, cancel)
             _split_launch(profiler, opening, page)
             source = opening
-            requested = str(getattr(config.capture, "value", config.capture))
-            with profiler.phase("choose capture"):
-                capture: DomCapture | CanvasCapture | WebCodecsCapture = choose_capture(page, requested, fmt, timeout_s)
-                if (
-                    isinstance(capture, CanvasCapture)
-                    and seam is None
-                    and webcodecs.wanted(
-                        config.video_codec, config.pixel_format, is_lossless(config.video_codec, config.crf)
-                    )
-                ):
-                    capture = WebCodecsCapture(page, config.fps, timeout_s)
-            capture.profile = profiler
+            capture = _choose(page, config, fmt, timeout_s, seam, profiler)
             ff_started = time.monotonic()
             try:
                 fast_forward(page, 0, start_frame, timeout_s, cancel)
@@ -421,9 +459,7 @@ def _render_once(
                 raise _frame_error(error) from None
             ff_ms = (time.monotonic() - ff_started) * 1000
             profiler.add("fast-forward", ff_ms / 1000)
-            with profiler.phase("ffmpeg start"):
-                encoded = isinstance(capture, WebCodecsCapture)
-                encoder = _encoder(output_path, config, frame_count, fmt, profiler, encoded=encoded)
+            encoder = _encoder(output_path, config, frame_count, fmt, profiler, isinstance(capture, WebCodecsCapture))
             loop_started = time.monotonic()
             seam_sink = _SeamSink(seam, fmt) if seam is not None else None
             if isinstance(capture, WebCodecsCapture):
@@ -433,15 +469,10 @@ def _render_once(
             media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
-            if profiler.active:
-                profiler.add("cpu: browser (all processes)", tree_cpu_s(page.browser.process.pid))
-            with profiler.phase("browser close/reset"):
-                source.release(page)  # cold: the browser closes; warm: the tab is reset for the next render
+            _release(source, page, profiler)  # cold: the browser closes; warm: the tab is reset for the next render
             source = None
-            ffmpeg_cpu = children_cpu_s()
-            encoder.finish()
+            _finish(encoder, profiler)
             encoder = None
-            profiler.add("cpu: ffmpeg", children_cpu_s() - ffmpeg_cpu)
             loop_ms = (time.monotonic() - loop_started) * 1000
             if server is not None:
                 dependencies = server.served() + dependencies
@@ -458,11 +489,8 @@ def _render_once(
                 source.discard()
             if server is not None:
                 server.close()
-    profile = profiler.report(frame_count) if profiler.active else None
-    if profile is not None:
-        print_profile(profile, f"{output_path.name} {capture.mode}")
     return RenderStats(
-        profile=profile,
+        profile=_report(profiler, frame_count, f"{output_path.name} {capture.mode}"),
         frames=frame_count,
         duration_ms=(time.monotonic() - started) * 1000,
         output_path=os.fspath(output_path),
