@@ -18,7 +18,8 @@ the peers' fresh node processes). Next to them the raw capture limit: the same c
 for DOM, ``toDataURL`` for canvas) back to back on the composition loaded bare, in the same browser mode
 (``benchmarks/render_speed.py``), captured alone and piped into the same ffmpeg. Prints seconds and frames/s
 per tool, the CPU seconds of each tool's whole process tree (sampled from /proc: robust where wall time on a
-shared machine is not), the ratios (ours vs each peer, by wall and by CPU), ours with 2 parts vs 1 on the
+shared machine is not), each output's frame count and size (a tool that skips drawing shows as a tiny
+file), the ratios (ours vs each peer, by wall and by CPU), ours with 2 parts vs 1 on the
 canvas composition, the load average before and after, and the command; ``--rounds N`` repeats it all (one
 table of ratios per round).
 Peers use the same browser binary as ours (the system headless shell), except the Helios renderer's DOM
@@ -229,7 +230,7 @@ def run_round(args, tmp: pathlib.Path) -> dict[tuple[str, str], float]:
             print(
                 f"{scene:6s} {tool:20s} {wall:7.2f} s  {args.frames / wall:6.1f} frames/s  "
                 f"CPU {cpu.seconds:6.2f} s ({cpu.seconds / args.frames * 1000:5.1f} ms/frame)  "
-                f"({_frames_in(out)} frames in its output)",
+                f"({_frames_in(out)} frames, {out.stat().st_size / 1e6:5.2f} MB in its output)",
                 flush=True,
             )
         limit = bench_raw(name, args.frames, args.width, args.height, tmp, begin_frame=True, canvas=canvas)
