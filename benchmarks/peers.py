@@ -9,13 +9,21 @@ Installs its peers from npm itself into a cache folder (default ``~/.cache/helio
 drop it). Then renders the same two compositions at the same size, frame count and fps with each:
 
 * DOM: ``examples/titles`` (ours: DOM capture; timecut: screenshots; Helios: ``mode: "dom"``);
-* canvas: ``examples/particles`` (ours: ``auto`` = canvas capture; timecut: ``canvasCaptureMode``;
-  Helios: ``mode: "canvas"``);
+* canvas: ``examples/particles`` (ours: ``auto`` = canvas capture, and with ``HELIOS_CANVAS_WEBCODECS=1``
+  encoded in the page; timecut: ``canvasCaptureMode``; Helios: ``mode: "canvas"``);
 
 each timed from launch to a finished MP4, alternating tools so load on the shared machine hits them alike.
-Prints seconds and frames/s per tool, the ratios (ours vs each peer), ours with 2 parts vs 1 on the canvas
-composition, and the command. peers use the same browser binary as ours (the system headless shell), except
-the Helios renderer's DOM mode: the system `chromium` (that mode hangs in the headless shell).
+Ours runs in this process (``render_range``) and as the CLI (``helios render``, a fresh Python process, like
+the peers' fresh node processes). Next to them the raw capture limit: the same capture (beginFrame screenshot
+for DOM, ``toDataURL`` for canvas) back to back on the composition loaded bare, in the same browser mode
+(``benchmarks/render_speed.py``), captured alone and piped into the same ffmpeg. Prints seconds and frames/s
+per tool, the CPU seconds of each tool's whole process tree (sampled from /proc: robust where wall time on a
+shared machine is not), each output's frame count and size (a tool that skips drawing shows as a tiny
+file), the ratios (ours vs each peer, by wall and by CPU), ours with 2 parts vs 1 on the
+canvas composition, the load average before and after, and the command; ``--rounds N`` repeats it all (one
+table of ratios per round).
+Peers use the same browser binary as ours (the system headless shell), except the Helios renderer's DOM
+mode: the system `chromium` (that mode hangs in the headless shell).
 """
 
 from __future__ import annotations
@@ -39,9 +47,20 @@ from helios_kit.render.encode import find_ffmpeg  # noqa: E402
 from helios_kit.render.parallel import render_parallel  # noqa: E402
 from helios_kit.spec import RenderConfig  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from render_speed import TreeCpu, bench_raw  # noqa: E402
+
 EXAMPLES = ROOT / "examples"
 PEERS = ("timecut@0.3.3", "puppeteer-core@2.1.1", "@helios-project/renderer@1.78.3")
-TOOLS = ("helios-kit", "timecut", "helios-renderer", "helios-kit parts=2", "timecut defaults")
+TOOLS = (
+    "helios-kit",
+    "timecut",
+    "helios-renderer",
+    "helios-kit CLI",
+    "helios-kit webcodecs",
+    "helios-kit parts=2",
+    "timecut defaults",
+)
 SINGLE_PROCESS_LINE = "    '--single-process',\n"
 
 TIMECUT_JS = r"""
@@ -150,7 +169,28 @@ def run_ours(html: pathlib.Path, out: pathlib.Path, args, capture: str, parts: i
     return time.perf_counter() - started
 
 
+def run_cli(html: pathlib.Path, out: pathlib.Path, args, capture: str) -> float:
+    """Seconds for `helios render` (a fresh process: interpreter start, imports, launch, render, encode)."""
+    helios = pathlib.Path(sys.executable).with_name("helios")
+    argv = [str(helios), "render", str(html), "-o", str(out), "--frame-count", str(args.frames), "--fps", "30"]
+    argv += ["--width", str(args.width), "--height", str(args.height), "--capture", capture, "--parts", "1", "-q"]
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=args.peer_timeout, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0 or not out.exists():
+        raise RuntimeError(f"helios render failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    return wall
+
+
 def _run_tool(tool: str, html: pathlib.Path, out: pathlib.Path, args, capture: str, canvas: bool) -> float:
+    if tool == "helios-kit CLI":
+        return run_cli(html, out, args, capture)
+    if tool == "helios-kit webcodecs":
+        os.environ["HELIOS_CANVAS_WEBCODECS"] = "1"
+        try:
+            return run_ours(html, out, args, capture)
+        finally:
+            os.environ.pop("HELIOS_CANVAS_WEBCODECS", None)
     if tool.startswith("timecut"):
         return run_peer("timecut-run.js", args.cache, html, out, args, canvas, defaults=tool.endswith("defaults"))
     if tool == "helios-renderer":
@@ -158,11 +198,90 @@ def _run_tool(tool: str, html: pathlib.Path, out: pathlib.Path, args, capture: s
     return run_ours(html, out, args, capture, parts=2 if tool.endswith("parts=2") else 1)
 
 
+def _load() -> str:
+    return "load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def run_round(args, tmp: pathlib.Path) -> dict[tuple[str, str], float]:
+    """Every tool on both scenes, plus the raw limits; {(scene, tool): frames/s}."""
+    scenes = (
+        ("DOM", "titles", "dom", False),
+        ("canvas", "particles", "auto", True),
+    )
+    fps: dict[tuple[str, str], float] = {}
+    for scene, name, capture, canvas in scenes:
+        html = EXAMPLES / name / "index.html"
+        tools = [
+            tool
+            for tool in TOOLS
+            if (canvas or ("parts" not in tool and "webcodecs" not in tool))
+            and (args.timecut_defaults or "defaults" not in tool)
+        ]
+        for tool in tools:
+            out = tmp / f"{scene}-{tool.replace(' ', '-').replace('=', '')}.mp4"
+            try:
+                with TreeCpu() as cpu:
+                    wall = _run_tool(tool, html, out, args, capture, canvas)
+            except (RuntimeError, subprocess.TimeoutExpired) as error:
+                print(f"{scene:6s} {tool:20s} failed: {error}", flush=True)
+                continue
+            fps[(scene, tool)] = args.frames / wall
+            fps[(scene, tool + " cpu")] = cpu.seconds
+            print(
+                f"{scene:6s} {tool:20s} {wall:7.2f} s  {args.frames / wall:6.1f} frames/s  "
+                f"CPU {cpu.seconds:6.2f} s ({cpu.seconds / args.frames * 1000:5.1f} ms/frame)  "
+                f"({_frames_in(out)} frames, {out.stat().st_size / 1e6:5.2f} MB in its output)",
+                flush=True,
+            )
+        limit = bench_raw(name, args.frames, args.width, args.height, tmp, begin_frame=True, canvas=canvas)
+        fps[(scene, "raw capture")] = limit.capture_fps
+        fps[(scene, "raw capture+ffmpeg")] = limit.encoded_fps
+        what = "toDataURL" if canvas else "beginFrame screenshot"
+        print(
+            f"{scene:6s} raw limit ({what}, bare page): {limit.capture_fps:6.1f} frames/s captured, "
+            f"{limit.encoded_fps:6.1f} frames/s into ffmpeg",
+            flush=True,
+        )
+    return fps
+
+
+def _cpu_ratio(fps: dict[tuple[str, str], float], scene: str, peer: str, ours: str) -> str:
+    theirs, mine = fps.get((scene, peer + " cpu")), fps.get((scene, ours + " cpu"))
+    return f"{theirs / mine:5.2f}x" if theirs and mine else "  n/a"
+
+
+def print_ratios(fps: dict[tuple[str, str], float]) -> None:
+    for scene in ("DOM", "canvas"):
+        ours = fps.get((scene, "helios-kit"))
+        if not ours:
+            continue
+        raw = fps.get((scene, "raw capture"), 0.0)
+        encoded = fps.get((scene, "raw capture+ffmpeg"), 0.0)
+        print(f"{scene:6s} ours {ours:5.1f} frames/s; raw capture limit {raw:5.1f} (with ffmpeg {encoded:5.1f})")
+        for peer in ("timecut", "timecut defaults", "helios-renderer"):
+            theirs = fps.get((scene, peer))
+            if theirs:
+                print(f"{scene:6s} helios-kit vs {peer:16s}: {ours / theirs:5.2f}x", end="")
+                cli = fps.get((scene, "helios-kit CLI"))
+                print(f"   (CLI: {cli / theirs:5.2f}x)" if cli else "", end="")
+                print(f"   CPU seconds, theirs / ours: {_cpu_ratio(fps, scene, peer, 'helios-kit')}")
+    webcodecs = fps.get(("canvas", "helios-kit webcodecs"))
+    for peer in ("timecut", "helios-renderer"):
+        theirs = fps.get(("canvas", peer))
+        if webcodecs and theirs:
+            ratio = _cpu_ratio(fps, "canvas", peer, "helios-kit webcodecs")
+            print(f"canvas helios-kit webcodecs vs {peer:16s}: {webcodecs / theirs:5.2f}x   CPU: {ratio}")
+    if ("canvas", "helios-kit") in fps and ("canvas", "helios-kit parts=2") in fps:
+        ratio = fps[("canvas", "helios-kit parts=2")] / fps[("canvas", "helios-kit")]
+        print(f"canvas helios-kit parts=2 vs parts=1: {ratio:5.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole comparison")
     parser.add_argument("--timecut-defaults", action="store_true", help="also timecut as shipped (PNG files)")
     parser.add_argument("--peer-timeout", type=float, default=900, help="seconds before a peer's render is given up")
     parser.add_argument("--cache", type=pathlib.Path, default=pathlib.Path.home() / ".cache/helios-kit/bench-peers")
@@ -170,41 +289,12 @@ def main() -> None:
     install_peers(args.cache)
     print(f"browser {find_browser().path}; {args.width}x{args.height}, 30 fps, {args.frames} frames; "
           f"{os.cpu_count()} cores; peers in {args.cache}", flush=True)  # fmt: skip
-    scenes = (
-        ("DOM", EXAMPLES / "titles/index.html", "dom", False),
-        ("canvas", EXAMPLES / "particles/index.html", "auto", True),
-    )
-    results: dict[tuple[str, str], float] = {}
-    with tempfile.TemporaryDirectory(prefix="helios-peers-") as tmp:
-        for scene, html, capture, canvas in scenes:
-            tools = [
-                tool
-                for tool in TOOLS
-                if (canvas or "parts" not in tool) and (args.timecut_defaults or "defaults" not in tool)
-            ]
-            for tool in tools:
-                out = pathlib.Path(tmp) / f"{scene}-{tool.replace(' ', '-').replace('=', '')}.mp4"
-                try:
-                    wall = _run_tool(tool, html, out, args, capture, canvas)
-                except (RuntimeError, subprocess.TimeoutExpired) as error:
-                    print(f"{scene:6s} {tool:18s} failed: {error}", flush=True)
-                    continue
-                results[(scene, tool)] = wall
-                print(
-                    f"{scene:6s} {tool:18s} {wall:7.2f} s  {args.frames / wall:6.1f} frames/s  "
-                    f"({_frames_in(out)} frames in its output)",
-                    flush=True,
-                )
-    print()
-    for scene in ("DOM", "canvas"):
-        ours = results.get((scene, "helios-kit"))
-        for peer in ("timecut", "timecut defaults", "helios-renderer"):
-            theirs = results.get((scene, peer))
-            if ours and theirs:
-                print(f"{scene:6s} helios-kit vs {peer:16s}: {theirs / ours:5.2f}x")
-    if ("canvas", "helios-kit") in results and ("canvas", "helios-kit parts=2") in results:
-        ratio = results[("canvas", "helios-kit")] / results[("canvas", "helios-kit parts=2")]
-        print(f"canvas helios-kit parts=2 vs parts=1: {ratio:5.2f}x")
+    for round_ in range(1, args.rounds + 1):
+        print(f"-- round {round_}: {_load()}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="helios-peers-") as tmp:
+            fps = run_round(args, pathlib.Path(tmp))
+        print(f"-- round {round_} ratios ({_load()} after):")
+        print_ratios(fps)
     print("command: " + " ".join([pathlib.Path(sys.executable).name, *sys.argv]))
 
 

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NamedTuple
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,6 +31,64 @@ from helios_kit.render.server import CompositionServer  # noqa: E402
 from helios_kit.spec import RenderConfig  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """{pid: (parent pid, CPU ticks user + system)} of every process."""
+    table: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+            table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+class TreeCpu:
+    """CPU seconds used by this process and its descendants while the block runs (sampled every `interval`
+    in a thread, so a process's last < interval of work can be missed; a killed browser's orphaned children
+    still count up to their last sample). Load-robust where wall time on a shared machine is not."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.seconds = 0.0
+        self._ticks: dict[int, int] = {}
+        self._base: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        table = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _) in table.items():
+            children.setdefault(parent, []).append(pid)
+        todo = [os.getpid()]
+        while todo:
+            pid = todo.pop()
+            if pid in table:
+                self._ticks[pid] = max(self._ticks.get(pid, 0), table[pid][1])
+            todo.extend(children.get(pid, []))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> TreeCpu:
+        self._sample()
+        self._base = dict(self._ticks)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        ticks = sum(value - self._base.get(pid, 0) for pid, value in self._ticks.items())
+        self.seconds = ticks / os.sysconf("SC_CLK_TCK")
 
 
 class TreeRss:
@@ -92,11 +151,67 @@ def bench_render(name: str, capture: str, frames: int, width: int, height: int, 
     return frames / wall, stats.capture, wall, frames / (stats.loop_ms / 1000)
 
 
+class RawLimit(NamedTuple):
+    """A bare capture loop: frames/s of the capture alone, and of capture piped into ffmpeg until it is done."""
+
+    capture_fps: float
+    encoded_fps: float
+    wall: float
+
+
+def _load_bare(page, url: str, width: int, height: int) -> None:
+    """Navigate without our shim (the page's animations run on their own), waiting for the load event."""
+    page.send("Page.enable")
+    page.send(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+    )
+    page.wait_pumping(page.send_async("Page.navigate", {"url": url}), 30)
+    deadline = time.monotonic() + 30
+    while page.wait_event("Page.loadEventFired", 0.005) is None and time.monotonic() < deadline:
+        if page.begin_frame_control:
+            page.begin_frame()
+
+
+def _grabber(page, width: int, height: int, canvas: bool):
+    """One frame's JPEG, the way a render captures it, minus virtual time and checks: the canvas's
+    toDataURL (canvas), a beginFrame screenshot (begin-frame mode) or Page.captureScreenshot."""
+    params = {
+        "format": "jpeg",
+        "quality": JPEG_QUALITY,
+        "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+        "optimizeForSpeed": True,
+    }
+    shot = {"format": "jpeg", "quality": JPEG_QUALITY, "optimizeForSpeed": True}
+    expression = (
+        "(() => { const u = document.querySelector('canvas').toDataURL('image/jpeg', "
+        f"{JPEG_QUALITY / 100}); return u.slice(u.indexOf(',') + 1); }})()"
+    )
+    last = [b""]
+
+    def grab() -> bytes:
+        if canvas:
+            return base64.b64decode(page.evaluate(expression))
+        if page.begin_frame_control:
+            data = page.begin_frame(shot).get("screenshotData")
+            last[0] = base64.b64decode(data) if data else last[0]
+            return last[0]
+        return base64.b64decode(page.send("Page.captureScreenshot", params)["data"])
+
+    return grab
+
+
 def bench_raw(
-    name: str, frames: int, width: int, height: int, out_dir: pathlib.Path, begin_frame: bool
-) -> tuple[float, float]:
-    """Screenshots back to back into the same ffmpeg (JPEG, same quality), no virtual time, no checks:
-    Page.captureScreenshot, or HeadlessExperimental.beginFrame with a screenshot (begin-frame mode)."""
+    name: str,
+    frames: int,
+    width: int,
+    height: int,
+    out_dir: pathlib.Path,
+    begin_frame: bool,
+    canvas: bool = False,
+) -> RawLimit:
+    """The raw capture limit: the same capture back to back on the composition loaded bare (no virtual time,
+    no stepping, no checks), in the same browser mode, JPEG at our quality, into the same ffmpeg encoder."""
     html = EXAMPLES / name / "index.html"
     executable = find_browser()
     with (
@@ -104,36 +219,16 @@ def bench_raw(
         Browser(executable, begin_frame_control=begin_frame) as browser,
     ):
         page = browser.new_page(width, height)
-        page.send("Page.enable")
-        page.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
-        )
-        page.wait_pumping(page.send_async("Page.navigate", {"url": server.url_for(html)}), 30)
-        deadline = time.monotonic() + 30
-        while page.wait_event("Page.loadEventFired", 0.005) is None and time.monotonic() < deadline:
-            if page.begin_frame_control:
-                page.begin_frame()
-        params = {
-            "format": "jpeg",
-            "quality": JPEG_QUALITY,
-            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
-            "optimizeForSpeed": True,
-        }
-        shot = {"format": "jpeg", "quality": JPEG_QUALITY, "optimizeForSpeed": True}
+        _load_bare(page, server.url_for(html), width, height)
+        grab = _grabber(page, width, height, canvas)
         encoder = FrameEncoder(out_dir / f"{name}-raw.mp4", fps=30, frame_count=frames, image_format="jpeg")
         started = time.perf_counter()
-        last = b""
         for _ in range(frames):
-            if page.begin_frame_control:
-                data = page.begin_frame(shot).get("screenshotData")
-                last = base64.b64decode(data) if data else last
-            else:
-                last = base64.b64decode(page.send("Page.captureScreenshot", params)["data"])
-            encoder.put(last)
+            encoder.put(grab())
+        captured = time.perf_counter() - started
         encoder.finish()
         wall = time.perf_counter() - started
-    return frames / wall, wall
+    return RawLimit(frames / captured, frames / wall, wall)
 
 
 def main() -> None:
@@ -148,9 +243,12 @@ def main() -> None:
         out = pathlib.Path(tmp)
         raw: dict[str, float] = {}
         for mode, begin_frame in (("beginFrame", True), ("captureScreenshot", False)):
-            fps, wall = bench_raw("titles", frames, width, height, out, begin_frame)
-            raw[mode] = fps
-            print(f"raw limit, titles, {mode:17s} loop -> ffmpeg: {fps:6.1f} frames/s ({wall:.2f} s)")
+            limit = bench_raw("titles", frames, width, height, out, begin_frame)
+            raw[mode] = limit.encoded_fps
+            print(
+                f"raw limit, titles, {mode:17s} loop: {limit.capture_fps:6.1f} frames/s captured, "
+                f"{limit.encoded_fps:6.1f} frames/s into ffmpeg ({limit.wall:.2f} s)"
+            )
         results: dict[tuple[str, str], float] = {}
         runs = (
             ("titles", "dom", "1"),

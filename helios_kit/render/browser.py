@@ -294,6 +294,7 @@ class Browser:
         *,
         begin_frame_control: bool = False,
     ) -> None:
+        started = time.perf_counter()
         self.executable = executable or find_browser()
         self.begin_frame_control = begin_frame_control and self.executable.headless_shell
         self.egress = netguard.egress_for_launch()  # guarded: all traffic through a pinning proxy
@@ -342,6 +343,8 @@ class Browser:
         except (TimeoutError, CDPError) as error:
             self.close()
             raise RenderError(f"Chromium {self.executable.path} did not start: {error}") from None
+        #: Seconds from launch until the browser answered over CDP.
+        self.launch_s = time.perf_counter() - started
 
     def new_page(self, width: int, height: int, *, browser_context_id: str | None = None) -> Page:
         """A fresh tab of exactly width x height CSS pixels at device scale 1, with a flat CDP session (in

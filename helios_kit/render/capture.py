@@ -19,6 +19,7 @@ from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import CDPError, Page
 from helios_kit.render.encode import ImageFormat
+from helios_kit.render.profile import NULL_PROFILER, Profiler
 
 JPEG_QUALITY = 92
 
@@ -42,10 +43,13 @@ def _clean(message: str) -> str:
 CDP_MARGIN_S = 10.0
 
 
-def run_step(page: Page, expression: str, frame: int, timeout: float) -> Any:
+def run_step(
+    page: Page, expression: str, frame: int, timeout: float, profile: Profiler = NULL_PROFILER, phase: str = "page step"
+) -> Any:
     """Evaluate a step expression; raise FrameError for page errors and timeouts."""
     try:
-        result = page.evaluate(expression, timeout=timeout + CDP_MARGIN_S)
+        with profile.phase(phase):
+            result = page.evaluate(expression, timeout=timeout + CDP_MARGIN_S)
     except CDPError as error:
         raise FrameError(frame, _clean(str(error))) from None
     except TimeoutError:
@@ -59,6 +63,8 @@ class DomCapture:
     """Step the page, then take a CDP screenshot of exactly width x height."""
 
     mode = "dom"
+    #: Where the time goes (set by the session when HELIOS_PROFILE is on).
+    profile: Profiler = NULL_PROFILER
 
     def __init__(self, page: Page, image_format: ImageFormat, timeout: float) -> None:
         self.page = page
@@ -74,7 +80,7 @@ class DomCapture:
             self.params["quality"] = JPEG_QUALITY
 
     def frame(self, frame: int) -> bytes:
-        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout)
+        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout, self.profile)
         if isinstance(result, dict) and result.get("videoSeeks"):
             # A freshly seeked <video> picture can miss the first compositor frame; that screenshot
             # forces one, the second is taken from a frame that holds it.
@@ -91,10 +97,12 @@ class DomCapture:
 
     def screenshot(self) -> bytes:
         try:
-            shot = self.page.send("Page.captureScreenshot", self.params, timeout=self.timeout)
+            with self.profile.phase("capture (screenshot)"):
+                shot = self.page.send("Page.captureScreenshot", self.params, timeout=self.timeout)
         except (CDPError, TimeoutError) as error:
             raise BrowserFault(f"screenshot failed: {error}") from None
-        return base64.b64decode(shot["data"])
+        with self.profile.phase("base64 decode"):
+            return base64.b64decode(shot["data"])
 
 
 #: Compositor frames produced after a <video> seek before the captured one (begin-frame mode).
@@ -125,7 +133,7 @@ class BeginFrameCapture(DomCapture):
         self.last: bytes | None = None
 
     def frame(self, frame: int) -> bytes:
-        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout)
+        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout, self.profile)
         if isinstance(result, dict) and result.get("videoSeeks"):
             # A freshly seeked <video> picture reaches the compositor asynchronously; under load the frame
             # right after the step can still hold the previous picture. Drawn frames let it land first.
@@ -140,11 +148,13 @@ class BeginFrameCapture(DomCapture):
     def _draw(self, frame: int) -> bytes | None:
         """Draw one frame; its picture, the unchanged last one when it had no damage, or None."""
         try:
-            result = self.page.begin_frame(self.shot, timeout=self.timeout)
+            with self.profile.phase("capture (beginFrame)"):
+                result = self.page.begin_frame(self.shot, timeout=self.timeout)
         except (CDPError, TimeoutError) as error:
             raise BrowserFault(f"screenshot failed at frame {frame}: {error}") from None
         if result.get("screenshotData"):
-            self.last = base64.b64decode(result["screenshotData"])
+            with self.profile.phase("base64 decode"):
+                self.last = base64.b64decode(result["screenshotData"])
             return self.last
         if not result.get("hasDamage", True):
             return self.last
@@ -155,6 +165,7 @@ class CanvasCapture:
     """Step the page and read its canvas with toDataURL in the same evaluation."""
 
     mode = "canvas"
+    profile: Profiler = NULL_PROFILER
 
     def __init__(self, page: Page, image_format: ImageFormat, timeout: float) -> None:
         self.page = page
@@ -165,8 +176,9 @@ class CanvasCapture:
 
     def frame(self, frame: int) -> bytes:
         expression = clock.step_and_capture_expression(frame, self.mime, self.quality)
-        result = run_step(self.page, expression, frame, self.timeout)
-        return base64.b64decode(result["data"])
+        result = run_step(self.page, expression, frame, self.timeout, self.profile, "page step + toDataURL")
+        with self.profile.phase("base64 decode"):
+            return base64.b64decode(result["data"])
 
     def frames(self, frame: int) -> list[bytes]:
         """Pipelined: step and snapshot `frame`, return the previous frame's image (encoded by a worker
@@ -176,12 +188,14 @@ class CanvasCapture:
         expression = (
             f"window.__heliosInternal.stepAndCapturePipelined({int(frame)}, {json.dumps(self.mime)}, {self.quality})"
         )
-        return self._images(run_step(self.page, expression, frame, self.timeout), frame - 1)
+        result = run_step(self.page, expression, frame, self.timeout, self.profile, "page step + snapshot")
+        with self.profile.phase("base64 decode"):
+            return self._images(result, frame - 1)
 
     def flush(self) -> list[bytes]:
         if not self.pipelined:
             return []
-        result = run_step(self.page, "window.__heliosInternal.flushCapture()", -1, self.timeout)
+        result = run_step(self.page, "window.__heliosInternal.flushCapture()", -1, self.timeout, self.profile, "flush")
         return self._images(result, -1)
 
     @staticmethod

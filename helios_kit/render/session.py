@@ -35,16 +35,26 @@ from pydantic import BaseModel
 from helios_kit.composition.deps import Dependency, url_dependency
 from helios_kit.composition.meta import locate_entry
 from helios_kit.errors import BrowserFault, HeliosError, RenderError
-from helios_kit.render import clock
+from helios_kit.render import clock, webcodecs
 from helios_kit.render.browser import BrowserExecutable, CDPError, Page, find_browser
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
+from helios_kit.render.encode_stream import StreamCopyEncoder
 from helios_kit.render.page import RenderCancelled as RenderCancelled  # re-exported
 from helios_kit.render.page import cancelled as _cancelled
 from helios_kit.render.page import check_cancel as _check_cancel
 from helios_kit.render.page import open_page as open_page  # re-exported (probe, tests)
+from helios_kit.render.profile import (
+    Profiler,
+    RenderProfile,
+    children_cpu_s,
+    new_profiler,
+    print_profile,
+    tree_cpu_s,
+)
 from helios_kit.render.server import CompositionServer
 from helios_kit.render.warm import BrowserSource, TabKey, WarmBrowser
+from helios_kit.render.webcodecs import WebCodecsCapture
 
 if TYPE_CHECKING:
     from helios_kit.render.progress import RenderProgress
@@ -75,6 +85,8 @@ class RenderStats(BaseModel):
     media_seen: int | None = None
     #: Seam images written beside the output (see `seam` of :func:`render_range`): {"head"|"tail": path}.
     seam_files: dict[str, str] = {}
+    #: Where the time went (only with HELIOS_PROFILE=1; see render/profile.py).
+    profile: RenderProfile | None = None
 
 
 class SeamImages(BaseModel):
@@ -209,9 +221,26 @@ def _declares_video(input_location: str) -> bool:
         return False  # the render itself reports a missing input
 
 
-def _encoder(output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat) -> FrameEncoder:
+def _encoder(
+    output_path: pathlib.Path,
+    config: RenderConfig,
+    frame_count: int,
+    fmt: ImageFormat,
+    profile: Profiler,
+    encoded: bool = False,
+) -> FrameEncoder:
+    with profile.phase("ffmpeg start"):
+        if encoded:  # the page encodes (WebCodecs): ffmpeg only muxes
+            return StreamCopyEncoder(output_path, fps=config.fps, frame_count=frame_count, profile=profile)
+        return _image_encoder(output_path, config, frame_count, fmt, profile)
+
+
+def _image_encoder(
+    output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat, profile: Profiler
+) -> FrameEncoder:
     return FrameEncoder(
         output_path,
+        profile=profile,
         fps=config.fps,
         frame_count=frame_count,
         image_format=fmt,
@@ -267,6 +296,20 @@ def _capture_frames(
             done += 1
 
 
+def _encode_frames(
+    capture: WebCodecsCapture,
+    encoder: FrameEncoder,
+    start_frame: int,
+    frame_count: int,
+    cancel: threading.Event | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    try:
+        webcodecs.encode_frames(capture, encoder, start_frame, frame_count, lambda: _check_cancel(cancel), progress)
+    except FrameError as error:
+        raise _frame_error(error) from None
+
+
 class _SeamSink:
     """Writes the seam images of one render as they are captured (see :class:`SeamImages`)."""
 
@@ -291,6 +334,55 @@ class _SeamSink:
         tmp.write_bytes(image)
         os.replace(tmp, path)
         self.written[name] = os.fspath(path)
+
+
+def _choose(
+    page: Page, config: RenderConfig, fmt: ImageFormat, timeout_s: float, seam: SeamImages | None, profiler: Profiler
+) -> DomCapture | CanvasCapture | WebCodecsCapture:
+    """The capture for the render (the in-page encoder when HELIOS_CANVAS_WEBCODECS asks and can), profiled."""
+    requested = str(getattr(config.capture, "value", config.capture))
+    with profiler.phase("choose capture"):
+        capture: DomCapture | CanvasCapture | WebCodecsCapture = choose_capture(page, requested, fmt, timeout_s)
+        lossless = is_lossless(config.video_codec, config.crf)
+        if (
+            isinstance(capture, CanvasCapture)
+            and seam is None
+            and webcodecs.wanted(config.video_codec, config.pixel_format, lossless)
+        ):
+            capture = WebCodecsCapture(page, config.fps, timeout_s)
+    capture.profile = profiler
+    return capture
+
+
+def _release(source: BrowserSource, page: Page, profiler: Profiler) -> None:
+    """Hand the tab back to its source (booking the browser's CPU first when profiling)."""
+    if profiler.active:
+        profiler.add("cpu: browser (all processes)", tree_cpu_s(page.browser.process.pid))
+    with profiler.phase("browser close/reset"):
+        source.release(page)
+
+
+def _finish(encoder: FrameEncoder, profiler: Profiler) -> None:
+    """Let ffmpeg finish and commit the output (booking ffmpeg's CPU, reaped by the wait)."""
+    before = children_cpu_s()
+    encoder.finish()
+    profiler.add("cpu: ffmpeg", children_cpu_s() - before)
+
+
+def _report(profiler: Profiler, frame_count: int, label: str) -> RenderProfile | None:
+    """The render's profile (printed to stderr), or None when profiling is off."""
+    if not profiler.active:
+        return None
+    profile = profiler.report(frame_count)
+    print_profile(profile, label)
+    return profile
+
+
+def _split_launch(profiler: Profiler, source: BrowserSource, page: Page) -> None:
+    """Book a cold render's browser launch apart from its page load (a warm tab's launch was earlier)."""
+    launch_s = getattr(page.browser, "launch_s", None)
+    if profiler.active and type(source) is BrowserSource and launch_s is not None:
+        profiler.add("  of which browser launch", launch_s)
 
 
 def _preflight(
@@ -330,6 +422,7 @@ def _render_once(
     reporter = _terminal_progress(output_path, frame_count) if progress is None and not quiet else None
     progress = progress or reporter
 
+    profiler = new_profiler()
     server: CompositionServer | None = None
     source: BrowserSource | None = warm or BrowserSource()
     encoder: FrameEncoder | None = None
@@ -354,26 +447,31 @@ def _render_once(
                 local,
             )
             opening, source = source, None  # a failed open has already discarded what it started
-            page = opening.open(key, executable, url, config, timeout_s, cancel)
+            with profiler.phase("browser launch + page load"):
+                page = opening.open(key, executable, url, config, timeout_s, cancel)
+            _split_launch(profiler, opening, page)
             source = opening
-            requested = str(getattr(config.capture, "value", config.capture))
-            capture: DomCapture | CanvasCapture = choose_capture(page, requested, fmt, timeout_s)
+            capture = _choose(page, config, fmt, timeout_s, seam, profiler)
             ff_started = time.monotonic()
             try:
                 fast_forward(page, 0, start_frame, timeout_s, cancel)
             except FrameError as error:
                 raise _frame_error(error) from None
             ff_ms = (time.monotonic() - ff_started) * 1000
-            encoder = _encoder(output_path, config, frame_count, fmt)
+            profiler.add("fast-forward", ff_ms / 1000)
+            encoder = _encoder(output_path, config, frame_count, fmt, profiler, isinstance(capture, WebCodecsCapture))
             loop_started = time.monotonic()
             seam_sink = _SeamSink(seam, fmt) if seam is not None else None
-            _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
+            if isinstance(capture, WebCodecsCapture):
+                _encode_frames(capture, encoder, start_frame, frame_count, cancel, progress)
+            else:
+                _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
             media_seen = _media_seen(page, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
-            source.release(page)  # cold: the browser closes; warm: the tab is reset for the next render
+            _release(source, page, profiler)  # cold: the browser closes; warm: the tab is reset for the next render
             source = None
-            encoder.finish()
+            _finish(encoder, profiler)
             encoder = None
             loop_ms = (time.monotonic() - loop_started) * 1000
             if server is not None:
@@ -392,6 +490,7 @@ def _render_once(
             if server is not None:
                 server.close()
     return RenderStats(
+        profile=_report(profiler, frame_count, f"{output_path.name} {capture.mode}"),
         frames=frame_count,
         duration_ms=(time.monotonic() - started) * 1000,
         output_path=os.fspath(output_path),
