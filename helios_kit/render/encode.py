@@ -32,9 +32,9 @@ ImageFormat = Literal["jpeg", "png"]
 #: x264/x265 preset used for every chunk (speed matters: capture and encode share two cores). Measured on 60
 #: 1280x720 frames piped as JPEG (ffmpeg CPU seconds, output bytes at crf 18): titles veryfast 2.00 s /
 #: 500 KB, superfast 1.19 s / 974 KB, ultrafast 0.75 s / 1.38 MB; particles 2.86 s / 2.26 MB, 1.76 s /
-#: 3.06 MB, 1.11 s / 4.05 MB. superfast keeps the High profile (CABAC, 8x8 transform) of veryfast, so chunks
-#: encoded before the change still join by stream copy; ultrafast would switch to Constrained Baseline.
-X264_PRESET = "superfast"
+#: 3.06 MB, 1.11 s / 4.05 MB. ffmpeg is about a fifth of a DOM render's CPU (the browser the rest), so
+#: superfast would save under a tenth of the render for files up to twice the size: veryfast stays.
+X264_PRESET = "veryfast"
 _LOSSLESS_CODECS = {"ffv1", "png", "qtrle", "rawvideo", "utvideo", "huffyuv", "ffvhuff"}
 _X26X = {"libx264", "libx264rgb", "libx265"}
 
