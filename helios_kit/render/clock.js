@@ -802,11 +802,10 @@
   // Before a seek, a probe picks points of the viewport where the video is the topmost element, and reads
   // the previous picture there (drawImage of the video's current frame); after the presentation, the
   // target's picture; only points where the two differ are kept. A captured image is stale when at most of
-  // those points it shows the previous picture (closer to it than to the target's, and close to it). What
-  // changes the video's colours on the way to the screen (opacity, filters, clipping, a translucent
-  // overlay) makes points match neither picture: they never vote stale, so such a video is not re-captured.
-  // A video's first picture (nothing shown before) is checked positively, only where its colours reach the
-  // screen unchanged: most points must show it.
+  // those points it shows the previous picture (closer to it than to the target's, and close to it). Only
+  // videos whose colours reach the screen unchanged (no opacity, filter or blending on the way) are probed;
+  // a translucent overlay makes points match neither picture, so they never vote stale. A video's first
+  // picture (nothing shown before) is checked positively: most points must show it.
   let videoProbes = [];
   let probeCanvas = null;
   // Points map to video pixels through layout and axis-aligned transforms only (no rotation, skew, 3D).
@@ -849,13 +848,32 @@
     }
     return true;
   }
+  // Hit tests see every element, also those with pointer-events: none (an overlay the page made click-through
+  // still covers the video); a constructed sheet, so the page's own DOM and observers see no change.
+  let hitSheet = null;
+  function hitTestAll(fn) {
+    if (!hitSheet) {
+      hitSheet = new CSSStyleSheet();
+      hitSheet.replaceSync("* { pointer-events: auto !important; }");
+    }
+    const sheets = document.adoptedStyleSheets;
+    document.adoptedStyleSheets = [...sheets, hitSheet];
+    try { return fn(); } finally { document.adoptedStyleSheets = sheets; }
+  }
   function videoProbe(video) {
-    if (video.getRootNode() !== document || !axisAligned(video)) return null;
+    // Only where the video's colours reach the screen unchanged: behind opacity or a filter a captured
+    // point could match the previous picture by chance (a video fading in over black) and never pass.
+    if (video.getRootNode() !== document || !axisAligned(video) || !plainColours(video)) return null;
     // No picture yet (a video just added): the captured image must show the target's picture itself.
     const fresh = video.readyState < 2;
-    if (fresh && !plainColours(video)) return null;
     const rect = pictureRect(video);
     if (!rect) return null;
+    const points = hitTestAll(() => probePoints(video, rect));
+    if (!points.length) return null;
+    const old = fresh ? null : readVideo(video, points);
+    return fresh || old ? { points, old } : null;
+  }
+  function probePoints(video, rect) {
     const points = [];
     for (let i = 0; i < VIDEO_PROBE_GRID; i++) {
       for (let j = 0; j < VIDEO_PROBE_GRID; j++) {
@@ -866,9 +884,7 @@
         points.push([x, y, ((x - rect.left) * rect.vw) / rect.width, ((y - rect.top) * rect.vh) / rect.height]);
       }
     }
-    if (!points.length) return null;
-    const old = fresh ? null : readVideo(video, points);
-    return fresh || old ? { points, old } : null;
+    return points;
   }
   function readVideo(video, points) {
     try {

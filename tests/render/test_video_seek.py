@@ -176,3 +176,21 @@ def test_a_stale_capture_is_captured_again(clip_dir: pathlib.Path, monkeypatch: 
     assert capture_module.video_check(result)
     assert verdicts[-2:] == [False, True]
     assert _numbers(_decode_pngs([first, stale, fresh])) == [30, 30, 31]
+
+
+@pytest.mark.parametrize(
+    "cover",
+    [
+        "<div style='position:absolute;inset:0;background:#000;pointer-events:none'></div>",  # click-through
+        "<style>video { opacity: 0 }</style>",  # invisible video over a black page
+    ],
+)
+def test_a_hidden_video_is_never_taken_for_a_stale_one(
+    tmp_path: pathlib.Path, clip_dir: pathlib.Path, cover: str
+) -> None:
+    """Where the screen shows black instead of the video, black can look like the previous picture (its
+    dark bars) and never like the target's: such a video must not be captured again until the timeout."""
+    page = _page(clip_dir, f"hidden{len(cover)}", _video_html() + cover)
+    out = tmp_path / "chunk.mkv"
+    render(page, out, 30, 4, config(W, H, lossless=True), timeout_s=10.0)
+    assert _numbers(decode(out, W, H, pix_fmt="gray")) == [0, 0, 0, 0]
