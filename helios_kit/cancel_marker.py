@@ -53,7 +53,7 @@ def marker_rel(job_id: str) -> str:
 def write_marker(store: ArtifactStore, job_id: str, reason: str = "cancelled") -> None:
     """Ask every worker of `job_id` that renders into `store` to stop."""
     data = CancelMarker(job_id=job_id, reason=reason).model_dump_json().encode()
-    store._write_atomic(store.path(marker_rel(job_id)), data)
+    store.write_bytes(marker_rel(job_id), data)
 
 
 def clear_marker(store: ArtifactStore, job_id: str) -> None:

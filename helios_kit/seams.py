@@ -85,7 +85,7 @@ def commit_images(store: ArtifactStore, output_rel: str, files: dict[str, str]) 
     for kind, local in files.items():
         path = Path(local)
         rel = seam_rel(output_rel, HEAD if kind == "head" else TAIL, path.suffix)
-        store._write_atomic(store.path(rel), path.read_bytes())
+        store.write_bytes(rel, path.read_bytes())
 
 
 _PSNR = re.compile(r"average:(inf|[0-9.]+)")

@@ -422,6 +422,13 @@ class ArtifactStore:
                     candidates.append((path, info))
         return candidates
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Put `data` at `rel`, atomically: readers see the old object, or none, or the whole new one."""
+        try:
+            self._write_atomic(self.path(rel), data)
+        except Exception as error:
+            raise StoreError(f"store {self.url}: cannot write {rel}: {describe(error)}") from None
+
     def _write_atomic(self, path: str, data: bytes) -> None:
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         if self.is_local:
