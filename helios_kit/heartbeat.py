@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -106,7 +107,8 @@ def poll_heartbeat(
 def start_polling(
     store_url: str, rel: str, on_frames: Callable[[int], None], *, interval: float = POLL_INTERVAL_S
 ) -> threading.Event:
-    """Poll in a daemon thread; returns the event that stops it."""
+    """Poll in a daemon thread of its own; returns the event that stops it (one chunk; a client with many
+    chunks in flight shares one :class:`HeartbeatPoller`)."""
     from helios_kit.store import ArtifactStore
 
     stop = threading.Event()
@@ -125,3 +127,91 @@ def start_polling(
     )
     thread.start()
     return stop
+
+
+@dataclass(eq=False)
+class _Watched:
+    """One chunk whose heartbeat the poller reads."""
+
+    store: ArtifactStore
+    rel: str
+    on_frames: Callable[[int], None]
+    since: float
+    due: float
+    last: int = -1
+
+
+class HeartbeatPoller:
+    """Reads the heartbeats of every chunk in flight from ONE thread (not a thread per chunk), each chunk at
+    most every `interval` s and all of them together at most `reads_per_s` times a second (100 Lambda chunks
+    at once: each every 5 s); the reads of one round go out concurrently on `readers` threads. The thread
+    starts with the first chunk watched and ends when none is left."""
+
+    def __init__(self, *, interval: float = POLL_INTERVAL_S, reads_per_s: float = 20.0, readers: int = 4) -> None:
+        self.interval = interval
+        self.reads_per_s = reads_per_s
+        self.readers = readers
+        self._watched: set[_Watched] = set()
+        self._stores: dict[str, ArtifactStore] = {}
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, store_url: str, rel: str, on_frames: Callable[[int], None]) -> Callable[[], None]:
+        """Start reading `rel`'s heartbeat (the first read one pace interval from now); returns the function
+        that stops it."""
+        from helios_kit.store import ArtifactStore
+
+        with self._wake:
+            store = self._stores.get(store_url)
+            if store is None:
+                try:
+                    store = self._stores[store_url] = ArtifactStore(store_url)
+                except Exception as error:  # an unusable store fails the chunk elsewhere, with a better message
+                    log.debug("no heartbeat polling of %s: %s", store_url, error)
+                    return lambda: None
+            entry = _Watched(store, rel, on_frames, time.time(), 0.0)
+            self._watched.add(entry)
+            entry.due = time.monotonic() + self._pace()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="helios-heartbeats", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+        def stop() -> None:
+            with self._wake:
+                self._watched.discard(entry)
+
+        return stop
+
+    def _pace(self) -> float:
+        """Seconds between two reads of one chunk: every chunk in flight shares `reads_per_s`."""
+        return max(self.interval, len(self._watched) / self.reads_per_s)
+
+    def _run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.readers, thread_name_prefix="helios-heartbeat") as pool:
+            while True:
+                with self._wake:
+                    if not self._watched:
+                        self._thread = None
+                        return
+                    now = time.monotonic()
+                    due = [entry for entry in self._watched if entry.due <= now]
+                    pace = self._pace()
+                    for entry in due:
+                        entry.due = now + pace
+                    if not due:
+                        self._wake.wait(min(entry.due for entry in self._watched) - now)
+                        continue
+                list(pool.map(self._read, due))
+
+    def _read(self, entry: _Watched) -> None:
+        if entry not in self._watched:  # stopped while queued
+            return
+        beat = read_heartbeat(entry.store, entry.rel)
+        if beat is None or beat.at < entry.since - STALE_MARGIN_S or beat.frames == entry.last:
+            return
+        entry.last = beat.frames
+        if entry in self._watched:
+            entry.on_frames(beat.frames)

@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -313,29 +314,92 @@ def _create_gcs(fs: Any, path: str, data: bytes) -> bool:
 
 
 class LeaseKeeper:
-    """Renews a lease every third of its TTL while a chunk renders; sets `lost` when it was taken over."""
+    """Renews a lease every third of its TTL while a chunk renders; sets `lost` when it was taken over. The
+    renewals of every keeper of one LeaseStore run on that store's one :class:`LeaseRenewer` thread (a run
+    with 100 chunks in flight has one renewing thread, not 100)."""
 
     def __init__(self, leases: LeaseStore, lease: Lease) -> None:
         self.leases = leases
         self.lease = lease
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"helios-lease-{lease.output}", daemon=True)
+        self.due = 0.0  # when the renewer renews it next (monotonic)
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        LeaseRenewer.of(self.leases).add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        LeaseRenewer.of(self.leases).remove(self)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.leases.ttl / 3):
-            try:
-                if not self.leases.renew(self.lease):
-                    log.warning("lease of %s was taken over; stopping this attempt", self.lease.output)
-                    self.lost.set()
-                    return
-            except StoreError as error:  # a blip: the next beat tries again, well before the expiry
-                log.warning("cannot renew the lease of %s: %s", self.lease.output, error)
+    def renew(self) -> None:
+        """One renewal (on the renewer's threads); a store blip is logged, the next beat tries again."""
+        if self.lost.is_set():
+            return
+        try:
+            if not self.leases.renew(self.lease):
+                log.warning("lease of %s was taken over; stopping this attempt", self.lease.output)
+                self.lost.set()
+        except StoreError as error:  # a blip: the next beat tries again, well before the expiry
+            log.warning("cannot renew the lease of %s: %s", self.lease.output, error)
+
+
+class LeaseRenewer:
+    """The one thread renewing the leases of a LeaseStore's keepers, each a third of the TTL after its last
+    renewal; the renewals due at once go out together on `renewers` threads. The thread starts with the
+    first keeper and ends with the last."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, leases: LeaseStore, renewers: int = 4) -> None:
+        self.leases = leases
+        self.renewers = renewers
+        self._keepers: set[LeaseKeeper] = set()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, leases: LeaseStore) -> LeaseRenewer:
+        with cls._lock:
+            renewer = leases.__dict__.get("_renewer")
+            if renewer is None:
+                renewer = leases.__dict__["_renewer"] = cls(leases)
+            return renewer
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        with self._wake:
+            keeper.due = time.monotonic() + self.leases.ttl / 3
+            self._keepers.add(keeper)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="helios-leases", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        """Stop renewing `keeper`'s lease; a renewal of it already under way ends first (the caller releases
+        the lease next, which must not race a renewal's write)."""
+        with self._wake:
+            self._keepers.discard(keeper)
+            while keeper.due < 0:  # being renewed
+                self._wake.wait()
+
+    def _run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.renewers, thread_name_prefix="helios-lease") as pool:
+            while True:
+                with self._wake:
+                    if not self._keepers:
+                        self._thread = None
+                        return
+                    now = time.monotonic()
+                    due = [keeper for keeper in self._keepers if keeper.due <= now]
+                    if not due:
+                        self._wake.wait(min(keeper.due for keeper in self._keepers) - now)
+                        continue
+                    for keeper in due:
+                        keeper.due = -1.0  # being renewed
+                list(pool.map(LeaseKeeper.renew, due))
+                with self._wake:
+                    for keeper in due:
+                        keeper.due = time.monotonic() + self.leases.ttl / 3
+                    self._wake.notify_all()
