@@ -4,9 +4,13 @@ client's CPU per chunk in a fan-out). Event-driven: the waits are bounded only s
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from helios_kit import heartbeat
 from helios_kit.heartbeat import HeartbeatPoller, StoreHeartbeat
 from helios_kit.leases import Lease, LeaseHolder, LeaseKeeper, LeaseRenewer, LeaseStore
 from helios_kit.store import ArtifactStore
@@ -97,3 +101,53 @@ def test_one_renewer_thread_renews_every_lease_and_notices_a_takeover(tmp_path: 
         leases.release(lease, done=True)
     assert leases.renewals == after  # no renewal after a keeper's exit
     assert LeaseRenewer.of(leases) is renewer  # one renewer per LeaseStore
+
+
+def test_poller_lists_the_folder_and_reads_only_new_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks in flight that wrote no heartbeat cost listings, not a GET each; a written one is read once."""
+    url = f"memory://heartbeats-{uuid.uuid4().hex}"
+    store = ArtifactStore(url)
+    rels = [f"chunks/chunk-{index}.mp4" for index in range(3)]
+    store.fs.pipe_file(store.path("chunks/other.mp4"), b"not a heartbeat")
+    reads: list[str] = []
+    listed = threading.Condition()
+    listings = [0]
+    original_ls = type(store.fs).ls
+
+    def counting_ls(fs: object, path: str, *args: object, **kwargs: object) -> object:
+        with listed:
+            listings[0] += 1
+            listed.notify_all()
+        return original_ls(fs, path, *args, **kwargs)
+
+    real_read = heartbeat.read_heartbeat
+
+    def counting_read(store: ArtifactStore, rel: str) -> object:
+        reads.append(rel)
+        return real_read(store, rel)
+
+    monkeypatch.setattr(type(store.fs), "ls", counting_ls)
+    monkeypatch.setattr(heartbeat, "read_heartbeat", counting_read)
+    seen: list[int] = []
+    arrived = threading.Condition()
+
+    def on_frames(frames: int) -> None:
+        with arrived:
+            seen.append(frames)
+            arrived.notify_all()
+
+    poller = HeartbeatPoller(interval=0.01, reads_per_s=1000)
+    poller._stores[url] = store  # the memory filesystem is one per process anyway
+    stops = [poller.watch(url, rel, on_frames if index == 1 else lambda _: None) for index, rel in enumerate(rels)]
+    with listed:
+        assert listed.wait_for(lambda: listings[0] >= 3, timeout=GUARD_S)
+    assert reads == []  # nothing written yet: no GET at all
+    StoreHeartbeat(store, rels[1], 1, interval=0)(2, 4)
+    with arrived:
+        assert arrived.wait_for(lambda: seen == [2], timeout=GUARD_S)
+    with listed:
+        now = listings[0]
+        assert listed.wait_for(lambda: listings[0] >= now + 2, timeout=GUARD_S)
+    for stop in stops:
+        stop()
+    assert reads == [rels[1]]  # read once, when the listing showed it new
