@@ -162,8 +162,8 @@ class HeartbeatPoller:
 
     With :data:`LIST_FROM` or more chunks in one folder of an object store, a read first looks at a listing
     of the folder (made at most every `interval` s, shared by all its chunks) and asks for the heartbeat only
-    when the listing shows one newer than the last read: a fan-out whose chunks have written nothing costs one listing per
-    interval instead of a GET per chunk."""
+    when the listing shows one newer than the last read: a fan-out whose chunks have written nothing costs
+    one listing per interval instead of a GET per chunk."""
 
     def __init__(self, *, interval: float = POLL_INTERVAL_S, reads_per_s: float = 20.0, readers: int = 4) -> None:
         self.interval = interval
