@@ -200,7 +200,8 @@ def fan_out(bench: FanOut, emulator: Any, env: dict[str, str], tmp: str) -> dict
     out["handlers_text"] = bench.per_chunk(HANDLER_APP)
     bench.s3.clear()
     bench.s3.max_in_flight = 0
-    elapsed, cpu, line = bench.timed([*argv, "--no-merge"], env, tmp)
+    noop_profile = bench.profile and f"{bench.profile}.noop"
+    elapsed, cpu, line = bench.timed([*profiled(noop_profile), *argv, "--no-merge"], env, tmp)
     out.update(noop=elapsed, noop_cpu=cpu, noop_line=line, noop_requests=bench.s3.by_kind())
     out["noop_concurrent"] = bench.s3.max_in_flight
     return out

@@ -256,9 +256,10 @@ class HeartbeatPoller:
         return True
 
     def _list(self, store: ArtifactStore, folder: str, listing: _Listing) -> dict[str, tuple[object, ...]] | None:
-        """The heartbeats in `folder` by path, listed again when the last listing is `interval` s old."""
+        """The heartbeats in `folder` by path, listed again when the last listing is one pace interval old
+        (a listing of a big folder costs the client more CPU than a GET)."""
         with listing.lock:
-            if time.monotonic() - listing.at < self.interval:
+            if time.monotonic() - listing.at < self._pace():  # as often as each chunk may be read
                 return listing.beats
             listing.at = time.monotonic()
             try:

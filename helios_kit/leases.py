@@ -14,7 +14,9 @@ highest generation present is the chunk's lease:
 * a runner that was killed stops renewing; its lease expires after its TTL and the next runner takes over.
 * a holder that finds a newer generation while renewing has lost its lease (it stalled past its expiry and
   someone took over): :class:`LeaseKeeper` sets its ``lost`` event, which cancels the attempt.
-* after a commit the holder deletes its generations; after a failure it writes a released generation.
+* after a commit the holder deletes its generations (on an object store, batched: :meth:`LeaseStore.flush`,
+  one request for up to :data:`DELETE_BATCH` chunks and at the end of the run); after a failure it writes a
+  released generation.
 
 Expiry is wall-clock time (UTC): runners on several machines need roughly synchronized clocks (a skew well
 under the TTL). A run's holder identity is :class:`LeaseHolder`.
@@ -45,6 +47,8 @@ DEFAULT_LEASE_TTL_S = 30.0
 #: Environment variable overriding the default TTL (tests use a short one).
 LEASE_TTL_ENV = "HELIOS_LEASE_TTL"
 LEASE_MARK = ".lease-"
+#: Leases of committed chunks deleted together in one request on an object store (see LeaseStore.flush).
+DELETE_BATCH = 100
 
 
 def default_lease_ttl() -> float:
@@ -111,6 +115,8 @@ class LeaseStore:
         self.store = store
         self.holder = holder or LeaseHolder()
         self.ttl = ttl or default_lease_ttl()
+        self._doomed: list[str] = []  # leases of committed chunks to delete together (object stores)
+        self._doomed_lock = threading.Lock()
 
     # -- names -------------------------------------------------------------------------------------------
     def _path(self, rel: str, generation: int) -> str:
@@ -202,13 +208,36 @@ class LeaseStore:
         self._overwrite(self._path(lease.output, lease.generation), _encode(lease))
         return True
 
+    def flush(self) -> None:
+        """Delete the leases of committed chunks queued by :meth:`release` (one batch request per thousand on
+        an object store). The run calls it when its chunks are done; until then a queued lease only tells
+        another runner that the chunk is taken, and the chunk's manifest that it is done."""
+        with self._doomed_lock:
+            paths, self._doomed = self._doomed, []
+        if not paths:
+            return
+        try:
+            self.store.fs.rm(paths)
+        except FileNotFoundError:
+            pass
+        except Exception as error:  # left behind, they expire; the next run of the chunk removes them
+            log.warning("store %s: cannot remove %d leases of committed chunks: %s", self.store.url, len(paths), error)
+
     def release(self, lease: Lease, *, done: bool) -> None:
         """Give `lease` back: after a commit, delete the chunk's generations up to ours (nothing is left
         behind); otherwise write a released generation so the next runner may take it at once."""
         if done:
-            for generation in range(lease.generation, -1, -1):
-                with contextlib.suppress(FileNotFoundError):
-                    self.store.fs.rm(self._path(lease.output, generation))
+            paths = [self._path(lease.output, generation) for generation in range(lease.generation, -1, -1)]
+            if self.store.is_local:
+                for path in paths:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.store.fs.rm(path)
+                return
+            with self._doomed_lock:
+                self._doomed.extend(paths)
+                full = len(self._doomed) >= DELETE_BATCH
+            if full:
+                self.flush()
             return
         released = lease.model_copy(update={"generation": lease.generation + 1, "released": True})
         self._create(self._path(lease.output, released.generation), _encode(released))
