@@ -199,6 +199,7 @@ class HeartbeatPoller:
         def stop() -> None:
             with self._wake:
                 self._watched.discard(entry)
+                self._wake.notify()  # the last chunk gone: the thread ends now
 
         return stop
 

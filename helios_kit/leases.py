@@ -410,6 +410,7 @@ class LeaseRenewer:
             self._keepers.discard(keeper)
             while keeper.due < 0:  # being renewed
                 self._wake.wait()
+            self._wake.notify_all()  # the last keeper gone: the thread ends now, not at the next due time
 
     def _run(self) -> None:
         from concurrent.futures import ThreadPoolExecutor

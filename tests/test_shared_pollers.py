@@ -37,17 +37,18 @@ def test_one_poller_thread_reads_every_watched_heartbeat(tmp_path: Path) -> None
         return on_frames
 
     poller = HeartbeatPoller(interval=0.01, reads_per_s=1000)
+    before = set(_threads("helios-heartbeats"))  # other tests' pollers, ending
     stops = [poller.watch(str(tmp_path), rel, reporter(rel)) for rel in rels]
     beats = [StoreHeartbeat(store, rel, index, interval=0) for index, rel in enumerate(rels)]
     for beat in beats:
         beat(1, 4)
     with arrived:
         assert arrived.wait_for(lambda: all(seen[rel] == [1] for rel in rels), timeout=GUARD_S), seen
-    assert len(_threads("helios-heartbeats")) == 1
+    assert len(set(_threads("helios-heartbeats")) - before) == 1
     beats[2](3, 4)
     with arrived:
         assert arrived.wait_for(lambda: seen[rels[2]] == [1, 3], timeout=GUARD_S), seen
-    thread = _threads("helios-heartbeats")[0]
+    (thread,) = set(_threads("helios-heartbeats")) - before
     for stop in stops:
         stop()
     thread.join(GUARD_S)
@@ -75,6 +76,7 @@ def test_one_renewer_thread_renews_every_lease_and_notices_a_takeover(tmp_path: 
     store = ArtifactStore(tmp_path)
     leases = CountingLeases(store, ttl=0.3)  # renewed every 0.1 s
     rels = [f"chunks/chunk-{index}.mp4" for index in range(4)]
+    before = set(_threads("helios-leases"))  # other tests' renewers, ending
     taken = [leases.acquire(rel) for rel in rels]
     assert all(lease is not None for lease in taken)
     keepers = [LeaseKeeper(leases, lease) for lease in taken if lease is not None]
@@ -82,7 +84,7 @@ def test_one_renewer_thread_renews_every_lease_and_notices_a_takeover(tmp_path: 
         keeper.__enter__()
     with leases.changed:
         assert leases.changed.wait_for(lambda: all(leases.renewals.get(r, 0) >= 2 for r in rels), timeout=GUARD_S)
-    assert len(_threads("helios-leases")) == 1
+    assert len(set(_threads("helios-leases")) - before) == 1
     assert not any(keeper.lost.is_set() for keeper in keepers)
     # another holder took chunk 3 over (its next generation exists): its keeper finds the lease lost
     other = LeaseStore(store, LeaseHolder(run_id="other"), ttl=30)
