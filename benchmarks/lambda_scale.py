@@ -120,6 +120,8 @@ class FanOut:
         from helios_kit.spec import RenderConfig
 
         self.chunks, self.concurrency, self.latency = chunks, concurrency, latency
+        self.last_sys = 0.0
+        self.profile: str | None = None  # py-spy's output for the fan-out's client (--profile)
         self.s3 = CountingS3()
         os.environ.update(aws_env(self.s3.endpoint))
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
@@ -150,6 +152,7 @@ class FanOut:
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv[:6])} failed: {done.stdout}{done.stderr}")
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        self.last_sys = after.ru_stime - before.ru_stime  # the kernel's share (thread switches, sockets)
         lines = done.stdout.strip().splitlines()
         return elapsed, cpu, lines[-1] if lines else ""
 
@@ -175,30 +178,50 @@ def client_argv(job_url: str, emulator: Any, store: str, concurrency: int) -> li
     ]  # fmt: skip
 
 
+def profiled(path: str | None) -> list[str]:
+    """The py-spy prefix sampling the client (collapsed stacks of the thread holding the GIL, to `path`; py-spy's
+    CPU then counts as the client's), or nothing."""
+    if not path:
+        return []
+    spy = Path(sys.executable).with_name("py-spy")
+    return [str(spy), "record", "--format", "raw", "--rate", "100", "--gil", "-o", path, "--"]
+
+
 def fan_out(bench: FanOut, emulator: Any, env: dict[str, str], tmp: str) -> dict[str, Any]:
     """The fan-out through the real client (real handler, fake render), then a no-op re-run of it; wall and
     CPU times, the emulator's max in flight, and S3 requests by caller and kind for each."""
     argv = client_argv(bench.job_url, emulator, "s3://bench/out/fanout", bench.concurrency)
     bench.s3.clear()
-    elapsed, cpu, line = bench.timed([*argv, "--no-merge"], env, tmp)
+    elapsed, cpu, line = bench.timed([*profiled(bench.profile), *argv, "--no-merge"], env, tmp)
     out: dict[str, Any] = {"elapsed": elapsed, "ratio": elapsed / bench.ideal, "client_cpu": cpu, "line": line}
+    out["client_sys"] = bench.last_sys
     out.update(max_in_flight=emulator.max_in_flight, client=bench.s3.by_kind(CLIENT_APP))
     out.update(handlers=bench.s3.by_kind(HANDLER_APP), client_text=bench.per_chunk(CLIENT_APP))
     out["handlers_text"] = bench.per_chunk(HANDLER_APP)
     bench.s3.clear()
     bench.s3.max_in_flight = 0
-    elapsed, cpu, line = bench.timed([*argv, "--no-merge"], env, tmp)
+    noop_profile = bench.profile and f"{bench.profile}.noop"
+    elapsed, cpu, line = bench.timed([*profiled(noop_profile), *argv, "--no-merge"], env, tmp)
     out.update(noop=elapsed, noop_cpu=cpu, noop_line=line, noop_requests=bench.s3.by_kind())
     out["noop_concurrent"] = bench.s3.max_in_flight
     return out
 
 
-def measure_cli(chunks: int, concurrency: int, latency: float, workers: int, threads: bool = True) -> dict[str, Any]:
+def measure_cli(
+    chunks: int,
+    concurrency: int,
+    latency: float,
+    workers: int,
+    threads: bool = True,
+    profile: str | None = None,
+    floor: bool = True,
+) -> dict[str, Any]:
     """`helios job run --backend lambda` (the real client, a subprocess) with an S3 store on moto, the emulator
     running the real handler with a fake render, then a no-op re-run with S3 requests counted; then the same
     client against a no-op handler (the client's own share), and a trivial client against the real handler
     (the stand-ins' floor). Prints and returns them."""
     bench = FanOut(chunks, concurrency, latency, workers, threads)
+    bench.profile = profile
     from fakes.lambda_emulator import LambdaEmulator
 
     with (
@@ -210,20 +233,25 @@ def measure_cli(chunks: int, concurrency: int, latency: float, workers: int, thr
         print(
             f"fan-out through `helios job run --backend lambda` (S3 store on moto, real handler, fake render): "
             f"{chunks} chunks, concurrency {concurrency}, latency {latency:g} s: {out['elapsed']:.2f} s (ideal "
-            f"{bench.ideal:.2f} s, ratio {out['ratio']:.2f}), client CPU {out['client_cpu']:.2f} s, max in flight "
+            f"{bench.ideal:.2f} s, ratio {out['ratio']:.2f}), client CPU {out['client_cpu']:.2f} s (sys "
+            f"{out['client_sys']:.2f} s), max in flight "
             f"{out['max_in_flight']}; {out['line']}\n  S3 requests of the client: {out['client_text']}\n"
-            f"  S3 requests of the handlers: {out['handlers_text']}"
+            f"  S3 requests of the handlers: {out['handlers_text']}\n  load average after: "
+            + " ".join(f"{load:.1f}" for load in os.getloadavg())
         )
         print(
             f"no-op re-run of the finished {chunks}-chunk job: {out['noop']:.2f} s (client CPU {out['noop_cpu']:.2f} "
             f"s), {sum(out['noop_requests'].values())} S3 requests, at most {out['noop_concurrent']} at once: "
             f"{out['noop_requests']}; {out['noop_line']}"
         )
-        floor = [sys.executable, __file__, "--client", "trivial", "--job", bench.job_url, "--store"]
-        floor += ["s3://bench/out/floor", "--concurrency", str(concurrency), *target_args(emulator)]
+        if not floor:
+            bench.close()
+            return out
+        floor_argv = [sys.executable, __file__, "--client", "trivial", "--job", bench.job_url, "--store"]
+        floor_argv += ["s3://bench/out/floor", "--concurrency", str(concurrency), *target_args(emulator)]
         emulator.max_in_flight = 0
         bench.s3.clear()
-        elapsed, cpu, line = bench.timed(floor, env, tmp)
+        elapsed, cpu, line = bench.timed(floor_argv, env, tmp)
         out.update(floor=elapsed, floor_cpu=cpu)
         print(
             f"floor (a trivial client: {concurrency} threads of boto3 invoke, same emulator, handler, fake render, "
@@ -293,6 +321,10 @@ def main() -> None:
         help="cli: the real `helios job run` with an S3 store (moto); stand-in: the executor alone; "
         "trivial: (internal) the floor's client.",
     )
+    parser.add_argument(
+        "--profile", metavar="PATH", help="Sample the fan-out's client with py-spy into PATH (collapsed stacks)."
+    )
+    parser.add_argument("--no-floor", action="store_true", help="Skip the floor and client-only runs.")
     for name in ("--job", "--store", "--function", "--endpoint-url", "--region"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -300,7 +332,8 @@ def main() -> None:
         trivial_client(args)
         return
     if args.client == "cli":
-        measure_cli(args.chunks, args.concurrency, args.latency, args.workers, args.pool == "threads")
+        threads = args.pool == "threads"
+        measure_cli(args.chunks, args.concurrency, args.latency, args.workers, threads, args.profile, not args.no_floor)
         return
     for handler, what in (
         ("noop", "client fan-out (no-op handler)"),

@@ -14,7 +14,9 @@ highest generation present is the chunk's lease:
 * a runner that was killed stops renewing; its lease expires after its TTL and the next runner takes over.
 * a holder that finds a newer generation while renewing has lost its lease (it stalled past its expiry and
   someone took over): :class:`LeaseKeeper` sets its ``lost`` event, which cancels the attempt.
-* after a commit the holder deletes its generations; after a failure it writes a released generation.
+* after a commit the holder deletes its generations (on an object store, batched: :meth:`LeaseStore.flush`,
+  one request for up to :data:`DELETE_BATCH` chunks and at the end of the run); after a failure it writes a
+  released generation.
 
 Expiry is wall-clock time (UTC): runners on several machines need roughly synchronized clocks (a skew well
 under the TTL). A run's holder identity is :class:`LeaseHolder`.
@@ -27,6 +29,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +47,8 @@ DEFAULT_LEASE_TTL_S = 30.0
 #: Environment variable overriding the default TTL (tests use a short one).
 LEASE_TTL_ENV = "HELIOS_LEASE_TTL"
 LEASE_MARK = ".lease-"
+#: Leases of committed chunks deleted together in one request on an object store (see LeaseStore.flush).
+DELETE_BATCH = 100
 
 
 def default_lease_ttl() -> float:
@@ -110,6 +115,8 @@ class LeaseStore:
         self.store = store
         self.holder = holder or LeaseHolder()
         self.ttl = ttl or default_lease_ttl()
+        self._doomed: list[str] = []  # leases of committed chunks to delete together (object stores)
+        self._doomed_lock = threading.Lock()
 
     # -- names -------------------------------------------------------------------------------------------
     def _path(self, rel: str, generation: int) -> str:
@@ -201,13 +208,36 @@ class LeaseStore:
         self._overwrite(self._path(lease.output, lease.generation), _encode(lease))
         return True
 
+    def flush(self) -> None:
+        """Delete the leases of committed chunks queued by :meth:`release` (one batch request per thousand on
+        an object store). The run calls it when its chunks are done; until then a queued lease only tells
+        another runner that the chunk is taken, and the chunk's manifest that it is done."""
+        with self._doomed_lock:
+            paths, self._doomed = self._doomed, []
+        if not paths:
+            return
+        try:
+            self.store.fs.rm(paths)
+        except FileNotFoundError:
+            pass
+        except Exception as error:  # left behind, they expire; the next run of the chunk removes them
+            log.warning("store %s: cannot remove %d leases of committed chunks: %s", self.store.url, len(paths), error)
+
     def release(self, lease: Lease, *, done: bool) -> None:
         """Give `lease` back: after a commit, delete the chunk's generations up to ours (nothing is left
         behind); otherwise write a released generation so the next runner may take it at once."""
         if done:
-            for generation in range(lease.generation, -1, -1):
-                with contextlib.suppress(FileNotFoundError):
-                    self.store.fs.rm(self._path(lease.output, generation))
+            paths = [self._path(lease.output, generation) for generation in range(lease.generation, -1, -1)]
+            if self.store.is_local:
+                for path in paths:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.store.fs.rm(path)
+                return
+            with self._doomed_lock:
+                self._doomed.extend(paths)
+                full = len(self._doomed) >= DELETE_BATCH
+            if full:
+                self.flush()
             return
         released = lease.model_copy(update={"generation": lease.generation + 1, "released": True})
         self._create(self._path(lease.output, released.generation), _encode(released))
@@ -313,29 +343,93 @@ def _create_gcs(fs: Any, path: str, data: bytes) -> bool:
 
 
 class LeaseKeeper:
-    """Renews a lease every third of its TTL while a chunk renders; sets `lost` when it was taken over."""
+    """Renews a lease every third of its TTL while a chunk renders; sets `lost` when it was taken over. The
+    renewals of every keeper of one LeaseStore run on that store's one :class:`LeaseRenewer` thread (a run
+    with 100 chunks in flight has one renewing thread, not 100)."""
 
     def __init__(self, leases: LeaseStore, lease: Lease) -> None:
         self.leases = leases
         self.lease = lease
         self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"helios-lease-{lease.output}", daemon=True)
+        self.due = 0.0  # when the renewer renews it next (monotonic)
 
     def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
+        LeaseRenewer.of(self.leases).add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        LeaseRenewer.of(self.leases).remove(self)
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.leases.ttl / 3):
-            try:
-                if not self.leases.renew(self.lease):
-                    log.warning("lease of %s was taken over; stopping this attempt", self.lease.output)
-                    self.lost.set()
-                    return
-            except StoreError as error:  # a blip: the next beat tries again, well before the expiry
-                log.warning("cannot renew the lease of %s: %s", self.lease.output, error)
+    def renew(self) -> None:
+        """One renewal (on the renewer's threads); a store blip is logged, the next beat tries again."""
+        if self.lost.is_set():
+            return
+        try:
+            if not self.leases.renew(self.lease):
+                log.warning("lease of %s was taken over; stopping this attempt", self.lease.output)
+                self.lost.set()
+        except StoreError as error:  # a blip: the next beat tries again, well before the expiry
+            log.warning("cannot renew the lease of %s: %s", self.lease.output, error)
+
+
+class LeaseRenewer:
+    """The one thread renewing the leases of a LeaseStore's keepers, each a third of the TTL after its last
+    renewal; the renewals due at once go out together on `renewers` threads. The thread starts with the
+    first keeper and ends with the last."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, leases: LeaseStore, renewers: int = 4) -> None:
+        self.leases = leases
+        self.renewers = renewers
+        self._keepers: set[LeaseKeeper] = set()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, leases: LeaseStore) -> LeaseRenewer:
+        with cls._lock:
+            renewer = leases.__dict__.get("_renewer")
+            if renewer is None:
+                renewer = leases.__dict__["_renewer"] = cls(leases)
+            return renewer
+
+    def add(self, keeper: LeaseKeeper) -> None:
+        with self._wake:
+            keeper.due = time.monotonic() + self.leases.ttl / 3
+            self._keepers.add(keeper)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="helios-leases", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def remove(self, keeper: LeaseKeeper) -> None:
+        """Stop renewing `keeper`'s lease; a renewal of it already under way ends first (the caller releases
+        the lease next, which must not race a renewal's write)."""
+        with self._wake:
+            self._keepers.discard(keeper)
+            while keeper.due < 0:  # being renewed
+                self._wake.wait()
+            self._wake.notify_all()  # the last keeper gone: the thread ends now, not at the next due time
+
+    def _run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.renewers, thread_name_prefix="helios-lease") as pool:
+            while True:
+                with self._wake:
+                    if not self._keepers:
+                        self._thread = None
+                        return
+                    now = time.monotonic()
+                    due = [keeper for keeper in self._keepers if keeper.due <= now]
+                    if not due:
+                        self._wake.wait(min(keeper.due for keeper in self._keepers) - now)
+                        continue
+                    for keeper in due:
+                        keeper.due = -1.0  # being renewed
+                list(pool.map(LeaseKeeper.renew, due))
+                with self._wake:
+                    for keeper in due:
+                        keeper.due = time.monotonic() + self.leases.ttl / 3
+                    self._wake.notify_all()

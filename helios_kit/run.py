@@ -298,16 +298,20 @@ class JobRun:
 
         count = len(self.ctx.spec.chunks)
         error = run_tasks(self.tasks, db_file=db_file, concurrency=self.executor.concurrency, task_count=count)
+        if self.coop is not None:
+            self.coop.leases.flush()  # the leases of the chunks committed so far (batched on object stores)
         if self.coop is None or not self.coop.deferred or error or self.executor.cancel.is_set():
             return error
         self.coop.waiting = True
         failed = any(outcome.state is ChunkState.FAILED for outcome in self.executor.outcomes.values())
-        return run_tasks(
+        error = run_tasks(
             tasks_of(sorted(self.coop.deferred), self.merge_requested and not failed),
             db_file=db_file,
             concurrency=self.executor.concurrency,
             task_count=count,
         )
+        self.coop.leases.flush()
+        return error
 
     def report(self, error: str | None, duration_ms: float) -> JobReport:
         """What this run did, one outcome per selected chunk."""

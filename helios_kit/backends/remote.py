@@ -27,7 +27,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from tenacity import (
@@ -44,6 +44,9 @@ from helios_kit.composition.locations import is_local
 from helios_kit.errors import describe
 from helios_kit.protocol import FramesCallback, WorkerRequest, WorkerResult
 from helios_kit.spec import Chunk, JobSpec
+
+if TYPE_CHECKING:
+    from helios_kit.heartbeat import HeartbeatPoller
 
 T = TypeVar("T")
 
@@ -127,7 +130,7 @@ class RemoteBackend(Backend):
         super().__init__(options)
         self._warned: set[str] = set()
         self._warned_lock = threading.Lock()
-        self._polling = 0  # chunks whose heartbeat is polled (paces the reads)
+        self._poller: HeartbeatPoller | None = None  # reads the heartbeats of all chunks in flight
         self._throttles: dict[int, int] = {}
         self.throttle_total = 0
         #: Chunk ids whose remote call has not returned (still running after a cancel or timeout stopped
@@ -222,27 +225,26 @@ class RemoteBackend(Backend):
         try:
             result = self._call(request, cancel, timeout)
         finally:
+            if polling is not None:
+                polling()
             with self._warned_lock:
                 throttles = self._throttles.pop(id(request), 0)
-                if polling is not None:
-                    polling.set()
-                    self._polling -= 1
         update = {"chunk_id": chunk.id, "duration_ms": (time.monotonic() - started) * 1000, "throttles": throttles}
         return result.model_copy(update=update)
 
     def _poll_frames(
         self, context: ChunkContext, chunk: Chunk, on_frames: FramesCallback | None
-    ) -> threading.Event | None:
-        """Start polling the chunk's heartbeat (the stop event), at a pace that keeps the reads of all
-        chunks in flight under heartbeat_reads_per_s."""
+    ) -> Callable[[], None] | None:
+        """Start reading the chunk's heartbeat (returns the function that stops it) on the backend's one
+        poller, at a pace that keeps the reads of all chunks in flight under heartbeat_reads_per_s."""
         if on_frames is None:
             return None
-        from helios_kit.heartbeat import start_polling
-
         with self._warned_lock:
-            self._polling += 1
-            interval = max(self.heartbeat_poll_s, self._polling / self.heartbeat_reads_per_s)
-        return start_polling(context.store_url, chunk.output_file, on_frames, interval=interval)
+            if self._poller is None:
+                from helios_kit.heartbeat import HeartbeatPoller
+
+                self._poller = HeartbeatPoller(interval=self.heartbeat_poll_s, reads_per_s=self.heartbeat_reads_per_s)
+        return self._poller.watch(context.store_url, chunk.output_file, on_frames)
 
     def run_merge(
         self,

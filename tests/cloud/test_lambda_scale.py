@@ -97,16 +97,22 @@ def test_fan_out_through_the_cli_counts_requests(bench, monkeypatch: pytest.Monk
         ):
             env = {**os.environ, "HELIOS_HOME": str(Path(tmp) / "home"), "AWS_SDK_UA_APP_ID": bench.CLIENT_APP}
             out = bench.fan_out(fan, emulator, env, tmp)
+            import boto3
+
+            listed = boto3.client("s3", endpoint_url=fan.s3.endpoint).list_objects_v2(Bucket="bench", Prefix="out/")
+            left = [item["Key"] for item in listed.get("Contents", []) if ".lease-" in item["Key"]]
     finally:
         fan.close()
     print(out["client_text"], out["handlers_text"], out["noop_requests"], sep="\n")
     assert out["line"].startswith(f"{chunks} chunks: {chunks} rendered")
     assert out["max_in_flight"] == concurrency  # the client reached its concurrency (the emulator waited for it)
     client, handlers, noop = out["client"], out["handlers"], out["noop_requests"]
-    # per chunk: its lease and the lease's delete; no manifest read (the fresh store's listing has none, and
-    # a first lease is not checked again: the worker checks before it renders)
+    # per chunk: its lease; the leases of committed chunks are deleted in one batch at the end of the run; no
+    # manifest read (the fresh store's listing has none, and a first lease is not checked again: the worker
+    # checks before it renders)
     assert client["PUT lease"] == chunks and "GET manifest" not in client
-    assert chunks <= client["POST batch-delete"] <= chunks + 3  # the leases (and the run's probe and marker)
+    assert 1 <= client["POST batch-delete"] <= 1 + 3  # the leases' batch (and the run's probe and marker)
+    assert left == []  # the batch left no lease behind
     assert client.get("LIST", 0) <= 10 and "HEAD manifest" not in client  # listings per run, not per chunk
     assert handlers["PUT output"] == chunks and handlers["PUT manifest"] == chunks
     everything = {**client, **handlers}
