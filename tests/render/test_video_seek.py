@@ -148,8 +148,11 @@ def _decode_pngs(images: list[bytes]) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 1)
 
 
-def record_verdicts(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """The capture's picture-check verdicts, in order, as they are made."""
+def test_a_stale_capture_is_captured_again(clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capture checks each image: a screenshot showing the previous picture is replaced by a later one."""
+    page_path = _page(clip_dir, "stale", _video_html())
+    server = CompositionServer(page_path.parent)
+    browser = Browser(find_browser())
     verdicts: list[bool] = []
     check = capture_module.video_fresh
 
@@ -158,15 +161,6 @@ def record_verdicts(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         return verdicts[-1]
 
     monkeypatch.setattr(capture_module, "video_fresh", recording)
-    return verdicts
-
-
-def test_a_stale_capture_is_captured_again(clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The capture checks each image: a screenshot showing the previous picture is replaced by a later one."""
-    page_path = _page(clip_dir, "stale", _video_html())
-    server = CompositionServer(page_path.parent)
-    browser = Browser(find_browser())
-    verdicts = record_verdicts(monkeypatch)
     try:
         settings = RenderConfig(input="index.html", width=W, height=H, fps=30, frame_count=40)
         page = open_page(browser, server.url_for(page_path), settings, 30.0, None)
@@ -214,7 +208,14 @@ def test_a_first_picture_is_checked_even_when_the_element_already_holds_it(
     page_path = _page(clip_dir, "first", _video_html())
     server = CompositionServer(page_path.parent)
     browser = Browser(find_browser())
-    verdicts = record_verdicts(monkeypatch)
+    verdicts: list[bool] = []
+    check = capture_module.video_fresh
+
+    def recording(*args, **kwargs) -> bool:
+        verdicts.append(check(*args, **kwargs))
+        return verdicts[-1]
+
+    monkeypatch.setattr(capture_module, "video_fresh", recording)
     blank = subprocess.run(  # what the page shows where the video's picture has not arrived (white)
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=white:s={W}x{H}", "-frames:v", "1", *PNG_OUT],
         capture_output=True,
