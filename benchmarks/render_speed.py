@@ -27,25 +27,11 @@ from helios_kit.render import render_range  # noqa: E402
 from helios_kit.render.browser import Browser, find_browser  # noqa: E402
 from helios_kit.render.capture import JPEG_QUALITY  # noqa: E402
 from helios_kit.render.encode import FrameEncoder  # noqa: E402
+from helios_kit.render.profile import process_table, tree_pids  # noqa: E402
 from helios_kit.render.server import CompositionServer  # noqa: E402
 from helios_kit.spec import RenderConfig  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
-
-
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """{pid: (parent pid, CPU ticks user + system)} of every process."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-            table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
 
 
 class TreeCpu:
@@ -62,16 +48,9 @@ class TreeCpu:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
-        table = _proc_table()
-        children: dict[int, list[int]] = {}
-        for pid, (parent, _) in table.items():
-            children.setdefault(parent, []).append(pid)
-        todo = [os.getpid()]
-        while todo:
-            pid = todo.pop()
-            if pid in table:
-                self._ticks[pid] = max(self._ticks.get(pid, 0), table[pid][1])
-            todo.extend(children.get(pid, []))
+        table = process_table()
+        for pid in tree_pids(table, os.getpid()):
+            self._ticks[pid] = max(self._ticks.get(pid, 0), table[pid][1])
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

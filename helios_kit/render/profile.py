@@ -108,26 +108,39 @@ class _NullProfiler(Profiler):
 NULL_PROFILER: Profiler = _NullProfiler()
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of `pid`'s tree (Linux /proc)."""
-    parents: dict[int, int] = {}
-    ticks: dict[int, int] = {}
+def process_table() -> dict[int, tuple[int, int]]:
+    """{pid: (parent pid, CPU ticks user + system)} of every live process (Linux /proc)."""
+    table: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
+            table[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        except (OSError, IndexError, ValueError):
             continue
-        parents[int(entry)] = int(fields[1])
-        ticks[int(entry)] = int(fields[11]) + int(fields[12])
-    total, todo = 0, [pid]
+    return table
+
+
+def tree_pids(table: dict[int, tuple[int, int]], pid: int) -> list[int]:
+    """`pid` and its descendants in `table` (those of them still in it)."""
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
-        total += ticks.get(current, 0)
-        todo.extend(child for child, parent in parents.items() if parent == current)
-    return total / os.sysconf("SC_CLK_TCK")
+        if current in table:
+            found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of `pid`'s tree (Linux /proc)."""
+    table = process_table()
+    return sum(table[member][1] for member in tree_pids(table, pid)) / os.sysconf("SC_CLK_TCK")
 
 
 def children_cpu_s() -> float:
