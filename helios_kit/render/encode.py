@@ -19,7 +19,7 @@ import threading
 import uuid
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import ffmpeg
 
@@ -94,9 +94,12 @@ def output_args(
     elif video_codec in ("libvpx-vp9", "libvpx", "libaom-av1", "libsvtav1"):
         args["crf"] = crf
         args["b:v"] = 0
-    if suffix.lower() in (".mp4", ".mov", ".m4v"):
-        args["movflags"] = "+faststart"
-    return args
+    return {**args, **container_args(suffix)}
+
+
+def container_args(suffix: str) -> dict[str, object]:
+    """Output options of the container alone: MP4-family files start with their index (``+faststart``)."""
+    return {"movflags": "+faststart"} if suffix.lower() in (".mp4", ".mov", ".m4v") else {}
 
 
 def temp_path_for(output_path: Path) -> Path:
@@ -136,11 +139,7 @@ class FrameEncoder:
         queue_size: int = 16,
         profile: Profiler = NULL_PROFILER,
     ) -> None:
-        self.profile = profile
-        self.output_path = Path(output_path)
-        self.temp_path = temp_path_for(self.output_path)
-        self.frame_count = frame_count
-        self.frames_written = 0
+        self._open(output_path, frame_count, profile)
         stream = ffmpeg.input(
             "pipe:0", format="image2pipe", vcodec="mjpeg" if image_format == "jpeg" else "png", framerate=rate(fps)
         )
@@ -152,16 +151,22 @@ class FrameEncoder:
             frame_count=frame_count,
             suffix=self.output_path.suffix,
         )
-        stream = ffmpeg.output(stream, str(self.temp_path), **options)
-        argv = [find_ffmpeg(), "-hide_banner", "-nostats", "-loglevel", "error", "-y", *stream.get_args()]
-        self._start(argv, queue_size)
+        self._start(ffmpeg.output(stream, str(self.temp_path), **options), queue_size)
 
     #: finish() checks that exactly frame_count items were written (one image per frame).
     items_are_frames = True
 
-    def _start(self, argv: list[str], queue_size: int = 16) -> None:
-        """Start ffmpeg on `argv` with its stdin fed by the writer thread."""
-        self.argv = argv
+    def _open(self, output_path: Path, frame_count: int, profile: Profiler) -> None:
+        """The output this encoder writes (through a temporary name) and its counters."""
+        self.profile = profile
+        self.output_path = Path(output_path)
+        self.temp_path = temp_path_for(self.output_path)
+        self.frame_count = frame_count
+        self.frames_written = 0
+
+    def _start(self, stream: Any, queue_size: int = 16) -> None:
+        """Start ffmpeg on `stream` (an ffmpeg-python output) with its stdin fed by the writer thread."""
+        self.argv = [find_ffmpeg(), "-hide_banner", "-nostats", "-loglevel", "error", "-y", *stream.get_args()]
         try:
             self.process = popen_guarded(
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helios_kit.render.encode import FrameEncoder, find_ffmpeg, rate, temp_path_for
+import ffmpeg
+
+from helios_kit.render.encode import FrameEncoder, container_args, rate
 from helios_kit.render.profile import NULL_PROFILER, Profiler
 
 
@@ -28,14 +30,8 @@ class StreamCopyEncoder(FrameEncoder):
         queue_size: int = 64,
         profile: Profiler = NULL_PROFILER,
     ) -> None:
-        self.profile = profile
-        self.output_path = Path(output_path)
-        self.temp_path = temp_path_for(self.output_path)
-        self.frame_count = frame_count
-        self.frames_written = 0
-        argv = [find_ffmpeg(), "-hide_banner", "-nostats", "-loglevel", "error", "-y"]
-        argv += ["-f", "h264", "-framerate", rate(fps), "-i", "pipe:0", "-c:v", "copy", "-an"]
-        argv += ["-r", rate(fps), "-fps_mode", "cfr", "-frames:v", str(frame_count)]
-        if self.output_path.suffix.lower() in (".mp4", ".mov", ".m4v"):
-            argv += ["-movflags", "+faststart"]
-        self._start([*argv, str(self.temp_path)], queue_size)
+        self._open(output_path, frame_count, profile)
+        stream = ffmpeg.input("pipe:0", format="h264", framerate=rate(fps))
+        options = {"vcodec": "copy", "an": None, "r": rate(fps), "fps_mode": "cfr", "frames:v": frame_count}
+        options.update(container_args(self.output_path.suffix))
+        self._start(ffmpeg.output(stream, str(self.temp_path), **options), queue_size)
