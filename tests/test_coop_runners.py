@@ -14,28 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fakes.cloudjobs import HTML, make_spec
+from fakes.cloudjobs import HTML, make_spec, runner_env
 from fakes.renders import decode_frame_indexes
 
 from helios_kit.leases import Lease, LeaseHolder, LeaseStore
 from helios_kit.spec import dump
 from helios_kit.store import ArtifactStore
-
-TESTS_DIR = Path(__file__).resolve().parent
-
-
-def runner_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH", "")
-    env = {
-        **os.environ,
-        "HELIOS_HOME": str(tmp_path / "home"),
-        "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{path}" if path else str(TESTS_DIR),
-        "HELIOS_WORKER_RENDER": "fakes.counting:counting_render",
-        "HELIOS_FAKE_RENDER_LOG": str(tmp_path / "renders.log"),
-    }
-    env.pop("HELIOS_FAKE_RENDER_SLEEP", None)
-    env.update(extra)
-    return env
 
 
 def start_runner(job: Path, env: dict[str, str], *more: str) -> subprocess.Popen[str]:

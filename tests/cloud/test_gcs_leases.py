@@ -21,15 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fakes.cloudjobs import HTML, make_spec
+from fakes.cloudjobs import HTML, make_spec, runner_env
 from fakes.gcs import FakeGcs, gcs_server
 from fakes.renders import decode_frame_indexes
 
 from helios_kit.leases import Lease, LeaseHolder, LeaseStore
 from helios_kit.spec import dumps
 from helios_kit.store import ArtifactStore
-
-TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -124,26 +122,12 @@ def upload_job(spec, prefix: str) -> str:
     return f"{prefix}/job.json"
 
 
-def runner_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH", "")
-    env = {
-        **os.environ,
-        "HELIOS_HOME": str(tmp_path / "home"),
-        "HELIOS_WORKSPACE": str(tmp_path / "workspace"),
-        "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{path}" if path else str(TESTS_DIR),
-        "HELIOS_WORKER_RENDER": "fakes.counting:counting_render",
-        "HELIOS_FAKE_RENDER_LOG": str(tmp_path / "renders.log"),
-    }
-    env.pop("HELIOS_FAKE_RENDER_SLEEP", None)
-    env.update(extra)
-    return env
-
-
 def test_two_runners_share_a_gcs_store(gcs: FakeGcs, tmp_path: Path) -> None:
     spec = make_spec(frames=32, chunks=8, job_id="coop-gcs")
     url = upload_job(spec, "gs://renders/jobs/coop")
     store = "gs://renders/out/coop"
-    env = runner_env(tmp_path, HELIOS_FAKE_RENDER_GATE="2")  # a render waits until both runners render one
+    # a render waits until both runners render one
+    env = runner_env(tmp_path, HELIOS_WORKSPACE=str(tmp_path / "workspace"), HELIOS_FAKE_RENDER_GATE="2")
     argv = [sys.executable, "-m", "helios_kit.cli", "job", "run", url, "--store", store, "--quiet", "-j", "2"]
     procs = [
         subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)

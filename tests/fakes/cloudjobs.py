@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import fsspec
 
 from helios_kit.planner import plan_job
@@ -42,3 +45,23 @@ def upload_job(spec: JobSpec, prefix: str = "s3://renders/jobs") -> str:
     with fs.open(f"{base}/job.json", "wb") as handle:
         handle.write(dumps(spec).encode())
     return f"{prefix}/job.json"
+
+
+#: The tests folder: runner processes import the fakes from it.
+TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+def runner_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `helios job run` subprocess whose workers render with the counting fake render
+    (each render logged to tmp_path/renders.log), with `extra` on top."""
+    path = os.environ.get("PYTHONPATH", "")
+    env = {
+        **os.environ,
+        "HELIOS_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": f"{TESTS_DIR}{os.pathsep}{path}" if path else str(TESTS_DIR),
+        "HELIOS_WORKER_RENDER": "fakes.counting:counting_render",
+        "HELIOS_FAKE_RENDER_LOG": str(tmp_path / "renders.log"),
+    }
+    env.pop("HELIOS_FAKE_RENDER_SLEEP", None)
+    env.update(extra)
+    return env
