@@ -38,7 +38,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from helios_kit.errors import StoreError, describe
 from helios_kit.protocol import WireModel
-from helios_kit.store import ArtifactStore, object_exists, read_bytes
+from helios_kit.store import ArtifactStore, is_s3, object_exists, read_bytes
 
 log = logging.getLogger("helios.leases")
 
@@ -145,7 +145,7 @@ class LeaseStore:
 
     def _list_prefix(self, folder: str, name: str) -> list[str]:
         fs = self.store.fs
-        if type(fs).__name__ == "S3FileSystem":  # one ListObjectsV2 with a prefix, not the whole folder
+        if is_s3(fs):  # one ListObjectsV2 with a prefix, not the whole folder
             return list(fs.find(folder, prefix=name))
         if _is_gcs(fs):  # objects.list with the lease prefix (gcsfs keeps a prefix listing out of its cache)
             return list(fs.find(folder, prefix=name))
@@ -248,8 +248,7 @@ class LeaseStore:
         try:
             if self.store.is_local:
                 return _create_local(path, data)
-            kind = type(self.store.fs).__name__
-            if kind == "S3FileSystem":
+            if is_s3(self.store.fs):
                 return _create_s3(self.store.fs, path, data)
             if _is_gcs(self.store.fs):
                 return _create_gcs(self.store.fs, path, data)

@@ -97,14 +97,15 @@ class DoneManifest(WireModel):
     media_seen: int | None = None
 
 
-def _is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+def is_s3(fs: fsspec.AbstractFileSystem) -> bool:
+    """Whether `fs` is s3fs' S3 filesystem (its own requests are used where fsspec's generic ones cost more)."""
     return type(fs).__name__ == "S3FileSystem"
 
 
 def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
     """The whole content of one remote file (thread-safe on every filesystem, see :func:`download`). On S3
     one GET: s3fs would first ask for the size (a HEAD, and a listing when the object is missing)."""
-    if _is_s3(fs):
+    if is_s3(fs):
         return fs.cat_file(remote, max_concurrency=1)
     return fs.cat_file(remote)
 
@@ -112,7 +113,7 @@ def read_bytes(fs: fsspec.AbstractFileSystem, remote: str) -> bytes:
 def object_exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     """Whether the object at `path` exists, fresh (no cached listing). On S3 one HEAD: s3fs's `exists` also
     lists the key as a folder when the object is missing."""
-    if not _is_s3(fs):
+    if not is_s3(fs):
         fs.invalidate_cache(path)
         return bool(fs.exists(path))
     bucket, key, _ = fs.split_path(path)
@@ -362,7 +363,7 @@ class ArtifactStore:
                 Path(tmp).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(local_file, tmp)
                 os.replace(tmp, final)
-            elif _is_s3(self.fs):  # a PUT is atomic (readers see no object, or the whole one): no temp key
+            elif is_s3(self.fs):  # a PUT is atomic (readers see no object, or the whole one): no temp key
                 self.fs.put_file(str(local_file), final)
             else:
                 self.fs.put_file(str(local_file), tmp)
