@@ -117,6 +117,8 @@ class LeaseStore:
         self.ttl = ttl or default_lease_ttl()
         self._doomed: list[str] = []  # leases of committed chunks to delete together (object stores)
         self._doomed_lock = threading.Lock()
+        #: Renews the leases of this store's keepers, all on one thread (started with the first keeper).
+        self.renewer = LeaseRenewer(self)
 
     # -- names -------------------------------------------------------------------------------------------
     def _path(self, rel: str, generation: int) -> str:
@@ -353,11 +355,11 @@ class LeaseKeeper:
         self.due = 0.0  # when the renewer renews it next (monotonic)
 
     def __enter__(self) -> LeaseKeeper:
-        LeaseRenewer.of(self.leases).add(self)
+        self.leases.renewer.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        LeaseRenewer.of(self.leases).remove(self)
+        self.leases.renewer.remove(self)
 
     def renew(self) -> None:
         """One renewal (on the renewer's threads); a store blip is logged, the next beat tries again."""
@@ -376,22 +378,12 @@ class LeaseRenewer:
     renewal; the renewals due at once go out together on `renewers` threads. The thread starts with the
     first keeper and ends with the last."""
 
-    _lock = threading.Lock()
-
     def __init__(self, leases: LeaseStore, renewers: int = 4) -> None:
         self.leases = leases
         self.renewers = renewers
         self._keepers: set[LeaseKeeper] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-
-    @classmethod
-    def of(cls, leases: LeaseStore) -> LeaseRenewer:
-        with cls._lock:
-            renewer = leases.__dict__.get("_renewer")
-            if renewer is None:
-                renewer = leases.__dict__["_renewer"] = cls(leases)
-            return renewer
 
     def add(self, keeper: LeaseKeeper) -> None:
         with self._wake:

@@ -12,7 +12,7 @@ import pytest
 
 from helios_kit import heartbeat
 from helios_kit.heartbeat import HeartbeatPoller, StoreHeartbeat
-from helios_kit.leases import Lease, LeaseHolder, LeaseKeeper, LeaseRenewer, LeaseStore
+from helios_kit.leases import Lease, LeaseHolder, LeaseKeeper, LeaseStore
 from helios_kit.store import ArtifactStore
 
 GUARD_S = 60  # a broken poller fails the test instead of hanging it; never a speed bound
@@ -90,7 +90,7 @@ def test_one_renewer_thread_renews_every_lease_and_notices_a_takeover(tmp_path: 
     other = LeaseStore(store, LeaseHolder(run_id="other"), ttl=30)
     assert other._create(other._path(rels[3], 1), b"{}")
     assert keepers[3].lost.wait(GUARD_S)
-    renewer = LeaseRenewer.of(leases)
+    renewer = leases.renewer
     thread = renewer._thread
     assert thread is not None
     for keeper in keepers:
@@ -102,7 +102,7 @@ def test_one_renewer_thread_renews_every_lease_and_notices_a_takeover(tmp_path: 
         assert lease is not None
         leases.release(lease, done=True)
     assert leases.renewals == after  # no renewal after a keeper's exit
-    assert LeaseRenewer.of(leases) is renewer  # one renewer per LeaseStore
+    assert leases.renewer is renewer  # one renewer per LeaseStore
 
 
 def test_poller_lists_the_folder_and_reads_only_new_heartbeats(monkeypatch: pytest.MonkeyPatch) -> None:
