@@ -70,6 +70,20 @@ def internal_name(name: str) -> bool:
     return not name or name in BLOCKED_NAMES or name.endswith(".localhost")
 
 
+def host_addresses(host: str, port: int, resolver: Resolver | None = None) -> list[str]:
+    """`host` itself when it is an IP address, else what `resolver` (the system's by default) gives."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        return (resolver or system_resolve)(host, port)
+
+
+def internal_host(host: str) -> bool:
+    """Whether `host` is internal by name or by any address the system resolves it to (an unresolvable name
+    is not: its request fails on its own)."""
+    return internal_name(host) or any(internal_address(address) for address in host_addresses(host, 0))
+
+
 def _is_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -150,10 +164,7 @@ class EgressProxy:
         return addresses
 
     def _addresses(self, host: str, port: int) -> list[str]:
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            return (self.resolver or system_resolve)(host, port)
+        return host_addresses(host, port, self.resolver)
 
     # -- the proxy ---------------------------------------------------------------------------------------
     async def _dial(self, addresses: list[str], port: int) -> _Streams | None:

@@ -26,7 +26,6 @@ hook `render/session.py` calls after opening a tab.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import threading
@@ -77,20 +76,10 @@ class _HostCheck:
         with self._lock:
             if name in self._cache:
                 return self._cache[name]
-        verdict = _is_internal(name)
+        verdict = egress.internal_host(name)
         with self._lock:
             self._cache[name] = verdict
         return verdict
-
-
-def _is_internal(name: str) -> bool:
-    if egress.internal_name(name):
-        return True
-    try:
-        addresses = [str(ipaddress.ip_address(name))]
-    except ValueError:
-        addresses = egress.system_resolve(name, 0)  # unresolvable: the request fails on its own
-    return any(egress.internal_address(address) for address in addresses)
 
 
 def egress_for_launch(policy: GuardPolicy | None = None) -> egress.EgressProxy | None:
