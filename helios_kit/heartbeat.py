@@ -3,9 +3,10 @@
 A worker with no pipe to its client (Lambda, Cloud Run, Dask) writes `<output>.progress.json`, a
 :class:`~helios_kit.protocol.FrameProgress`, at most every `interval` seconds while it renders
 (:class:`StoreHeartbeat`, the render's progress callback) and removes it after its commit. The client's
-:class:`~helios_kit.backends.remote.RemoteBackend` polls it (:func:`poll_heartbeat`) while its call is in
-flight and forwards the frames to the executor. A heartbeat older than the attempt (a crashed earlier
-attempt's) is ignored; an unreadable one is skipped, never an error: progress must not fail a chunk.
+:class:`~helios_kit.backends.remote.RemoteBackend` reads it (one :class:`HeartbeatPoller` for all its
+chunks) while its call is in flight and forwards the frames to the executor. A heartbeat older than the
+attempt (a crashed earlier attempt's) is ignored; an unreadable one is skipped, never an error: progress
+must not fail a chunk.
 """
 
 from __future__ import annotations
@@ -85,51 +86,6 @@ def read_heartbeat(store: ArtifactStore, rel: str) -> FrameProgress | None:
     except Exception as error:
         log.debug("heartbeat of %s not read: %s", rel, error)
         return None
-
-
-def poll_heartbeat(
-    store: ArtifactStore,
-    rel: str,
-    on_frames: Callable[[int], None],
-    stop: threading.Event,
-    *,
-    since: float,
-    interval: float = POLL_INTERVAL_S,
-) -> None:
-    """Until `stop` is set: read the heartbeat every `interval` s; call `on_frames` with new frame counts
-    of heartbeats written after `since` (Unix time, minus a margin for clock skew)."""
-    last = -1
-    while not stop.wait(interval):
-        beat = read_heartbeat(store, rel)
-        if beat is None or beat.at < since - STALE_MARGIN_S or beat.frames == last:
-            continue
-        last = beat.frames
-        on_frames(beat.frames)
-
-
-def start_polling(
-    store_url: str, rel: str, on_frames: Callable[[int], None], *, interval: float = POLL_INTERVAL_S
-) -> threading.Event:
-    """Poll in a daemon thread of its own; returns the event that stops it (one chunk; a client with many
-    chunks in flight shares one :class:`HeartbeatPoller`)."""
-    from helios_kit.store import ArtifactStore
-
-    stop = threading.Event()
-    try:
-        store = ArtifactStore(store_url)
-    except Exception as error:  # an unusable store fails the chunk elsewhere, with a better message
-        log.debug("no heartbeat polling of %s: %s", store_url, error)
-        return stop
-    since = time.time()
-    thread = threading.Thread(
-        target=poll_heartbeat,
-        args=(store, rel, on_frames, stop),
-        kwargs={"since": since, "interval": interval},
-        name="helios-heartbeat",
-        daemon=True,
-    )
-    thread.start()
-    return stop
 
 
 @dataclass(eq=False)
