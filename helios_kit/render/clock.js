@@ -769,7 +769,7 @@
     const first = !videoSynced.has(video);
     videoSynced.add(video);
     if (!first && Math.abs(video.currentTime - target) <= 1e-4 && video.readyState >= 2 && !video.seeking) return false;
-    const probe = videoProbe(video);
+    const probe = videoProbe(video, first);
     const state = typeof video.requestVideoFrameCallback === "function" ? watchPresentations(video) : null;
     const before = state ? { count: 0, mediaTime: state.mediaTime } : null;
     try {
@@ -860,12 +860,14 @@
     document.adoptedStyleSheets = [...sheets, hitSheet];
     try { return fn(); } finally { document.adoptedStyleSheets = sheets; }
   }
-  function videoProbe(video) {
+  function videoProbe(video, first) {
     // Only where the video's colours reach the screen unchanged: behind opacity or a filter a captured
     // point could match the previous picture by chance (a video fading in over black) and never pass.
     if (video.getRootNode() !== document || !axisAligned(video) || !plainColours(video)) return null;
-    // No picture yet (a video just added): the captured image must show the target's picture itself.
-    const fresh = video.readyState < 2;
+    // No picture on screen yet (a video just added, or its first sync): the captured image must show the
+    // target's picture itself. The element may hold decoded data already (readyState >= 2), but what it
+    // holds is not what the screen shows until its surface has been submitted once.
+    const fresh = first || video.readyState < 2;
     const rect = pictureRect(video);
     if (!rect) return null;
     const points = hitTestAll(() => probePoints(video, rect));

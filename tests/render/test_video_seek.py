@@ -194,3 +194,46 @@ def test_a_hidden_video_is_never_taken_for_a_stale_one(
     out = tmp_path / "chunk.mkv"
     render(page, out, 30, 4, config(W, H, lossless=True), timeout_s=10.0)
     assert _numbers(decode(out, W, H, pix_fmt="gray")) == [0, 0, 0, 0]
+
+
+PNG_OUT = ["-f", "image2pipe", "-c:v", "png", "-"]
+
+
+def test_a_first_picture_is_checked_even_when_the_element_already_holds_it(
+    clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A video's first sync: the element has decoded its first picture (readyState >= 2) and the target is
+    that very picture, but the screen shows it only once the video's surface was submitted. The captured
+    image must show it (a positive check): an image without it is captured again."""
+    page_path = _page(clip_dir, "first", _video_html())
+    server = CompositionServer(page_path.parent)
+    browser = Browser(find_browser())
+    verdicts: list[bool] = []
+    check = capture_module.video_fresh
+
+    def recording(*args, **kwargs) -> bool:
+        verdicts.append(check(*args, **kwargs))
+        return verdicts[-1]
+
+    monkeypatch.setattr(capture_module, "video_fresh", recording)
+    blank = subprocess.run(  # what the page shows where the video's picture has not arrived (white)
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=white:s={W}x{H}", "-frames:v", "1", *PNG_OUT],
+        capture_output=True,
+        check=True,
+    ).stdout
+    try:
+        settings = RenderConfig(input="index.html", width=W, height=H, fps=30, frame_count=4)
+        page = open_page(browser, server.url_for(page_path), settings, 30.0, None)
+        page.evaluate(
+            "new Promise((done) => { const v = document.querySelector('video');"
+            " if (v.readyState >= 2) done(true); else v.addEventListener('loadeddata', () => done(true)); })"
+        )
+        grab = capture_module.DomCapture(page, "png", 30.0)
+        result = capture_module.step_frame(page, 0, 30.0)
+        shot = capture_module.until_video_fresh(page, 0, blank, grab.screenshot, 30.0)
+    finally:
+        browser.close()
+        server.close()
+    assert capture_module.video_check(result)
+    assert verdicts[0] is False and verdicts[-1] is True
+    assert _numbers(_decode_pngs([shot])) == [0]
