@@ -148,11 +148,8 @@ def _decode_pngs(images: list[bytes]) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 1)
 
 
-def test_a_stale_capture_is_captured_again(clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The capture checks each image: a screenshot showing the previous picture is replaced by a later one."""
-    page_path = _page(clip_dir, "stale", _video_html())
-    server = CompositionServer(page_path.parent)
-    browser = Browser(find_browser())
+def record_verdicts(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The capture's picture-check verdicts, in order, as they are made."""
     verdicts: list[bool] = []
     check = capture_module.video_fresh
 
@@ -161,6 +158,15 @@ def test_a_stale_capture_is_captured_again(clip_dir: pathlib.Path, monkeypatch: 
         return verdicts[-1]
 
     monkeypatch.setattr(capture_module, "video_fresh", recording)
+    return verdicts
+
+
+def test_a_stale_capture_is_captured_again(clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The capture checks each image: a screenshot showing the previous picture is replaced by a later one."""
+    page_path = _page(clip_dir, "stale", _video_html())
+    server = CompositionServer(page_path.parent)
+    browser = Browser(find_browser())
+    verdicts = record_verdicts(monkeypatch)
     try:
         settings = RenderConfig(input="index.html", width=W, height=H, fps=30, frame_count=40)
         page = open_page(browser, server.url_for(page_path), settings, 30.0, None)
@@ -208,14 +214,7 @@ def test_a_first_picture_is_checked_even_when_the_element_already_holds_it(
     page_path = _page(clip_dir, "first", _video_html())
     server = CompositionServer(page_path.parent)
     browser = Browser(find_browser())
-    verdicts: list[bool] = []
-    check = capture_module.video_fresh
-
-    def recording(*args, **kwargs) -> bool:
-        verdicts.append(check(*args, **kwargs))
-        return verdicts[-1]
-
-    monkeypatch.setattr(capture_module, "video_fresh", recording)
+    verdicts = record_verdicts(monkeypatch)
     blank = subprocess.run(  # what the page shows where the video's picture has not arrived (white)
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=white:s={W}x{H}", "-frames:v", "1", *PNG_OUT],
         capture_output=True,
