@@ -745,14 +745,46 @@
     if (state.count <= before.count) return false; // nothing presented since the seek began
     const m = state.mediaTime;
     if (m <= target + VIDEO_MEDIA_EPS_S && target - m < VIDEO_FRAME_WINDOW_S) return true;
+    // The picture shown before, presented again: a seek within one (sparse) frame. Only when that picture
+    // is known (seen presented by an earlier sync); a first sync starts from a guess of 0.
+    if (before.known && Math.abs(m - before.mediaTime) <= 1e-6) return true;
+    // A first sync onto a time before the video's first picture (its first timestamp is past the target):
+    // the picture just after the target is the one that shows.
+    if (!before.known && m > target && m - target < VIDEO_FRAME_WINDOW_S) return true;
     // Sparse frames: a picture on the seek's side of the previous one (never a late previous picture).
     return target > before.mediaTime ? m > before.mediaTime + 1e-6 && m <= target + VIDEO_MEDIA_EPS_S
       : m < before.mediaTime - 1e-6;
   }
-  async function untilPresented(state, before, target) {
+  async function untilPresented(video, state, before, target) {
     while (!isTargetPicture(state, before, target)) {
+      if (video.error) return; // a decode that failed presents nothing (the element keeps no picture)
       // Woken by the presentation; the short real timer only re-checks (seekVideos' deadline bounds it).
       await new Promise((wake) => { state.waiters.push(wake); realSetTimeout(wake, 20); });
+    }
+  }
+  // Chromium elides a seek to the time a paused, loaded player already shows (WebMediaPlayerImpl::DoSeek:
+  // paused, pipeline stable, target == its paused time, ready state HAVE_ENOUGH_DATA, not MSE): it only
+  // restores the ready state, decodes and presents nothing, and requestVideoFrameCallback then fires only
+  // for a callback that has not yet seen the current picture (none if the page's own callback has). So
+  // such a seek is not waited for: the element keeps the picture it holds, which is the target's, and the
+  // captured image is checked as after any seek. (For an MSE video, never elided, the same holds: the
+  // picture at the unchanged time is the one it holds.)
+  function seekIsElided(video, target) {
+    return video.paused && !video.seeking && video.readyState === 4 && Math.abs(video.currentTime - target) < 1e-6;
+  }
+  // Whether the element holds a decoded picture: drawImage draws nothing (alpha 0) before its first one,
+  // although readyState can already say HAVE_ENOUGH_DATA. A cross-origin video cannot be read: true.
+  function holdsPicture(video) {
+    try {
+      if (!probeCanvas) probeCanvas = document.createElement("canvas");
+      probeCanvas.width = 1;
+      probeCanvas.height = 1;
+      const context = probeCanvas.getContext("2d", { willReadFrequently: true });
+      context.clearRect(0, 0, 1, 1);
+      context.drawImage(video, Math.floor(video.videoWidth / 2), Math.floor(video.videoHeight / 2), 1, 1, 0, 0, 1, 1);
+      return context.getImageData(0, 0, 1, 1).data[3] > 0;
+    } catch (error) {
+      return true;
     }
   }
   async function syncVideo(video, target) {
@@ -770,15 +802,24 @@
     videoSynced.add(video);
     if (!first && Math.abs(video.currentTime - target) <= 1e-4 && video.readyState >= 2 && !video.seeking) return false;
     const probe = videoProbe(video, first);
-    const state = typeof video.requestVideoFrameCallback === "function" ? watchPresentations(video) : null;
-    const before = state ? { count: 0, mediaTime: state.mediaTime } : null;
+    const elided = seekIsElided(video, target);
+    const state = !elided && typeof video.requestVideoFrameCallback === "function" ? watchPresentations(video) : null;
+    const before = state ? { count: 0, mediaTime: state.mediaTime, known: videoShown.has(video) } : null;
     try {
       video.currentTime = target;
       while (video.seeking || video.readyState < 2) {   // HAVE_CURRENT_DATA: this frame is decoded
         if (video.error) return false;
         await sleepReal(2);
       }
-      if (state && video.videoWidth > 0) await untilPresented(state, before, target);
+      if (video.videoWidth > 0) {
+        if (state) await untilPresented(video, state, before, target);
+        // An elided seek presents nothing: its picture is the one the element holds, once it holds one
+        // (a video's first picture can still be on its way to the compositor at HAVE_ENOUGH_DATA).
+        else while (elided && !holdsPicture(video)) {
+          if (video.error) return false;
+          await sleepReal(2);
+        }
+      }
     } finally {
       if (state) state.stop();
     }

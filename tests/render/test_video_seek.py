@@ -28,8 +28,8 @@ STYLE = "position:absolute;left:0;top:0;width:160px;height:120px;object-fit:fill
 PAGE = "<!doctype html><html><body style='margin:0;background:#000;overflow:hidden'>{}</body></html>"
 
 
-def _video_html() -> str:
-    attrs = " ".join(f'{key}="{value}"' if value else key for key, value in ATTRS.items())
+def _video_html(**overrides: str) -> str:
+    attrs = " ".join(f'{key}="{value}"' if value else key for key, value in {**ATTRS, **overrides}.items())
     return f'<video {attrs} style="{STYLE}"></video>'
 
 
@@ -236,3 +236,73 @@ def test_a_first_picture_is_checked_even_when_the_element_already_holds_it(
     assert capture_module.video_check(result)
     assert verdicts[0] is False and verdicts[-1] is True
     assert _numbers(_decode_pngs([shot])) == [0]
+
+
+#: The page itself takes the picture a loaded video shows with requestVideoFrameCallback.
+PAGE_SEES_PICTURE = """<script>
+const video = document.querySelector("video");
+// Resolves once the page has seen the picture and the video is at HAVE_ENOUGH_DATA (events, not timers:
+// the page's timers and rAF follow virtual time, which stands still between steps).
+window.__ready = new Promise((done) => {
+  let saw = false;
+  const check = () => { if (saw && video.readyState === 4) done(true); };
+  // Asked before the first picture is decoded: a request made after it would wait for a next picture.
+  video.requestVideoFrameCallback(() => { saw = true; check(); });
+  video.addEventListener("canplaythrough", check);
+});
+</script>"""
+
+
+def test_a_first_sync_onto_the_time_the_video_already_shows_does_not_wait_for_a_picture(
+    clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded, paused video at 0 whose first sync targets 0: Chromium elides that seek (no picture is
+    decoded or presented), and requestVideoFrameCallback fires only for a callback that has not seen the
+    picture, which the page's own callback here has. The step must not wait for a presentation (it
+    failed at the render timeout), and the captured image is still checked positively."""
+    page_path = _page(clip_dir, "elided", _video_html(**{"data-helios-seek": "0"}) + PAGE_SEES_PICTURE)
+    server = CompositionServer(page_path.parent)
+    browser = Browser(find_browser())
+    verdicts = record_verdicts(monkeypatch)
+    try:
+        settings = RenderConfig(input="index.html", width=W, height=H, fps=30, frame_count=4)
+        page = open_page(browser, server.url_for(page_path), settings, 10.0, None)
+        page.evaluate("window.__ready")  # HAVE_ENOUGH_DATA, its picture seen by the page: an elided seek
+        grab = capture_module.DomCapture(page, "png", 10.0)
+        shot = grab.frame(0)
+        state = page.evaluate(
+            "(() => { const v = document.querySelector('video'); return [v.currentTime, v.readyState]; })()",
+            await_promise=False,
+        )
+    finally:
+        browser.close()
+        server.close()
+    assert state == [0, 4]
+    assert verdicts and verdicts[-1] is True
+    assert _numbers(_decode_pngs([shot])) == [0]
+
+
+def test_a_video_whose_first_picture_comes_after_its_target(tmp_path: pathlib.Path, clip_dir: pathlib.Path) -> None:
+    """The clip's first timestamp is 0.1 s: a first sync to 1/60 s (before it) presents that first picture,
+    which is the one to show (it was never taken for the target's: the wait ran to the render timeout)."""
+    root = tmp_path / "late-start"
+    root.mkdir()
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-i",
+            str(clip_dir / "clip.webm"),
+            "-c",
+            "copy",
+            "-output_ts_offset",
+            "0.1",
+            str(root / "clip.webm"),
+        ],
+        check=True,
+    )
+    (root / "index.html").write_text(PAGE.format(_video_html()))
+    out = tmp_path / "chunk.mkv"
+    render(root / "index.html", out, 0, 2, config(W, H, lossless=True), timeout_s=10.0)
+    assert _numbers(decode(out, W, H, pix_fmt="gray")) == [0, 0]
