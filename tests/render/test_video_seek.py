@@ -306,3 +306,40 @@ def test_a_video_whose_first_picture_comes_after_its_target(tmp_path: pathlib.Pa
     out = tmp_path / "chunk.mkv"
     render(root / "index.html", out, 0, 2, config(W, H, lossless=True), timeout_s=10.0)
     assert _numbers(decode(out, W, H, pix_fmt="gray")) == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "style",
+    ["display:none", "position:absolute;width:0;height:0", "position:absolute;left:-400px;top:0;width:160px"],
+    ids=["display-none", "zero-size", "offscreen"],
+)
+def test_a_video_that_is_not_drawn_is_synced_without_waiting_for_the_screen(
+    tmp_path: pathlib.Path, clip_dir: pathlib.Path, style: str
+) -> None:
+    """A video not rendered (display: none, zero size, off screen) still presents its seeked pictures to
+    its element; nothing of it reaches the image, so nothing is checked there. A script-added one too."""
+    attrs = " ".join(f'{key}="{value}"' if value else key for key, value in ATTRS.items())
+    script = _video_script().replace(repr(STYLE), repr(style))
+    page = _page(clip_dir, f"undrawn{len(style)}", f'<video {attrs} style="{style}"></video>{script}<p>x</p>')
+    out = tmp_path / "chunk.mkv"
+    render(page, out, 0, 8, config(W, H, lossless=True), timeout_s=10.0)
+    assert decode(out, W, H, pix_fmt="gray").shape[0] == 8
+
+
+def test_a_video_that_fails_to_decode_does_not_stall_the_render(tmp_path: pathlib.Path) -> None:
+    """A file that is not a video: the element reports an error and the frame renders without it."""
+    root = tmp_path / "broken"
+    root.mkdir()
+    (root / "clip.webm").write_bytes(b"\x1a\x45\xdf\xa3" + bytes(range(256)) * 64)
+    (root / "index.html").write_text(PAGE.format(_video_html()))
+    out = tmp_path / "chunk.mkv"
+    render(root / "index.html", out, 0, 3, config(W, H, lossless=True), timeout_s=10.0)
+    assert decode(out, W, H, pix_fmt="gray").shape[0] == 3
+
+
+def test_a_video_past_its_end_holds_its_last_picture(tmp_path: pathlib.Path, clip_dir: pathlib.Path) -> None:
+    """Past its end the target is clamped just before the duration: the last picture, also on a first sync."""
+    page = _page(clip_dir, "ended", _video_html())
+    out = tmp_path / "chunk.mkv"
+    render(page, out, 70, 3, config(W, H, lossless=True), timeout_s=10.0)
+    assert _numbers(decode(out, W, H, pix_fmt="gray")) == [59, 59, 59]
