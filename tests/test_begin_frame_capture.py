@@ -70,12 +70,14 @@ def test_no_picture_yet_and_no_damage_is_not_a_picture() -> None:
         capture.frame(0)
 
 
-def test_video_settling_frames_keep_the_drawn_picture(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(capture_module, "run_step", lambda *args: {"videoSeeks": 1})
-    capture, page = _capture([_picture("settle-1"), _picture("settle-2"), {"hasDamage": False}])
-    # the settling frames drew the seeked picture; the captured frame, unchanged, is that picture
-    assert capture.frame(0) == b"settle-2"
-    assert all(shot is not None for shot in page.asked)
+def test_a_stale_video_picture_is_drawn_again_until_it_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture_module, "run_step", lambda *args: {"videoSeeks": 1, "videoCheck": 1})
+    verdicts = iter([False, False, True])  # the page's check of each captured image (checkVideoShot)
+    monkeypatch.setattr(capture_module, "video_fresh", lambda *args: next(verdicts))
+    capture, page = _capture([_picture("stale"), {"hasDamage": False}, _picture("fresh")])
+    # neither the stale picture nor the unchanged frame after it is handed back
+    assert capture.frame(0) == b"fresh"
+    assert len(page.asked) == 3 and all(shot is not None for shot in page.asked)
 
 
 #: Each frame's step takes real time (a busy rAF callback), so frames are produced while the page is busy

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 from helios_kit.errors import BrowserFault, RenderError
@@ -80,12 +82,13 @@ class DomCapture:
             self.params["quality"] = JPEG_QUALITY
 
     def frame(self, frame: int) -> bytes:
-        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout, self.profile)
-        if isinstance(result, dict) and result.get("videoSeeks"):
-            # A freshly seeked <video> picture can miss the first compositor frame; that screenshot
-            # forces one, the second is taken from a frame that holds it.
-            self.screenshot()
-        return self.screenshot()
+        result = step_frame(self.page, frame, self.timeout, self.profile)
+        shot = self.screenshot()
+        if video_check(result):
+            # A seeked <video> picture reaches the display on its own surface, possibly after this
+            # screenshot: capture again until the image shows it (see video_fresh).
+            shot = until_video_fresh(self.page, frame, shot, self.screenshot, self.timeout)
+        return shot
 
     def frames(self, frame: int) -> list[bytes]:
         """The images ready after stepping `frame` (here: exactly that frame's)."""
@@ -105,8 +108,52 @@ class DomCapture:
             return base64.b64decode(shot["data"])
 
 
-#: Compositor frames produced after a <video> seek before the captured one (begin-frame mode).
-VIDEO_SETTLE_FRAMES = 2
+#: The in-page wait for a seeked <video>'s picture, as its timeout message names it (clock.js seekVideos).
+VIDEO_WAIT = "<video> picture not presented"
+
+
+def step_frame(page: Page, frame: int, timeout: float, profile: Profiler = NULL_PROFILER) -> Any:
+    """Step `frame` for capture; a <video> whose picture never arrives fails retryably (BrowserFault)."""
+    try:
+        return run_step(page, clock.step_expression(frame), frame, timeout, profile)
+    except FrameError as error:
+        if VIDEO_WAIT in error.message:
+            raise BrowserFault(
+                f"frame {frame}: a <video> picture was not presented within the render timeout"
+            ) from None
+        raise
+
+
+def video_check(result: Any) -> bool:
+    """True when the step seeked a <video> whose captured picture can (and must) be checked."""
+    return isinstance(result, dict) and bool(result.get("videoCheck"))
+
+
+def video_fresh(page: Page, image: bytes, mime: str, timeout: float) -> bool:
+    """Whether `image` shows every seeked <video>'s target picture (the page compares probe points)."""
+    data = json.dumps(base64.b64encode(image).decode("ascii"))
+    try:
+        verdict = page.evaluate(f"window.__heliosInternal.checkVideoShot({data}, {json.dumps(mime)})", timeout=timeout)
+    except (CDPError, TimeoutError) as error:
+        raise BrowserFault(f"<video> picture check failed: {error}") from None
+    return bool(isinstance(verdict, dict) and verdict.get("ok"))
+
+
+def until_video_fresh(
+    page: Page, frame: int, image: bytes, again: Callable[[], bytes | None], timeout: float, mime: str | None = None
+) -> bytes:
+    """`image`, or the first later capture (`again`) that shows the seeked <video> pictures; a stale picture
+    that outlasts the render timeout fails the frame retryably. Never returns a stale picture."""
+    mime = mime or ("image/png" if image.startswith(b"\x89PNG") else "image/jpeg")
+    deadline = time.monotonic() + timeout
+    current: bytes | None = image
+    while current is None or not video_fresh(page, current, mime, timeout):
+        if time.monotonic() > deadline:
+            raise BrowserFault(f"frame {frame}: the captured <video> picture stayed stale for {timeout:g} s")
+        current = again()
+    return current
+
+
 #: Drawing frames asked for the step's picture before the frame fails (retryably).
 PICTURE_ATTEMPTS = 4
 
@@ -133,12 +180,14 @@ class BeginFrameCapture(DomCapture):
         self.last: bytes | None = None
 
     def frame(self, frame: int) -> bytes:
-        result = run_step(self.page, clock.step_expression(frame), frame, self.timeout, self.profile)
-        if isinstance(result, dict) and result.get("videoSeeks"):
-            # A freshly seeked <video> picture reaches the compositor asynchronously; under load the frame
-            # right after the step can still hold the previous picture. Drawn frames let it land first.
-            for _ in range(VIDEO_SETTLE_FRAMES):
-                self._draw(frame)
+        result = step_frame(self.page, frame, self.timeout, self.profile)
+        picture = self._picture(frame)
+        if video_check(result):
+            # A seeked <video> picture can reach the display a frame late: draw on until it shows.
+            picture = until_video_fresh(self.page, frame, picture, lambda: self._draw(frame), self.timeout)
+        return picture
+
+    def _picture(self, frame: int) -> bytes:
         for _ in range(PICTURE_ATTEMPTS):
             picture = self._draw(frame)
             if picture is not None:

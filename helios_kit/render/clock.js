@@ -637,12 +637,18 @@
   const mediaBorn = new WeakMap(); // media element -> virtual ms it was first seen at
   const mediaSeen = [];             // every media element seen, in order (for the audio discovery)
   const mediaRate = new WeakMap();  // playbackRate as first seen (the core's DomDriver resets the property)
-  const VIDEO_PRESENT_WAIT_MS = 250;
-  // A video's first sync away from its start (a chunk beginning mid-way) must present a new picture: the
-  // one on screen is from load time. Under load that can take longer than the short cap above, and
-  // capturing early shows the stale picture, so wait longer for it (still bounded: a video whose pictures
-  // are sparser than 10 per second never matches the window below).
-  const VIDEO_FIRST_PRESENT_WAIT_MS = 3000;
+  // A seek's picture counts as presented when requestVideoFrameCallback reports a presentation made after
+  // the seek whose mediaTime is the target's frame: at most this far before the target (or any frame on
+  // the seek's side of the previous picture, for videos with sparser frames).
+  const VIDEO_FRAME_WINDOW_S = 0.25;
+  const VIDEO_MEDIA_EPS_S = 0.002;
+  // Captured pictures are checked at up to GRID x GRID points of each seeked video (see videoProbe): a
+  // stale picture that differs from the target's only between those points is not seen.
+  const VIDEO_PROBE_GRID = 16;
+  // A point tells the two pictures apart when their colours differ by more than this (sum over RGB).
+  const VIDEO_PROBE_CONTRAST = 60;
+  // A captured point shows a picture when its colour is within this of it (JPEG and scaling noise).
+  const VIDEO_PROBE_MATCH = 45;
   const videoSynced = new WeakSet(); // videos seeked (and presented) at least once
   // Media are found as the original renderer's scanner finds them: in the document, in shadow roots
   // (every one attachShadow made, open or closed, and declarative ones) and in same-origin iframes.
@@ -710,11 +716,82 @@
     const rate = mediaRate.get(el) || 1;
     return Math.max(0, (base - seconds(el, "data-helios-offset")) * rate + seconds(el, "data-helios-seek"));
   }
+  // ---- <video> pictures --------------------------------------------------------------------------
+  // requestVideoFrameCallback fires when a new picture becomes the video's current frame (drawImage reads
+  // that same frame); every completed seek presents exactly one, even onto the frame already shown. It
+  // does not say the picture has reached the display: Chromium submits a video's pictures to the display
+  // compositor on their own surface, asynchronously and possibly a frame late (an unacknowledged previous
+  // submission defers the next), so a screenshot can still show the previous picture. Hence two parts:
+  // the step waits (without a real-time cap) until the target's picture is the current frame, and the
+  // capture checks the captured image against it (checkVideoShot) and captures again while it is stale.
+  // Presentations are watched only while a seek waits for its picture: a standing callback request keeps
+  // the video's compositor sink on every BeginFrame, which stalled new-headless Chromium under load.
+  const videoShown = new WeakMap(); // video -> mediaTime of its last picture seen presented
+  function watchPresentations(video) {
+    const state = { count: 0, mediaTime: videoShown.has(video) ? videoShown.get(video) : 0, waiters: [], handle: 0 };
+    const onFrame = (_, meta) => {
+      if (state.stopped) return;
+      state.count++;
+      state.mediaTime = meta.mediaTime;
+      videoShown.set(video, meta.mediaTime);
+      for (const wake of state.waiters.splice(0)) wake();
+      state.handle = video.requestVideoFrameCallback(onFrame);
+    };
+    state.handle = video.requestVideoFrameCallback(onFrame);
+    state.stop = () => { state.stopped = true; video.cancelVideoFrameCallback(state.handle); };
+    return state;
+  }
+  function isTargetPicture(state, before, target) {
+    if (state.count <= before.count) return false; // nothing presented since the seek began
+    const m = state.mediaTime;
+    if (m <= target + VIDEO_MEDIA_EPS_S && target - m < VIDEO_FRAME_WINDOW_S) return true;
+    // The picture shown before, presented again: a seek within one (sparse) frame. Only when that picture
+    // is known (seen presented by an earlier sync); a first sync starts from a guess of 0.
+    if (before.known && Math.abs(m - before.mediaTime) <= 1e-6) return true;
+    // A first sync onto a time before the video's first picture (its first timestamp is past the target):
+    // the picture just after the target is the one that shows.
+    if (!before.known && m > target && m - target < VIDEO_FRAME_WINDOW_S) return true;
+    // Sparse frames: a picture on the seek's side of the previous one (never a late previous picture).
+    return target > before.mediaTime ? m > before.mediaTime + 1e-6 && m <= target + VIDEO_MEDIA_EPS_S
+      : m < before.mediaTime - 1e-6;
+  }
+  async function untilPresented(video, state, before, target) {
+    while (!isTargetPicture(state, before, target)) {
+      if (video.error) return; // a decode that failed presents nothing (the element keeps no picture)
+      // Woken by the presentation; the short real timer only re-checks (seekVideos' deadline bounds it).
+      await new Promise((wake) => { state.waiters.push(wake); realSetTimeout(wake, 20); });
+    }
+  }
+  // Chromium elides a seek to the time a paused, loaded player already shows (WebMediaPlayerImpl::DoSeek:
+  // paused, pipeline stable, target == its paused time, ready state HAVE_ENOUGH_DATA, not MSE): it only
+  // restores the ready state, decodes and presents nothing, and requestVideoFrameCallback then fires only
+  // for a callback that has not yet seen the current picture (none if the page's own callback has). So
+  // such a seek is not waited for: the element keeps the picture it holds, which is the target's, and the
+  // captured image is checked as after any seek. (For an MSE video, never elided, the same holds: the
+  // picture at the unchanged time is the one it holds.)
+  function seekIsElided(video, target) {
+    return video.paused && !video.seeking && video.readyState === 4 && Math.abs(video.currentTime - target) < 1e-6;
+  }
+  // Whether the element holds a decoded picture: drawImage draws nothing (alpha 0) before its first one,
+  // although readyState can already say HAVE_ENOUGH_DATA. A cross-origin video cannot be read: true.
+  function holdsPicture(video) {
+    try {
+      if (!probeCanvas) probeCanvas = document.createElement("canvas");
+      probeCanvas.width = 1;
+      probeCanvas.height = 1;
+      const context = probeCanvas.getContext("2d", { willReadFrequently: true });
+      context.clearRect(0, 0, 1, 1);
+      context.drawImage(video, Math.floor(video.videoWidth / 2), Math.floor(video.videoHeight / 2), 1, 1, 0, 0, 1, 1);
+      return context.getImageData(0, 0, 1, 1).data[3] > 0;
+    } catch (error) {
+      return true;
+    }
+  }
   async function syncVideo(video, target) {
     if (!hasSource(video)) return false; // nothing to show (the audio discovery warns about it)
     if (video.preload !== "auto") video.preload = "auto";
     while (video.readyState < 1) {                     // HAVE_METADATA: duration known, seekable
-      if (video.error || (video.networkState === 3 && !video.currentSrc)) return;
+      if (video.error || (video.networkState === 3 && !video.currentSrc)) return false;
       await sleepReal(2);
     }
     const duration = video.duration;
@@ -724,38 +801,190 @@
     const first = !videoSynced.has(video);
     videoSynced.add(video);
     if (!first && Math.abs(video.currentTime - target) <= 1e-4 && video.readyState >= 2 && !video.seeking) return false;
-    // 'seeked' means decoded, not yet handed to the compositor: a screenshot right after it can show
-    // the previous picture. requestVideoFrameCallback fires once the new picture is presented; when the
-    // seek lands on the picture already shown it never fires, hence the short cap.
-    // Only a presentation of the picture at `target` counts (not a late one of the previous picture).
-    let presented = !video.requestVideoFrameCallback;
-    const onFrame = (_, meta) => {
-      if (meta.mediaTime <= target + 0.002 && meta.mediaTime > target - 0.1) presented = true;
-      else if (!presented) video.requestVideoFrameCallback(onFrame);
-    };
-    if (!presented) video.requestVideoFrameCallback(onFrame);
-    video.currentTime = target;
-    while (video.seeking || video.readyState < 2) {   // HAVE_CURRENT_DATA: this frame is decoded
-      if (video.error) return;
-      await sleepReal(2);
+    const probe = videoProbe(video, first);
+    const elided = seekIsElided(video, target);
+    const state = !elided && typeof video.requestVideoFrameCallback === "function" ? watchPresentations(video) : null;
+    const before = state ? { count: 0, mediaTime: state.mediaTime, known: videoShown.has(video) } : null;
+    try {
+      video.currentTime = target;
+      while (video.seeking || video.readyState < 2) {   // HAVE_CURRENT_DATA: this frame is decoded
+        if (video.error) return false;
+        await sleepReal(2);
+      }
+      if (video.videoWidth > 0) {
+        if (state) await untilPresented(video, state, before, target);
+        // An elided seek presents nothing: its picture is the one the element holds, once it holds one
+        // (a video's first picture can still be on its way to the compositor at HAVE_ENOUGH_DATA).
+        else while (elided && !holdsPicture(video)) {
+          if (video.error) return false;
+          await sleepReal(2);
+        }
+      }
+    } finally {
+      if (state) state.stop();
     }
-    const mustPresent = first && target > 0.1;
-    const cap = RealDate.now() + (mustPresent ? VIDEO_FIRST_PRESENT_WAIT_MS : VIDEO_PRESENT_WAIT_MS);
-    while (!presented && RealDate.now() < cap) await sleepReal(1);
-    // One more real compositor frame, so the screenshot is taken from a frame that holds the picture.
-    await new Promise((resolve) => realRaf(() => realRaf(resolve)));
+    if (probe) finishProbe(video, probe);
     return true;
   }
   async function seekVideos(frame, deadline) {
     const media = noteMedia();
+    videoProbes = [];
     const waits = [];
     for (const video of media) {
       if (video.tagName !== "VIDEO" || video.hasAttribute("data-helios-manual")) continue;
       waits.push(syncVideo(video, mediaTarget(video)));
     }
     if (!waits.length) return 0;
-    const moved = await withTimeout(Promise.all(waits), frame, deadline, "<video> seek");
+    const moved = await withTimeout(Promise.all(waits), frame, deadline, "<video> picture not presented");
     return moved.filter(Boolean).length;
+  }
+
+  // ---- checking a captured image for stale <video> pictures ----------------------------------------
+  // Before a seek, a probe picks points of the viewport where the video is the topmost element, and reads
+  // the previous picture there (drawImage of the video's current frame); after the presentation, the
+  // target's picture; only points where the two differ are kept. A captured image is stale when at most of
+  // those points it shows the previous picture (closer to it than to the target's, and close to it). Only
+  // videos whose colours reach the screen unchanged (no opacity, filter or blending on the way) are probed;
+  // a translucent overlay makes points match neither picture, so they never vote stale. A video's first
+  // picture (nothing shown before) is checked positively: most points must show it.
+  let videoProbes = [];
+  let probeCanvas = null;
+  // Points map to video pixels through layout and axis-aligned transforms only (no rotation, skew, 3D).
+  function axisAligned(el) {
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      const transform = getComputedStyle(node).transform;
+      if (transform === "none") continue;
+      const m = /^matrix\(([^)]*)\)$/.exec(transform);
+      if (!m) return false;
+      const [, b, c] = m[1].split(",").map(Number);
+      if (b !== 0 || c !== 0) return false;
+    }
+    return true;
+  }
+  function pictureRect(video) {
+    const box = video.getBoundingClientRect();
+    const style = getComputedStyle(video);
+    const vw = video.videoWidth, vh = video.videoHeight;
+    const lw = video.clientWidth, lh = video.clientHeight; // layout size (before transforms)
+    if (!vw || !vh || lw < 4 || lh < 4 || box.width < 4 || box.height < 4) return null;
+    if (style.objectPosition !== "50% 50%" || parseFloat(style.borderLeftWidth) || parseFloat(style.paddingLeft) ||
+        parseFloat(style.borderTopWidth) || parseFloat(style.paddingTop)) return null;
+    let width = lw, height = lh;
+    const fit = style.objectFit;
+    if (fit === "contain" || fit === "cover" || fit === "none" || fit === "scale-down") {
+      let scale = fit === "none" ? 1 : (fit === "cover" ? Math.max : Math.min)(lw / vw, lh / vh);
+      if (fit === "scale-down") scale = Math.min(1, scale);
+      width = vw * scale;
+      height = vh * scale;
+    }
+    width *= box.width / lw;
+    height *= box.height / lh;
+    return { left: box.left + (box.width - width) / 2, top: box.top + (box.height - height) / 2, width, height, vw, vh };
+  }
+  // Nothing between the video and the screen changes its colours (for a first picture, checked as such).
+  function plainColours(el) {
+    for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
+      const style = getComputedStyle(node);
+      if (Number(style.opacity) !== 1 || style.filter !== "none" || style.mixBlendMode !== "normal") return false;
+    }
+    return true;
+  }
+  // Hit tests see every element, also those with pointer-events: none (an overlay the page made click-through
+  // still covers the video); a constructed sheet, so the page's own DOM and observers see no change.
+  let hitSheet = null;
+  function hitTestAll(fn) {
+    if (!hitSheet) {
+      hitSheet = new CSSStyleSheet();
+      hitSheet.replaceSync("* { pointer-events: auto !important; }");
+    }
+    const sheets = document.adoptedStyleSheets;
+    document.adoptedStyleSheets = [...sheets, hitSheet];
+    try { return fn(); } finally { document.adoptedStyleSheets = sheets; }
+  }
+  function videoProbe(video, first) {
+    // Only where the video's colours reach the screen unchanged: behind opacity or a filter a captured
+    // point could match the previous picture by chance (a video fading in over black) and never pass.
+    if (video.getRootNode() !== document || !axisAligned(video) || !plainColours(video)) return null;
+    // No picture on screen yet (a video just added, or its first sync): the captured image must show the
+    // target's picture itself. The element may hold decoded data already (readyState >= 2), but what it
+    // holds is not what the screen shows until its surface has been submitted once.
+    const fresh = first || video.readyState < 2;
+    const rect = pictureRect(video);
+    if (!rect) return null;
+    const points = hitTestAll(() => probePoints(video, rect));
+    if (!points.length) return null;
+    const old = fresh ? null : readVideo(video, points);
+    return fresh || old ? { points, old } : null;
+  }
+  function probePoints(video, rect) {
+    const points = [];
+    for (let i = 0; i < VIDEO_PROBE_GRID; i++) {
+      for (let j = 0; j < VIDEO_PROBE_GRID; j++) {
+        const x = Math.floor(rect.left + ((i + 0.5) * rect.width) / VIDEO_PROBE_GRID) + 0.5;
+        const y = Math.floor(rect.top + ((j + 0.5) * rect.height) / VIDEO_PROBE_GRID) + 0.5;
+        if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight) continue;
+        if (document.elementFromPoint(x, y) !== video) continue;
+        points.push([x, y, ((x - rect.left) * rect.vw) / rect.width, ((y - rect.top) * rect.vh) / rect.height]);
+      }
+    }
+    return points;
+  }
+  function readVideo(video, points) {
+    try {
+      if (!probeCanvas) probeCanvas = document.createElement("canvas");
+      probeCanvas.width = points.length;
+      probeCanvas.height = 1;
+      const context = probeCanvas.getContext("2d", { willReadFrequently: true });
+      points.forEach(([, , sx, sy], k) => context.drawImage(video, Math.floor(sx), Math.floor(sy), 1, 1, k, 0, 1, 1));
+      return Array.from(context.getImageData(0, 0, points.length, 1).data);
+    } catch (error) {
+      return null; // a cross-origin video cannot be read: no check
+    }
+  }
+  const pixel = (data, k) => [data[4 * k], data[4 * k + 1], data[4 * k + 2]];
+  const distance = (a, b) => Math.abs(a[0] - b[0]) + Math.abs(a[1] - b[1]) + Math.abs(a[2] - b[2]);
+  function finishProbe(video, probe) {
+    const now = readVideo(video, probe.points);
+    if (!now) return;
+    if (!probe.old) {
+      videoProbes.push({ points: probe.points, old: null, now: probe.points.map((_, k) => pixel(now, k)) });
+      return;
+    }
+    const kept = { points: [], old: [], now: [] };
+    probe.points.forEach((point, k) => {
+      const [a, b] = [pixel(probe.old, k), pixel(now, k)];
+      if (distance(a, b) <= VIDEO_PROBE_CONTRAST) return; // this point cannot tell the pictures apart
+      kept.points.push(point);
+      kept.old.push(a);
+      kept.now.push(b);
+    });
+    if (kept.points.length) videoProbes.push(kept);
+  }
+  // Whether the captured image (base64 of `mime`) shows every probed video's target picture: at most of a
+  // probe's points it must be closer to the target's picture than to the previous one.
+  async function checkVideoShot(data, mime) {
+    if (!videoProbes.length) return { ok: true };
+    const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+    const bitmap = await createImageBitmap(new Blob([bytes], { type: mime }));
+    const canvas = document.createElement("canvas");
+    canvas.width = bitmap.width;
+    canvas.height = bitmap.height;
+    const context = canvas.getContext("2d", { willReadFrequently: true });
+    context.drawImage(bitmap, 0, 0);
+    bitmap.close();
+    const image = context.getImageData(0, 0, canvas.width, canvas.height).data;
+    let stale = 0;
+    for (const probe of videoProbes) {
+      let old = 0;
+      probe.points.forEach(([x, y], k) => {
+        const shot = pixel(image, Math.floor(y) * canvas.width + Math.floor(x));
+        const toNow = distance(shot, probe.now[k]);
+        if (!probe.old) old += toNow > VIDEO_PROBE_MATCH ? 1 : 0; // a first picture: not shown yet
+        else if (distance(shot, probe.old[k]) <= VIDEO_PROBE_MATCH && distance(shot, probe.old[k]) < toNow) old++;
+      });
+      if (2 * old > probe.points.length) stale++;
+    }
+    return { ok: stale === 0, stale };
   }
 
   // Fonts and images that started loading after the first frame (text or <img> added later) are ready
@@ -1029,7 +1258,7 @@
     }
     else noteMedia();
     if (errors.length) return { error: errors[0] };
-    return videoSeeks ? { videoSeeks } : null;
+    return videoSeeks ? { videoSeeks, videoCheck: capture ? videoProbes.length : 0 } : null;
   }
 
   // ---- canvas capture ------------------------------------------------------------------------------
@@ -1159,6 +1388,7 @@
       return { data: captureCanvas(type, quality) };
     },
     canvasInfo,
+    checkVideoShot,
     realRaf,
     get now() { return now; },
   };
