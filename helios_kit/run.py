@@ -222,6 +222,8 @@ class JobRun:
 
     def _render_now(self, chunk: Chunk, stop: threading.Event | None = None) -> ChunkOutcome:
         outcome = self.executor.run_chunk(chunk, stop)
+        if outcome.manifest is not None:  # what the worker committed: the next run's done index vouches for it
+            self.ctx.store.remember_manifest(chunk.output_file, outcome.manifest)
         if self.verbose:
             note = outcome.error or f"{outcome.state.value} in {outcome.duration_ms / 1000:.2f} s"
             print(f"chunk {chunk.id}: {note}", flush=True)
@@ -370,10 +372,11 @@ def execute_job(
     try:
         ctx.store.check_confined([*spec.merge.inputs, spec.merge.output_file])  # before anything renders
         ctx.store.check_writable()
-        swept = ctx.store.sweep_temporaries([*spec.merge.inputs, spec.merge.output_file])
+        outputs = [*spec.merge.inputs, spec.merge.output_file]
+        ctx.store.preload(outputs, spec.job_id)  # one listing per folder, the done index, the rest at once
+        swept = ctx.store.sweep_temporaries(outputs)  # from the snapshot's listing
         if swept:
             log.info("removed %d temporary objects of interrupted commits: %s", len(swept), ", ".join(swept))
-        ctx.store.preload([*spec.merge.inputs, spec.merge.output_file])  # one listing, manifests at once
         verify = options.verify_seams or spec.verify.seams
         chunk_context = ctx.chunk_context().model_copy(update={"verify_seams": verify})
         executor = ChunkExecutor(backend, spec, chunk_context, options, cancel=cancel, sinks=sinks)
@@ -389,6 +392,7 @@ def execute_job(
             with MarkerOnCancel(ctx.store, spec.job_id, executor.cancel):  # a cancel reaches remote workers
                 error = run.run()
         finally:
+            ctx.store.save_index(spec.job_id, outputs)  # the manifests this run learned, for the next one
             if executor.backups is not None:
                 executor.backups.close()
     finally:
