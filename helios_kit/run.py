@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -371,9 +372,13 @@ def execute_job(
     ctx = context or JobContext.prepare(spec, job_url, job_dir, store_url=options.store, force=options.force)
     try:
         ctx.store.check_confined([*spec.merge.inputs, spec.merge.output_file])  # before anything renders
-        ctx.store.check_writable()
         outputs = [*spec.merge.inputs, spec.merge.output_file]
-        ctx.store.preload(outputs, spec.job_id)  # one listing per folder, the done index, the rest at once
+        with ThreadPoolExecutor(2, thread_name_prefix="helios-prepare") as pool:  # the store's requests at once
+            writable = pool.submit(ctx.store.check_writable)
+            cleared = pool.submit(clear_marker, ctx.store, spec.job_id)  # an earlier run's cancel does not stop this
+            ctx.store.preload(outputs, spec.job_id)  # one listing per folder, the done index, the rest at once
+            writable.result()  # StoreError: not writable, before anything renders
+            cleared.result()
         swept = ctx.store.sweep_temporaries(outputs)  # from the snapshot's listing
         if swept:
             log.info("removed %d temporary objects of interrupted commits: %s", len(swept), ", ".join(swept))
@@ -387,7 +392,6 @@ def execute_job(
             run.cooperate(LeaseStore(ctx.store, ttl=options.lease_ttl))
         if options.backups.active_for(backend.name):
             executor.enable_backups(options.backups, len(options.chunks or spec.chunks))
-        clear_marker(ctx.store, spec.job_id)  # an earlier run's cancel does not stop this one
         try:
             with MarkerOnCancel(ctx.store, spec.job_id, executor.cancel):  # a cancel reaches remote workers
                 error = run.run()

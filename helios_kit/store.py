@@ -366,7 +366,7 @@ class ArtifactStore:
         if self.is_local:
             return False
         wanted = {self.manifest_name(rel) for rel in rels}
-        known = {rel: text for rel, text in self._known.items() if rel in wanted}
+        known = {rel: text for rel, text in dict(self._known).items() if rel in wanted}
         if all(self._indexed.get(rel) == text for rel, text in known.items()):
             return False
         current = self._read_index(job_id)
