@@ -84,6 +84,7 @@ class JobReport(BaseModel):
     error: str | None = None
     duration_ms: float = 0.0
     merge_requested: bool = True
+    backups_failed: int = Field(0, description="Straggler backup attempts that failed (no retries: counted apart).")
 
     def count(self, *states: ChunkState) -> int:
         return sum(1 for outcome in self.chunks if outcome.state in states)
@@ -129,8 +130,10 @@ class JobReport(BaseModel):
             line += f"; error: {self.error}"
         retries = sum(max(0, outcome.attempts - 1) for outcome in self.chunks)
         throttles = sum(outcome.throttles for outcome in self.chunks)
-        if retries or throttles:
+        if retries or throttles or self.backups_failed:
             line += f"; {retries} retr{'y' if retries == 1 else 'ies'}, {throttles} throttled"
+        if self.backups_failed:
+            line += f", {self.backups_failed} failed backup attempt{'' if self.backups_failed == 1 else 's'}"
         return line
 
 
@@ -339,6 +342,7 @@ class JobRun:
             error=error,
             duration_ms=duration_ms,
             merge_requested=self.merge_requested,
+            backups_failed=executor.backups.failed if executor.backups is not None else 0,
         )
 
 
