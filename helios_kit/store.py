@@ -262,6 +262,9 @@ class ArtifactStore:
             return None
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot read manifest of {rel}: {error}") from None
+        text = _text(data)
+        if text is not None:  # the store's own bytes: the done index may keep them (see save_index)
+            self._known[self.manifest_name(rel)] = text
         try:
             return DoneManifest.model_validate_json(data)
         except ValidationError:
