@@ -38,7 +38,7 @@ import fsspec
 from pydantic import ValidationError
 
 from helios_kit.composition.deps import Dependency, DependencyChecker, sha256_file
-from helios_kit.composition.locations import is_local
+from helios_kit.composition.locations import is_local, url_to_fs
 from helios_kit.composition.resolve import fetch_file
 from helios_kit.done_index import DoneIndex, index_rel, listed_md5, vouched
 from helios_kit.done_index import decode as decode_index
@@ -173,7 +173,7 @@ class ArtifactStore:
                 config = {"max_pool_connections": S3_CONNECTIONS, **(storage_options.get("config_kwargs") or {})}
                 storage_options = {**storage_options, "config_kwargs": config}
             try:
-                self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+                self.fs, self.root = url_to_fs(self.url, **storage_options)
             except (ImportError, ValueError) as error:
                 raise StoreError(f"store {self.url}: {error}", retryable=False) from None  # unknown scheme
             self.root = self.root.rstrip("/")
