@@ -8,7 +8,7 @@ object written in one PUT is the MD5 of its bytes). So a stale index (a chunk re
 removed or rewritten since), a partial one (runners that wrote it at once, a run killed before writing it)
 or a corrupt one only costs a GET of the manifests it does not vouch for: it can never make a missing or
 changed chunk count as done, nor outvote the manifest the store holds. Stores whose listing carries no
-content MD5 (SSE-KMS or multipart ETags, other fsspec stores) never use it.
+content MD5 (SSE-KMS or multipart ETags, GCS composite objects, other fsspec stores) never use it.
 
 Lives at `<store>/.helios/done/<job_id>.json.gz` (gzip: the manifests of one job repeat themselves).
 Written by the client at the end of a run when it learned manifests the index lacks (from the store, from
@@ -19,6 +19,7 @@ those manifests itself and writes them back, so no conditional write is needed f
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import re
@@ -48,8 +49,16 @@ def index_rel(job_id: str) -> str:
 def listed_md5(info: dict[str, Any]) -> str | None:
     """The MD5 (hex) of an object's bytes as an fsspec listing entry states it, or None when it does not:
     an S3 ETag is one only for an unencrypted or SSE-S3 object uploaded in one PUT (32 hex digits; a
-    multipart ETag has a `-N` suffix, an SSE-KMS/SSE-C one is not an MD5 and then never matches)."""
-    etag = str(info.get("ETag") or info.get("etag") or "").strip('"').lower()
+    multipart ETag has a `-N` suffix, an SSE-KMS/SSE-C one is not an MD5 and then never matches); GCS
+    lists `md5Hash` (base64) for every object but composite ones."""
+    md5_hash = info.get("md5Hash")
+    if isinstance(md5_hash, str):
+        try:
+            digest = base64.b64decode(md5_hash, validate=True)
+        except ValueError:
+            return None
+        return digest.hex() if len(digest) == 16 else None
+    etag = str(info.get("ETag") or "").strip('"').lower()
     return etag if _MD5.match(etag) else None
 
 

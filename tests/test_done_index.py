@@ -6,6 +6,7 @@ one, after random changes made behind the index's back."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import uuid
@@ -171,6 +172,7 @@ def test_listed_md5() -> None:
     assert listed_md5({"ETag": f'"{md5_of(data)}"'}) == md5_of(data)
     assert listed_md5({"ETag": '"0123456789abcdef0123456789abcdef-2"'}) is None  # multipart: not an MD5
     assert listed_md5({"size": 3}) is None  # a store that does not say
+    assert listed_md5({"md5Hash": base64.b64encode(bytes.fromhex(md5_of(data))).decode()}) == md5_of(data)
     assert vouched(data.decode(), md5_of(data)) == data
     assert vouched(data.decode(), md5_of(b"other")) is None and vouched(None, md5_of(data)) is None
     assert decode(encode(DoneIndex(job_id="j", manifests={"a": "b"}))) == DoneIndex(job_id="j", manifests={"a": "b"})
@@ -206,3 +208,23 @@ def test_the_snapshot_agrees_with_the_store(s3: CountingS3, tmp_path: Path, chan
         for digest in ("d1", "d2"):
             truth = ArtifactStore(url).is_complete(rel, digest)  # no snapshot: reads the manifest itself
             assert snapshot.is_complete(rel, digest) == truth, (rel, digest, changes, indexed)
+
+
+def test_gcs_listings_vouch_with_their_md5(tmp_path: Path) -> None:
+    """On GCS (gcsfs against the loopback fake) the listing's md5Hash vouches for the index as S3's ETag does."""
+    from fakes.gcs import gcs_server
+
+    with gcs_server("renders") as gcs:
+        url = "gs://renders/out"
+        writer = ArtifactStore(url)
+        for rel in RELS:
+            commit(writer, tmp_path, rel)
+        commit(ArtifactStore(url), tmp_path, RELS[0], digest="d2")  # behind the index's back
+        writer.save_index(JOB, RELS)  # (written with the first manifest of RELS[0])
+        gcs.requests.clear()
+        store = ArtifactStore(url)
+        store.preload(RELS, JOB)
+        downloads = sum(count for key, count in gcs.requests.items() if key.startswith("GET /download"))
+        assert store.is_complete(RELS[0], "d2") and not store.is_complete(RELS[0], "d1")
+        assert all(store.is_complete(rel, "d1") for rel in RELS[1:])
+        assert downloads == 2, gcs.requests  # the index, and the one manifest it could not vouch for
