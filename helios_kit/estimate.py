@@ -33,7 +33,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 from pydantic import BaseModel, Field
 
 from helios_kit.pricing import Pricing
@@ -138,6 +137,8 @@ class TreeCpu:
         self.seconds = 0.0
 
     def _sample(self) -> None:
+        import psutil
+
         for child in psutil.Process().children(recursive=True):
             try:
                 with child.oneshot():
@@ -151,6 +152,8 @@ class TreeCpu:
             self._sample()
 
     def __enter__(self) -> TreeCpu:
+        import psutil  # here, not at import: `helios job run` registers the estimate command, rarely runs it
+
         times = psutil.Process().cpu_times()
         self._own = times.user + times.system
         self._thread.start()
@@ -159,6 +162,8 @@ class TreeCpu:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        import psutil
+
         times = psutil.Process().cpu_times()
         self.seconds = times.user + times.system - self._own + sum(self._seen.values())
 

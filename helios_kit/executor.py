@@ -55,6 +55,8 @@ class ChunkOutcome(BaseModel):
     error: str | None = None
     output_file: str | None = None
     throttles: int = Field(0, description="Times the platform throttled the chunk (backed off, no attempt spent).")
+    #: The done-manifest the worker committed, as written (WorkerResult.manifest); not part of reports.
+    manifest: str | None = Field(None, exclude=True, repr=False)
 
 
 class ChunkExecutor:
@@ -243,6 +245,7 @@ class ChunkExecutor:
             frames=frames,
             duration_ms=duration_ms,
             output_file=result.output_file,
+            manifest=result.manifest,
         )
 
     def _cancelled(self, chunk: Chunk, attempts: int, duration_ms: float) -> ChunkOutcome:

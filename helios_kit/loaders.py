@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from helios_kit.composition.locations import job_dir_for, scheme_of
+from helios_kit.composition.locations import job_dir_for, scheme_of, url_to_fs
 from helios_kit.errors import LoaderError, UnknownNameError, describe
 from helios_kit.spec import JobSpec, loads
 
@@ -175,8 +175,6 @@ def _check_status(status: int, reason: str | None, source: str) -> None:
 
 def load_fsspec(source: str, options: LoaderOptions) -> bytes:
     """Read a job file through fsspec (s3://, gs://, memory://, ...)."""
-    import fsspec
-
     scheme = scheme_of(source)
     storage_options = dict(options.storage_options)
     if scheme == "s3":
@@ -184,7 +182,7 @@ def load_fsspec(source: str, options: LoaderOptions) -> bytes:
             "config_kwargs", {"connect_timeout": options.timeout, "read_timeout": options.timeout}
         )
     try:
-        fs, path = fsspec.core.url_to_fs(source, **storage_options)
+        fs, path = url_to_fs(source, **storage_options)
         size = fs.size(path)
         if size is not None and size > options.max_bytes:
             raise _too_big(source, options.max_bytes)

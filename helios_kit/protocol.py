@@ -85,6 +85,9 @@ class WorkerResult(WireModel):
         False, description="No chunk of this job can succeed (401/403, access denied): stop scheduling the job."
     )
     throttles: int = Field(0, ge=0, description="Times the platform throttled this attempt (backed off, not retried).")
+    manifest: str | None = Field(
+        None, description="The done-manifest this attempt committed, exactly as written (the client's done index)."
+    )
 
     @property
     def ok(self) -> bool:

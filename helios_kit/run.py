@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ class JobReport(BaseModel):
     error: str | None = None
     duration_ms: float = 0.0
     merge_requested: bool = True
+    backups_failed: int = Field(0, description="Straggler backup attempts that failed (no retries: counted apart).")
 
     def count(self, *states: ChunkState) -> int:
         return sum(1 for outcome in self.chunks if outcome.state in states)
@@ -128,8 +130,10 @@ class JobReport(BaseModel):
             line += f"; error: {self.error}"
         retries = sum(max(0, outcome.attempts - 1) for outcome in self.chunks)
         throttles = sum(outcome.throttles for outcome in self.chunks)
-        if retries or throttles:
+        if retries or throttles or self.backups_failed:
             line += f"; {retries} retr{'y' if retries == 1 else 'ies'}, {throttles} throttled"
+        if self.backups_failed:
+            line += f", {self.backups_failed} failed backup attempt{'' if self.backups_failed == 1 else 's'}"
         return line
 
 
@@ -222,6 +226,8 @@ class JobRun:
 
     def _render_now(self, chunk: Chunk, stop: threading.Event | None = None) -> ChunkOutcome:
         outcome = self.executor.run_chunk(chunk, stop)
+        if outcome.manifest is not None:  # what the worker committed: the next run's done index vouches for it
+            self.ctx.store.remember_manifest(chunk.output_file, outcome.manifest)
         if self.verbose:
             note = outcome.error or f"{outcome.state.value} in {outcome.duration_ms / 1000:.2f} s"
             print(f"chunk {chunk.id}: {note}", flush=True)
@@ -336,6 +342,7 @@ class JobRun:
             error=error,
             duration_ms=duration_ms,
             merge_requested=self.merge_requested,
+            backups_failed=executor.backups.failed if executor.backups is not None else 0,
         )
 
 
@@ -369,11 +376,16 @@ def execute_job(
     ctx = context or JobContext.prepare(spec, job_url, job_dir, store_url=options.store, force=options.force)
     try:
         ctx.store.check_confined([*spec.merge.inputs, spec.merge.output_file])  # before anything renders
-        ctx.store.check_writable()
-        swept = ctx.store.sweep_temporaries([*spec.merge.inputs, spec.merge.output_file])
+        outputs = [*spec.merge.inputs, spec.merge.output_file]
+        with ThreadPoolExecutor(2, thread_name_prefix="helios-prepare") as pool:  # the store's requests at once
+            writable = pool.submit(ctx.store.check_writable)
+            cleared = pool.submit(clear_marker, ctx.store, spec.job_id)  # an earlier run's cancel does not stop this
+            ctx.store.preload(outputs, spec.job_id)  # one listing per folder, the done index, the rest at once
+            writable.result()  # StoreError: not writable, before anything renders
+            cleared.result()
+        swept = ctx.store.sweep_temporaries(outputs)  # from the snapshot's listing
         if swept:
             log.info("removed %d temporary objects of interrupted commits: %s", len(swept), ", ".join(swept))
-        ctx.store.preload([*spec.merge.inputs, spec.merge.output_file])  # one listing, manifests at once
         verify = options.verify_seams or spec.verify.seams
         chunk_context = ctx.chunk_context().model_copy(update={"verify_seams": verify})
         executor = ChunkExecutor(backend, spec, chunk_context, options, cancel=cancel, sinks=sinks)
@@ -384,11 +396,11 @@ def execute_job(
             run.cooperate(LeaseStore(ctx.store, ttl=options.lease_ttl))
         if options.backups.active_for(backend.name):
             executor.enable_backups(options.backups, len(options.chunks or spec.chunks))
-        clear_marker(ctx.store, spec.job_id)  # an earlier run's cancel does not stop this one
         try:
             with MarkerOnCancel(ctx.store, spec.job_id, executor.cancel):  # a cancel reaches remote workers
                 error = run.run()
         finally:
+            ctx.store.save_index(spec.job_id, outputs)  # the manifests this run learned, for the next one
             if executor.backups is not None:
                 executor.backups.close()
     finally:

@@ -29,6 +29,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,11 @@ import fsspec
 from pydantic import ValidationError
 
 from helios_kit.composition.deps import Dependency, DependencyChecker, sha256_file
-from helios_kit.composition.locations import is_local
+from helios_kit.composition.locations import is_local, url_to_fs
 from helios_kit.composition.resolve import fetch_file
+from helios_kit.done_index import DoneIndex, index_rel, listed_md5, vouched
+from helios_kit.done_index import decode as decode_index
+from helios_kit.done_index import encode as encode_index
 from helios_kit.errors import StoreError, describe
 from helios_kit.protocol import WireModel
 from helios_kit.spec import MANIFEST_SUFFIX
@@ -124,6 +128,18 @@ def object_exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     return True
 
 
+def manifest_bytes(manifest: DoneManifest) -> bytes:
+    """The bytes a commit writes for `manifest` (a worker reports them in its result: the done index)."""
+    return manifest.model_dump_json(by_alias=True, indent=2).encode()
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def _parse_manifest(data: bytes) -> DoneManifest | None:
     try:
         return DoneManifest.model_validate_json(data)
@@ -157,13 +173,17 @@ class ArtifactStore:
                 config = {"max_pool_connections": S3_CONNECTIONS, **(storage_options.get("config_kwargs") or {})}
                 storage_options = {**storage_options, "config_kwargs": config}
             try:
-                self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage_options)
+                self.fs, self.root = url_to_fs(self.url, **storage_options)
             except (ImportError, ValueError) as error:
                 raise StoreError(f"store {self.url}: {error}", retryable=False) from None  # unknown scheme
             self.root = self.root.rstrip("/")
         # a run's snapshot of an object store (see preload): manifest bytes (None: absent) and object sizes
         self._snapshot: dict[str, bytes | None] = {}
         self._sizes: dict[str, int] = {}
+        self._listings: dict[str, list[dict[str, Any]]] = {}  # folder → the snapshot's listing of it
+        # the done index (helios_kit.done_index): manifests by rel as the index held them, and as this run knows them
+        self._indexed: dict[str, str] = {}
+        self._known: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.url!r})"
@@ -242,6 +262,9 @@ class ArtifactStore:
             return None
         except Exception as error:
             raise StoreError(f"store {self.url}: cannot read manifest of {rel}: {error}") from None
+        text = _text(data)
+        if text is not None:  # the store's own bytes: the done index may keep them (see save_index)
+            self._known[self.manifest_name(rel)] = text
         try:
             return DoneManifest.model_validate_json(data)
         except ValidationError:
@@ -265,38 +288,100 @@ class ArtifactStore:
         return size == manifest.size
 
     # -- a run's snapshot -------------------------------------------------------------------------------
-    def preload(self, rels: Iterable[str]) -> None:
-        """Snapshot an object store for `rels` in a few requests: one listing of each of their folders (sizes,
-        which manifests exist), then the manifests present, fetched concurrently (fsspec's many-path `cat`).
-        :meth:`read_manifest` and :meth:`is_complete` answer from it until :meth:`forget` (the run calls it
-        before attempting a chunk; commits and deletes do it themselves). Nothing to do for a local folder."""
+    def preload(self, rels: Iterable[str], job_id: str | None = None) -> None:
+        """Snapshot an object store for `rels` in a few requests made at once: one listing of each of their
+        folders (sizes, which manifests exist, their checksums) and, given the `job_id`, the job's done index
+        (helios_kit.done_index); then the manifests present that the index does not vouch for, fetched
+        concurrently (fsspec's many-path `cat`). :meth:`read_manifest` and :meth:`is_complete` answer from it
+        until :meth:`forget` (the run calls it before attempting a chunk; commits and deletes do it
+        themselves). Nothing to do for a local folder."""
         if self.is_local:
             return
         rels = list(rels)
         self.refresh()
-        listed: dict[str, int] = {}
+        listed: dict[str, dict[str, Any]] = {}
+        folders = sorted({self.path(rel).rpartition("/")[0] for rel in rels})
         try:
-            for folder in sorted({self.path(rel).rpartition("/")[0] for rel in rels}):
-                try:
-                    entries = self.fs.ls(folder, detail=True)
-                except FileNotFoundError:
-                    continue
-                listed.update({info["name"]: int(info.get("size") or 0) for info in entries})
+            with ThreadPoolExecutor(len(folders) + 1, thread_name_prefix="helios-preload") as pool:
+                index = pool.submit(self._read_index, job_id) if job_id is not None else None
+                listings = list(pool.map(self._list_folder, folders))
+                indexed = index.result() if index is not None else None
+            for folder, entries in zip(folders, listings, strict=True):
+                if entries is not None:
+                    self._listings[folder] = entries
+                    listed.update({info["name"]: info for info in entries})
+            self._indexed = dict(indexed.manifests) if indexed is not None else {}
             wanted = [self.path(self.manifest_name(rel)) for rel in rels]
-            present = [path for path in wanted if path in listed]
-            fetched = self.fs.cat(present, on_error="return") if present else {}
+            vouched_for: dict[str, bytes] = {}
+            for rel in rels:
+                manifest_rel = self.manifest_name(rel)
+                info = listed.get(self.path(manifest_rel))
+                data = vouched(self._indexed.get(manifest_rel), listed_md5(info)) if info else None
+                if data is not None:
+                    vouched_for[self.path(manifest_rel)] = data
+            present = [path for path in wanted if path in listed and path not in vouched_for]
+            fetched = {**vouched_for, **(self.fs.cat(present, on_error="return") if present else {})}
         except Exception as error:  # a snapshot is an optimization: without one, each check asks the store
             log.debug("store %s: no snapshot: %s", self.url, describe(error))
             return
-        for path in wanted:
+        for rel in rels:
+            path = self.path(self.manifest_name(rel))
             data = fetched.get(path)
             self._snapshot[path] = data if isinstance(data, bytes) else None
+            text = _text(data) if isinstance(data, bytes) else None
+            if text is not None:
+                self._known[self.manifest_name(rel)] = text
         for rel in rels:
             path = self.path(rel)
             if path in listed:
-                self._sizes[path] = listed[path]
+                self._sizes[path] = int(listed[path].get("size") or 0)
             elif self._snapshot.get(self.path(self.manifest_name(rel))) is not None:
                 self._snapshot[self.path(self.manifest_name(rel))] = None  # a manifest without its output
+
+    def _list_folder(self, folder: str) -> list[dict[str, Any]] | None:
+        """One listing of `folder` (None when there is no such folder)."""
+        try:
+            return list(self.fs.ls(folder, detail=True))
+        except FileNotFoundError:
+            return None
+
+    # -- the done index ----------------------------------------------------------------------------------
+    def _read_index(self, job_id: str) -> DoneIndex | None:
+        """The job's done index as the store holds it now (None: none, or unreadable: it is only a cache)."""
+        try:
+            data = read_bytes(self.fs, self.path(index_rel(job_id)))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except Exception as error:
+            log.debug("store %s: cannot read the done index of %s: %s", self.url, job_id, describe(error))
+            return None
+        index = decode_index(data)
+        return index if index is not None and index.job_id == job_id else None
+
+    def remember_manifest(self, rel: str, text: str) -> None:
+        """A done-manifest of `rel` as a worker reported writing it (for the done index; verified when read)."""
+        self._known[self.manifest_name(rel)] = text
+
+    def save_index(self, job_id: str, rels: Iterable[str]) -> bool:
+        """Write the job's done index when this run knows manifests of `rels` that the index did not hold
+        (merged with the index as it is now: other runners may have written theirs). True when written.
+        Object stores only; a failure is logged, never raised: the index is a cache."""
+        if self.is_local:
+            return False
+        wanted = {self.manifest_name(rel) for rel in rels}
+        known = {rel: text for rel, text in dict(self._known).items() if rel in wanted}
+        if all(self._indexed.get(rel) == text for rel, text in known.items()):
+            return False
+        current = self._read_index(job_id)
+        merged = {rel: text for rel, text in (current.manifests if current else {}).items() if rel in wanted}
+        merged.update(known)
+        try:
+            self._write_atomic(self.path(index_rel(job_id)), encode_index(DoneIndex(job_id=job_id, manifests=merged)))
+        except Exception as error:
+            log.warning("store %s: cannot write the done index of %s: %s", self.url, job_id, describe(error))
+            return False
+        self._indexed = merged
+        return True
 
     def forget(self, rel: str) -> None:
         """Drop `rel` from the snapshot: from now on its checks ask the store."""
@@ -368,7 +453,9 @@ class ArtifactStore:
             else:
                 self.fs.put_file(str(local_file), tmp)
                 self.fs.mv(tmp, final)
-            self._write_atomic(manifest_final, manifest.model_dump_json(by_alias=True, indent=2).encode())
+            data = manifest_bytes(manifest)
+            self._write_atomic(manifest_final, data)
+            self._known[self.manifest_name(rel)] = data.decode()
         except StoreError:
             raise
         except Exception as error:
@@ -413,9 +500,12 @@ class ArtifactStore:
             names_by_folder.setdefault(folder, set()).add(name)
         candidates = []
         for folder, names in names_by_folder.items():
-            if not self.fs.exists(folder):
-                continue
-            for info in self.fs.ls(folder, detail=True):
+            listing = self._listings.pop(folder, None)  # the run's snapshot listed it a moment ago
+            if listing is None:
+                if not self.fs.exists(folder):
+                    continue
+                listing = self.fs.ls(folder, detail=True)
+            for info in listing:
                 path = info["name"]
                 name = path.rsplit("/", 1)[-1]
                 owner = _TEMPORARY.sub("", name).removesuffix(MANIFEST_SUFFIX)

@@ -4,7 +4,9 @@
 Once a share of the run's chunks is done (``after``, default 75%), a chunk whose attempt has run longer
 than ``factor`` x the median chunk time (default 1.5, Spark's rule) gets one backup attempt on the backend.
 The two attempts race; commits are atomic and idempotent, so the first to finish successfully wins and the
-other is cancelled through its cancel event. A failed attempt leaves the race to the other one.
+other is cancelled through its cancel event. A failed attempt leaves the race to the other one. A backup
+attempt that fails on its own (not stopped because the other won or the run ended) is no retry: it prints a
+warning line of its own and is counted (``failed``; the run's summary says how many).
 
 :class:`Backups` is what the executor calls instead of the backend (``call``), and a progress-event sink
 (it learns chunk times from the RENDERED events). One monitor thread looks at every running attempt a few
@@ -71,6 +73,7 @@ class Backups:
         self._monitor: threading.Thread | None = None
         self.launched = 0
         self.won = 0
+        self.failed = 0
 
     # -- the progress sink -------------------------------------------------------------------------------
     def __call__(self, event: ProgressEvent) -> None:
@@ -116,6 +119,15 @@ class Backups:
                 self.won += 1
             log.info("chunk %s: the backup attempt finished first", race.chunk.id)
             race.primary_stop.set()  # the backup committed first: the straggler is cancelled
+        elif not result.ok and not race.backup_stop.is_set():  # failed on its own, not stopped by the race
+            with self._lock:
+                self.failed += 1
+            why = (result.stderr or "").strip().splitlines()[-1:] or [result.status.value]
+            log.warning(
+                "chunk %s: straggler backup attempt failed (%s); not a retry: the chunk's own attempt goes on",
+                race.chunk.id,
+                why[0].strip(),
+            )
 
     # -- the monitor -------------------------------------------------------------------------------------
     def _ensure_monitor(self) -> None:

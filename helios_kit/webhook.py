@@ -18,14 +18,16 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
 from pydantic import Field
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from helios_kit.errors import SpecError, describe
 from helios_kit.protocol import WireModel
+
+if TYPE_CHECKING:  # httpx is imported when a webhook is used: a run without one does not load it
+    import httpx
 
 SIGNATURE_HEADER = "X-Helios-Signature"
 EVENT_HEADER = "X-Helios-Event"
@@ -77,6 +79,8 @@ def webhook_secret(flag: str | None) -> str:
 
 
 def check_webhook_url(url: str) -> str:
+    import httpx
+
     if not url.startswith(("http://", "https://")) or not httpx.URL(url).host:
         raise SpecError(f"--webhook: {url!r} is not an http(s) URL", retryable=False)
     return url
@@ -96,6 +100,8 @@ class Webhook:
         self.tries = 0
 
     def _post_once(self, client: httpx.Client, body: bytes, event: str) -> int:
+        import httpx
+
         self.tries += 1
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.secret, body), EVENT_HEADER: event}
         try:
@@ -117,6 +123,8 @@ class Webhook:
             wait=wait_exponential(multiplier=self.first_wait_s, max=30) + wait_random(0, self.first_wait_s),
             reraise=True,
         )
+        import httpx
+
         with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
             return retrying(self._post_once, client, body, payload.event)
 

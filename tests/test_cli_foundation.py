@@ -185,3 +185,17 @@ def test_errors_from_a_real_process_have_no_traceback(tmp_path) -> None:
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "supported: file" in run("job", "validate", "ftp://x/y.json").stderr
+
+
+def test_backend_flags_import_no_client_library() -> None:
+    """`helios job run` declares every backend's flags; that must not load any backend's client or worker
+    machinery (they load when that backend runs)."""
+    heavy = ["httpx", "boto3", "psutil", "distributed", "helios_kit.backends.warm_workers", "helios_kit.worker.lines"]
+    code = (
+        "import sys\n"
+        "from helios_kit.commands.job import job_group\n"
+        "assert '--service-url' in [o for p in job_group.commands['run'].params for o in p.opts]\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

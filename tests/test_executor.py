@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -314,3 +315,54 @@ def test_a_workers_skip_counts_as_skipped_when_this_run_rendered_nothing_for_it(
     job = make_job(tmp_path / "job", frames=8, chunks=2)
     report = run(job, AnotherRunnerWasFaster(tmp_path / "ws"))
     assert report.ok and (report.rendered, report.skipped) == (0, 2), report.summary_line()
+
+
+class FailingBackup(Backend):
+    """Chunk 3's first attempt straggles until its backup has failed (and said so); every other attempt renders."""
+
+    name = "scripted-backups"
+
+    def __init__(self, workspace: Path, said: threading.Event) -> None:
+        super().__init__()
+        self.inner = RuntimeBackend(frame_index_render, workspace)
+        self.said = said
+        self.attempts: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def run_chunk(self, spec: JobSpec, chunk: Chunk, context: ChunkContext, *, cancel, timeout=None) -> WorkerResult:
+        with self.lock:
+            self.attempts[chunk.id] = attempt = self.attempts.get(chunk.id, 0) + 1
+        if chunk.id == 3 and attempt == 2:  # the straggler's backup
+            return WorkerResult.failed(chunk.id, "backup blip", retryable=True)
+        if chunk.id == 3:
+            self.said.wait(120)  # a safety net only: the line comes as soon as the backup has failed
+        return self.inner.run_chunk(spec, chunk, context, cancel=cancel, timeout=timeout)
+
+
+def test_a_failed_backup_attempt_prints_its_own_line_and_is_counted(tmp_path: Path, caplog) -> None:
+    from helios_kit.stragglers import BackupPolicy
+
+    said = threading.Event()
+
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "backup attempt failed" in record.getMessage():
+                said.set()
+
+    handler = Said()
+    logging.getLogger("helios.stragglers").addHandler(handler)
+    try:
+        job = make_job(tmp_path / "job", frames=16, chunks=4)
+        backend = FailingBackup(tmp_path / "ws", said)
+        policy = BackupPolicy(enabled=True, after=0.5, factor=1.5, poll_s=0.05)
+        with caplog.at_level(logging.WARNING, logger="helios.stragglers"):
+            report = run(job, backend, concurrency=4, retries=2, backups=policy)
+    finally:
+        logging.getLogger("helios.stragglers").removeHandler(handler)
+    assert report.ok, report.summary_line()
+    assert backend.attempts[3] == 2 and said.is_set()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    expected = "chunk 3: straggler backup attempt failed (backup blip); not a retry: the chunk's own attempt goes on"
+    assert lines == [expected]
+    assert report.backups_failed == 1
+    assert report.summary_line().endswith("; 0 retries, 0 throttled, 1 failed backup attempt"), report.summary_line()

@@ -167,3 +167,15 @@ def test_roundtrip_property(tmp_path: Path, data: bytes, rel: str) -> None:
     manifest = store.commit(src, rel, digest="dg", job_id="j", frame_count=3)
     assert store.is_complete(rel, "dg") and manifest.size == len(data)
     assert store.fetch(rel, tmp_path / "out.bin").read_bytes() == data
+
+
+def test_s3_filesystems_share_one_botocore_session(s3_endpoint) -> None:
+    """The loader, the composition and the store make S3 filesystems with different options; they share one
+    aiobotocore session (botocore's models parsed once per process), unless a profile asks for its own."""
+    from helios_kit.composition.locations import url_to_fs
+
+    store = ArtifactStore(f"s3://store-tests/{uuid.uuid4().hex}")
+    loader_fs, _ = url_to_fs("s3://store-tests/job.json", config_kwargs={"read_timeout": 7})
+    assert loader_fs is not store.fs and loader_fs.session is store.fs.session is not None
+    own, _ = url_to_fs("s3://store-tests/job.json", profile="someone")
+    assert own.session is None  # s3fs makes that one itself, with the profile

@@ -32,22 +32,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from pydantic import Field
 
 from helios_kit.backends.base import Backend, BackendOptions, ChunkContext, WorkerRequest, WorkerResult
-from helios_kit.backends.warm_workers import GRACE_S, WorkerPool, exited, kill_group, run_task
 from helios_kit.protocol import FramesCallback
 from helios_kit.spec import Chunk, JobSpec
-from helios_kit.worker.lines import (
-    RESULT_MARK,
-    WorkerTask,
-    parse_frames_line,
-    parse_result,
-    run_and_answer,
-    stop_on_sigterm,
-)
+
+if TYPE_CHECKING:  # the worker machinery loads when the backend runs, not when its options are declared
+    from helios_kit.backends.warm_workers import WorkerPool
+    from helios_kit.worker.lines import WorkerTask
 
 
 class LocalOptions(BackendOptions):
@@ -84,6 +79,9 @@ class LocalBackend(Backend):
         timeout: float | None = None,
         on_frames: FramesCallback | None = None,
     ) -> WorkerResult:
+        from helios_kit.backends.warm_workers import kill_group
+        from helios_kit.worker.lines import WorkerTask
+
         started = time.monotonic()
         cwd = context.job_dir if Path(context.job_dir).is_dir() else None
         if self.options.warm:  # type: ignore[attr-defined]
@@ -126,6 +124,9 @@ class LocalBackend(Backend):
         on_frames: FramesCallback | None,
     ) -> WorkerResult:
         """Run the task on a warm worker; a worker that did not answer (cancel, timeout, death) is killed."""
+        from helios_kit.backends.warm_workers import WorkerPool, run_task
+        from helios_kit.worker.lines import parse_result
+
         started = time.monotonic()
         with self._lock:
             if self._pool is None:
@@ -179,6 +180,8 @@ class LocalBackend(Backend):
     ) -> str:
         """Wait for the worker (calling `tick` on each turn); on cancel or timeout, SIGTERM its group then
         SIGKILL. Returns why it stopped."""
+        from helios_kit.backends.warm_workers import GRACE_S, exited, kill_group
+
         while not exited(proc.pid):
             tick()
             reason = ""
@@ -199,8 +202,11 @@ class LocalBackend(Backend):
         with self._lock:
             procs = list(self._procs)
             pool, self._pool = self._pool, None
-        for proc in procs:
-            kill_group(proc.pid)
+        if procs:
+            from helios_kit.backends.warm_workers import kill_group
+
+            for proc in procs:
+                kill_group(proc.pid)
         if pool is not None:
             pool.close()
 
@@ -218,6 +224,8 @@ class FramesTail:
     def poll(self) -> None:
         if self.on_frames is None:
             return
+        from helios_kit.worker.lines import parse_frames_line
+
         while chunk := os.pread(self.fd, 65536, self.offset):
             self.offset += len(chunk)
             *lines, self.partial = (self.partial + chunk).split(b"\n")
@@ -231,6 +239,7 @@ def _frames_lines(on_frames: FramesCallback | None) -> Callable[[str], None] | N
     """A warm worker's line handler passing each frames line's count to `on_frames`."""
     if on_frames is None:
         return None
+    from helios_kit.worker.lines import parse_frames_line
 
     def on_line(line: str) -> None:
         progress = parse_frames_line(line)
@@ -247,6 +256,8 @@ def _read_back(file: IO[bytes]) -> str:
 
 def _reported_result(stdout: str) -> WorkerResult | None:
     """The WorkerResult the worker printed as its last marked line, if it got that far."""
+    from helios_kit.worker.lines import RESULT_MARK
+
     for line in reversed(stdout.splitlines()):
         if line.startswith(RESULT_MARK):
             return WorkerResult.model_validate_json(line[len(RESULT_MARK) :])
@@ -279,6 +290,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _worker_main(argv: list[str]) -> int:
     """Entry point of a worker process: render one chunk, print the result line."""
+    from helios_kit.worker.lines import run_and_answer, stop_on_sigterm
     from helios_kit.worker.runtime import WorkerRuntime
 
     request = WorkerRequest.model_validate_json(argv[0])

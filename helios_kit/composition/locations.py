@@ -9,8 +9,11 @@ folder; for a job loaded from a URL the job dir is the current directory.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from pathlib import Path
+from typing import Any
 
 from helios_kit.errors import StoreError
 
@@ -60,3 +63,30 @@ def default_store_url(job_url: str) -> str:
             f'job {job_url} is served over http(s): give the artifact store (--store / "store")', retryable=False
         )
     return parent_url(job_url) + "/"
+
+
+_S3_SESSIONS: dict[tuple[tuple[str, str], ...], Any] = {}
+_S3_SESSIONS_LOCK = threading.Lock()
+
+
+def url_to_fs(url: str, **storage_options: Any) -> tuple[Any, str]:
+    """`fsspec.core.url_to_fs`, with one aiobotocore session per process for S3 (per AWS environment):
+    the loader, the composition and the store each make their own S3 filesystem (their options differ), and
+    each would otherwise parse botocore's service models again to make its client. Left alone when the
+    options name a session or a profile (s3fs builds that session itself)."""
+    import fsspec
+
+    if scheme_of(url) in ("s3", "s3a") and not {"session", "profile"} & storage_options.keys():
+        storage_options = {**storage_options, "session": _s3_session()}
+    return fsspec.core.url_to_fs(url, **storage_options)
+
+
+def _s3_session() -> Any:
+    from aiobotocore.session import AioSession
+
+    environment = tuple(sorted((key, value) for key, value in os.environ.items() if key.startswith("AWS_")))
+    with _S3_SESSIONS_LOCK:
+        session = _S3_SESSIONS.get(environment)
+        if session is None:
+            session = _S3_SESSIONS[environment] = AioSession()
+        return session

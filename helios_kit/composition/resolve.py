@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from helios_kit.composition.deps import DependencyChecker
 from helios_kit.composition.identity import job_outputs
-from helios_kit.composition.locations import is_http, is_local, job_dir_for, local_path, parent_url
+from helios_kit.composition.locations import is_http, is_local, job_dir_for, local_path, parent_url, url_to_fs
 from helios_kit.errors import HeliosError, LoaderError, SpecError
 from helios_kit.spec import MANIFEST_SUFFIX, JobSpec
 
@@ -137,10 +137,8 @@ def _download_composition(
     cache_dir: Path | None = None,
 ) -> ResolvedComposition:
     """Copy the composition's folder from an fsspec URL, skipping job outputs, manifests and temp keys."""
-    import fsspec
-
     try:
-        fs, base_path = fsspec.core.url_to_fs(base_url, **(storage_options or {}))
+        fs, base_path = url_to_fs(base_url, **(storage_options or {}))
         fs.invalidate_cache()  # a warm instance must see files changed since its last chunk
         base_path = base_path.rstrip("/")
         entry = f"{base_path}/{input_rel}"

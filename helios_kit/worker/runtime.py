@@ -185,7 +185,7 @@ class WorkerRuntime:
     ) -> WorkerResult:
         from helios_kit import seams
         from helios_kit.heartbeat import StoreHeartbeat
-        from helios_kit.store import ArtifactStore
+        from helios_kit.store import ArtifactStore, manifest_bytes
 
         spec = self._load_spec(job_url, cancel)
         chunk = spec.chunk(chunk_id)
@@ -251,6 +251,7 @@ class WorkerRuntime:
             WorkerStatus.OK,
             output_file=store.uri(rel),
             frames=frames,
+            manifest=manifest_bytes(manifest).decode(),
             stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "
             f"{store.uri(rel)} ({manifest.size} bytes)",
         )

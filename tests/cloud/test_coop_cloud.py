@@ -1,7 +1,7 @@
 """Scale-out on shared stores, all on 127.0.0.1: two `helios job run` processes sharing an S3 store (moto)
 split a job; the merge runs next to the store on the Lambda emulator's worker (the client fetches no chunk);
-a straggling invocation gets a backup that wins; a no-op re-run on S3 reads each chunk's manifest once from a
-snapshot; a Dask worker that keeps failing is block-listed. Renders are fakes (tests/fakes), real ffmpeg."""
+a straggling invocation gets a backup that wins; a no-op re-run on S3 reads the job's done index instead of
+the manifests; a Dask worker that keeps failing is block-listed. Renders are fakes (tests/fakes), real ffmpeg."""
 
 from __future__ import annotations
 
@@ -128,8 +128,9 @@ def test_straggler_gets_a_backup_that_wins(s3, counting: Path, tmp_path: Path) -
     assert frames_in_store("s3://renders/out/straggler", spec, tmp_path) == list(range(16))
 
 
-def test_noop_rerun_on_s3_reads_each_manifest_once(s3, counting: Path, tmp_path: Path) -> None:
-    """A re-run of a finished job asks S3 for listings and one manifest per chunk, nothing else per chunk."""
+def test_noop_rerun_on_s3_reads_the_done_index_only(s3, counting: Path, tmp_path: Path) -> None:
+    """A re-run of a finished job (merged next to the store) asks S3 for listings and its done index, which
+    the first run wrote from its workers' results and what it read: no request per chunk."""
     spec = make_spec(frames=16, chunks=8, job_id="noop-s3")
     url = upload_job(spec, "s3://renders/jobs/noop")
     store = "s3://renders/out/noop"
@@ -159,9 +160,9 @@ def test_noop_rerun_on_s3_reads_each_manifest_once(s3, counting: Path, tmp_path:
         finally:
             ArtifactStore.__init__ = real  # type: ignore[method-assign]
     assert report.ok and report.skipped == 8 and report.merge is not None and report.merge.skipped
-    assert calls["GetObject"] <= 8 + 1, calls  # one manifest per chunk, the merged output's
-    per_chunk = calls["GetObject"] + calls["HeadObject"]
-    assert per_chunk <= 8 + 1 + 4, calls  # plus a few looks at the two folders (sweep, snapshot), none per chunk
+    assert calls["GetObject"] == 1, calls  # the done index: it vouches for the 8 manifests and the merged output's
+    assert calls["HeadObject"] == 0 and calls["PutObject"] == 0, calls  # index unchanged; store probed already
+    assert calls["ListObjectsV2"] <= 4, calls  # the two folders, none per chunk
 
 
 def test_dask_blocklists_a_worker_that_keeps_failing(worker_env, tmp_path: Path, monkeypatch) -> None:

@@ -66,6 +66,7 @@ def make_bucket(endpoint: str, name: str) -> None:
 
 #: What an S3 request is for, by its key (first match wins); see :func:`request_kind`.
 _KINDS = (
+    (".helios/done/", "done-index"),
     (".lease-", "lease"),
     (".progress.json", "heartbeat"),
     (".helios/cancel/", "cancel-marker"),
@@ -76,8 +77,8 @@ _KINDS = (
 
 
 def request_kind(method: str, path: str, query: str, headers: dict[str, str]) -> str:
-    """`<METHOD> <kind>` of one S3 request: a listing, a copy, or a lease / heartbeat / cancel-marker /
-    write-probe / commit-temp / manifest / output / job object (path-style keys: /bucket/key)."""
+    """`<METHOD> <kind>` of one S3 request: a listing, a copy, or a done-index / lease / heartbeat /
+    cancel-marker / write-probe / commit-temp / manifest / output / job object (path-style keys: /bucket/key)."""
     key = path.lstrip("/").partition("/")[2]
     if method == "GET" and (not key or "list-type" in query or "prefix=" in query):
         return "LIST"

@@ -22,6 +22,8 @@ set when this module is imported (before gcsfs is), keeps the JSON-API class.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import os
@@ -159,6 +161,7 @@ class FakeGcs:
             "bucket": bucket,
             "name": name,
             "size": str(len(stored.data)),
+            "md5Hash": base64.b64encode(hashlib.md5(stored.data, usedforsecurity=False).digest()).decode(),
             "generation": str(stored.generation),
             "metageneration": "1",
             "contentType": stored.content_type,

@@ -11,7 +11,8 @@ connection errors are retryable; 401/403 (token audience, IAM) are fatal for the
 no other chunk); 400/413 are not retryable.
 
 The payload, cancel and timeout, and reading the answer are :class:`helios_kit.backends.remote.RemoteBackend`'s;
-this module only POSTs with an ID token and says what the HTTP statuses mean.
+this module only POSTs with an ID token and says what the HTTP statuses mean. httpx (the client) is imported
+when a backend is built, not when its options are declared (`helios job run` builds every backend's flags).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import Field
 
 from helios_kit.backends.base import BackendOptions
@@ -29,6 +29,9 @@ from helios_kit.backends.remote import THROTTLE_MAX_WAIT_S, RemoteBackend, Remot
 from helios_kit.errors import HeliosError, describe
 from helios_kit.pricing import Pricing
 from helios_kit.protocol import WorkerRequest
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("helios.cloudrun")
 
@@ -89,6 +92,8 @@ class CloudRunBackend(RemoteBackend):
         self.url = self.options.service_url.rstrip("/") + "/"
         self.target = self.url
         self.audience = self.options.audience or self.options.service_url.rstrip("/")
+        import httpx
+
         self._client = httpx.Client(
             timeout=httpx.Timeout(self.options.timeout, connect=15.0),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
@@ -142,6 +147,7 @@ class CloudRunBackend(RemoteBackend):
         payload = request.model_dump(mode="json", by_alias=True, exclude_none=True)
         headers = self._headers()
         request_timeout = min(timeout or self.options.timeout, self.options.timeout)
+        import httpx
 
         def post() -> httpx.Response:
             try:
@@ -178,6 +184,8 @@ class CloudRunBackend(RemoteBackend):
         return RemoteFailure(message, retryable=status == 429 or status >= 500, fatal=fatal)
 
     def describe_failure(self, error: Exception) -> RemoteFailure:
+        import httpx
+
         if isinstance(error, httpx.HTTPError):
             return RemoteFailure(f"cannot reach {self.url}: {describe(error)}", retryable=True)
         return super().describe_failure(error)
