@@ -80,7 +80,7 @@ def test_end_to_end_rerun_skips_and_merge_is_frame_exact(job, tmp_path: Path) ->
 def test_transient_faults_complete(job, tmp_path: Path) -> None:
     spec, url = job
     with (
-        LambdaEmulator(throttle_rate=0.15, failure_rate=0.15, workers=2, seed=7) as emulator,
+        LambdaEmulator(throttle_rate=0.15, failure_rate=0.15, workers=2, seed=5) as emulator,
         backend_for(emulator, throttle_attempts=2) as backend,
     ):
         report = drive(backend, spec, context(url), concurrency=4, retries=10)

@@ -7,7 +7,9 @@ the handler raises or times out; 429 `TooManyRequestsException` when throttled; 
 
 Knobs (all per emulator): `latency`, the least time an invocation takes (the handler runs meanwhile),
 `throttle_rate` and `failure_rate`
-(fractions of invocations answered 429 / Unhandled before the handler runs, from a seeded RNG),
+(fractions of invocations answered 429 / Unhandled before the handler runs, from a seeded RNG: each chunk
+draws from its own sequence, so which of a chunk's invocations fail does not depend on how the client's
+concurrent invocations happened to interleave, and a seeded test sees the same outcomes every run),
 `reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `first_delays`
 (`{chunk id: seconds}`: the first invocation of that chunk waits that long before its handler starts, a
 straggling instance; later invocations of it run normally), `timeout` (the
@@ -102,6 +104,7 @@ class LambdaEmulator:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._chunk_rngs: dict[int, random.Random] = {}
         self._released = threading.Event()
         self._lock = threading.Condition()
         self._in_flight = 0
@@ -236,7 +239,7 @@ class LambdaEmulator:
                 {"x-amzn-ErrorType": "InvalidRequestContentException"},
             )
         with self._lock:
-            roll = self._rng.random()
+            roll = self._roll(event)
             over = self.reserved_concurrency is not None and self._in_flight >= self.reserved_concurrency
             throttled = over or roll < self.throttle_rate
             failing = not throttled and roll < self.throttle_rate + self.failure_rate
@@ -313,6 +316,14 @@ class LambdaEmulator:
             with self._lock:
                 self._in_flight -= 1
                 self._lock.notify_all()
+
+    def _roll(self, event: Any) -> float:
+        """The next draw for this invocation: from its chunk's own seeded sequence (the emulator's for others)."""
+        if isinstance(event, dict) and isinstance(event.get("chunkId"), int) and not event.get("merge"):
+            chunk = event["chunkId"]
+            rng = self._chunk_rngs.setdefault(chunk, random.Random(f"{self.seed}:{chunk}"))
+            return rng.random()
+        return self._rng.random()
 
     def release(self) -> None:
         """Let the invocations held by `hold_after` run (and every later one)."""
