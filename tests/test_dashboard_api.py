@@ -154,7 +154,7 @@ def test_dashboard_reads_a_plugin_repository(plugin_repository) -> None:  # noqa
     shared.save(live_run())
     server = build_server("127.0.0.1", 0, "shared-test").start()
     try:
-        jobs = httpx.get(server.url + "api/jobs").json()["jobs"]
+        jobs = httpx.get(server.url + "api/jobs", timeout=60).json()["jobs"]
     finally:
         server.stop()
     assert [job["jobId"] for job in jobs] == ["live"] and plugin_repository.instances == 2

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -25,6 +27,9 @@ from helios_kit.stitch import stitch
 from helios_kit.store import ArtifactStore
 
 STORE = "s3://renders/out/cloudrun-job"
+
+# a worker answering these can be slow on a loaded machine (first S3 read, imports): a bound, not a timing
+HTTP = SimpleNamespace(get=partial(httpx.get, timeout=120), post=partial(httpx.post, timeout=120))
 
 
 def _free_port() -> int:
@@ -114,8 +119,8 @@ def test_end_to_end_with_id_tokens(service, metadata, tmp_path: Path) -> None:
 
 def test_token_verification(service, metadata) -> None:
     body = {"jobUrl": "s3://renders/jobs/job.json", "chunkId": 0}
-    assert httpx.post(service + "/", json=body).status_code == 401
-    assert httpx.post(service + "/", json=body, headers={"Authorization": "Basic abc"}).status_code == 401
+    assert HTTP.post(service + "/", json=body).status_code == 401
+    assert HTTP.post(service + "/", json=body, headers={"Authorization": "Basic abc"}).status_code == 401
     cases = {
         "other audience": metadata.key.sign("https://someone-else.a.run.app"),
         "expired": metadata.key.sign(service, lifetime=-3600),
@@ -123,7 +128,7 @@ def test_token_verification(service, metadata) -> None:
         "garbage": "not.a.jwt",
     }
     for name, token in cases.items():
-        response = httpx.post(service + "/", json=body, headers={"Authorization": f"Bearer {token}"})
+        response = HTTP.post(service + "/", json=body, headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 403, (name, response.text)
         assert "invalid ID token" in response.json()["error"]
     # the backend without a token gets a clear, non-retryable result
@@ -138,17 +143,17 @@ def test_token_verification(service, metadata) -> None:
 def test_bad_requests(service, metadata) -> None:
     token = metadata.key.sign(service)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    assert httpx.get(service + "/healthz").json() == {"ok": True}
-    response = httpx.post(service + "/", content=b"{not json", headers=headers)
+    assert HTTP.get(service + "/healthz").json() == {"ok": True}
+    response = HTTP.post(service + "/", content=b"{not json", headers=headers)
     assert response.status_code == 400 and response.json()["error"].startswith("request body: invalid JSON at line 1")
-    response = httpx.post(service + "/", json={"jobUrl": "s3://renders/jobs/job.json"}, headers=headers)
+    response = HTTP.post(service + "/", json={"jobUrl": "s3://renders/jobs/job.json"}, headers=headers)
     assert response.status_code == 400 and "chunkId" in response.json()["error"]
-    response = httpx.post(service + "/", json={"jobUrl": "x" * 10_000, "chunkId": 0}, headers=headers)
+    response = HTTP.post(service + "/", json={"jobUrl": "x" * 10_000, "chunkId": 0}, headers=headers)
     assert response.status_code == 413
     # a chunk the job does not have: the worker's own result, not retryable → 422
     spec = make_spec(job_id="cloudrun-job")
     url = upload_job(spec)
-    response = httpx.post(service + "/", json={"jobUrl": url, "chunkId": 99, "store": STORE}, headers=headers)
+    response = HTTP.post(service + "/", json={"jobUrl": url, "chunkId": 99, "store": STORE}, headers=headers)
     assert response.status_code == 422
     result = response.json()
     assert result["status"] == "failed" and result["retryable"] is False and "unknown chunk id 99" in result["stderr"]
