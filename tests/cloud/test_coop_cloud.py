@@ -83,7 +83,9 @@ def test_merge_runs_next_to_the_store(s3, counting: Path, tmp_path: Path, monkey
     monkeypatch.setattr(ArtifactStore, "fetch", no_fetch)  # this process only; the handlers run elsewhere
     loaded, _job_dir = load_spec(url)
     with LambdaEmulator(workers=2) as emulator, lambda_backend(emulator) as backend:
-        options = RunOptions(store=store, retry_delay=0.1, merge_where=MergeWhere.AUTO)
+        # no straggler backups: this counts invocations, and load can make a chunk straggle (a second attempt)
+        no_backups = BackupPolicy(enabled=False)
+        options = RunOptions(store=store, retry_delay=0.1, merge_where=MergeWhere.AUTO, backups=no_backups)
         report = execute_job(loaded, url, tmp_path, backend, options)
         invoked, merges = sorted(emulator.invoked_chunks), emulator.counts["merge"]
     assert report.ok, report.summary_line()
