@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import argparse
 import base64
-import multiprocessing
 import pathlib
-import subprocess
 import sys
 import tempfile
 from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from stress_support import busy_cores, decode_bar_numbers  # noqa: E402
 
 from helios_kit.errors import BrowserFault  # noqa: E402
 from helios_kit.render import browser as browser_module  # noqa: E402
@@ -62,11 +62,6 @@ class Counts:
         self.pumps = 0
 
 
-def _busy() -> None:  # pragma: no cover - a load generator
-    while True:
-        pass
-
-
 def _legacy_begin_frame(self: Page, screenshot: dict[str, Any] | None = None, timeout: float = 60.0, **_: Any):
     params: dict[str, Any] = {"interval": 1000 / 60}
     if screenshot is not None:
@@ -88,23 +83,6 @@ def _legacy_frame(self: capture_module.BeginFrameCapture, frame: int) -> bytes:
         if self.last is not None and not result.get("hasDamage", True):
             return self.last
     raise BrowserFault(f"screenshot failed: Chromium produced no picture for frame {frame}")
-
-
-def _decode(images: list[bytes]) -> list[int]:
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "mjpeg", "-i", "-", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-        input=b"".join(images),
-        capture_output=True,
-        check=True,
-    ).stdout
-    values, bar = [], W // BITS
-    for offset in range(0, len(raw), W * H):
-        row = raw[offset + (H // 2) * W : offset + (H // 2 + 1) * W]
-        n = 0
-        for i in range(BITS):
-            n = (n << 1) | (1 if row[i * bar + bar // 2] > 128 else 0)
-        values.append(n)
-    return values
 
 
 def _one_render(folder: pathlib.Path, start: int, frames: int, counts: Counts) -> None:
@@ -133,7 +111,7 @@ def _one_render(folder: pathlib.Path, start: int, frames: int, counts: Counts) -
         capture = capture_module.BeginFrameCapture(page, "jpeg", 30.0)
         fast_forward(page, 0, start, 30.0, None)
         images = [capture.frame(start + index) for index in range(frames)]
-        decoded = _decode(images)
+        decoded = decode_bar_numbers(images, W, H, BITS)
         counts.frames += len(decoded)
         counts.wrong += sum(1 for index, value in enumerate(decoded) if value != start + index)
     except (BrowserFault, CDPError, TimeoutError):
@@ -180,24 +158,17 @@ def main() -> None:
     parser.add_argument("--spin", type=int, default=0, help="busy iterations per frame in the page (slow steps)")
     parser.add_argument("--io", type=int, default=0, help="fetches per frame the page waits for (delayRender)")
     args = parser.parse_args()
-    busy = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.busy)]
-    for process in busy:
-        process.start()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = pathlib.Path(tmp)
-            (folder / "index.html").write_text(HTML.replace("SPIN", str(args.spin)).replace("IO", str(args.io)))
-            for name in args.variants.split(","):
-                counts = run_variant(name, args, folder)
-                print(
-                    f"{name:8s} renders {args.renders}  begin frames asked for a picture {counts.asked}  "
-                    f"answered without one {counts.missing}  renders failed {counts.failed}  "
-                    f"wrong frames {counts.wrong}/{counts.frames}  frames produced while waiting {counts.pumps}",
-                    flush=True,
-                )
-    finally:
-        for process in busy:
-            process.terminate()
+    with busy_cores(args.busy), tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        (folder / "index.html").write_text(HTML.replace("SPIN", str(args.spin)).replace("IO", str(args.io)))
+        for name in args.variants.split(","):
+            counts = run_variant(name, args, folder)
+            print(
+                f"{name:8s} renders {args.renders}  begin frames asked for a picture {counts.asked}  "
+                f"answered without one {counts.missing}  renders failed {counts.failed}  "
+                f"wrong frames {counts.wrong}/{counts.frames}  frames produced while waiting {counts.pumps}",
+                flush=True,
+            )
     print("command: " + " ".join([pathlib.Path(sys.executable).name, *sys.argv]))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import pathlib
 import subprocess
 import sys
@@ -23,16 +22,12 @@ import tempfile
 import time
 
 import numpy as np
+from stress_support import busy_cores
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "timeline" / "index.html"
 HELIOS = [sys.executable, "-m", "helios_kit.cli"]
 LOSSLESS = ["--video-codec", "libx264rgb", "--pixel-format", "rgb24", "--crf", "0"]
-
-
-def _busy() -> None:  # pragma: no cover - a load generator
-    while True:
-        pass
 
 
 #: Render size: the example scales its 1280x720 stage to the viewport; smaller keeps a run short under load.
@@ -103,32 +98,25 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--busy", type=int, default=2)
     args = parser.parse_args()
-    busy = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.busy)]
-    for process in busy:
-        process.start()
     matched, failures, seconds = 0, [], []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    with busy_cores(args.busy), tempfile.TemporaryDirectory() as tmp:
+        began = time.monotonic()
+        render(pathlib.Path(tmp) / "whole.mkv")
+        whole = decode(pathlib.Path(tmp) / "whole.mkv")
+        print(f"whole render: {len(whole)} frames in {time.monotonic() - began:.1f} s", flush=True)
+        for run in range(1, args.runs + 1):
+            out = pathlib.Path(tmp) / f"chunk{run}.mkv"
             began = time.monotonic()
-            render(pathlib.Path(tmp) / "whole.mkv")
-            whole = decode(pathlib.Path(tmp) / "whole.mkv")
-            print(f"whole render: {len(whole)} frames in {time.monotonic() - began:.1f} s", flush=True)
-            for run in range(1, args.runs + 1):
-                out = pathlib.Path(tmp) / f"chunk{run}.mkv"
-                began = time.monotonic()
-                try:
-                    render(out, args.start, args.frames)
-                    differences = compare(whole, decode(out), args.start)
-                except (RuntimeError, subprocess.CalledProcessError) as error:
-                    differences = [f"render failed: {error}"]
-                seconds.append(time.monotonic() - began)
-                matched += not differences
-                if differences:
-                    failures.append(f"run {run}: " + "; ".join(differences))
-                print(f"run {run}: {'match' if not differences else 'MISMATCH ' + '; '.join(differences)}", flush=True)
-    finally:
-        for process in busy:
-            process.terminate()
+            try:
+                render(out, args.start, args.frames)
+                differences = compare(whole, decode(out), args.start)
+            except (RuntimeError, subprocess.CalledProcessError) as error:
+                differences = [f"render failed: {error}"]
+            seconds.append(time.monotonic() - began)
+            matched += not differences
+            if differences:
+                failures.append(f"run {run}: " + "; ".join(differences))
+            print(f"run {run}: {'match' if not differences else 'MISMATCH ' + '; '.join(differences)}", flush=True)
     print(f"chunk [{args.start}, {args.start + args.frames}) matched the whole render {matched} of {args.runs} times")
     for failure in failures:
         print("  " + failure)

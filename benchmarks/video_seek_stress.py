@@ -18,7 +18,6 @@ timer at 100 ms. A render that fails (a retryable BrowserFault, or a timeout) is
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import pathlib
 import shutil
 import subprocess
@@ -29,6 +28,8 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from stress_support import busy_cores, decode_bar_numbers  # noqa: E402
 
 from helios_kit.errors import BrowserFault  # noqa: E402
 from helios_kit.render import capture as capture_module  # noqa: E402
@@ -54,34 +55,11 @@ def make_clip(path: pathlib.Path, frames: int = CLIP_FRAMES) -> None:
     subprocess.run(["ffmpeg", "-v", "error", "-y", *source, *codec, "-pix_fmt", "yuv420p", str(path)], check=True)
 
 
-def decode_numbers(images: list[bytes]) -> list[int]:
-    """The number each captured image (JPEG) shows."""
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "mjpeg", "-i", "-", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-        input=b"".join(images),
-        capture_output=True,
-        check=True,
-    ).stdout
-    values, bar = [], W // BITS
-    for offset in range(0, len(raw), W * H):
-        row = raw[offset + (H // 2) * W : offset + (H // 2 + 1) * W]
-        number = 0
-        for i in range(BITS):
-            number = (number << 1) | (1 if row[i * bar + bar // 2] > 128 else 0)
-        values.append(number)
-    return values
-
-
 class Counts:
     def __init__(self) -> None:
         self.frames = self.wrong = self.failed = self.checks = self.stale = 0
         self.examples: list[str] = []
         self.seconds = 0.0
-
-
-def _busy() -> None:  # pragma: no cover - a load generator
-    while True:
-        pass
 
 
 def _browser(mode: str) -> Browser:
@@ -120,7 +98,7 @@ def one_render(folder: pathlib.Path, mode: str, start: int, frames: int, counts:
         grab = capture(page, "jpeg", 60.0)
         fast_forward(page, 0, start, 60.0, None)
         images = [grab.frame(start + index) for index in range(frames)]
-        decoded = decode_numbers(images)
+        decoded = decode_bar_numbers(images, W, H, BITS)
         counts.frames += len(decoded)
         for index, value in enumerate(decoded):
             if value != start + index:
@@ -148,30 +126,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.start + args.frames >= CLIP_FRAMES:
         parser.error(f"--start + --frames must stay below {CLIP_FRAMES} (the clip's length)")
-    busy = [multiprocessing.Process(target=_busy, daemon=True) for _ in range(args.busy)]
-    for process in busy:
-        process.start()
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = pathlib.Path(tmp)
-            make_clip(folder / "clip.webm")
-            for added in args.added.split(","):
-                body = VIDEO if added == "html" else SCRIPT.format(VIDEO)
-                (folder / "index.html").write_text(PAGE.format(body))
-                for mode in args.modes.split(","):
-                    counts = Counts()
-                    for _ in range(args.renders):
-                        one_render(folder, mode, args.start, args.frames, counts)
-                    print(
-                        f"{mode:8s} video in {added:6s} renders {args.renders}  failed {counts.failed}  "
-                        f"wrong frames {counts.wrong}/{counts.frames}  "
-                        f"stale captures caught {counts.stale}/{counts.checks}  "
-                        f"({counts.seconds:.1f} s)  " + "; ".join(counts.examples[:4]),
-                        flush=True,
-                    )
-    finally:
-        for process in busy:
-            process.terminate()
+    with busy_cores(args.busy), tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp)
+        make_clip(folder / "clip.webm")
+        for added in args.added.split(","):
+            body = VIDEO if added == "html" else SCRIPT.format(VIDEO)
+            (folder / "index.html").write_text(PAGE.format(body))
+            for mode in args.modes.split(","):
+                counts = Counts()
+                for _ in range(args.renders):
+                    one_render(folder, mode, args.start, args.frames, counts)
+                print(
+                    f"{mode:8s} video in {added:6s} renders {args.renders}  failed {counts.failed}  "
+                    f"wrong frames {counts.wrong}/{counts.frames}  "
+                    f"stale captures caught {counts.stale}/{counts.checks}  "
+                    f"({counts.seconds:.1f} s)  " + "; ".join(counts.examples[:4]),
+                    flush=True,
+                )
     print("command: " + " ".join([pathlib.Path(sys.executable).name, *sys.argv]))
 
 
