@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes.aws import CountingS3, aws_env, make_bucket
+from fakes.aws import CountingS3, aws_env_exported, make_bucket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,23 +27,13 @@ RELS = [f"chunks/chunk-{i:04d}.mp4" for i in range(6)]
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[CountingS3]:
-    import s3fs
-
     counting = CountingS3()
-    saved = {key: os.environ.get(key) for key in aws_env(counting.endpoint)}
-    os.environ.update(aws_env(counting.endpoint))
-    s3fs.S3FileSystem.clear_instance_cache()
-    make_bucket(counting.endpoint, "index-tests")
     try:
-        yield counting
+        with aws_env_exported(counting.endpoint):
+            make_bucket(counting.endpoint, "index-tests")
+            yield counting
     finally:
         counting.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        s3fs.S3FileSystem.clear_instance_cache()
 
 
 @pytest.fixture

@@ -39,22 +39,30 @@ def moto_s3() -> Iterator[str]:
     import httpx
 
     httpx.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()  # moto's state is process-wide
-    saved = {key: os.environ.get(key) for key in aws_env(endpoint)}
-    os.environ.update(aws_env(endpoint))
     try:
-        import s3fs
-
-        s3fs.S3FileSystem.clear_instance_cache()
-        yield endpoint
+        with aws_env_exported(endpoint):
+            yield endpoint
     finally:
         server.stop()
+
+
+@contextmanager
+def aws_env_exported(endpoint: str) -> Iterator[None]:
+    """The environment pointing S3 clients at `endpoint` (and s3fs's instance cache cleared) while the block
+    runs; the environment as it was afterwards."""
+    import s3fs
+
+    saved = {key: os.environ.get(key) for key in aws_env(endpoint)}
+    os.environ.update(aws_env(endpoint))
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield
+    finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        import s3fs
-
         s3fs.S3FileSystem.clear_instance_cache()
 
 
