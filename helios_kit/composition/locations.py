@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,4 +90,21 @@ def _s3_session() -> Any:
         session = _S3_SESSIONS.get(environment)
         if session is None:
             session = _S3_SESSIONS[environment] = AioSession()
+            parsers = session.get_component("response_parser_factory")
+            parsers.set_parser_defaults(timestamp_parser=parse_s3_timestamp)
         return session
+
+
+def parse_s3_timestamp(value: Any) -> datetime:
+    """A timestamp in an S3 response, as botocore's own parser gives it (an aware UTC datetime), but ISO 8601
+    in UTC ("2026-12-03T07:27:30.000Z", every LastModified of a listing) by `datetime.fromisoformat`: botocore
+    hands each to dateutil (~60 us against ~0.2 us), which made timestamps a third of the time a run's client
+    spent parsing listings of a 200-chunk job's folder. Anything else goes to botocore's parser."""
+    if isinstance(value, str) and value.endswith("Z") and "T" in value:
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    from botocore.utils import parse_timestamp
+
+    return parse_timestamp(value)
