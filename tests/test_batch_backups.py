@@ -80,10 +80,11 @@ def test_a_straggling_chunk_of_one_video_gets_a_backup_that_wins(tmp_path: Path,
     assert report.ok, report.summary_line()
     assert report.summary_line().startswith("4 videos: 4 rendered, 0 skipped (up to date), 0 failed")
     assert backend.attempts[straggler] == 2  # the straggler and its backup, which won
+    # every other chunk once, or twice if load made it straggle by the rule too (at most one backup per chunk)
     others = {key: count for key, count in backend.attempts.items() if key != straggler}
-    assert len(others) == 7 and set(others.values()) == {1}, backend.attempts
+    assert len(others) == 7 and set(others.values()) <= {1, 2}, backend.attempts
     started = [r.getMessage() for r in caplog.records if "started a backup attempt" in r.getMessage()]
-    assert started == [f"{ids['b']} chunk 0: straggling; started a backup attempt"]
+    assert f"{ids['b']} chunk 0: straggling; started a backup attempt" in started, started
     for name in NAMES:
         assert decode_frame_indexes(tmp_path / "out" / f"{name}.mp4", 64, 48) == [0, 1, 2, 3]
 

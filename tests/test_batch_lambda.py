@@ -66,7 +66,9 @@ def test_a_straggling_invocation_in_a_batch_gets_a_backup_that_wins(worker_env: 
         answered = emulator.counts["ok"]
     assert done.returncode == 0, done.stderr
     assert "4 videos: 4 rendered, 0 skipped (up to date), 0 failed" in done.stdout
-    assert invoked == {0: 4, 1: 5}, invoked  # one chunk 1 twice: the straggler and its backup
-    assert answered == 8  # every chunk once (merges run here); the straggling invocation never answered
+    # the hanging chunk 1 was rendered by its backup; a chunk that waited under load for one of the emulator's
+    # two worker processes may straggle by the rule too and get a backup of its own: at most one per chunk
+    assert invoked[1] >= 5 and invoked[0] >= 4 and sum(invoked.values()) <= 16, invoked
+    assert answered >= 8  # every chunk at least once (merges run here); the hanging invocation never answered
     for name in ("a", "b", "c", "d"):
         assert decode_frame_indexes(tmp_path / "out" / f"{name}.mp4", 64, 48) == [0, 1, 2, 3]
