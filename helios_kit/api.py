@@ -228,7 +228,8 @@ def batch(
     """Render one video per row of `rows` from `template` into `output` (`out/{id}.mp4`, `{index}`), as one
     DAG over every video's chunks and merges; unchanged videos are skipped, a failing row does not stop the
     others (see the report). `settings`: render settings (width, height, fps, duration, frame_count, capture,
-    codecs, crf, seed, chunk_frames) and run options (concurrency, retries, retry_delay, chunk_timeout, force).
+    codecs, crf, seed, chunk_frames) and run options (concurrency, retries, retry_delay, chunk_timeout, force,
+    backups: a :class:`~helios_kit.stragglers.BackupPolicy`, straggler backups judged over the whole batch).
     `progress` receives each video's events."""
     from helios_kit.batching.plan import BatchSettings
     from helios_kit.batching.run import batch_run_options, run_batch

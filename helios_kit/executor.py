@@ -95,9 +95,14 @@ class ChunkExecutor:
 
     def enable_backups(self, policy: BackupPolicy, total: int) -> Backups:
         """Straggler backups (helios_kit.stragglers): a second attempt races a chunk that runs too long."""
-        self.backups = Backups(policy, total, self._call_backend)
-        self.sinks.append(self.backups)
-        return self.backups
+        return self.share_backups(Backups(policy, total))
+
+    def share_backups(self, backups: Backups) -> Backups:
+        """Race stragglers in `backups`, which other executors may use too (a batch: one median over all the
+        videos' chunks); it learns chunk times from this executor's events."""
+        self.backups = backups
+        self.sinks.append(backups)
+        return backups
 
     # -- events ----------------------------------------------------------------------------------------
     def emit(self, event: ProgressEvent) -> None:
@@ -282,9 +287,8 @@ class ChunkExecutor:
             daemon=True,
         )
         watcher.start()
-        call = self.backups.call if self.backups is not None else self._call_backend
         try:
-            result = call(chunk, stop, timeout)
+            result = self._call(chunk, stop, timeout)
         finally:
             done.set()
             watcher.join()
@@ -301,9 +305,8 @@ class ChunkExecutor:
         stop = (chunk_stop or threading.Event()) if own else self.cancel
         if own:
             self._link_cancel(stop)
-        call = self.backups.call if self.backups is not None else self._call_backend
         try:
-            result = call(chunk, stop, None)
+            result = self._call(chunk, stop, None)
         finally:
             if own:
                 with self._lock:
@@ -357,6 +360,12 @@ class ChunkExecutor:
             self.emit(ProgressEvent(kind=EventKind.FRAMES, chunk_id=chunk.id, attempt=attempt, frames=frames))
 
         return {"on_frames": on_frames}
+
+    def _call(self, chunk: Chunk, cancel: threading.Event, timeout: float | None) -> WorkerResult:
+        """One attempt on the backend, which a backup attempt may race (straggler backups enabled)."""
+        if self.backups is None:
+            return self._call_backend(chunk, cancel, timeout)
+        return self.backups.call(self.spec.job_id, chunk, cancel, timeout, self._call_backend)
 
     def _call_backend(self, chunk: Chunk, cancel: threading.Event, timeout: float | None) -> WorkerResult:
         extra = self._frames_reporter(chunk)

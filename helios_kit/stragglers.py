@@ -8,10 +8,12 @@ other is cancelled through its cancel event. A failed attempt leaves the race to
 attempt that fails on its own (not stopped because the other won or the run ended) is no retry: it prints a
 warning line of its own and is counted (``failed``; the run's summary says how many).
 
-:class:`Backups` is what the executor calls instead of the backend (``call``), and a progress-event sink
-(it learns chunk times from the RENDERED events). One monitor thread looks at every running attempt a few
-times a second; nothing polls per chunk. Backups are off on the local backend by default: a second
-attempt on the same machine competes for the same cores and cannot help.
+:class:`Backups` is what the executor calls instead of the backend (``call``, with the executor's own attempt
+function), and a progress-event sink (it learns chunk times from the RENDERED events). One instance may serve
+many executors: a batch shares one over every video's chunks, so the median and the share done are the
+batch's; races are keyed by (job id, chunk id), as chunk ids repeat across a batch's videos. One monitor
+thread looks at every running attempt a few times a second; nothing polls per chunk. Backups are off on the
+local backend by default: a second attempt on the same machine competes for the same cores and cannot help.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class BackupPolicy(BaseModel):
 @dataclass
 class _Race:
     chunk: Chunk
+    attempt: AttemptFn
+    label: str
     primary_stop: threading.Event
     timeout: float | None
     started: float = field(default_factory=time.monotonic)
@@ -59,16 +63,19 @@ class _Race:
 
 
 class Backups:
-    """Races backup attempts against straggling chunks; counts what it did."""
+    """Races backup attempts against straggling chunks; counts what it did.
 
-    def __init__(self, policy: BackupPolicy, total: int, attempt: AttemptFn) -> None:
+    `total`: the chunks of every job whose executor uses this instance. `name_jobs`: log lines name the job
+    as well as the chunk (a batch, whose videos' chunk ids repeat)."""
+
+    def __init__(self, policy: BackupPolicy, total: int, *, name_jobs: bool = False) -> None:
         self.policy = policy
         self.total = max(1, total)
-        self.attempt = attempt
+        self.name_jobs = name_jobs
         self._lock = threading.Lock()
         self._durations: list[float] = []
         self._finished = 0
-        self._races: dict[int, _Race] = {}
+        self._races: dict[tuple[str, int], _Race] = {}
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self.launched = 0
@@ -84,18 +91,23 @@ class Backups:
                     self._durations.append(event.duration_ms / 1000)
 
     # -- racing ------------------------------------------------------------------------------------------
-    def call(self, chunk: Chunk, cancel: threading.Event, timeout: float | None) -> WorkerResult:
-        """Run `chunk`'s attempt here (on `cancel`, the attempt's own event); a backup may join the race."""
-        race = _Race(chunk, cancel, timeout)
+    def call(
+        self, job_id: str, chunk: Chunk, cancel: threading.Event, timeout: float | None, attempt: AttemptFn
+    ) -> WorkerResult:
+        """Run `attempt` (the calling executor's) on `chunk` of job `job_id` here, on `cancel` (the attempt's
+        own event); a backup attempt, through the same `attempt`, may join the race."""
+        label = f"{job_id} chunk {chunk.id}" if self.name_jobs else f"chunk {chunk.id}"
+        race = _Race(chunk, attempt, label, cancel, timeout)
+        key = (job_id, chunk.id)
         with self._lock:
-            self._races[chunk.id] = race
+            self._races[key] = race
             self._ensure_monitor()
         try:
-            result = self.attempt(chunk, cancel, timeout)
+            result = attempt(chunk, cancel, timeout)
         finally:
             with self._lock:
                 race.finished = True
-                self._races.pop(chunk.id, None)
+                self._races.pop(key, None)
                 backup = race.backup
         if backup is None:
             return result
@@ -112,20 +124,20 @@ class Backups:
         return result
 
     def _run_backup(self, race: _Race) -> None:
-        result = self.attempt(race.chunk, race.backup_stop, race.timeout)
+        result = race.attempt(race.chunk, race.backup_stop, race.timeout)
         race.backup_result = result
         if result.ok and not race.finished:
             with self._lock:
                 self.won += 1
-            log.info("chunk %s: the backup attempt finished first", race.chunk.id)
+            log.info("%s: the backup attempt finished first", race.label)
             race.primary_stop.set()  # the backup committed first: the straggler is cancelled
         elif not result.ok and not race.backup_stop.is_set():  # failed on its own, not stopped by the race
             with self._lock:
                 self.failed += 1
             why = (result.stderr or "").strip().splitlines()[-1:] or [result.status.value]
             log.warning(
-                "chunk %s: straggler backup attempt failed (%s); not a retry: the chunk's own attempt goes on",
-                race.chunk.id,
+                "%s: straggler backup attempt failed (%s); not a retry: the chunk's own attempt goes on",
+                race.label,
                 why[0].strip(),
             )
 
@@ -146,7 +158,7 @@ class Backups:
                         target=self._run_backup, args=(race,), name=f"helios-backup-{race.chunk.id}", daemon=True
                     )
                     self.launched += 1
-                    log.info("chunk %s: straggling; started a backup attempt", race.chunk.id)
+                    log.info("%s: straggling; started a backup attempt", race.label)
                     race.backup.start()
 
     def _stragglers(self) -> list[_Race]:

@@ -5,6 +5,11 @@ basename `video-<jobId>`), all sharing one backend, one cancel event and one doi
 failing row never stops the others). The artifact store (the batch root) is the only truth about what is
 done, so a batch killed with -9 resumes with what is missing, an unchanged video is neither rendered nor
 rewritten, and a changed row re-renders only its own video.
+
+Straggler backups (:mod:`helios_kit.stragglers`, on for remote backends by default, as for a job run) are the
+batch's: one :class:`~helios_kit.stragglers.Backups` shared by every video's executor, so who straggles is
+judged against the median chunk of the whole batch (rows of one template render alike; a video alone has too
+few chunks for a median).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from helios_kit.executor import ChunkExecutor
 from helios_kit.protocol import ProgressEvent
 from helios_kit.run import JobReport, JobRun, RunOptions
 from helios_kit.spec import Chunk
+from helios_kit.stragglers import Backups
 
 
 class BatchEvent(BaseModel):
@@ -66,6 +72,7 @@ class BatchReport(BaseModel):
     cancelled: bool = False
     error: str | None = None
     duration_ms: float = 0.0
+    backups_failed: int = Field(0, description="Straggler backup attempts that failed (no retries: counted apart).")
 
     def count(self, state: VideoState) -> int:
         return sum(1 for video in self.videos if video.state is state)
@@ -92,6 +99,8 @@ class BatchReport(BaseModel):
         line += f" in {self.duration_ms / 1000:.1f} s"
         if self.error:
             line += f"; error: {self.error}"
+        if self.backups_failed:
+            line += f"; {self.backups_failed} failed backup attempt{'' if self.backups_failed == 1 else 's'}"
         return line
 
 
@@ -139,6 +148,7 @@ class BatchRun:
         sinks: Iterable[BatchSink] = (),
     ) -> None:
         self.plan = plan
+        self.backend = backend
         self.options = options or RunOptions()
         self.cancel = cancel or threading.Event()
         self.concurrency = self.options.concurrency or backend.default_concurrency()
@@ -194,15 +204,35 @@ class BatchRun:
         store.check_writable()
         store.sweep_temporaries(paths)
 
+    def enable_backups(self) -> Backups | None:
+        """Straggler backups when the options say so for this backend: one instance over every video's
+        chunks (the batch's median; races keyed by job and chunk), None when off."""
+        policy = self.options.backups
+        if not self.runs or not policy.active_for(self.backend.name):
+            return None
+        total = sum(len(run.ctx.spec.chunks) for _, run in self.runs)
+        backups = Backups(policy, total, name_jobs=True)
+        for _, run in self.runs:
+            run.executor.share_backups(backups)
+        return backups
+
     def run(self) -> BatchReport:
         started = time.monotonic()
         error = None
+        backups = None
         if self.runs:
             self.check_store()
             db_file = _usable_db(self.plan.root / BATCH_DIR / "batch.doit.db")
             task_count = sum(len(run.ctx.spec.chunks) + 1 for _, run in self.runs)
-            error = run_tasks(self.tasks, db_file=db_file, concurrency=self.concurrency, task_count=task_count)
-        report = BatchReport(cancelled=self.cancel.is_set(), error=error)
+            backups = self.enable_backups()
+            try:
+                error = run_tasks(self.tasks, db_file=db_file, concurrency=self.concurrency, task_count=task_count)
+            finally:
+                if backups is not None:
+                    backups.close()
+        report = BatchReport(
+            cancelled=self.cancel.is_set(), error=error, backups_failed=backups.failed if backups is not None else 0
+        )
         outcomes = {video.index: _outcome(video, run.report(error, 0.0)) for video, run in self.runs}
         for video in self.plan.videos:
             outcome = outcomes.get(video.index)

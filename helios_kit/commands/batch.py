@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from helios_kit.commands.job import _BACKEND_PARAMS, _backend_options
+from helios_kit.commands.job import _BACKEND_PARAMS, _backend_options, backup_options, backup_policy
 from helios_kit.commands.render import CAPTURE_CHOICES, _codec_name_flag
 from helios_kit.protocol import EventKind
 
@@ -73,6 +73,7 @@ class BatchProgress:
 @click.option("--retry-delay", type=click.FloatRange(min=0), default=1.0, show_default=True)
 @click.option("--chunk-timeout", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--force", is_flag=True, help="Render every video even when complete.")
+@backup_options
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds per video.")
 @click.option("--frame-count", type=click.IntRange(min=1), default=None, help="Frames per video.")
 @click.option("--width", type=click.IntRange(min=1), default=None)
@@ -93,12 +94,16 @@ def batch_command(
     emit_dir: str | None,
     backend: str,
     quiet: bool,
+    backups: bool | None,
+    backup_after: float,
+    backup_factor: float,
     **values: Any,
 ) -> None:
     """Render TEMPLATE once per row of ROWS (JSONL, CSV or a JSON array): each row is the props of one video.
 
     One DAG over every video's chunks and merges: a re-run renders only what is missing or changed, a
     failing row does not stop the others. A prop naming a file (relative to ROWS) is loaded into the page.
+    Straggler backups, as for `helios job run`, judge each chunk against the median chunk of the whole batch.
     """
     from helios_kit import api
 
@@ -109,6 +114,7 @@ def batch_command(
         index = api.emit_batch(template, rows, emit_dir, output=output, **_without(settings, run_keys))
         click.echo(f"wrote {index} and the job files beside it (helios job run {emit_dir}/<jobId>.json)")
         return
+    settings["backups"] = backup_policy(backups, backup_after, backup_factor)
     report = _run(template, rows, output, backend, given, settings, quiet)
     for video in report.failed:
         click.echo(f"error: {video.error}", err=True)

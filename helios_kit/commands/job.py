@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from helios_kit.repository import JobRepository, JobStatus
     from helios_kit.run import RunOptions
     from helios_kit.spec import JobSpec
+    from helios_kit.stragglers import BackupPolicy
+
+F = TypeVar("F", bound=Callable[..., object])
 
 
 @click.group("job")
@@ -171,6 +175,38 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
     return mapped
 
 
+def backup_options(command: F) -> F:
+    """`--backups/--no-backups`, `--backup-after`, `--backup-factor` (straggler backups), on `helios job run`
+    and `helios batch`; :func:`backup_policy` turns their values into the BackupPolicy."""
+    command = click.option(
+        "--backup-factor",
+        type=click.FloatRange(min=1, min_open=True),
+        default=1.5,
+        show_default=True,
+        help="A chunk straggles once it runs longer than this x the median chunk time.",
+    )(command)
+    command = click.option(
+        "--backup-after",
+        type=click.FloatRange(min=0, max=1, min_open=True),
+        default=0.75,
+        show_default=True,
+        help="Share of chunks done before stragglers get backups.",
+    )(command)
+    return click.option(
+        "--backups/--no-backups",
+        "backups",
+        default=None,
+        help="Backup attempts for straggling chunks (default: on for remote backends, off for local).",
+    )(command)
+
+
+def backup_policy(backups: bool | None, backup_after: float, backup_factor: float) -> BackupPolicy:
+    """The BackupPolicy of the :func:`backup_options` flags."""
+    from helios_kit.stragglers import BackupPolicy
+
+    return BackupPolicy(enabled=backups, after=backup_after, factor=backup_factor)
+
+
 @job_group.command("run")
 @click.argument("source")
 @click.option("--backend", default=None, help="Where chunks run (see `helios plugins`). Default: local.")
@@ -223,26 +259,7 @@ def backend_for_adapter(backend: str | None, adapter: str | None) -> str:
     "when the store is remote and the backend can merge).",
 )
 @click.option("--no-leases", "no_leases", is_flag=True, help="Take no chunk leases (only this runner uses the store).")
-@click.option(
-    "--backups/--no-backups",
-    "backups",
-    default=None,
-    help="Backup attempts for straggling chunks (default: on for remote backends, off for local).",
-)
-@click.option(
-    "--backup-after",
-    type=click.FloatRange(min=0, max=1, min_open=True),
-    default=0.75,
-    show_default=True,
-    help="Share of chunks done before stragglers get backups.",
-)
-@click.option(
-    "--backup-factor",
-    type=click.FloatRange(min=1, min_open=True),
-    default=1.5,
-    show_default=True,
-    help="A chunk straggles once it runs longer than this x the median chunk time.",
-)
+@backup_options
 @click.option(
     "--lease-ttl",
     type=click.FloatRange(min=0, min_open=True),
@@ -301,7 +318,6 @@ def run_command(
     from helios_kit.manager import JobManager
     from helios_kit.merging import MergeWhere
     from helios_kit.run import RunOptions
-    from helios_kit.stragglers import BackupPolicy
 
     backend = backend_for_adapter(backend, adapter)
     given = _backend_options(backend, backend_values)
@@ -320,7 +336,7 @@ def run_command(
         merge_where=MergeWhere(merge_where),
         leases=not no_leases,
         lease_ttl=lease_ttl,
-        backups=BackupPolicy(enabled=backups, after=backup_after, factor=backup_factor),
+        backups=backup_policy(backups, backup_after, backup_factor),
     )
     manager = JobManager(_repository_for_run(detach, repository))
     if detach:
