@@ -47,7 +47,7 @@ def test_deleting_doits_db_renders_nothing(tmp_path: Path) -> None:
     for db in (tmp_path / "job" / ".helios").glob("*.doit.db*"):
         db.unlink()
     again = run(job, backend)
-    assert (again.rendered, again.skipped) == (0, 3) and backend.calls == [0, 1, 2]
+    assert (again.rendered, again.skipped) == (0, 3) and sorted(backend.calls) == [0, 1, 2]
     assert again.merge is not None and again.merge.skipped
     assert out.stat().st_mtime_ns == stamp
 
