@@ -394,7 +394,7 @@ def execute_job(
         run.merge_where = choose_merge(options.merge_where, ctx, backend)  # a bad --merge fails before rendering
         if options.leases:
             run.cooperate(LeaseStore(ctx.store, ttl=options.lease_ttl))
-        if options.backups.active_for(backend.name):
+        if options.backups.active_for(backend.backups_by_default):
             executor.enable_backups(options.backups, len(options.chunks or spec.chunks))
         try:
             with MarkerOnCancel(ctx.store, spec.job_id, executor.cancel):  # a cancel reaches remote workers

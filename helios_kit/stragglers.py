@@ -39,13 +39,16 @@ AttemptFn = Callable[[Chunk, threading.Event, float | None], WorkerResult]
 class BackupPolicy(BaseModel):
     """When a straggling chunk gets a backup attempt."""
 
-    enabled: bool | None = Field(None, description="None: on for remote backends, off for local.")
+    enabled: bool | None = Field(
+        None, description="None: the backend's own default (Backend.backups_by_default: on for remote backends)."
+    )
     after: float = Field(0.75, gt=0, le=1, description="Share of chunks done before backups start.")
     factor: float = Field(1.5, gt=1, description="A chunk straggles past factor x the median chunk time.")
     poll_s: float = Field(0.2, gt=0, description="How often the monitor looks at running attempts.")
 
-    def active_for(self, backend_name: str) -> bool:
-        return self.enabled if self.enabled is not None else backend_name != "local"
+    def active_for(self, backend_default: bool) -> bool:
+        """On or off as set; unset, as the backend says (`Backend.backups_by_default`)."""
+        return self.enabled if self.enabled is not None else backend_default
 
 
 @dataclass

@@ -69,7 +69,7 @@ def test_a_straggling_chunk_of_one_video_gets_a_backup_that_wins(tmp_path: Path,
     ids = job_ids(batch_plan)
     straggler = (ids["b"], 0)  # chunk 0 of b; a, c and d have a chunk 0 too, rendered while it straggles
     backend = StragglingBackend(tmp_path / "ws", straggler)
-    # the policy's default (enabled=None) is on for a backend not named "local"
+    # the policy's default (enabled=None) is the backend's: on (Backend.backups_by_default)
     options = RunOptions(concurrency=4, retry_delay=0.1, backups=BackupPolicy(after=0.75, factor=1.5, poll_s=0.05))
     batch = BatchRun(batch_plan, backend, options)
     try:

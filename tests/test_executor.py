@@ -26,6 +26,7 @@ class ScriptedBackend(Backend):
     """Fails, hangs or sleeps as told, then renders for real (frame-index video through WorkerRuntime)."""
 
     name = "scripted"
+    backups_by_default = False  # in this process: the attempts are counted, not raced
 
     def __init__(
         self,
@@ -263,6 +264,7 @@ class CommitsThenLosesTheAnswer(Backend):
     timeout just after the commit); later attempts go to the worker, which finds the chunk complete."""
 
     name = "lossy"
+    backups_by_default = False  # in this process: the attempts are counted, not raced
 
     def __init__(self, workspace: Path) -> None:
         super().__init__()
@@ -301,6 +303,7 @@ class AnotherRunnerWasFaster(Backend):
     """Another runner commits the chunk just before this run's worker looks: the worker skips it."""
 
     name = "raced"
+    backups_by_default = False  # in this process: the attempts are counted, not raced
 
     def __init__(self, workspace: Path) -> None:
         super().__init__()
@@ -366,3 +369,24 @@ def test_a_failed_backup_attempt_prints_its_own_line_and_is_counted(tmp_path: Pa
     assert lines == [expected]
     assert report.backups_failed == 1
     assert report.summary_line().endswith("; 0 retries, 0 throttled, 1 failed backup attempt"), report.summary_line()
+
+
+def test_backups_default_to_what_the_backend_says() -> None:
+    """Unset, straggler backups follow `Backend.backups_by_default`: off for the local backend (a second attempt
+    would share its cores), on for the remote ones and for a third party's backend that does not say."""
+    from helios_lambda.backend import LambdaBackend
+
+    from helios_kit.backends.local import LocalBackend
+    from helios_kit.stragglers import BackupPolicy
+
+    class ThirdParty(Backend):
+        name = "third-party"
+
+        def run_chunk(self, spec, chunk, context, *, cancel, timeout=None):  # pragma: no cover - not run
+            raise AssertionError
+
+    unset = BackupPolicy()
+    assert not unset.active_for(LocalBackend.backups_by_default)
+    assert unset.active_for(LambdaBackend.backups_by_default) and unset.active_for(ThirdParty.backups_by_default)
+    assert BackupPolicy(enabled=True).active_for(LocalBackend.backups_by_default)
+    assert not BackupPolicy(enabled=False).active_for(LambdaBackend.backups_by_default)

@@ -96,6 +96,7 @@ def test_local_worker_reports_frames_before_its_chunk_ends(tmp_path: Path, warm:
 # -- the executor -----------------------------------------------------------------------------------------
 class Reporting(Backend):
     name = "reporting"
+    backups_by_default = False  # in this process: the attempts are counted, not raced
     reports_frames = True
 
     def run_chunk(self, spec, chunk, context, *, cancel, timeout=None, on_frames=None) -> WorkerResult:
@@ -108,6 +109,7 @@ class Silent(Backend):
     """Says it reports frames but its run_chunk takes no on_frames: it must not receive one."""
 
     name = "silent"
+    backups_by_default = False  # in this process: the attempts are counted, not raced
     reports_frames = True
 
     def run_chunk(self, spec, chunk, context, *, cancel, timeout=None) -> WorkerResult:
@@ -135,6 +137,7 @@ class InThreadRemote(RemoteBackend):
     """A RemoteBackend whose 'remote' worker is WorkerRuntime in this process (no pipe: the store heartbeat)."""
 
     name = "in-thread"
+    backups_by_default = False  # in this process: the attempts are counted, not raced
     heartbeat_poll_s = 0.01
 
     def __init__(self, render: Any, workspace: Path) -> None:

@@ -67,6 +67,9 @@ class Backend(ABC):
     reports_frames: ClassVar[bool] = False
     #: Extra attempts for a chunk when the run does not say (`helios job run --retries`).
     default_retries: ClassVar[int] = 2
+    #: Straggler backups when the run does not say (`--backups/--no-backups`): on where a second attempt runs
+    #: on other capacity (remote backends); a backend whose attempts share this machine's cores sets False.
+    backups_by_default: ClassVar[bool] = True
 
     def __init__(self, options: BackendOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()

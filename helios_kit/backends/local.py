@@ -56,6 +56,7 @@ class LocalBackend(Backend):
     name = "local"
     Options = LocalOptions
     reports_frames = True
+    backups_by_default = False  # a second attempt would compete for the same cores
 
     def __init__(self, options: LocalOptions | None = None) -> None:
         super().__init__(options)

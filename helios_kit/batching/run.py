@@ -208,7 +208,7 @@ class BatchRun:
         """Straggler backups when the options say so for this backend: one instance over every video's
         chunks (the batch's median; races keyed by job and chunk), None when off."""
         policy = self.options.backups
-        if not self.runs or not policy.active_for(self.backend.name):
+        if not self.runs or not policy.active_for(self.backend.backups_by_default):
             return None
         total = sum(len(run.ctx.spec.chunks) for _, run in self.runs)
         backups = Backups(policy, total, name_jobs=True)

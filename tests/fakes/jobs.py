@@ -57,6 +57,7 @@ class RuntimeBackend(Backend):
     """Runs chunks in this process through WorkerRuntime with a stand-in render function."""
 
     name = "runtime"
+    backups_by_default = False  # in this process, on this machine's cores, as the local backend
 
     def __init__(self, render: Callable[..., Any], workspace: Path) -> None:
         super().__init__()
