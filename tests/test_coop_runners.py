@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from fakes.cloudjobs import HTML, make_spec, runner_env
 from fakes.renders import decode_frame_indexes
+from fakes.waiting import wait_for
 
 from helios_kit.leases import Lease, LeaseHolder, LeaseStore
 from helios_kit.spec import dump
@@ -43,14 +43,6 @@ def make_job(tmp_path: Path, frames: int, chunks: int, job_id: str) -> tuple[Pat
     return job_dir / "job.json", spec
 
 
-def wait_until(condition, what: str, limit: float = 120.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
 def test_two_runners_split_the_chunks(tmp_path: Path) -> None:
     job, spec = make_job(tmp_path, frames=32, chunks=8, job_id="coop-two")
     env = runner_env(tmp_path, HELIOS_FAKE_RENDER_GATE="2")  # a render waits until both runners render
@@ -76,7 +68,7 @@ def test_killed_runner_lease_expires_and_its_chunk_is_redone(tmp_path: Path) -> 
     job, spec = make_job(tmp_path, frames=16, chunks=4, job_id="coop-kill")
     blocked = runner_env(tmp_path, HELIOS_FAKE_RENDER_BLOCK=str(tmp_path / "never"), HELIOS_LEASE_TTL="2")
     victim = start_runner(job, blocked, "--concurrency", "1")
-    wait_until(lambda: len(renders(tmp_path)) == 1, "the first runner's render started")
+    wait_for(lambda: len(renders(tmp_path)) == 1, 120, "the first runner's render started")
     _runner, worker, start = renders(tmp_path)[0]
     os.kill(victim.pid, signal.SIGKILL)  # the runner, then its worker (its own session): no cleanup at all
     os.kill(worker, signal.SIGKILL)

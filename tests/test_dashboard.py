@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fakes.jobs import make_job, tagged_processes
+from fakes.waiting import wait_for
 
 from helios_kit.manager import JobManager
 from helios_kit.render.browser import find_browser
@@ -95,13 +96,6 @@ def live_run(real: JobStatus) -> JobStatus:
     return status
 
 
-def wait_until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.05)
-
-
 def test_dashboard_in_chromium(
     tmp_path: Path, dashboard: tuple[str, SQLiteJobRepository], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,7 +152,7 @@ def _live_grid_and_cancel(page, url, live: JobStatus, repository, tmp_path: Path
     shot = Path(os.environ.get("HELIOS_DASHBOARD_SCREENSHOT", tmp_path / "dashboard.png"))
     page.screenshot(path=str(shot), full_page=True)
     page.click("#cancel")
-    wait_until(lambda: repository.cancel_requested(live.run_id), "the cancel reached the repository")
+    wait_for(lambda: repository.cancel_requested(live.run_id), WAIT_MS / 1000, "the cancel reached the repository")
     page.wait_for_function("() => document.querySelector('#cancel').textContent === 'Cancel requested'")
     live.state, live.error, live.finished_at = JobState.CANCELLED, "cancelled", utcnow()
     repository.save(live)  # the owner saw the flag and stopped
@@ -234,7 +228,7 @@ def test_a_real_run_updates_its_page_and_is_cancelled_from_it(
             try:
                 page = browser.new_page()
                 page.set_default_timeout(WAIT_MS)
-                wait_until(lambda: repository.exists("gated"), "the run is recorded")
+                wait_for(lambda: repository.exists("gated"), WAIT_MS / 1000, "the run is recorded")
                 page.goto(f"{url}runs/gated")  # a job id: its latest run
                 page.wait_for_function(
                     "() => document.querySelector('[data-chunk=\"0\"]')?.dataset.state === 'running'"

@@ -20,9 +20,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 from fakes.cloudjobs import make_spec, upload_job
-from fakes.dask_cluster import DaskCluster, free_port, marks_of, wait_for, write_render_settings
+from fakes.dask_cluster import DaskCluster, free_port, marks_of, write_render_settings
 from fakes.jobs import make_job, wait_no_tagged_processes
 from fakes.renders import decode_frame_indexes
+from fakes.waiting import wait_for
 from helios_dask.backend import DaskBackend, DaskOptions, parse_resources
 
 from helios_kit.backends.base import ChunkContext

@@ -79,18 +79,6 @@ def marks_of(marks: Path, suffix: str) -> list[tuple[int, int]]:
     return sorted(found)
 
 
-def wait_for(condition: Any, timeout: float, what: str) -> Any:
-    """Poll `condition` until it returns something truthy; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
 # -- the cluster -----------------------------------------------------------------------------------------
 class DaskCluster:
     """`dask scheduler` + `dask worker` processes on 127.0.0.1; use as a context manager."""
