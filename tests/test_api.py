@@ -12,7 +12,9 @@ import pytest
 
 import helios_kit
 from helios_kit.errors import SpecError
+from helios_kit.probe import probe
 from helios_kit.protocol import EventKind
+from helios_kit.render.encode import find_ffmpeg
 from helios_kit.spec import JobSpec
 
 PAGE = """<!doctype html><html><head>
@@ -73,6 +75,44 @@ def test_render_reports_progress_and_a_set_cancel_token_stops_it(card: Path, tmp
     with pytest.raises(helios_kit.render.RenderCancelled):
         helios_kit.render(card, tmp_path / "two.mp4", cancel=cancel)
     assert not (tmp_path / "two.mp4").exists()
+
+
+LONG_PAGE_WITH_AUDIO = """<!doctype html><html><head>
+<meta name="helios" content='{"width": 64, "height": 48, "fps": 10, "duration": 120}'>
+</head><body><script>
+  const track = document.createElement("audio");
+  track.src = "missing.ogg";
+  document.body.append(track);
+</script></body></html>
+"""
+
+
+@pytest.mark.render
+def test_render_mixes_the_audio_its_scripts_add(tmp_path: Path) -> None:
+    """The soundtrack found while the render runs is mixed into its output."""
+    comp = tmp_path / "sound"
+    comp.mkdir()
+    tone = [find_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(comp / "tone.ogg")]
+    subprocess.run(tone, check=True)
+    html = LONG_PAGE_WITH_AUDIO.replace('"duration": 120', '"duration": 0.3').replace("missing.ogg", "tone.ogg")
+    (comp / "index.html").write_text(html)
+    stats = helios_kit.render(comp, tmp_path / "out.mp4")
+    info = probe(tmp_path / "out.mp4")
+    assert stats.frames == 3 and info.frame_count == 3
+    assert info.audio_codec == "aac" and info.audio_duration_s == pytest.approx(0.3, abs=0.03)
+
+
+@pytest.mark.render
+def test_a_render_that_stops_waits_for_its_audio_discovery(tmp_path: Path) -> None:
+    """Audio is discovered (in a browser of its own, a script's page) while the render runs; a render that
+    ends early still waits for discovery, so no thread or browser of it outlives the call."""
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / "index.html").write_text(LONG_PAGE_WITH_AUDIO)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(helios_kit.render.RenderCancelled):
+        helios_kit.render(tmp_path / "long", tmp_path / "out.mp4", cancel=cancel)
+    assert [thread.name for thread in threading.enumerate() if thread.name.startswith("helios-audio")] == []
 
 
 @pytest.mark.render
