@@ -128,3 +128,37 @@ def test_the_batch_summary_counts_failed_backup_attempts() -> None:
     )
     line = BatchReport(duration_ms=1500, backups_failed=2).summary_line()
     assert line.endswith("in 1.5 s; 2 failed backup attempts"), line
+
+
+def test_the_batch_flags_set_the_backup_policy(tmp_path: Path, monkeypatch) -> None:
+    """`helios batch` takes the job run's three backup flags; their values reach the batch's policy."""
+    from click.testing import CliRunner
+
+    from helios_kit.commands import batch as batch_module
+    from helios_kit.commands.batch import batch_command
+
+    (tmp_path / "card.html").write_text(PAGE)
+    (tmp_path / "rows.jsonl").write_text('{"id": "a"}\n')
+    policies: list[BackupPolicy] = []
+
+    def record(template, rows, output, backend, given, settings, quiet):  # type: ignore[no-untyped-def]
+        policies.append(settings["backups"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(batch_module, "_run", record)
+    base = [str(tmp_path / "card.html"), str(tmp_path / "rows.jsonl"), "-o", str(tmp_path / "out/{id}.mp4")]
+    runs = (
+        [],
+        ["--backups", "--backup-after", "0.5", "--backup-factor", "3"],
+        ["--no-backups", "--backup-factor", "1.2"],
+    )
+    for flags in runs:
+        result = CliRunner().invoke(batch_command, [*base, *flags])
+        assert result.exit_code == 0, result.output
+    assert policies == [
+        BackupPolicy(enabled=None, after=0.75, factor=1.5),
+        BackupPolicy(enabled=True, after=0.5, factor=3.0),
+        BackupPolicy(enabled=False, after=0.75, factor=1.2),
+    ]
+    refused = CliRunner().invoke(batch_command, [*base, "--backup-factor", "1"])
+    assert refused.exit_code == 2 and "--backup-factor" in refused.output
