@@ -105,24 +105,33 @@ class _AudioDiscovery:
     """A whole render is its own merge: its audio is mixed once over its timeline. The tracks are discovered
     (a page with scripts is loaded and stepped in a browser of its own) while the render runs, not after it:
     the render keeps about 1.2 of 2 cores busy, and discovery waited ~0.6 s on its own browser's launch, load
-    and close. Leaving the block waits for discovery, so no browser outlives the render, whatever happened."""
+    and close. Leaving the block stops discovery (between batches of frames) and waits for it, so no browser
+    outlives the render, whatever happened."""
 
     def __init__(self, location: str, config: Any, *, enabled: bool) -> None:
         self.config = config
         self._pool: ThreadPoolExecutor | None = None
+        self._stop = threading.Event()
         if enabled:
             from helios_kit.render.audio import discover_audio
 
             end = config.start_frame + config.frame_count
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="helios-audio")
             self._plan = self._pool.submit(
-                discover_audio, location, fps=config.fps, frame_count=end, props=config.props, seed=config.seed
+                discover_audio,
+                location,
+                fps=config.fps,
+                frame_count=end,
+                props=config.props,
+                seed=config.seed,
+                cancel=self._stop,
             )
 
     def __enter__(self) -> _AudioDiscovery:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 

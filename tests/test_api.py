@@ -14,6 +14,7 @@ import helios_kit
 from helios_kit.errors import SpecError
 from helios_kit.probe import probe
 from helios_kit.protocol import EventKind
+from helios_kit.render.audio import discover_audio
 from helios_kit.render.encode import find_ffmpeg
 from helios_kit.spec import JobSpec
 
@@ -113,6 +114,34 @@ def test_a_render_that_stops_waits_for_its_audio_discovery(tmp_path: Path) -> No
     with pytest.raises(helios_kit.render.RenderCancelled):
         helios_kit.render(tmp_path / "long", tmp_path / "out.mp4", cancel=cancel)
     assert [thread.name for thread in threading.enumerate() if thread.name.startswith("helios-audio")] == []
+
+
+@pytest.mark.render
+def test_a_render_that_stops_stops_its_audio_discovery(card: Path, tmp_path: Path, monkeypatch) -> None:
+    """Discovery is told to stop when the render ends early (it steps up to an hour of frames otherwise)."""
+    import helios_kit.render.audio as audio
+
+    stopped: list[bool] = []
+
+    def discovery_until_stopped(*_args, cancel: threading.Event, **_kwargs):  # type: ignore[no-untyped-def]
+        stopped.append(cancel.wait(60))
+        raise helios_kit.render.RenderCancelled("audio discovery: cancelled")
+
+    monkeypatch.setattr(audio, "discover_audio", discovery_until_stopped)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(helios_kit.render.RenderCancelled):
+        helios_kit.render(card, tmp_path / "out.mp4", cancel=cancel)
+    assert stopped == [True]
+
+
+def test_audio_discovery_stops_when_told(tmp_path: Path) -> None:
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / "index.html").write_text(LONG_PAGE_WITH_AUDIO)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(helios_kit.render.RenderCancelled, match="audio discovery: cancelled"):
+        discover_audio(str(tmp_path / "long"), fps=10, frame_count=1200, cancel=stop)
 
 
 @pytest.mark.render

@@ -64,6 +64,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from helios_kit.errors import LoaderError, RenderError
 
 if TYPE_CHECKING:
+    import threading
+
     from helios_kit.render.probe import MediaElement, MediaScan
 
 #: The mix's peak ceiling: -1 dBFS.
@@ -196,12 +198,13 @@ def discover_audio(
     frame_count: int | None = None,
     props: dict | None = None,
     seed: int = 0,
+    cancel: threading.Event | None = None,
 ) -> AudioPlan:
     """The audio tracks of a composition (file, folder with index.html, or http(s) URL).
 
     A page with scripts, iframes or declarative shadow roots is loaded in the browser and stepped over
     frames [0, frame_count) at `fps` (default: the length its Helios instance or meta tag declares) to find
-    the media it shows; any other page is read as static HTML."""
+    the media it shows (a set `cancel` stops the stepping); any other page is read as static HTML."""
     html, base = _read_html(input_location)
     if _needs_browser(html):
         from helios_kit.render.browser import find_browser
@@ -213,7 +216,7 @@ def discover_audio(
         else:
             from helios_kit.render.probe import scan_media
 
-            scan = scan_media(input_location, fps=fps, frame_count=frame_count, props=props, seed=seed)
+            scan = scan_media(input_location, fps=fps, frame_count=frame_count, props=props, seed=seed, cancel=cancel)
             return AudioPlan(tracks=tracks_from_scan(scan))
     return AudioPlan(tracks=static_tracks(html, base))
 

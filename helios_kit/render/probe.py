@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import pathlib
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -21,6 +22,7 @@ from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import Browser, CDPError, Page, find_browser
 from helios_kit.render.capture import FrameError, run_step
+from helios_kit.render.page import RenderCancelled
 from helios_kit.render.server import CompositionServer
 from helios_kit.render.session import DEFAULT_TIMEOUT_S, FAST_FORWARD_BATCH, open_page, resolve_input
 
@@ -145,10 +147,12 @@ def scan_media(
     props: Mapping[str, Any] | None = None,
     seed: int = 0,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    cancel: threading.Event | None = None,
 ) -> MediaScan:
     """Every media element the page shows while it is stepped over frames [0, frame_count) as a render steps
     them (fast-forward, no capture). Without `frame_count`, the length the page declares (its Helios
-    instance, else its meta tag); without either, frame 0 only."""
+    instance, else its meta tag); without either, frame 0 only. A set `cancel` stops it between batches of
+    frames (RenderCancelled)."""
     render_fps = fps or 30.0
     with loaded_page(input_location, fps=render_fps, props=props, seed=seed, timeout_s=timeout_s) as (page, server):
         if frame_count is None:
@@ -158,6 +162,8 @@ def scan_media(
         stop = max(1, min(int(frame_count), MAX_DISCOVERY_FRAMES))
         frame = 0
         while frame < stop:
+            if cancel is not None and cancel.is_set():
+                raise RenderCancelled("audio discovery: cancelled")
             batch_end = min(stop, frame + FAST_FORWARD_BATCH)
             try:
                 run_step(page, clock.fast_forward_expression(frame, batch_end), frame, timeout_s * 4 + 60)
