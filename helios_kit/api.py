@@ -87,7 +87,7 @@ def render(
         **base,
     )
     where = dict(input_location=entry.location, start_frame=start_frame, frame_count=config.frame_count)
-    parts = parts or auto_parts(config.frame_count, capture=config.capture.value)
+    parts = parts or auto_parts(config.frame_count, capture=config.capture.value, input_location=entry.location)
     with _AudioDiscovery(entry.location, config, enabled=audio) as soundtrack:
         if parts <= 1:
             stats = render_range(

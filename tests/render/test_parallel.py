@@ -75,3 +75,12 @@ def test_auto_parts_only_split_long_renders() -> None:
     assert auto_parts(10_000, cpus=2) == 2
     assert auto_parts(10_000, cpus=1) == 1
     assert auto_parts(10_000, cpus=2, capture="canvas") == 1
+
+
+def test_auto_parts_keep_a_composition_with_video_in_one_part(tmp_path: pathlib.Path) -> None:
+    """A <video> page renders in the full browser through screenshots, which alone keeps both cores busy."""
+    (tmp_path / "video.html").write_text('<!doctype html><video src="clip.webm" muted></video>')
+    (tmp_path / "text.html").write_text("<!doctype html><p>titles</p>")
+    assert auto_parts(10_000, cpus=2, input_location=str(tmp_path / "video.html")) == 1
+    assert auto_parts(10_000, cpus=2, input_location=str(tmp_path / "text.html")) == 2
+    assert auto_parts(10_000, cpus=2, input_location="http://127.0.0.1:9/index.html") == 2  # not read: unknown
