@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -179,9 +180,8 @@ def stitch(
     if mixing:
         _check_tracks(audio)
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part" + (output.suffix or ".mp4"), dir=out_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # A fresh name that ffmpeg creates, so the output gets the mode any new file gets (umask), not mkstemp's 0600.
+    tmp = out_dir / f".{output.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.part{output.suffix or '.mp4'}"
     list_fd, list_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".concat.txt", dir=out_dir)
     try:
         with os.fdopen(list_fd, "w", encoding="utf-8") as f:

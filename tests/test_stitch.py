@@ -101,6 +101,15 @@ def test_merge_keeps_every_frame_in_order(chunks: list[Path], tmp_path: Path) ->
     assert leftovers(tmp_path, "out.mp4") == []
 
 
+def test_the_merged_output_gets_a_new_files_mode(chunks: list[Path], tmp_path: Path) -> None:
+    """Not the 0600 of a private temporary file: a merged video is read by whoever reads the folder."""
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(b"x")  # the mode any new file gets here (the umask applied)
+    out = tmp_path / "out.mp4"
+    stitch(chunks, out, expected_frames=60)
+    assert out.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
 def test_tiny_chunks_keep_exact_timestamps(tmp_path: Path) -> None:
     """One-frame chunks (no B-frames) between longer ones (with B-frames): every frame lands on n / fps."""
     bounds = [(0, 1), (1, 5), (6, 1), (7, 2), (9, 1)]
