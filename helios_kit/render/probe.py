@@ -21,10 +21,10 @@ from pydantic import BaseModel, Field
 from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import Browser, CDPError, Page, find_browser
-from helios_kit.render.capture import FrameError, run_step
+from helios_kit.render.capture import FrameError
 from helios_kit.render.page import RenderCancelled
 from helios_kit.render.server import CompositionServer
-from helios_kit.render.session import DEFAULT_TIMEOUT_S, FAST_FORWARD_BATCH, open_page, resolve_input
+from helios_kit.render.session import DEFAULT_TIMEOUT_S, fast_forward, open_page, resolve_input
 
 #: Longest timeline the media discovery steps through (frames): an hour at 30 fps.
 MAX_DISCOVERY_FRAMES = 108_000
@@ -160,17 +160,13 @@ def scan_media(
             duration = declared.get("duration")
             frame_count = math.ceil(duration * render_fps - 1e-9) if duration else 1
         stop = max(1, min(int(frame_count), MAX_DISCOVERY_FRAMES))
-        frame = 0
-        while frame < stop:
-            if cancel is not None and cancel.is_set():
-                raise RenderCancelled("audio discovery: cancelled")
-            batch_end = min(stop, frame + FAST_FORWARD_BATCH)
-            try:
-                run_step(page, clock.fast_forward_expression(frame, batch_end), frame, timeout_s * 4 + 60)
-            except FrameError as error:
-                message = f"audio discovery: composition failed at frame {error.frame}: {error.message}"
-                raise RenderError(message) from None
-            frame = batch_end
+        try:
+            fast_forward(page, 0, stop, timeout_s, cancel)
+        except FrameError as error:
+            message = f"audio discovery: composition failed at frame {error.frame}: {error.message}"
+            raise RenderError(message) from None
+        except RenderCancelled:
+            raise RenderCancelled("audio discovery: cancelled") from None
         found = page.evaluate("window.__heliosInternal.describeMedia()", timeout=timeout_s) or []
         root = (server.base_url, str(server.root)) if server is not None else None
     elements = [MediaElement.model_validate(_snake(item)) for item in found]
