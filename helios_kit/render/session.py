@@ -182,9 +182,11 @@ def render_range(
     else JPEG). `timeout_s` bounds page load and each frame's readiness. `warm` renders in a kept browser
     (:class:`~helios_kit.render.warm.WarmBrowser`, reset between renders) instead of starting one.
 
-    Begin-frame capture (the fastest) now and then stops getting pictures from Chromium, mostly under load
-    ("no picture for frame N"); such a render restarts once with Page.captureScreenshot, which has not shown
-    that fault. The composition's own errors are not retried.
+    A browser fault (:class:`~helios_kit.errors.BrowserFault`: a lost picture, a stalled DevTools call, a
+    crash; mostly under load) restarts the render once, in a fresh browser and with Page.captureScreenshot:
+    begin-frame capture now and then stops getting pictures ("no picture for frame N"), and new-headless
+    Chromium's captureScreenshot now and then stalls past its timeout. The failed attempt wrote nothing. The
+    composition's own errors, and cancels, are not retried.
     """
     arguments = dict(
         input_location=input_location,
@@ -203,9 +205,9 @@ def render_range(
     try:
         return _render_once(config, begin_frame=begin_frame, **arguments)
     except BrowserFault as fault:
-        if not begin_frame or _cancelled(cancel):
+        if _cancelled(cancel):
             raise
-        log.warning("begin-frame capture failed (%s); rendering again with Page.captureScreenshot", fault)
+        log.warning("%s; rendering again in a fresh browser with Page.captureScreenshot", fault)
         return _render_once(config, begin_frame=False, **arguments)
 
 
