@@ -33,13 +33,16 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from helios_kit.errors import RenderError
+from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import netguard
 
 INSTALL_HINT = (
     "no Chromium found: install one (apt-get install chromium-headless-shell, or "
     "`playwright install chromium`) or set HELIOS_CHROMIUM=/path/to/chrome"
 )
+
+#: Chromium's stderr, in its profile folder (a failed launch's message quotes its last line).
+STDERR_LOG = "chromium-stderr.log"
 
 #: Flags every launch gets: headless as root, no sandbox, no GPU, no network except what the page asks of
 #: 127.0.0.1, no background traffic.
@@ -320,15 +323,18 @@ class Browser:
             os.closerange(5, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
             _child_setup()
 
+        # Chromium's own words (kept in the profile, dropped with it) name why a launch failed.
+        self._stderr_path = os.path.join(self._profile, STDERR_LOG)
         try:
-            self.process: subprocess.Popen[bytes] = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=setup,
-                close_fds=False,  # setup() keeps exactly fds 3 and 4 and closes the rest
-            )
+            with open(self._stderr_path, "wb") as stderr:
+                self.process: subprocess.Popen[bytes] = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr,
+                    preexec_fn=setup,
+                    close_fds=False,  # setup() keeps exactly fds 3 and 4 and closes the rest
+                )
         except OSError as error:
             shutil.rmtree(self._profile, ignore_errors=True)
             if self.egress is not None:
@@ -341,10 +347,24 @@ class Browser:
         try:
             self.version = self.cdp.send("Browser.getVersion", timeout=30)
         except (TimeoutError, CDPError) as error:
+            said = self._last_words()
             self.close()
-            raise RenderError(f"Chromium {self.executable.path} did not start: {error}") from None
+            # Seen: a headless shell exiting at once, now and then, when two start together under load.
+            raise BrowserFault(f"Chromium {self.executable.path} did not start: {error}{said}") from None
         #: Seconds from launch until the browser answered over CDP.
         self.launch_s = time.perf_counter() - started
+
+    def _last_words(self) -> str:
+        """How Chromium ended (exit status, last line it wrote to stderr), for a failed launch's message."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=0.5)
+        said = []
+        if self.process.returncode is not None:
+            said.append(f"exit status {self.process.returncode}")
+        with contextlib.suppress(OSError), open(self._stderr_path, "rb") as stderr:
+            lines = [line.strip() for line in stderr.read()[-4096:].decode(errors="replace").splitlines()]
+            said += [line for line in lines if line][-1:]
+        return f" ({'; '.join(said)})" if said else ""
 
     def new_page(self, width: int, height: int, *, browser_context_id: str | None = None) -> Page:
         """A fresh tab of exactly width x height CSS pixels at device scale 1, with a flat CDP session (in

@@ -1,0 +1,74 @@
+"""A Chromium that dies at launch fails the render retryably, with why it died in the message; the stderr it
+wrote goes with its profile (helios_kit/render/browser.py Browser)."""
+
+from __future__ import annotations
+
+import pathlib
+import stat
+import tempfile
+
+import pytest
+from fakes.jobs import FRAME_INDEX_HTML
+from fakes.renders import decode_frame_indexes
+
+from helios_kit.errors import BrowserFault
+from helios_kit.render import render_range
+from helios_kit.render.browser import Browser, BrowserExecutable, find_browser
+from helios_kit.spec import RenderConfig
+
+
+def _dying_chromium(folder: pathlib.Path, said: str, status: int) -> pathlib.Path:
+    script = folder / "chromium-headless-shell"
+    script.write_text(f"#!/bin/sh\necho 'starting' >&2\necho '{said}' >&2\nexit {status}\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def test_a_browser_that_exits_at_launch_is_a_retryable_fault_that_says_why(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chromium = _dying_chromium(tmp_path, "FATAL: cannot map shared memory", 3)
+    profiles: list[str] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def mkdtemp(**kw: str) -> str:
+        made = real_mkdtemp(**kw)
+        if kw.get("prefix") == "helios-chromium-":
+            profiles.append(made)
+        return made
+
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    with pytest.raises(BrowserFault) as raised:
+        Browser(BrowserExecutable(str(chromium), headless_shell=True))
+    message = str(raised.value)
+    assert "did not start" in message and str(chromium) in message
+    assert "exit status 3" in message and "FATAL: cannot map shared memory" in message
+    assert raised.value.retryable
+    assert len(profiles) == 1 and not pathlib.Path(profiles[0]).exists()  # its profile and stderr log are gone
+
+
+@pytest.mark.render
+def test_a_render_whose_first_browser_dies_at_launch_renders_in_the_next(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = find_browser()
+    dying = BrowserExecutable(str(_dying_chromium(tmp_path, "crashed", 134)), headless_shell=True)
+    launches: list[str] = []
+    original_init = Browser.__init__
+
+    def launch(self: Browser, executable: BrowserExecutable | None = None, *args: object, **kw: object) -> None:
+        launches.append("dying" if not launches else "real")
+        original_init(self, dying if len(launches) == 1 else real, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Browser, "__init__", launch)
+    (tmp_path / "index.html").write_text(FRAME_INDEX_HTML)
+    out = tmp_path / "out.mp4"
+    render_range(
+        RenderConfig(input="index.html", width=160, height=120, fps=30, frame_count=6),
+        input_location=str(tmp_path / "index.html"),
+        start_frame=0,
+        frame_count=6,
+        output_path=out,
+    )
+    assert launches == ["dying", "real"]
+    assert decode_frame_indexes(out, 160, 120) == list(range(6))
