@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,63 +87,33 @@ def render(
     )
     where = dict(input_location=entry.location, start_frame=start_frame, frame_count=config.frame_count)
     parts = parts or auto_parts(config.frame_count, capture=config.capture.value, input_location=entry.location)
-    with _AudioDiscovery(entry.location, config, enabled=audio) as soundtrack:
-        if parts <= 1:
-            stats = render_range(
-                config, **where, output_path=output_path, progress=progress, cancel=cancel, quiet=quiet
-            )
-        else:
-            stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel, quiet=quiet)
-            if progress is not None:
-                progress(stats.frames, config.frame_count)
-        soundtrack.mix_into(output_path)
+    if parts <= 1:
+        stats = render_range(config, **where, output_path=output_path, progress=progress, cancel=cancel, quiet=quiet)
+    else:
+        stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel, quiet=quiet)
+        if progress is not None:
+            progress(stats.frames, config.frame_count)
+    if audio:
+        _mix_soundtrack(entry.location, config, stats, output_path, cancel)
     return stats
 
 
-class _AudioDiscovery:
-    """A whole render is its own merge: its audio is mixed once over its timeline. The tracks are discovered
-    (a page with scripts is loaded and stepped in a browser of its own) while the render runs, not after it:
-    the render keeps about 1.2 of 2 cores busy, and discovery waited ~0.6 s on its own browser's launch, load
-    and close. Leaving the block stops discovery (between batches of frames) and waits for it, so no browser
-    outlives the render, whatever happened."""
+def _mix_soundtrack(
+    location: str, config: Any, stats: RenderStats, output_path: Path, cancel: threading.Event | None
+) -> None:
+    """A whole render is its own merge: its soundtrack is mixed once over its timeline. The media of a page
+    with scripts are those the render's own page showed (it stepped every frame from 0 to the end); only when
+    that page could not say is the page stepped again, in a browser of its own."""
+    from helios_kit.render.audio import soundtrack_of_render
+    from helios_kit.stitch import stitch
 
-    def __init__(self, location: str, config: Any, *, enabled: bool) -> None:
-        self.config = config
-        self._pool: ThreadPoolExecutor | None = None
-        self._stop = threading.Event()
-        if enabled:
-            from helios_kit.render.audio import discover_audio
-
-            end = config.start_frame + config.frame_count
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="helios-audio")
-            self._plan = self._pool.submit(
-                discover_audio,
-                location,
-                fps=config.fps,
-                frame_count=end,
-                props=config.props,
-                seed=config.seed,
-                cancel=self._stop,
-            )
-
-    def __enter__(self) -> _AudioDiscovery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
-    def mix_into(self, output_path: Path) -> None:
-        """Mix the discovered tracks into the rendered `output_path` (discovery's error, if it failed)."""
-        if self._pool is None:
-            return
-        from helios_kit.stitch import stitch
-
-        plan = self._plan.result()
-        if plan.tracks:
-            plan = plan.model_copy(update={"timeline_start_s": self.config.start_frame / self.config.fps})
-            stitch([output_path], output_path, audio=plan, expected_frames=self.config.frame_count)
+    end = config.start_frame + config.frame_count
+    soundtrack = soundtrack_of_render(
+        location, stats.media, fps=config.fps, frame_count=end, props=config.props, seed=config.seed, cancel=cancel
+    )
+    if soundtrack.tracks:
+        soundtrack = soundtrack.model_copy(update={"timeline_start_s": config.start_frame / config.fps})
+        stitch([output_path], output_path, audio=soundtrack, expected_frames=config.frame_count)
 
 
 def plan(

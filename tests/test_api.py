@@ -88,51 +88,71 @@ LONG_PAGE_WITH_AUDIO = """<!doctype html><html><head>
 """
 
 
-@pytest.mark.render
-def test_render_mixes_the_audio_its_scripts_add(tmp_path: Path) -> None:
-    """The soundtrack found while the render runs is mixed into its output."""
+def _sound_composition(tmp_path: Path) -> Path:
+    """A page whose script adds an <audio> (0.3 s of video, a 1 s tone)."""
     comp = tmp_path / "sound"
     comp.mkdir()
     tone = [find_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(comp / "tone.ogg")]
     subprocess.run(tone, check=True)
     html = LONG_PAGE_WITH_AUDIO.replace('"duration": 120', '"duration": 0.3').replace("missing.ogg", "tone.ogg")
     (comp / "index.html").write_text(html)
-    stats = helios_kit.render(comp, tmp_path / "out.mp4")
-    info = probe(tmp_path / "out.mp4")
-    assert stats.frames == 3 and info.frame_count == 3
-    assert info.audio_codec == "aac" and info.audio_duration_s == pytest.approx(0.3, abs=0.03)
+    return comp
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each Chromium launched, in order."""
+    from helios_kit.render.browser import Browser
+
+    started: list[int] = []
+    launch = Browser.__init__
+
+    def counted(self: Browser, *args: object, **kwargs: object) -> None:
+        started.append(len(started))
+        launch(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Browser, "__init__", counted)
+    return started
 
 
 @pytest.mark.render
-def test_a_render_that_stops_waits_for_its_audio_discovery(tmp_path: Path) -> None:
-    """Audio is discovered (in a browser of its own, a script's page) while the render runs; a render that
-    ends early still waits for discovery, so no thread or browser of it outlives the call."""
+@pytest.mark.parametrize("parts", [1, 2])
+def test_render_mixes_the_audio_its_scripts_add_from_its_own_page(
+    tmp_path: Path, launches: list[int], parts: int
+) -> None:
+    """The render's own page (the last part's) reports the media it showed; no browser steps it again."""
+    comp = _sound_composition(tmp_path)
+    stats = helios_kit.render(comp, tmp_path / "out.mp4", parts=parts)
+    info = probe(tmp_path / "out.mp4")
+    assert stats.frames == 3 and info.frame_count == 3
+    assert info.audio_codec == "aac" and info.audio_duration_s == pytest.approx(0.3, abs=0.03)
+    assert stats.media is not None and [element.tag for element in stats.media.elements] == ["audio"]
+    assert len(launches) == parts  # the render's browsers only
+
+
+@pytest.mark.render
+def test_a_render_whose_page_cannot_say_steps_it_again_for_the_audio(
+    tmp_path: Path, launches: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import helios_kit.render.session as session
+
+    monkeypatch.setattr(session, "_media_seen", lambda *args: None)
+    comp = _sound_composition(tmp_path)
+    stats = helios_kit.render(comp, tmp_path / "out.mp4")
+    assert stats.media is None
+    assert probe(tmp_path / "out.mp4").audio_codec == "aac"
+    assert len(launches) == 2  # the render's, then discovery's
+
+
+@pytest.mark.render
+def test_a_render_that_stops_looks_for_no_audio(tmp_path: Path, launches: list[int]) -> None:
     (tmp_path / "long").mkdir()
     (tmp_path / "long" / "index.html").write_text(LONG_PAGE_WITH_AUDIO)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(helios_kit.render.RenderCancelled):
         helios_kit.render(tmp_path / "long", tmp_path / "out.mp4", cancel=cancel)
-    assert [thread.name for thread in threading.enumerate() if thread.name.startswith("helios-audio")] == []
-
-
-@pytest.mark.render
-def test_a_render_that_stops_stops_its_audio_discovery(card: Path, tmp_path: Path, monkeypatch) -> None:
-    """Discovery is told to stop when the render ends early (it steps up to an hour of frames otherwise)."""
-    import helios_kit.render.audio as audio
-
-    stopped: list[bool] = []
-
-    def discovery_until_stopped(*_args, cancel: threading.Event, **_kwargs):  # type: ignore[no-untyped-def]
-        stopped.append(cancel.wait(60))
-        raise helios_kit.render.RenderCancelled("audio discovery: cancelled")
-
-    monkeypatch.setattr(audio, "discover_audio", discovery_until_stopped)
-    cancel = threading.Event()
-    cancel.set()
-    with pytest.raises(helios_kit.render.RenderCancelled):
-        helios_kit.render(card, tmp_path / "out.mp4", cancel=cancel)
-    assert stopped == [True]
+    assert launches == []
 
 
 def test_audio_discovery_stops_when_told(tmp_path: Path) -> None:

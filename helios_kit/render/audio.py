@@ -66,7 +66,7 @@ from helios_kit.errors import LoaderError, RenderError
 if TYPE_CHECKING:
     import threading
 
-    from helios_kit.render.probe import MediaElement, MediaScan
+    from helios_kit.render.media import MediaElement, MediaScan
 
 #: The mix's peak ceiling: -1 dBFS.
 LIMIT = 0.891
@@ -219,6 +219,27 @@ def discover_audio(
             scan = scan_media(input_location, fps=fps, frame_count=frame_count, props=props, seed=seed, cancel=cancel)
             return AudioPlan(tracks=tracks_from_scan(scan))
     return AudioPlan(tracks=static_tracks(html, base))
+
+
+def soundtrack_of_render(
+    input_location: str,
+    scan: MediaScan | None,
+    *,
+    fps: float,
+    frame_count: int,
+    props: dict | None = None,
+    seed: int = 0,
+    cancel: threading.Event | None = None,
+) -> AudioPlan:
+    """The tracks of a render of frames [0, `frame_count`) whose own page reported `scan` (the media it
+    showed; see :mod:`helios_kit.render.media`): a page with scripts takes them from the scan, static HTML is
+    read as :func:`discover_audio` reads it, and without a scan the page is stepped again (discover_audio)."""
+    html, base = _read_html(input_location)
+    if not _needs_browser(html):
+        return AudioPlan(tracks=static_tracks(html, base))
+    if scan is not None:
+        return AudioPlan(tracks=tracks_from_scan(scan))
+    return discover_audio(input_location, fps=fps, frame_count=frame_count, props=props, seed=seed, cancel=cancel)
 
 
 def static_tracks(html: str, base: str) -> list[AudioTrack]:

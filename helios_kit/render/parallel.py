@@ -150,5 +150,6 @@ def _joined_stats(stats: list[RenderStats], frame_count: int, output_path: pathl
         loop_ms=max(s.loop_ms for s in stats),
         browser=stats[0].browser,
         dependencies=[dependencies[key] for key in sorted(dependencies)],
-        media_seen=stats[-1].media_seen,
+        media_seen=stats[-1].media_seen,  # the last part stepped every frame from 0 to the end
+        media=stats[-1].media,
     )

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pathlib
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +20,7 @@ from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import Browser, CDPError, Page, find_browser
 from helios_kit.render.capture import FrameError
+from helios_kit.render.media import MediaScan, describe_media
 from helios_kit.render.page import RenderCancelled
 from helios_kit.render.server import CompositionServer
 from helios_kit.render.session import DEFAULT_TIMEOUT_S, fast_forward, open_page, resolve_input
@@ -37,51 +36,6 @@ class PageSettings(BaseModel):
     height: int | None = Field(None, gt=0)
     fps: float | None = Field(None, gt=0)
     duration: float | None = Field(None, gt=0)
-
-
-class MediaElement(BaseModel):
-    """One ``<audio>``/``<video>`` the page showed, with the attributes the audio mix reads."""
-
-    tag: str
-    src: str = ""
-    born_s: float = 0.0
-    #: True when the element plays on the composition's timeline (t - offset) rather than from when it appeared.
-    composition: bool = False
-    #: True when the page drives a @helios-project/core instance (the original mixes every media element).
-    helios: bool = False
-    offset: float = 0.0
-    seek: float = 0.0
-    rate: float = 1.0
-    loop: bool = False
-    fade_in: float = 0.0
-    fade_out: float = 0.0
-    fade_easing: str | None = None
-    track_id: str | None = None
-    no_audio: bool = False
-    audio: str | None = None
-    start: str | None = None
-    volume_attr: str | None = None
-    trim_start: str | None = None
-    trim_end: str | None = None
-    muted: bool = False
-    volume: float = 1.0
-    duration: float | None = None
-
-
-class MediaScan(BaseModel):
-    """The media a page showed over its timeline, and the local folder its URLs map to."""
-
-    elements: list[MediaElement]
-    frames_stepped: int
-    #: (base URL, folder) of the composition server when the composition is local: map srcs back to files.
-    served_root: tuple[str, str] | None = None
-
-    def local_path(self, src: str) -> str:
-        """A served URL as the local file it came from; other URLs unchanged."""
-        if self.served_root and src.startswith(self.served_root[0]):
-            relative = unquote(urlparse(src).path).lstrip("/")
-            return str(pathlib.Path(self.served_root[1], relative))
-        return src
 
 
 class _ProbeConfig(BaseModel):
@@ -167,22 +121,4 @@ def scan_media(
             raise RenderError(message) from None
         except RenderCancelled:
             raise RenderCancelled("audio discovery: cancelled") from None
-        found = page.evaluate("window.__heliosInternal.describeMedia()", timeout=timeout_s) or []
-        root = (server.base_url, str(server.root)) if server is not None else None
-    elements = [MediaElement.model_validate(_snake(item)) for item in found]
-    return MediaScan(elements=elements, frames_stepped=stop, served_root=root)
-
-
-def _snake(item: dict[str, Any]) -> dict[str, Any]:
-    names = {
-        "bornS": "born_s",
-        "fadeIn": "fade_in",
-        "fadeOut": "fade_out",
-        "fadeEasing": "fade_easing",
-        "trackId": "track_id",
-        "noAudio": "no_audio",
-        "volumeAttr": "volume_attr",
-        "trimStart": "trim_start",
-        "trimEnd": "trim_end",
-    }
-    return {names.get(key, key): value for key, value in item.items()}
+        return describe_media(page, server, stop, timeout_s)

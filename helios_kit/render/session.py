@@ -30,7 +30,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from helios_kit.composition.deps import Dependency, url_dependency
 from helios_kit.composition.meta import locate_entry
@@ -40,6 +40,7 @@ from helios_kit.render.browser import BrowserExecutable, CDPError, Page, find_br
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
 from helios_kit.render.encode_stream import StreamCopyEncoder
+from helios_kit.render.media import MediaScan, describe_media
 from helios_kit.render.page import RenderCancelled as RenderCancelled  # re-exported
 from helios_kit.render.page import cancelled as _cancelled
 from helios_kit.render.page import check_cancel as _check_cancel
@@ -83,6 +84,9 @@ class RenderStats(BaseModel):
     dependencies: list[Dependency] = []
     #: Media elements the page showed from frame 0 to the range's end (None: not known).
     media_seen: int | None = None
+    #: Those elements, as the audio mix reads them (None: not known); a whole render mixes its soundtrack
+    #: from them instead of stepping the page again in a browser of its own.
+    media: MediaScan | None = None
     #: Seam images written beside the output (see `seam` of :func:`render_range`): {"head"|"tail": path}.
     seam_files: dict[str, str] = {}
     #: Where the time went (only with HELIOS_PROFILE=1; see render/profile.py).
@@ -258,14 +262,15 @@ def _terminal_progress(output_path: pathlib.Path, frame_count: int) -> RenderPro
     return RenderProgress(output_path.name, frame_count)
 
 
-def _media_seen(page: Page, timeout_s: float) -> int | None:
-    """How many media elements the page has shown since frame 0 (a render steps every frame from 0, so a
-    range's last frame has seen all that appeared before it); None when the page cannot say."""
+def _media_seen(
+    page: Page, server: CompositionServer | None, frames_stepped: int, timeout_s: float
+) -> MediaScan | None:
+    """The media elements the page has shown since frame 0 (a render steps every frame from 0, so a range's
+    last frame has seen all that appeared before it); None when the page cannot say."""
     try:
-        count = page.evaluate("(window.__heliosInternal.describeMedia() || []).length", timeout=timeout_s)
-    except (CDPError, TimeoutError):
+        return describe_media(page, server, frames_stepped, timeout_s)
+    except (CDPError, TimeoutError, ValidationError):
         return None
-    return count if isinstance(count, int) else None
 
 
 def _capture_frames(
@@ -468,7 +473,7 @@ def _render_once(
                 _encode_frames(capture, encoder, start_frame, frame_count, cancel, progress)
             else:
                 _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
-            media_seen = _media_seen(page, timeout_s)
+            media = _media_seen(page, server, start_frame + frame_count, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
             _release(source, page, profiler)  # cold: the browser closes; warm: the tab is reset for the next render
@@ -501,6 +506,7 @@ def _render_once(
         loop_ms=loop_ms,
         browser=executable.path,
         dependencies=dependencies,
-        media_seen=media_seen,
+        media_seen=len(media.elements) if media is not None else None,
+        media=media,
         seam_files=seam_sink.written if seam_sink is not None else {},
     )
