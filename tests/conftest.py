@@ -1,0 +1,23 @@
+"""Fixtures for the whole suite."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from helios_kit.render.netguard import ENV_VAR as NETGUARD_ENV
+
+
+@pytest.fixture(autouse=True)
+def _page_guard_stays_with_its_test() -> Iterator[None]:
+    """Worker entry points (`helios worker run`, `helios worker serve`, the Lambda handler) turn the page guard
+    on for their whole process (HELIOS_NETGUARD). Run in-process by a test, that setting must end with it: a
+    later test's `helios` subprocess inherited it once and its pages could not load their loopback assets."""
+    before = os.environ.get(NETGUARD_ENV)
+    yield
+    if before is None:
+        os.environ.pop(NETGUARD_ENV, None)
+    else:
+        os.environ[NETGUARD_ENV] = before
