@@ -29,7 +29,9 @@ from helios_kit.protocol import WorkerResult
 from helios_kit.spec import id_ranges
 
 if TYPE_CHECKING:
+    from helios_kit.composition.media import MediaScan
     from helios_kit.render.audio import AudioPlan
+    from helios_kit.store import DoneManifest
 
 log = logging.getLogger("helios.merge")
 
@@ -64,7 +66,7 @@ def merge_into_store(ctx: JobContext, *, cancel: threading.Event | None = None) 
         inputs = _local_chunk_files(ctx, work, cancel)
         merged = work / ("merged" + (Path(output_rel).suffix or ".mp4"))
         last = manifests[-1]  # the chunk that reached the job's end
-        audio = None if last is not None and last.media_seen == 0 else _audio_plan(ctx)
+        audio = None if last is not None and last.media_seen == 0 else _audio_plan(ctx, last)
         result = stitch(inputs, merged, audio=audio, expected_frames=spec.config.frame_count)
         ctx.store.commit(merged, output_rel, digest=digest, job_id=spec.job_id, frame_count=result.frames)
     finally:
@@ -85,18 +87,21 @@ def _local_chunk_files(ctx: JobContext, work: Path, cancel: threading.Event | No
     return inputs
 
 
-def _audio_plan(ctx: JobContext) -> AudioPlan | None:
+def _audio_plan(ctx: JobContext, last: DoneManifest | None) -> AudioPlan | None:
     """The composition's audio tracks placed on the job's timeline (None when it has none or they cannot be
     read: the merge goes on silent, with a warning). The merge skips this when the chunk that reached the
-    job's end (stepping every frame from 0) saw no media element at all: nothing to discover then."""
-    from helios_kit.render.audio import discover_audio
+    job's end (stepping every frame from 0) saw no media element at all; when that chunk's manifest lists
+    the elements, the tracks come from them, and only otherwise is the page stepped again in a browser."""
+    from helios_kit.render.audio import soundtrack_of_render
 
     spec = ctx.spec
+    end = spec.config.start_frame + spec.config.frame_count  # media met anywhere up to the end
     try:
-        plan = discover_audio(
+        plan = soundtrack_of_render(
             ctx.input_location,
+            _media_scan(ctx.input_location, last, end),
             fps=spec.config.fps,
-            frame_count=spec.config.start_frame + spec.config.frame_count,  # media met anywhere up to the end
+            frame_count=end,
             props=spec.config.props,
             seed=spec.config.seed,
         )
@@ -106,6 +111,18 @@ def _audio_plan(ctx: JobContext) -> AudioPlan | None:
     if not plan.tracks:
         return None
     return plan.model_copy(update={"timeline_start_s": spec.config.start_frame / spec.config.fps})
+
+
+def _media_scan(input_location: str, last: DoneManifest | None, end: int) -> MediaScan | None:
+    """The media the last chunk's page showed, their files looked up in the composition's folder here."""
+    from helios_kit.composition.media import MediaScan
+    from helios_kit.composition.meta import locate_entry
+
+    if last is None or last.media is None:
+        return None
+    _url, html_file = locate_entry(input_location)
+    root = str(html_file.parent) if html_file is not None else None
+    return MediaScan(elements=last.media, frames_stepped=end, root=root)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from helios_kit.composition.deps import Dependency, DependencyChecker, sha256_file
 from helios_kit.composition.locations import is_local, url_to_fs
+from helios_kit.composition.media import MediaElement
 from helios_kit.composition.resolve import fetch_file
 from helios_kit.done_index import DoneIndex, index_rel, listed_md5, vouched
 from helios_kit.done_index import decode as decode_index
@@ -99,6 +100,9 @@ class DoneManifest(WireModel):
     dependencies: list[Dependency] = []
     #: Media elements the page had shown by the chunk's last frame (None: not recorded).
     media_seen: int | None = None
+    #: Those elements, as the audio mix reads them (None: not recorded): the merge mixes the soundtrack from
+    #: the last chunk's (its page stepped every frame from 0 to the job's end).
+    media: list[MediaElement] | None = None
 
 
 def is_s3(fs: fsspec.AbstractFileSystem) -> bool:
@@ -420,6 +424,7 @@ class ArtifactStore:
         start_frame: int | None = None,
         dependencies: list[Dependency] | None = None,
         media_seen: int | None = None,
+        media: list[MediaElement] | None = None,
     ) -> DoneManifest:
         """Put `local_file` at `rel` atomically, then write its manifest; returns the manifest."""
         local_file = Path(local_file)
@@ -433,6 +438,7 @@ class ArtifactStore:
             frame_count=frame_count,
             dependencies=dependencies or [],
             media_seen=media_seen,
+            media=media,
             size=local_file.stat().st_size,
             sha256=sha256_file(local_file),
             created_at=datetime.now(UTC),

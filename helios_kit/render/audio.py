@@ -66,7 +66,7 @@ from helios_kit.errors import LoaderError, RenderError
 if TYPE_CHECKING:
     import threading
 
-    from helios_kit.render.media import MediaElement, MediaScan
+    from helios_kit.composition.media import MediaElement, MediaScan
 
 #: The mix's peak ceiling: -1 dBFS.
 LIMIT = 0.891
@@ -310,6 +310,10 @@ def _track_from_element(el: MediaElement, scan: MediaScan) -> AudioTrack | None:
     if urlparse(el.src).scheme in ("blob", "data"):
         log.warning("audio: %s: a %s: URL cannot be mixed; left out", where, urlparse(el.src).scheme)
         return None
+    source = scan.source(el)
+    if source is None:
+        log.warning("audio: %s: its file %r is not in the composition's folder here; left out", where, el.path)
+        return None
     volume = _seconds(el.volume_attr, "data-helios-volume", where, None)
     if volume is None:
         # An opted-in <video> of a plain page is muted only so it may autoplay (see the module docstring);
@@ -319,7 +323,7 @@ def _track_from_element(el: MediaElement, scan: MediaScan) -> AudioTrack | None:
     return _track(
         el.tag,
         where,
-        src=scan.local_path(el.src),
+        src=source,
         start=el.start,
         offset=str(el.offset) if el.composition else None,
         default_start=0.0 if el.composition else el.born_s,

@@ -16,11 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from helios_kit.composition.media import MediaScan
 from helios_kit.errors import BrowserFault, RenderError
 from helios_kit.render import clock
 from helios_kit.render.browser import Browser, CDPError, Page, find_browser
 from helios_kit.render.capture import FrameError
-from helios_kit.render.media import MediaScan, describe_media
+from helios_kit.render.media import describe_media
 from helios_kit.render.page import RenderCancelled
 from helios_kit.render.server import CompositionServer
 from helios_kit.render.session import DEFAULT_TIMEOUT_S, fast_forward, open_page, resolve_input

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ValidationError
 
 from helios_kit.composition.deps import Dependency, url_dependency
+from helios_kit.composition.media import MediaScan
 from helios_kit.composition.meta import locate_entry
 from helios_kit.errors import BrowserFault, HeliosError, RenderError
 from helios_kit.render import clock, webcodecs
@@ -40,7 +41,7 @@ from helios_kit.render.browser import BrowserExecutable, CDPError, Page, find_br
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
 from helios_kit.render.encode_stream import StreamCopyEncoder
-from helios_kit.render.media import MediaScan, describe_media
+from helios_kit.render.media import describe_media
 from helios_kit.render.page import RenderCancelled as RenderCancelled  # re-exported
 from helios_kit.render.page import cancelled as _cancelled
 from helios_kit.render.page import check_cancel as _check_cancel

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from helios_kit.cancel_marker import CancelWatch
 from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
+from helios_kit.composition.media import MediaElement
 from helios_kit.errors import HeliosError, RenderError, describe
 from helios_kit.loaders import LoaderOptions
 from helios_kit.protocol import WorkerRequest, WorkerResult, WorkerStatus
@@ -246,6 +247,7 @@ class WorkerRuntime:
             start_frame=chunk.start_frame,
             dependencies=list(getattr(stats, "dependencies", None) or []),
             media_seen=getattr(stats, "media_seen", None),
+            media=_media_of(stats),
         )
         return result(
             WorkerStatus.OK,
@@ -255,6 +257,12 @@ class WorkerRuntime:
             stdout=f"chunk {chunk.id}: frames [{chunk.start_frame}, {chunk.end_frame}) → "
             f"{store.uri(rel)} ({manifest.size} bytes)",
         )
+
+
+def _media_of(stats: Any) -> list[MediaElement] | None:
+    """The media elements the chunk's page showed (None when its render did not say)."""
+    scan = getattr(stats, "media", None)
+    return list(scan.elements) if scan is not None else None
 
 
 def _seam_images(spec: JobSpec, chunk: Any, output: Path) -> Any:
