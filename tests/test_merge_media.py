@@ -76,6 +76,8 @@ def test_the_merge_mixes_the_media_the_last_chunk_showed_without_a_browser(job: 
     assert json.loads(manifest.model_dump_json(by_alias=True))["media"][0]["bornS"] == 0  # camelCase on the wire
     _has_the_tone(job.parent / "out.mp4")
     assert discoveries == []
+    first = store.read_manifest(load(job).chunks[0].output_file)
+    assert first is not None and first.media is None and first.media_seen == 1  # only the last chunk lists them
 
 
 @pytest.mark.render

@@ -247,7 +247,7 @@ class WorkerRuntime:
             start_frame=chunk.start_frame,
             dependencies=list(getattr(stats, "dependencies", None) or []),
             media_seen=getattr(stats, "media_seen", None),
-            media=_media_of(stats),
+            media=_media_of(stats) if chunk.end_frame >= spec.config.start_frame + spec.config.frame_count else None,
         )
         return result(
             WorkerStatus.OK,
@@ -260,7 +260,9 @@ class WorkerRuntime:
 
 
 def _media_of(stats: Any) -> list[MediaElement] | None:
-    """The media elements the chunk's page showed (None when its render did not say)."""
+    """The media elements the chunk's page showed (None when its render did not say). Only the chunk that
+    reaches the job's end records them: the merge reads no other, and a page with many media elements would
+    otherwise grow every manifest (and the done index that holds them all)."""
     scan = getattr(stats, "media", None)
     return list(scan.elements) if scan is not None else None
 
