@@ -10,6 +10,7 @@ cheap. The CLI's ``helios batch`` is a thin layer over :func:`batch`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from helios_kit.spec import JobSpec
 
 __all__ = ["batch", "emit_batch", "plan", "plan_rows", "render", "run_job"]
+
+log = logging.getLogger("helios.api")
 
 #: Rows as a file (JSONL, CSV, JSON array) or as objects already in memory.
 Rows = str | Path | Iterable[Mapping[str, Any]]
@@ -93,9 +96,21 @@ def render(
         stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel, quiet=quiet)
         if progress is not None:
             progress(stats.frames, config.frame_count)
+    _warn_missing_files(stats)
     if audio:
         _mix_soundtrack(entry.location, config, stats, output_path, cancel)
     return stats
+
+
+def _warn_missing_files(stats: RenderStats) -> None:
+    """One warning naming the files the page asked for that its folder does not have (a typo in a path
+    renders without the picture or sound it names, which nothing else would say)."""
+    missing = [dep.path for dep in stats.dependencies if dep.path is not None and dep.size is None]
+    if missing:
+        named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        log.warning(
+            "warning: the page asked for files its folder does not have (%s): the video renders without them", named
+        )
 
 
 def _mix_soundtrack(

@@ -188,3 +188,23 @@ def test_run_job_and_batch_with_progress_and_cancel(card: Path, tmp_path: Path) 
     cancel.set()
     stopped = helios_kit.batch(card, rows, output=out, cancel=cancel, force=True)
     assert stopped.cancelled and not stopped.ok
+
+
+@pytest.mark.render
+def test_a_render_names_the_files_its_page_asked_for_and_its_folder_lacks(
+    card: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    page = PAGE.replace('<div id="box"></div>', '<div id="box"></div><img src="photos/typo.png">')
+    (card / "index.html").write_text(page)
+    with caplog.at_level("WARNING", logger="helios.api"):
+        helios_kit.render(card, tmp_path / "out.mp4")
+    (line,) = [record.getMessage() for record in caplog.records if record.name == "helios.api"]
+    assert "photos/typo.png" in line and "does not have" in line
+
+    (card / "photos").mkdir()
+    subprocess.run([find_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "color=red:s=8x8", "-frames:v", "1",
+                    str(card / "photos" / "typo.png")], check=True)  # fmt: skip
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="helios.api"):
+        helios_kit.render(card, tmp_path / "again.mp4")
+    assert [record for record in caplog.records if record.name == "helios.api"] == []
