@@ -103,14 +103,11 @@ def render(
 
 
 def _warn_missing_files(stats: RenderStats) -> None:
-    """One warning naming the files the page asked for that its folder does not have (a typo in a path
-    renders without the picture or sound it names, which nothing else would say)."""
-    missing = [dep.path for dep in stats.dependencies if dep.path is not None and dep.size is None]
-    if missing:
-        named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        log.warning(
-            "warning: the page asked for files its folder does not have (%s): the video renders without them", named
-        )
+    from helios_kit.composition.deps import missing_files_warning
+
+    warning = missing_files_warning(stats.dependencies)
+    if warning:
+        log.warning(warning)
 
 
 def _mix_soundtrack(

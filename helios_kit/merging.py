@@ -65,6 +65,7 @@ def merge_into_store(ctx: JobContext, *, cancel: threading.Event | None = None) 
     try:
         inputs = _local_chunk_files(ctx, work, cancel)
         merged = work / ("merged" + (Path(output_rel).suffix or ".mp4"))
+        _warn_missing_files(manifests)
         last = manifests[-1]  # the chunk that reached the job's end
         audio = None if last is not None and last.media_seen == 0 else _audio_plan(ctx, last)
         result = stitch(inputs, merged, audio=audio, expected_frames=spec.config.frame_count)
@@ -72,6 +73,15 @@ def merge_into_store(ctx: JobContext, *, cancel: threading.Event | None = None) 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return Merged(output=ctx.store.uri(output_rel), frames=result.frames, duration_s=result.duration_s)
+
+
+def _warn_missing_files(manifests: list[DoneManifest | None]) -> None:
+    """One warning for the whole job naming the files its chunks' pages asked for and its folder lacks."""
+    from helios_kit.composition.deps import missing_files_warning
+
+    warning = missing_files_warning(dep for manifest in manifests if manifest for dep in manifest.dependencies)
+    if warning:
+        log.warning("merge: %s", warning)
 
 
 def _local_chunk_files(ctx: JobContext, work: Path, cancel: threading.Event | None) -> list[Path]:

@@ -106,3 +106,15 @@ def test_an_element_whose_path_leads_out_of_the_folder_has_no_source(tmp_path: P
     assert scan.source(outside) is None
     assert scan.source(remote) == "https://cdn.example/a.ogg"
     assert MediaScan(elements=[], frames_stepped=1).source(inside) is None  # no folder known here
+
+
+@pytest.mark.render
+def test_the_merge_names_once_the_files_the_pages_asked_for_and_the_folder_lacks(
+    job: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    page = job.parent / "comp" / "index.html"
+    page.write_text(page.read_text().replace("<script>", '<img src="art/typo.png"><script>'))
+    with caplog.at_level("WARNING", logger="helios.merge"):
+        helios_kit.run_job(job)
+    (line,) = [record.getMessage() for record in caplog.records if "does not have" in record.getMessage()]
+    assert line.startswith("merge: warning:") and "(art/typo.png)" in line  # two chunks, one name

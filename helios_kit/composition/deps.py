@@ -44,6 +44,16 @@ class Dependency(BaseModel):
         return f"path:{self.path}" if self.path is not None else f"url:{self.url}"
 
 
+def missing_files_warning(dependencies: Iterable[Dependency]) -> str | None:
+    """One line naming the files a page asked for that the composition's folder does not have (recorded with
+    no size), or None: a typo in a path renders without the picture or sound it names, silently otherwise."""
+    missing = sorted({dep.path for dep in dependencies if dep.path is not None and dep.size is None})
+    if not missing:
+        return None
+    named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return f"warning: the page asked for files its folder does not have ({named}): the video renders without them"
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
