@@ -263,7 +263,7 @@ def _terminal_progress(output_path: pathlib.Path, frame_count: int) -> RenderPro
     return RenderProgress(output_path.name, frame_count)
 
 
-def _media_seen(
+def _shown_media(
     page: Page, server: CompositionServer | None, frames_stepped: int, timeout_s: float
 ) -> MediaScan | None:
     """The media elements the page has shown since frame 0 (a render steps every frame from 0, so a range's
@@ -474,7 +474,7 @@ def _render_once(
                 _encode_frames(capture, encoder, start_frame, frame_count, cancel, progress)
             else:
                 _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
-            media = _media_seen(page, server, start_frame + frame_count, timeout_s)
+            media = _shown_media(page, server, start_frame + frame_count, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
             _release(source, page, profiler)  # cold: the browser closes; warm: the tab is reset for the next render
