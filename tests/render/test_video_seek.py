@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from helios_kit.errors import BrowserFault
 from helios_kit.render import capture as capture_module
 from helios_kit.render.browser import Browser, find_browser
 from helios_kit.render.server import CompositionServer
@@ -122,9 +123,19 @@ def test_every_captured_frame_shows_its_video_picture_under_load(
     body = _video_script() if mode == "begin-frame" else _video_html()
     page = _page(clip_dir, mode, body)
     out = tmp_path / "chunk.mkv"
-    # A stalled capture (seen: new-headless, once in 9 whole-suite runs, two suites at once) fails its
-    # attempt retryably and writes nothing; render_range then renders once more in a fresh browser.
-    render(page, out, 30, 12, config(W, H, lossless=True))
+    # New-headless Page.captureScreenshot stalls under heavy load (with 3-4 busy loops: 2 of 3 runs; one run
+    # stalled in both of render_range's attempts). A stall fails its attempt retryably and writes nothing;
+    # render_range renders once more in a fresh browser, and a job's executor runs the chunk again (its
+    # default: 2 more attempts). The test gives the render the executor's attempts, so the frames checked are
+    # those a run ships.
+    for attempts_left in range(2, -1, -1):
+        try:
+            render(page, out, 30, 12, config(W, H, lossless=True))
+            break
+        except BrowserFault:
+            assert not out.exists()
+            if attempts_left == 0:
+                raise
     assert _numbers(decode(out, W, H, pix_fmt="gray")) == list(range(30, 42))
 
 
