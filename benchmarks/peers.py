@@ -13,13 +13,15 @@ drop it). Then renders the same two compositions at the same size, frame count a
   encoded in the page; timecut: ``canvasCaptureMode``; Helios: ``mode: "canvas"``);
 
 each timed from launch to a finished MP4, alternating tools so load on the shared machine hits them alike.
-Ours runs in this process (``render_range``) and as the CLI (``helios render``, a fresh Python process, like
-the peers' fresh node processes). Next to them the raw capture limit: the same capture (beginFrame screenshot
+Ours runs in this process as `helios render` decides (``auto_parts``: 2 lanes, i.e. 2 browsers capturing
+interleaved frames, for 60 frames of a DOM page on 2 cores; a canvas page ends up in one), in one lane
+(``render_range``), and as the CLI (``helios render``, a fresh Python process, like the peers' fresh node
+processes). Next to them the raw capture limit: the same capture (beginFrame screenshot
 for DOM, ``toDataURL`` for canvas) back to back on the composition loaded bare, in the same browser mode
 (``benchmarks/render_speed.py``), captured alone and piped into the same ffmpeg. Prints seconds and frames/s
 per tool, the CPU seconds of each tool's whole process tree (sampled from /proc: robust where wall time on a
 shared machine is not), each output's frame count and size (a tool that skips drawing shows as a tiny
-file), the ratios (ours vs each peer, by wall and by CPU), ours with 2 parts (both cores) vs 1 on each
+file), the ratios (ours vs each peer, by wall and by CPU), ours as it decides vs in 1 lane on each
 composition, the load average before and after, and the command; ``--rounds N`` repeats it all (one
 table of ratios per round).
 Peers use the same browser binary as ours (the system headless shell), except the Helios renderer's DOM
@@ -44,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from helios_kit.render import render_range  # noqa: E402
 from helios_kit.render.browser import find_browser  # noqa: E402
 from helios_kit.render.encode import find_ffmpeg  # noqa: E402
-from helios_kit.render.parallel import render_parallel  # noqa: E402
+from helios_kit.render.parallel import auto_parts, render_parallel  # noqa: E402
 from helios_kit.spec import RenderConfig  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -58,7 +60,7 @@ TOOLS = (
     "helios-renderer",
     "helios-kit CLI",
     "helios-kit webcodecs",
-    "helios-kit parts=2",
+    "helios-kit 1 lane",
     "timecut defaults",
 )
 SINGLE_PROCESS_LINE = "    '--single-process',\n"
@@ -156,11 +158,13 @@ def run_peer(
     return wall
 
 
-def run_ours(html: pathlib.Path, out: pathlib.Path, args, capture: str, parts: int = 1) -> float:
+def run_ours(html: pathlib.Path, out: pathlib.Path, args, capture: str, parts: int = 0) -> float:
+    """Seconds for ours in this process: as `helios render` decides (parts=0: `auto_parts`), or in N lanes."""
     config = RenderConfig(
         input="index.html", width=args.width, height=args.height, fps=30, frame_count=args.frames, capture=capture
     )
     started = time.perf_counter()
+    parts = parts or auto_parts(args.frames, capture=capture, input_location=str(html))
     if parts > 1:
         render_parallel(config, input_location=str(html), start_frame=0, frame_count=args.frames, output_path=out,
                         parts=parts)  # fmt: skip
@@ -173,7 +177,7 @@ def run_cli(html: pathlib.Path, out: pathlib.Path, args, capture: str) -> float:
     """Seconds for `helios render` (a fresh process: interpreter start, imports, launch, render, encode)."""
     helios = pathlib.Path(sys.executable).with_name("helios")
     argv = [str(helios), "render", str(html), "-o", str(out), "--frame-count", str(args.frames), "--fps", "30"]
-    argv += ["--width", str(args.width), "--height", str(args.height), "--capture", capture, "--parts", "1", "-q"]
+    argv += ["--width", str(args.width), "--height", str(args.height), "--capture", capture, "-q"]
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=args.peer_timeout, check=False)
     wall = time.perf_counter() - started
@@ -195,7 +199,7 @@ def _run_tool(tool: str, html: pathlib.Path, out: pathlib.Path, args, capture: s
         return run_peer("timecut-run.js", args.cache, html, out, args, canvas, defaults=tool.endswith("defaults"))
     if tool == "helios-renderer":
         return run_peer("helios-run.mjs", args.cache, html, out, args, canvas)
-    return run_ours(html, out, args, capture, parts=2 if tool.endswith("parts=2") else 1)
+    return run_ours(html, out, args, capture, parts=1 if tool.endswith("1 lane") else 0)
 
 
 def _load() -> str:
@@ -271,11 +275,11 @@ def print_ratios(fps: dict[tuple[str, str], float]) -> None:
             ratio = _cpu_ratio(fps, "canvas", peer, "helios-kit webcodecs")
             print(f"canvas helios-kit webcodecs vs {peer:16s}: {webcodecs / theirs:5.2f}x   CPU: {ratio}")
     for scene in ("DOM", "canvas"):
-        one, two = fps.get((scene, "helios-kit")), fps.get((scene, "helios-kit parts=2"))
-        if one and two:
-            print(f"{scene:6s} helios-kit parts=2 vs parts=1: {two / one:5.2f}x", end="")
+        default, one = fps.get((scene, "helios-kit")), fps.get((scene, "helios-kit 1 lane"))
+        if default and one:
+            print(f"{scene:6s} helios-kit as it decides vs in 1 lane: {default / one:5.2f}x", end="")
             theirs = fps.get((scene, "helios-renderer"))
-            print(f"   parts=2 vs helios-renderer: {two / theirs:5.2f}x" if theirs else "")
+            print(f"   1 lane vs helios-renderer: {one / theirs:5.2f}x" if theirs else "")
 
 
 def main() -> None:

@@ -65,9 +65,9 @@ def render(
 
     `settings`: width, height, fps, duration or frame_count, capture, video_codec, audio_codec,
     pixel_format, crf, seed (else the template's meta tag, else 1280x720 at 30 fps). `props` go over the meta
-    tag's. `parts` renders the range as N parts at once (0: one per core when long enough to pay off);
-    `progress(frames_done, frame_count)` is called as frames are encoded (with `parts` = 1); `quiet=False`
-    draws the terminal progress instead."""
+    tag's. `parts` renders the range in N browsers at once, capturing interleaved frames (0: one per core
+    when long enough to pay off); `progress(frames_done, frame_count)` is called as frames are encoded;
+    `quiet=False` draws the terminal progress instead."""
     from helios_kit.batching.plan import BatchSettings, base_config
     from helios_kit.composition import resolve_input
     from helios_kit.errors import HeliosError
@@ -93,9 +93,9 @@ def render(
     if parts <= 1:
         stats = render_range(config, **where, output_path=output_path, progress=progress, cancel=cancel, quiet=quiet)
     else:
-        stats = render_parallel(config, **where, output_path=output_path, parts=parts, cancel=cancel, quiet=quiet)
-        if progress is not None:
-            progress(stats.frames, config.frame_count)
+        stats = render_parallel(
+            config, **where, output_path=output_path, parts=parts, progress=progress, cancel=cancel, quiet=quiet
+        )
     _warn_missing_files(stats)
     if audio:
         _mix_soundtrack(entry.location, config, stats, output_path, cancel)

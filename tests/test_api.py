@@ -136,7 +136,7 @@ def test_a_render_whose_page_cannot_say_steps_it_again_for_the_audio(
 ) -> None:
     import helios_kit.render.session as session
 
-    monkeypatch.setattr(session, "_shown_media", lambda *args: None)
+    monkeypatch.setattr(session, "shown_media", lambda *args: None)
     comp = _sound_composition(tmp_path)
     stats = helios_kit.render(comp, tmp_path / "out.mp4")
     assert stats.media is None

@@ -131,8 +131,8 @@ def _props_flag(ctx: click.Context, param: click.Parameter, value: str | None) -
     "--parts",
     type=click.IntRange(min=0),
     default=0,
-    help="Render the range as N parts at once in N browsers, then join them (default 0: one per core when "
-    "the render is long enough to pay for it).",
+    help="Render in N browsers at once, each capturing the next frame not yet taken, into one encoder "
+    "(default 0: one per core when the render is long enough to pay for the extra browser).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def render_command(

@@ -81,8 +81,8 @@ class DomCapture:
         if image_format == "jpeg":
             self.params["quality"] = JPEG_QUALITY
 
-    def frame(self, frame: int) -> bytes:
-        result = step_frame(self.page, frame, self.timeout, self.profile)
+    def frame(self, frame: int, steps_from: int | None = None) -> bytes:
+        result = step_frame(self.page, frame, self.timeout, self.profile, steps_from)
         shot = self.screenshot()
         if video_check(result):
             # A seeked <video> picture reaches the display on its own surface, possibly after this
@@ -90,9 +90,10 @@ class DomCapture:
             shot = until_video_fresh(self.page, frame, shot, self.screenshot, self.timeout)
         return shot
 
-    def frames(self, frame: int) -> list[bytes]:
-        """The images ready after stepping `frame` (here: exactly that frame's)."""
-        return [self.frame(frame)]
+    def frames(self, frame: int, steps_from: int | None = None) -> list[bytes]:
+        """The images ready after stepping `frame` (here: exactly that frame's). `steps_from`: the page is at
+        that earlier frame, and the frames up to `frame` are stepped without capture first (same call)."""
+        return [self.frame(frame, steps_from)]
 
     def flush(self) -> list[bytes]:
         """Images still held after the last frame (none: DOM capture is not pipelined)."""
@@ -112,10 +113,13 @@ class DomCapture:
 VIDEO_WAIT = "<video> picture not presented"
 
 
-def step_frame(page: Page, frame: int, timeout: float, profile: Profiler = NULL_PROFILER) -> Any:
-    """Step `frame` for capture; a <video> whose picture never arrives fails retryably (BrowserFault)."""
+def step_frame(
+    page: Page, frame: int, timeout: float, profile: Profiler = NULL_PROFILER, steps_from: int | None = None
+) -> Any:
+    """Step `frame` for capture (from frame `steps_from` on, those before it without capture); a <video>
+    whose picture never arrives fails retryably (BrowserFault)."""
     try:
-        return run_step(page, clock.step_expression(frame), frame, timeout, profile)
+        return run_step(page, clock.step_expression(frame, steps_from), frame, timeout, profile)
     except FrameError as error:
         if VIDEO_WAIT in error.message:
             raise BrowserFault(
@@ -179,8 +183,8 @@ class BeginFrameCapture(DomCapture):
         #: The picture of the last drawn frame (None before the first).
         self.last: bytes | None = None
 
-    def frame(self, frame: int) -> bytes:
-        result = step_frame(self.page, frame, self.timeout, self.profile)
+    def frame(self, frame: int, steps_from: int | None = None) -> bytes:
+        result = step_frame(self.page, frame, self.timeout, self.profile, steps_from)
         picture = self._picture(frame)
         if video_check(result):
             # A seeked <video> picture can reach the display a frame late: draw on until it shows.
@@ -229,9 +233,12 @@ class CanvasCapture:
         with self.profile.phase("base64 decode"):
             return base64.b64decode(result["data"])
 
-    def frames(self, frame: int) -> list[bytes]:
+    def frames(self, frame: int, steps_from: int | None = None) -> list[bytes]:
         """Pipelined: step and snapshot `frame`, return the previous frame's image (encoded by a worker
-        in the page while this frame was being drawn). Call :meth:`flush` after the last frame."""
+        in the page while this frame was being drawn). Call :meth:`flush` after the last frame. `steps_from`:
+        the page is at that earlier frame; the frames before `frame` are stepped without capture first."""
+        if steps_from is not None and steps_from < frame:
+            run_step(self.page, clock.fast_forward_expression(steps_from, frame), steps_from, self.timeout)
         if not self.pipelined:
             return [self.frame(frame)]
         expression = (

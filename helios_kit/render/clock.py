@@ -116,9 +116,14 @@ def init_script(fps: float, timeout_s: float = 30.0, props: Mapping[str, Any] | 
     return f"window.__HELIOS_CONFIG__ = {json.dumps(config)};\n{_shim_source()}"
 
 
-def step_expression(frame: int) -> str:
-    """JS that advances virtual time to `frame` (timers, rAF, animations, videos) before a DOM capture."""
-    return f"window.__heliosInternal.step({int(frame)}, true)"
+def step_expression(frame: int, steps_from: int | None = None) -> str:
+    """JS that advances virtual time to `frame` (timers, rAF, animations, videos) before a DOM capture; with
+    `steps_from` (the page is at that earlier frame), first steps the frames before `frame` without capture,
+    in the same evaluation (a lane of a render in several browsers skips the frames the others capture)."""
+    step = f"window.__heliosInternal.step({int(frame)}, true)"
+    if steps_from is None or steps_from >= frame:
+        return step
+    return f"{fast_forward_expression(steps_from, frame)}.then((skipped) => skipped || {step})"
 
 
 def fast_forward_expression(start: int, stop: int) -> str:

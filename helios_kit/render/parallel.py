@@ -1,43 +1,82 @@
-"""One render on several cores: split the frame range, render the parts at once, join them by stream copy.
+"""One render on several cores: N browsers (lanes) capture interleaved frames of one range into one encoder.
 
 A render captures in one browser and encodes in one ffmpeg, which keeps about 1.2 of this machine's cores
-busy. Virtual time makes every frame independent of where its chunk starts (a part fast-forwards to its
-first frame without capturing), so `helios render` can render its range as N parts in N browsers at once
-and stitch them: the pixels are those of a one-part render. Short renders stay in one part, since each part
-pays for its own browser launch, page load and fast-forward.
+busy: a begin-frame capture runs the page's paint, raster, compositing and JPEG encoding one after another.
+Virtual time makes frame n a pure function of the steps 0..n, captured or not (the same contract that lets a
+chunk fast-forward to its first frame), so `helios render` can open the composition in N browsers at once
+and let each capture whichever frame is next (`render/frame_order.py`), stepping the others' frames without
+capturing them. The images go to one ffmpeg in order: no parts to join, and no load imbalance between a
+light first half and a heavy second half, which contiguous parts had (titles: 1.12x of one part with 2
+contiguous parts, 1.27x with 2 lanes; see docs/ARCHITECTURE.md).
+
+Each lane restarts once in a fresh browser with Page.captureScreenshot after a browser fault, as
+`render_range` does, and carries on from the frames it had claimed; its images delivered so far stay.
+A canvas page (`auto` capture) renders in one lane: its capture already draws and encodes on every core.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
 import pathlib
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 
-from helios_kit.planner import split_frames
-from helios_kit.render.session import RenderStats, declares_video, render_range
+from helios_kit.composition.deps import Dependency
+from helios_kit.composition.media import MediaScan
+from helios_kit.errors import BrowserFault, RenderError
+from helios_kit.render.browser import BrowserExecutable, CDPError, Page
+from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture
+from helios_kit.render.encode import FrameEncoder, ImageFormat, is_lossless
+from helios_kit.render.frame_order import FrameOrder
+from helios_kit.render.page import RenderCancelled
+from helios_kit.render.profile import NULL_PROFILER
+from helios_kit.render.progress import RenderProgress
+from helios_kit.render.server import CompositionServer
+from helios_kit.render.session import (
+    DEFAULT_TIMEOUT_S,
+    RenderStats,
+    declares_video,
+    fast_forward,
+    frame_error,
+    image_encoder,
+    preflight,
+    prop_urls,
+    render_range,
+    resolve_input,
+    shown_media,
+    url_dependencies,
+    use_begin_frame,
+)
+from helios_kit.render.warm import BrowserSource, TabKey
 from helios_kit.spec import RenderConfig
 
-#: Frames a part should have at least before splitting pays for another browser (about a second of launch,
-#: load and fast-forward against several seconds of capture).
-MIN_FRAMES_PER_PART = 45
+log = logging.getLogger("helios.render")
+
+#: Frames per extra browser before it pays for its launch and page load (about 0.3 s of CPU on 2 cores):
+#: titles at 60 frames ran 1.27x faster in 2 lanes than in 1 (see auto_parts).
+MIN_FRAMES_PER_PART = 30
+#: Frames a lane steps over without capture in the same call that steps its next frame; a longer way (a
+#: lane's first frame, far into the range) is fast-forwarded in batches first.
+FOLDED_STEPS = 16
+#: Frames a lane may capture ahead of the one the encoder waits for, per lane (bounds the images held).
+WINDOW_PER_LANE = 8
 
 
 def auto_parts(
     frame_count: int, cpus: int | None = None, capture: str = "auto", input_location: str | None = None
 ) -> int:
-    """How many parts `helios render` uses by default: one per core, each with enough frames to pay off.
+    """How many lanes `helios render` uses by default: one per core, each with enough frames to pay off.
 
     Canvas capture draws and encodes inside the page on every core it can get (measured on 2 cores with
-    the particles example: 2 parts ran at 0.94x of 1 part, while DOM examples ran 1.30x to 1.45x faster),
-    so an explicit `--capture canvas` stays in one part. `auto` cannot know before the page loads.
+    the particles example: 2 parts ran at 0.89x-0.95x of 1 part), so an explicit `--capture canvas` stays
+    in one lane; with `auto`, a page found to be one canvas renders in one lane of the ones started.
     A composition with a ``<video>`` (`input_location`'s HTML says so before anything loads) stays in one
-    part too: it renders in the full browser through screenshots, whose processes kept 1.4 of 2 cores busy
-    on their own (the timeline example), and 2 parts ran at 0.53x of 1 part over 150 frames (titles: 1.31x).
+    lane too: it renders in the full browser through screenshots, whose processes kept 1.4 of 2 cores busy
+    on their own (the timeline example: 2 parts ran at 0.53x of 1 part over 150 frames).
     """
     if capture == "canvas" or (input_location is not None and declares_video(input_location)):
         return 1
@@ -55,8 +94,10 @@ def render_parallel(
     parts: int,
     quiet: bool = True,
     cancel: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> RenderStats:
-    """Render [start_frame, start_frame + frame_count) into `output_path` as `parts` concurrent renders."""
+    """Render [start_frame, start_frame + frame_count) into `output_path` in `parts` browsers at once."""
     if parts <= 1 or frame_count < 2:
         return render_range(
             config,
@@ -64,92 +105,270 @@ def render_parallel(
             start_frame=start_frame,
             frame_count=frame_count,
             output_path=output_path,
+            progress=progress,
             cancel=cancel,
             quiet=quiet,
+            timeout_s=timeout_s,
         )
-    from helios_kit.render.progress import RenderProgress
-    from helios_kit.stitch import stitch
-
     started = time.monotonic()
     output_path = pathlib.Path(output_path).expanduser().absolute()
-    ranges = split_frames(start_frame, frame_count, concurrency=parts)
-    work_dir = output_path.parent / f".{output_path.name}.parts-{uuid.uuid4().hex[:8]}"
-    abort = threading.Event()
-    done = [0] * len(ranges)
-    lock = threading.Lock()
-
-    def watch_cancel() -> None:
-        if cancel is not None:
-            while not abort.is_set():
-                if cancel.wait(0.1):
-                    abort.set()
-
+    url, html_file, executable = preflight(config, input_location, start_frame, frame_count, output_path)
+    server = CompositionServer(html_file.parent) if html_file is not None else None
     try:
-        work_dir.mkdir()
-        with RenderProgress(output_path.name, frame_count, quiet=quiet) as reporter:
-
-            def part_progress(index: int):
-                def report(frames_done: int, _total: int) -> None:
-                    with lock:
-                        done[index] = frames_done
-                        reporter(sum(done), frame_count)
-
-                return report
-
-            threading.Thread(target=watch_cancel, name="helios-render-cancel", daemon=True).start()
-            stats = _render_parts(config, input_location, ranges, work_dir, part_progress, abort)
-        stitch([pathlib.Path(s.output_path) for s in stats], output_path, expected_frames=frame_count)
+        entry = server.url_for(html_file) if server is not None and html_file is not None else url
+        assert entry is not None
+        lanes = _Lanes(config, input_location, entry, server, executable, min(parts, frame_count), timeout_s)
+        with RenderProgress(output_path.name, frame_count, quiet=quiet or progress is not None) as reporter:
+            stats = lanes.render(start_frame, frame_count, output_path, cancel, progress or reporter)
     finally:
-        abort.set()
-        shutil.rmtree(work_dir, ignore_errors=True)
-    return _joined_stats(stats, frame_count, output_path, started)
+        if server is not None:
+            server.close()
+    return stats.model_copy(update={"duration_ms": (time.monotonic() - started) * 1000})
 
 
-def _render_parts(
-    config: RenderConfig,
-    input_location: str,
-    ranges: list[tuple[int, int]],
-    work_dir: pathlib.Path,
-    part_progress: Callable[[int], Callable[[int, int], None]],
-    abort: threading.Event,
-) -> list[RenderStats]:
-    """Render each range in its own browser at once; the first failure stops the others and is raised."""
-    with ThreadPoolExecutor(len(ranges), thread_name_prefix="helios-part") as pool:
-        futures = [
-            pool.submit(
-                render_range,
-                config,
-                input_location=input_location,
-                start_frame=first,
-                frame_count=count,
-                output_path=work_dir / f"part-{index:03d}.mp4",
-                progress=part_progress(index),
-                cancel=abort,
-                quiet=True,
-            )
-            for index, (first, count) in enumerate(ranges)
+@dataclass
+class _LaneResult:
+    """What one lane saw: the network responses it recorded, and the media when it stepped to the end."""
+
+    dependencies: list[Dependency] = field(default_factory=list)
+    media: MediaScan | None = None
+
+
+class _Lanes:
+    """The lanes of one render: a shared composition server and encoder, a browser per lane."""
+
+    def __init__(
+        self,
+        config: RenderConfig,
+        input_location: str,
+        url: str,
+        server: CompositionServer | None,
+        executable: BrowserExecutable,
+        count: int,
+        timeout_s: float,
+    ) -> None:
+        self.config = config
+        self.url = url
+        self.server = server
+        self.executable = executable
+        self.count = count
+        self.timeout_s = timeout_s
+        self.named = prop_urls(config.props)
+        self.begin_frame = use_begin_frame() and not declares_video(input_location)
+        self.local = server is not None
+        self.input_location = input_location
+        self.fmt: ImageFormat = "png" if is_lossless(config.video_codec, config.crf) else "jpeg"
+        self.mode: str | None = None  # the capture every lane uses, decided by the first page loaded
+        self._deciding = threading.Lock()
+        #: Set once the capture is decided: a page that may be one canvas (its HTML draws on a canvas) starts
+        #: the other lanes only then, so a canvas page does not pay for browsers it will not use.
+        self.decided = threading.Event()
+        requested = str(getattr(config.capture, "value", config.capture))
+        if requested == "dom" or not _may_be_canvas(input_location):
+            self.decided.set()
+
+    def key(self, begin_frame: bool) -> TabKey:
+        record = not self.local or bool(self.named)
+        c = self.config
+        return TabKey(self.executable.path, begin_frame, c.width, c.height, self.input_location, record, self.local)
+
+    def render(
+        self,
+        start_frame: int,
+        frame_count: int,
+        output_path: pathlib.Path,
+        cancel: threading.Event | None,
+        progress: Callable[[int, int], None] | None,
+    ) -> RenderStats:
+        abort = threading.Event()
+        order = FrameOrder(start_frame, frame_count, WINDOW_PER_LANE * self.count, abort)
+        watcher = _mirror_cancel(cancel, abort, order)
+        results = [_LaneResult() for _ in range(self.count)]
+        threads = [
+            threading.Thread(target=self._lane, args=(i, order, abort, results[i]), name=f"helios-lane-{i}")
+            for i in range(self.count)
         ]
-        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [future for future in finished if future.exception() is not None]
-        if failed:
-            abort.set()  # the other parts stop promptly and kill their browsers
-            wait(futures)
-            raise failed[0].exception()  # type: ignore[misc]
-    return [future.result() for future in futures]
+        loop_started = time.monotonic()
+        encoder: FrameEncoder | None = None
+        try:
+            encoder = image_encoder(output_path, self.config, frame_count, self.fmt, NULL_PROFILER)
+            for thread in threads:
+                thread.start()
+            self._encode(order, encoder, frame_count, progress)
+            for thread in threads:
+                thread.join()
+            encoder.finish()
+        except BaseException:
+            abort.set()
+            order.wake()
+            for thread in threads:
+                if thread.ident is not None:  # started
+                    thread.join()
+            if encoder is not None:
+                encoder.abort()
+            raise
+        finally:
+            abort.set()
+            watcher.join()
+        return self._stats(results, frame_count, output_path, (time.monotonic() - loop_started) * 1000)
+
+    @staticmethod
+    def _encode(
+        order: FrameOrder, encoder: FrameEncoder, frame_count: int, progress: Callable[[int, int], None] | None
+    ) -> None:
+        """Feed the encoder every frame in order as the lanes deliver them (raises a lane's failure)."""
+        for done in range(1, frame_count + 1):
+            _frame, image = order.take()
+            encoder.put(image)
+            if progress is not None:
+                progress(done, frame_count)
+
+    def _stats(
+        self, results: list[_LaneResult], frame_count: int, output_path: pathlib.Path, loop_ms: float
+    ) -> RenderStats:
+        served = self.server.served() if self.server is not None else []
+        found = {dep.key: dep for dep in [*served, *(d for r in results for d in r.dependencies)]}
+        media = next((r.media for r in results if r.media is not None), None)
+        return RenderStats(
+            frames=frame_count,
+            duration_ms=0.0,
+            output_path=os.fspath(output_path),
+            capture=self.mode or "dom",
+            loop_ms=loop_ms,
+            browser=self.executable.path,
+            dependencies=[found[key] for key in sorted(found)],
+            media_seen=len(media.elements) if media is not None else None,
+            media=media,
+        )
+
+    # ---- one lane ---------------------------------------------------------------------------------------
+    def _lane(self, index: int, order: FrameOrder, abort: threading.Event, result: _LaneResult) -> None:
+        """Capture claimed frames until none are left; one restart in a fresh screenshot browser on a fault."""
+        owed: collections.deque[int] = collections.deque()  # claimed, image not delivered yet
+        if index > 0 and not self._wait_decided(abort):
+            return
+        try:
+            try:
+                self._session(index, self.begin_frame, order, abort, owed, result)
+            except BrowserFault as fault:
+                if abort.is_set():
+                    raise
+                log.warning("%s; lane %d carries on in a fresh browser with Page.captureScreenshot", fault, index)
+                self._session(index, False, order, abort, owed, result)
+        except RenderCancelled:
+            order.wake()
+        except BaseException as error:  # handed to the encoding thread, which raises it
+            if abort.is_set() and isinstance(error, CDPError | TimeoutError | BrowserFault):
+                return  # torn down because another lane failed or the render was cancelled
+            order.fail(error)
+        finally:
+            self.decided.set()  # a first lane that failed before deciding must not hold the others
+
+    def _wait_decided(self, abort: threading.Event) -> bool:
+        """Wait until the capture is decided; False when this lane has nothing to do (canvas, or stopped)."""
+        while not self.decided.wait(0.1):
+            if abort.is_set():
+                return False
+        return self.mode != "canvas" and not abort.is_set()
+
+    def _session(
+        self,
+        index: int,
+        begin_frame: bool,
+        order: FrameOrder,
+        abort: threading.Event,
+        owed: collections.deque[int],
+        result: _LaneResult,
+    ) -> None:
+        source = BrowserSource()
+        try:
+            page = source.open(self.key(begin_frame), self.executable, self.url, self.config, self.timeout_s, abort)
+            capture = self._capture(index, page, order)
+            if capture is not None:
+                position = self._capture_claims(index, page, capture, order, abort, owed)
+                if position == order.stop:  # this lane stepped every frame to the end
+                    result.media = shown_media(page, self.server, position, self.timeout_s)
+                if not self.local or self.named:
+                    result.dependencies = url_dependencies(page, None if self.local else self.url, self.named)
+        except (CDPError, TimeoutError) as error:
+            raise BrowserFault(f"browser failed: {error}") from None
+        finally:
+            source.discard()
+
+    def _capture(self, index: int, page: Page, order: FrameOrder) -> DomCapture | CanvasCapture | None:
+        """The lane's capture: the first page loaded decides for all (`auto` on a canvas page: that lane
+        renders alone); None when this lane has nothing to do."""
+        with self._deciding:
+            if self.mode is None:
+                requested = str(getattr(self.config.capture, "value", self.config.capture))
+                capture = choose_capture(page, requested, self.fmt, self.timeout_s)
+                self.mode = capture.mode
+                if capture.mode == "canvas":
+                    order.go_solo(index)
+                self.decided.set()
+                return capture
+        if self.mode == "canvas":
+            return CanvasCapture(page, self.fmt, self.timeout_s) if order.go_solo(index) else None
+        return choose_capture(page, "dom", self.fmt, self.timeout_s)
+
+    def _capture_claims(
+        self,
+        index: int,
+        page: Page,
+        capture: DomCapture | CanvasCapture,
+        order: FrameOrder,
+        abort: threading.Event,
+        owed: collections.deque[int],
+    ) -> int:
+        """Capture the frames owed from a failed session, then claimed ones; the frame the page is at."""
+        redo = list(owed)
+        owed.clear()
+        position = 0
+        while True:
+            frame = redo.pop(0) if redo else order.claim(index)
+            if frame is None:
+                break
+            try:
+                if frame - position > FOLDED_STEPS:
+                    fast_forward(page, position, frame, self.timeout_s, abort)
+                    position = frame
+                owed.append(frame)
+                images = capture.frames(frame, steps_from=position)
+            except FrameError as error:
+                raise frame_error(error) from None
+            position = frame + 1
+            for image in images:
+                order.deliver(owed.popleft(), image)
+        for image in capture.flush():
+            order.deliver(owed.popleft(), image)
+        return position
 
 
-def _joined_stats(stats: list[RenderStats], frame_count: int, output_path: pathlib.Path, started: float) -> RenderStats:
-    """The stats of the whole render from its parts' (the last part has seen every frame from 0)."""
-    dependencies = {dep.key: dep for part in stats for dep in part.dependencies}
-    return RenderStats(
-        frames=frame_count,
-        duration_ms=(time.monotonic() - started) * 1000,
-        output_path=str(output_path),
-        capture=stats[0].capture,
-        fast_forward_ms=max(s.fast_forward_ms for s in stats),
-        loop_ms=max(s.loop_ms for s in stats),
-        browser=stats[0].browser,
-        dependencies=[dependencies[key] for key in sorted(dependencies)],
-        media_seen=stats[-1].media_seen,  # the last part stepped every frame from 0 to the end
-        media=stats[-1].media,
-    )
+def _may_be_canvas(input_location: str) -> bool:
+    """Whether a composition's HTML may make it one canvas (a ``<canvas>`` tag or a ``getContext(`` call);
+    True when it cannot be read here (a URL)."""
+    try:
+        _url, html_file = resolve_input(input_location)
+        if html_file is None:
+            return True
+        text = html_file.read_text(errors="replace").lower()
+    except (RenderError, OSError):
+        return True
+    return "<canvas" in text or "getcontext(" in text
+
+
+def _mirror_cancel(cancel: threading.Event | None, abort: threading.Event, order: FrameOrder) -> threading.Thread:
+    """A thread that sets `abort` (and wakes the lanes) when the caller's `cancel` is set; ends with `abort`."""
+
+    def watch() -> None:
+        while not abort.is_set():
+            if cancel is not None and cancel.wait(0.1):
+                abort.set()
+                order.wake()
+                return
+            if cancel is None:
+                abort.wait()
+
+    thread = threading.Thread(target=watch, name="helios-render-cancel", daemon=True)
+    thread.start()
+    return thread

@@ -150,7 +150,7 @@ def use_begin_frame() -> bool:
     return os.environ.get("HELIOS_BEGIN_FRAME", "1") != "0"
 
 
-def _frame_error(error: FrameError) -> RenderError:
+def frame_error(error: FrameError) -> RenderError:
     if error.message.startswith("timeout:"):
         return RenderError(error.message)
     return RenderError(f"composition threw at frame {error.frame}: {error.message}")
@@ -239,10 +239,10 @@ def _encoder(
     with profile.phase("ffmpeg start"):
         if encoded:  # the page encodes (WebCodecs): ffmpeg only muxes
             return StreamCopyEncoder(output_path, fps=config.fps, frame_count=frame_count, profile=profile)
-        return _image_encoder(output_path, config, frame_count, fmt, profile)
+        return image_encoder(output_path, config, frame_count, fmt, profile)
 
 
-def _image_encoder(
+def image_encoder(
     output_path: pathlib.Path, config: RenderConfig, frame_count: int, fmt: ImageFormat, profile: Profiler
 ) -> FrameEncoder:
     return FrameEncoder(
@@ -263,7 +263,7 @@ def _terminal_progress(output_path: pathlib.Path, frame_count: int) -> RenderPro
     return RenderProgress(output_path.name, frame_count)
 
 
-def _shown_media(
+def shown_media(
     page: Page, server: CompositionServer | None, frames_stepped: int, timeout_s: float
 ) -> MediaScan | None:
     """The media elements the page has shown since frame 0 (a render steps every frame from 0, so a range's
@@ -293,7 +293,7 @@ def _capture_frames(
             # Pipelined captures hand back earlier frames; the extra turn flushes the last ones.
             images = capture.frames(start_frame + index) if index < total else capture.flush()
         except FrameError as error:
-            raise _frame_error(error) from None
+            raise frame_error(error) from None
         for image in images:
             if seam is not None:
                 seam.offer(done, frame_count, image)
@@ -315,7 +315,7 @@ def _encode_frames(
     try:
         webcodecs.encode_frames(capture, encoder, start_frame, frame_count, lambda: _check_cancel(cancel), progress)
     except FrameError as error:
-        raise _frame_error(error) from None
+        raise frame_error(error) from None
 
 
 class _SeamSink:
@@ -393,7 +393,7 @@ def _split_launch(profiler: Profiler, source: BrowserSource, page: Page) -> None
         profiler.add("  of which browser launch", launch_s)
 
 
-def _preflight(
+def preflight(
     config: RenderConfig, input_location: str, start_frame: int, frame_count: int, output_path: pathlib.Path
 ) -> tuple[str | None, pathlib.Path | None, BrowserExecutable]:
     """Everything a render needs before it starts a browser: a valid range, the composition's entry, a
@@ -424,7 +424,7 @@ def _render_once(
     """One attempt of :func:`render_range`, with or without begin-frame capture."""
     started = time.monotonic()
     output_path = pathlib.Path(output_path).expanduser().absolute()
-    url, html_file, executable = _preflight(config, input_location, start_frame, frame_count, output_path)
+    url, html_file, executable = preflight(config, input_location, start_frame, frame_count, output_path)
     fmt: ImageFormat = image_format or ("png" if is_lossless(config.video_codec, config.crf) else "jpeg")
 
     reporter = _terminal_progress(output_path, frame_count) if progress is None and not quiet else None
@@ -464,7 +464,7 @@ def _render_once(
             try:
                 fast_forward(page, 0, start_frame, timeout_s, cancel)
             except FrameError as error:
-                raise _frame_error(error) from None
+                raise frame_error(error) from None
             ff_ms = (time.monotonic() - ff_started) * 1000
             profiler.add("fast-forward", ff_ms / 1000)
             encoder = _encoder(output_path, config, frame_count, fmt, profiler, isinstance(capture, WebCodecsCapture))
@@ -474,7 +474,7 @@ def _render_once(
                 _encode_frames(capture, encoder, start_frame, frame_count, cancel, progress)
             else:
                 _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
-            media = _shown_media(page, server, start_frame + frame_count, timeout_s)
+            media = shown_media(page, server, start_frame + frame_count, timeout_s)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
             _release(source, page, profiler)  # cold: the browser closes; warm: the tab is reset for the next render

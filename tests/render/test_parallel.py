@@ -1,26 +1,55 @@
-"""`helios render` on several cores: a range rendered as parts at once equals a one-part render."""
+"""`helios render` on several cores: a range rendered in several browsers at once (lanes capturing interleaved
+frames into one encoder) equals a one-browser render."""
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import threading
 
 import numpy as np
 import pytest
 
-from helios_kit.errors import RenderError
+import helios_kit.render.parallel as parallel_module
+from helios_kit.errors import BrowserFault, RenderError
+from helios_kit.render.browser import Browser
+from helios_kit.render.page import RenderCancelled
 from helios_kit.render.parallel import MIN_FRAMES_PER_PART, auto_parts, render_parallel
-from tests.render.conftest import FIXTURES, config, decode, frame_indices, leftovers, probe
+from tests.render.conftest import (
+    FIXTURES,
+    config,
+    decode,
+    frame_indices,
+    leftovers,
+    probe,
+    process_tag,  # noqa: F401 - a fixture
+    tagged_processes,
+)
 
 pytestmark = pytest.mark.render
 
 FRAME_INDEX = FIXTURES / "frame_index" / "index.html"
+CANVAS_INDEX = FIXTURES / "canvas_index" / "index.html"
 
 
-def parallel(out: pathlib.Path, start: int, count: int, parts: int, cfg=None, **kw):
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each Chromium launched (its begin-frame mode), in order."""
+    started: list[bool] = []
+    launch = Browser.__init__
+
+    def counted(self: Browser, *args: object, **kwargs: object) -> None:
+        started.append(bool(kwargs.get("begin_frame_control", False)))
+        launch(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Browser, "__init__", counted)
+    return started
+
+
+def parallel(out: pathlib.Path, start: int, count: int, parts: int, cfg=None, page=FRAME_INDEX, **kw):
     return render_parallel(
         cfg or config(),
-        input_location=str(FRAME_INDEX),
+        input_location=str(page),
         start_frame=start,
         frame_count=count,
         output_path=out,
@@ -84,3 +113,89 @@ def test_auto_parts_keep_a_composition_with_video_in_one_part(tmp_path: pathlib.
     assert auto_parts(10_000, cpus=2, input_location=str(tmp_path / "video.html")) == 1
     assert auto_parts(10_000, cpus=2, input_location=str(tmp_path / "text.html")) == 2
     assert auto_parts(10_000, cpus=2, input_location="http://127.0.0.1:9/index.html") == 2  # not read: unknown
+
+
+def test_lanes_far_into_a_range_show_every_frame_in_order(tmp_path: pathlib.Path) -> None:
+    """Each lane reaches the range's start in batches, then steps over the other lane's frames."""
+    out = tmp_path / "out.mp4"
+    parallel(out, 700, 24, parts=2)
+    assert frame_indices(decode(out, 320, 240)) == [(n % 256,) * 3 for n in range(700, 724)]
+
+
+def test_lanes_report_progress_in_order(tmp_path: pathlib.Path) -> None:
+    seen: list[tuple[int, int]] = []
+    parallel(tmp_path / "out.mp4", 0, 20, parts=2, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(n, 20) for n in range(1, 21)]
+
+
+def test_a_lane_that_loses_its_browser_carries_on_in_a_fresh_one(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, launches: list[bool], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A browser fault at frame 9 costs that lane one restart (screenshot capture), not the render: the frames
+    already delivered stay, the lane's claimed frame is captured again, and the video is exact."""
+    choose = parallel_module.choose_capture
+    faulted: list[int] = []
+
+    def choose_faulty(*args, **kwargs):
+        capture = choose(*args, **kwargs)
+        frames = capture.frames
+
+        def frames_or_fault(frame: int, steps_from: int | None = None) -> list[bytes]:
+            if frame == 9 and not faulted:
+                faulted.append(frame)
+                raise BrowserFault("screenshot failed: Chromium produced no picture for frame 9")
+            return frames(frame, steps_from)
+
+        capture.frames = frames_or_fault
+        return capture
+
+    monkeypatch.setattr(parallel_module, "choose_capture", choose_faulty)
+    out = tmp_path / "out.mp4"
+    with caplog.at_level(logging.WARNING, logger="helios.render"):
+        parallel(out, 0, 30, parts=2)
+    assert faulted == [9]
+    assert frame_indices(decode(out, 320, 240)) == [(n, n, n) for n in range(30)]
+    assert launches.count(False) == 1 and len(launches) == 3  # two lanes, one restart in screenshot mode
+    assert "carries on in a fresh browser" in caplog.text
+
+
+def test_a_lane_faulting_twice_fails_the_render_retryably(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    choose = parallel_module.choose_capture
+
+    def choose_broken(*args, **kwargs):
+        capture = choose(*args, **kwargs)
+
+        def fault(frame: int, steps_from: int | None = None) -> list[bytes]:
+            raise BrowserFault(f"screenshot failed at frame {frame}")
+
+        capture.frames = fault
+        return capture
+
+    monkeypatch.setattr(parallel_module, "choose_capture", choose_broken)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(BrowserFault, match="screenshot failed at frame"):
+        parallel(out, 0, 30, parts=2)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_a_canvas_page_renders_in_one_browser(tmp_path: pathlib.Path, launches: list[bool]) -> None:
+    """`auto` capture of a page that is one canvas: its HTML draws on a canvas, so the other lanes wait for
+    the first page's verdict, and never start; the one lane captures the canvas directly."""
+    out = tmp_path / "out.mp4"
+    stats = parallel(out, 0, 20, parts=2, page=CANVAS_INDEX)
+    assert stats.capture == "canvas" and len(launches) == 1
+    assert [row[0] for row in frame_indices(decode(out, 320, 240), rows=1)] == list(range(20))
+
+
+def test_cancelling_mid_render_stops_every_lane(tmp_path: pathlib.Path, process_tag: str) -> None:  # noqa: F811
+    cancel = threading.Event()
+
+    def progress(done: int, _total: int) -> None:
+        if done == 5:
+            cancel.set()
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(RenderCancelled):
+        parallel(out, 0, 200, parts=2, cancel=cancel, progress=progress)
+    assert not out.exists() and leftovers(tmp_path) == []
+    assert tagged_processes(process_tag) == []  # no browser, no ffmpeg left running

@@ -39,12 +39,12 @@ class _StallOnce:
         self.at = at
         self.stalled_in: list[object] = []
 
-    def wrap(self, real: Callable[[Any, int], bytes]) -> Callable[[Any, int], bytes]:
-        def frame(capture: Any, index: int) -> bytes:
+    def wrap(self, real: Callable[..., bytes]) -> Callable[..., bytes]:
+        def frame(capture: Any, index: int, *rest: Any) -> bytes:
             if index == self.at and not self.stalled_in:
                 self.stalled_in.append(capture.page)
                 raise BrowserFault("screenshot failed: CDP Page.captureScreenshot did not answer within 30 s")
-            return real(capture, index)
+            return real(capture, index, *rest)
 
         return frame
 
