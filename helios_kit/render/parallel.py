@@ -195,9 +195,9 @@ class _Lanes:
             for thread in threads:
                 thread.start()
             self._encode(order, encoder, frame_count, progress)
+            encoder.finish()  # while the lanes close their browsers
             for thread in threads:
                 thread.join()
-            encoder.finish()
         except BaseException:
             abort.set()
             order.wake()
