@@ -103,11 +103,13 @@ def render(
 
 
 def _warn_missing_files(stats: RenderStats) -> None:
+    """Name, once each, the files the page asked for that its folder lacks and the URLs it could not load."""
     from helios_kit.composition.deps import missing_files_warning
+    from helios_kit.render.load_failures import failed_loads_warning
 
-    warning = missing_files_warning(stats.dependencies)
-    if warning:
-        log.warning(warning)
+    for warning in (missing_files_warning(stats.dependencies), failed_loads_warning(stats.failed_loads)):
+        if warning:
+            log.warning(warning)
 
 
 def _mix_soundtrack(

@@ -76,12 +76,17 @@ def merge_into_store(ctx: JobContext, *, cancel: threading.Event | None = None) 
 
 
 def _warn_missing_files(manifests: list[DoneManifest | None]) -> None:
-    """One warning for the whole job naming the files its chunks' pages asked for and its folder lacks."""
+    """One warning for the whole job naming the files its chunks' pages asked for and its folder lacks, and
+    one naming the URLs they could not load."""
     from helios_kit.composition.deps import missing_files_warning
+    from helios_kit.render.load_failures import failed_loads_warning
 
-    warning = missing_files_warning(dep for manifest in manifests if manifest for dep in manifest.dependencies)
-    if warning:
-        log.warning("merge: %s", warning)
+    done = [manifest for manifest in manifests if manifest is not None]
+    missing = missing_files_warning(dep for manifest in done for dep in manifest.dependencies)
+    failed = failed_loads_warning(url for manifest in done for url in manifest.failed_loads)
+    for warning in (missing, failed):
+        if warning:
+            log.warning("merge: %s", warning)
 
 
 def _local_chunk_files(ctx: JobContext, work: Path, cancel: threading.Event | None) -> list[Path]:

@@ -103,6 +103,8 @@ class DoneManifest(WireModel):
     #: Those elements, as the audio mix reads them (None: not recorded): the merge mixes the soundtrack from
     #: the last chunk's (its page stepped every frame from 0 to the job's end).
     media: list[MediaElement] | None = None
+    #: Resources the chunk's page could not load, '<url> (<reason>)' (the merge names them once for the job).
+    failed_loads: list[str] = []
 
 
 def is_s3(fs: fsspec.AbstractFileSystem) -> bool:
@@ -425,6 +427,7 @@ class ArtifactStore:
         dependencies: list[Dependency] | None = None,
         media_seen: int | None = None,
         media: list[MediaElement] | None = None,
+        failed_loads: list[str] | None = None,
     ) -> DoneManifest:
         """Put `local_file` at `rel` atomically, then write its manifest; returns the manifest."""
         local_file = Path(local_file)
@@ -439,6 +442,7 @@ class ArtifactStore:
             dependencies=dependencies or [],
             media_seen=media_seen,
             media=media,
+            failed_loads=failed_loads or [],
             size=local_file.stat().st_size,
             sha256=sha256_file(local_file),
             created_at=datetime.now(UTC),

@@ -190,6 +190,34 @@ def test_run_job_and_batch_with_progress_and_cancel(card: Path, tmp_path: Path) 
     assert stopped.cancelled and not stopped.ok
 
 
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connections to it are refused."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("parts", [1, 2])
+def test_a_render_names_the_urls_its_page_could_not_load(
+    card: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, parts: int
+) -> None:
+    """A picture from a host that refuses: the video renders without it, and says so once, naming the URL
+    (the composition's own missing file is named by the other warning, not this one)."""
+    url = f"http://127.0.0.1:{_closed_port()}/logo.png"
+    extra = f'<img src="{url}"><img src="{url}"><img src="photos/typo.png">'
+    (card / "index.html").write_text(PAGE.replace('<div id="box"></div>', '<div id="box"></div>' + extra))
+    with caplog.at_level("WARNING", logger="helios.api"):
+        stats = helios_kit.render(card, tmp_path / "out.mp4", parts=parts)
+    assert stats.failed_loads == [f"{url} (net::ERR_CONNECTION_REFUSED)"]
+    lines = [record.getMessage() for record in caplog.records if record.name == "helios.api"]
+    (failed,) = [line for line in lines if "could not load" in line]
+    assert url in failed and "typo.png" not in failed
+    assert any("photos/typo.png" in line and "does not have" in line for line in lines)
+
+
 @pytest.mark.render
 def test_a_render_names_the_files_its_page_asked_for_and_its_folder_lacks(
     card: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture

@@ -118,3 +118,18 @@ def test_the_merge_names_once_the_files_the_pages_asked_for_and_the_folder_lacks
         helios_kit.run_job(job)
     (line,) = [record.getMessage() for record in caplog.records if "does not have" in record.getMessage()]
     assert line.startswith("merge: warning:") and "(art/typo.png)" in line  # two chunks, one name
+
+
+@pytest.mark.render
+def test_the_merge_names_once_the_urls_the_pages_could_not_load(job: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/font.woff2"
+    page = job.parent / "comp" / "index.html"
+    page.write_text(page.read_text().replace("<script>", f'<link rel="preload" href="{url}" as="fetch"><script>'))
+    with caplog.at_level("WARNING", logger="helios.merge"):
+        helios_kit.run_job(job)
+    (line,) = [record.getMessage() for record in caplog.records if "could not load" in record.getMessage()]
+    assert line.startswith("merge: warning:") and f"{url} (net::ERR_CONNECTION_REFUSED)" in line

@@ -48,6 +48,9 @@ def check_cancel(cancel: threading.Event | None) -> None:
 def setup_tab(page: Page, config: TabSettings, timeout: float, *, record_network: bool = False) -> str:
     """Size the tab and install the virtual-time shim for every new document; returns the script's id."""
     page.send("Page.enable")
+    # Failed loads are logged here (render/load_failures.py); a reused tab starts with an empty log.
+    page.send("Log.clear")
+    page.send("Log.enable")
     if record_network:
         page.send("Network.enable")
     page.send(

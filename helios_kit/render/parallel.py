@@ -32,6 +32,7 @@ from helios_kit.render.browser import BrowserExecutable, CDPError, Page
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture
 from helios_kit.render.encode import FrameEncoder, ImageFormat, is_lossless
 from helios_kit.render.frame_order import FrameOrder
+from helios_kit.render.load_failures import failed_loads
 from helios_kit.render.page import RenderCancelled
 from helios_kit.render.profile import NULL_PROFILER
 from helios_kit.render.progress import RenderProgress
@@ -132,6 +133,7 @@ class _LaneResult:
 
     dependencies: list[Dependency] = field(default_factory=list)
     media: MediaScan | None = None
+    failed_loads: list[str] = field(default_factory=list)
 
 
 class _Lanes:
@@ -239,6 +241,7 @@ class _Lanes:
             dependencies=[found[key] for key in sorted(found)],
             media_seen=len(media.elements) if media is not None else None,
             media=media,
+            failed_loads=list(dict.fromkeys(url for r in results for url in r.failed_loads)),
         )
 
     # ---- one lane ---------------------------------------------------------------------------------------
@@ -288,6 +291,7 @@ class _Lanes:
                 position = self._capture_claims(index, page, capture, order, abort, owed)
                 if position == order.stop:  # this lane stepped every frame to the end
                     result.media = shown_media(page, self.server, position, self.timeout_s)
+                result.failed_loads = failed_loads(page, self.server.base_url if self.server is not None else None)
                 if not self.local or self.named:
                     result.dependencies = url_dependencies(page, None if self.local else self.url, self.named)
         except (CDPError, TimeoutError) as error:

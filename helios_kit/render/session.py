@@ -41,6 +41,7 @@ from helios_kit.render.browser import BrowserExecutable, CDPError, Page, find_br
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
 from helios_kit.render.encode_stream import StreamCopyEncoder
+from helios_kit.render.load_failures import failed_loads
 from helios_kit.render.media import describe_media
 from helios_kit.render.page import RenderCancelled as RenderCancelled  # re-exported
 from helios_kit.render.page import cancelled as _cancelled
@@ -88,6 +89,9 @@ class RenderStats(BaseModel):
     #: Those elements, as the audio mix reads them (None: not known); a whole render mixes its soundtrack
     #: from them instead of stepping the page again in a browser of its own.
     media: MediaScan | None = None
+    #: Resources the page could not load, as '<url> (<reason>)' (the composition's own files aside: a file
+    #: its folder lacks is a dependency with no size).
+    failed_loads: list[str] = []
     #: Seam images written beside the output (see `seam` of :func:`render_range`): {"head"|"tail": path}.
     seam_files: dict[str, str] = {}
     #: Where the time went (only with HELIOS_PROFILE=1; see render/profile.py).
@@ -475,6 +479,7 @@ def _render_once(
             else:
                 _capture_frames(capture, encoder, start_frame, frame_count, cancel, progress, seam_sink)
             media = shown_media(page, server, start_frame + frame_count, timeout_s)
+            failed = failed_loads(page, server.base_url if server is not None else None)
             _check_cancel(cancel)
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
             _release(source, page, profiler)  # cold: the browser closes; warm: the tab is reset for the next render
@@ -509,5 +514,6 @@ def _render_once(
         dependencies=dependencies,
         media_seen=len(media.elements) if media is not None else None,
         media=media,
+        failed_loads=failed,
         seam_files=seam_sink.written if seam_sink is not None else {},
     )

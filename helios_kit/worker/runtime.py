@@ -248,6 +248,7 @@ class WorkerRuntime:
             dependencies=list(getattr(stats, "dependencies", None) or []),
             media_seen=getattr(stats, "media_seen", None),
             media=_media_of(stats) if chunk.end_frame >= spec.config.start_frame + spec.config.frame_count else None,
+            failed_loads=list(getattr(stats, "failed_loads", None) or []),
         )
         return result(
             WorkerStatus.OK,
