@@ -1,24 +1,31 @@
-"""One `helios render` on both cores: the same range rendered as 1 part and as N parts, measured in one run.
+"""One `helios render` on both cores: the same range in 1 browser and in N lanes, measured in one run.
 
-Prints wall time, frames/s and the speed-up of N parts over 1 for each example at 1280x720, 30 fps.
-Usage: python benchmarks/render_parts.py [frames] [parts]
+Prints wall time, frames/s and the speed-up of N lanes (browsers capturing interleaved frames into one
+encoder, `render/parallel.py`) over 1 for each example at 1280x720, 30 fps, at each frame count; the two
+are alternated, `--rounds` times, so load on the shared machine hits them alike, and every output is
+checked to have its frame count.
+
+    python benchmarks/render_parts.py [--frames 60 150] [--lanes 2] [--rounds 2] [--examples titles ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
+import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from helios_kit.render.encode import find_ffmpeg
 from helios_kit.render.parallel import render_parallel
 from helios_kit.spec import RenderConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def timed(name: str, frames: int, parts: int, out: Path) -> float:
+def timed(name: str, frames: int, lanes: int, out: Path) -> float:
     config = RenderConfig(input="index.html", width=1280, height=720, fps=30, frame_count=frames)
     started = time.monotonic()
     render_parallel(
@@ -27,26 +34,44 @@ def timed(name: str, frames: int, parts: int, out: Path) -> float:
         start_frame=0,
         frame_count=frames,
         output_path=out,
-        parts=parts,
+        parts=lanes,
     )
-    return time.monotonic() - started
+    wall = time.monotonic() - started
+    decoded = subprocess.run(
+        [find_ffmpeg(), "-v", "error", "-i", str(out), "-map", "0:v", "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    got = sum(1 for line in decoded.splitlines() if line and not line.startswith("#"))
+    if got != frames:
+        raise SystemExit(f"{name}: {got} frames in {out.name}, expected {frames}")
+    return wall
 
 
 def main() -> None:
-    frames = int(sys.argv[1]) if len(sys.argv) > 1 else 150
-    parts = int(sys.argv[2]) if len(sys.argv) > 2 else (os.cpu_count() or 2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[60, 150])
+    parser.add_argument("--lanes", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--examples", nargs="+", default=["titles", "helios-counter", "particles", "timeline"])
+    args = parser.parse_args()
     print(
-        f"{frames} frames at 1280x720, 30 fps; 1 part vs {parts} parts; {os.cpu_count()} cores, "
+        f"1280x720, 30 fps; 1 lane vs {args.lanes} lanes, {args.rounds} rounds alternated; {os.cpu_count()} cores, "
         f"1-min load average {os.getloadavg()[0]:.1f}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("titles", "particles", "timeline"):
-            one = timed(name, frames, 1, Path(tmp) / f"{name}-1.mp4")
-            many = timed(name, frames, parts, Path(tmp) / f"{name}-{parts}.mp4")
-            print(
-                f"{name:10s} 1 part {one:6.2f} s ({frames / one:5.1f} frames/s)   "
-                f"{parts} parts {many:6.2f} s ({frames / many:5.1f} frames/s)   speed-up {one / many:.2f}x"
-            )
+        for frames in args.frames:
+            for name in args.examples:
+                one, many = [], []
+                for _ in range(args.rounds):
+                    one.append(timed(name, frames, 1, Path(tmp) / f"{name}-1.mp4"))
+                    many.append(timed(name, frames, args.lanes, Path(tmp) / f"{name}-n.mp4"))
+                a, b = statistics.mean(one), statistics.mean(many)
+                print(
+                    f"{name:15s} {frames:4d} frames: 1 lane {a:6.2f} s ({frames / a:5.1f} frames/s)   "
+                    f"{args.lanes} lanes {b:6.2f} s ({frames / b:5.1f} frames/s)   speed-up {a / b:.2f}x",
+                    flush=True,
+                )
+    print(f"1-min load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
