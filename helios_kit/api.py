@@ -249,7 +249,8 @@ def batch(
     DAG over every video's chunks and merges; unchanged videos are skipped, a failing row does not stop the
     others (see the report). `settings`: render settings (width, height, fps, duration, frame_count, capture,
     codecs, crf, seed, chunk_frames) and run options (concurrency, retries, retry_delay, chunk_timeout, force,
-    backups: a :class:`~helios_kit.stragglers.BackupPolicy`, straggler backups judged over the whole batch).
+    backups: a :class:`~helios_kit.stragglers.BackupPolicy`, straggler backups timed by the batch's median,
+    opened by each video's own share done).
     `progress` receives each video's events."""
     from helios_kit.batching.plan import BatchSettings
     from helios_kit.batching.run import batch_run_options, run_batch

@@ -99,9 +99,9 @@ class ChunkExecutor:
 
     def share_backups(self, backups: Backups) -> Backups:
         """Race stragglers in `backups`, which other executors may use too (a batch: one median over all the
-        videos' chunks); it learns chunk times from this executor's events."""
+        videos' chunks); it learns chunk times, and this job's chunks done, from this executor's events."""
         self.backups = backups
-        self.sinks.append(backups)
+        self.sinks.append(backups.sink_for(self.spec.job_id, len(self.spec.chunks)))
         return backups
 
     # -- events ----------------------------------------------------------------------------------------

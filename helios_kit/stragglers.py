@@ -1,8 +1,9 @@
 """Straggler backups: a second attempt for a chunk that runs far longer than the others (docs/ARCHITECTURE.md,
 "Straggler backups").
 
-Once a share of the run's chunks is done (``after``, default 75%), a chunk whose attempt has run longer
-than ``factor`` x the median chunk time (default 1.5, Spark's rule) gets one backup attempt on the backend.
+Once a share of a job's chunks is done (``after``, default 75%; or all its chunks but one), a chunk of that
+job whose attempt has run longer than ``factor`` x the median chunk time (default 1.5, Spark's rule) gets one
+backup attempt on the backend.
 The two attempts race; commits are atomic and idempotent, so the first to finish successfully wins and the
 other is cancelled through its cancel event. A failed attempt leaves the race to the other one. A backup
 attempt that fails on its own (not stopped because the other won or the run ended) is no retry: it prints a
@@ -10,8 +11,10 @@ warning line of its own and is counted (``failed``; the run's summary says how m
 
 :class:`Backups` is what the executor calls instead of the backend (``call``, with the executor's own attempt
 function), and a progress-event sink (it learns chunk times from the RENDERED events). One instance may serve
-many executors: a batch shares one over every video's chunks, so the median and the share done are the
-batch's; races are keyed by (job id, chunk id), as chunk ids repeat across a batch's videos. One monitor
+many executors: a batch shares one over every video's chunks, so the median is the batch's (one template,
+one cost), while the share done that opens a video's backups is that video's, or the batch's when that is
+reached first: a straggler in the first video of a thousand gets its backup once that video waits on it, not
+after 750 others. Races are keyed by (job id, chunk id), as chunk ids repeat across a batch's videos. One monitor
 thread looks at every running attempt a few times a second; nothing polls per chunk. Backups are off on the
 local backend by default: a second attempt on the same machine competes for the same cores and cannot help.
 """
@@ -22,6 +25,7 @@ import logging
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,7 +46,7 @@ class BackupPolicy(BaseModel):
     enabled: bool | None = Field(
         None, description="None: the backend's own default (Backend.backups_by_default: on for remote backends)."
     )
-    after: float = Field(0.75, gt=0, le=1, description="Share of chunks done before backups start.")
+    after: float = Field(0.75, gt=0, le=1, description="Share of a job's chunks done before its backups start.")
     factor: float = Field(1.5, gt=1, description="A chunk straggles past factor x the median chunk time.")
     poll_s: float = Field(0.2, gt=0, description="How often the monitor looks at running attempts.")
 
@@ -58,6 +62,7 @@ class _Race:
     label: str
     primary_stop: threading.Event
     timeout: float | None
+    job_id: str = ""
     started: float = field(default_factory=time.monotonic)
     backup: threading.Thread | None = None
     backup_stop: threading.Event = field(default_factory=threading.Event)
@@ -78,6 +83,8 @@ class Backups:
         self._lock = threading.Lock()
         self._durations: list[float] = []
         self._finished = 0
+        self._job_totals: dict[str, int] = {}
+        self._job_finished: Counter[str] = Counter()
         self._races: dict[tuple[str, int], _Race] = {}
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -85,11 +92,19 @@ class Backups:
         self.won = 0
         self.failed = 0
 
-    # -- the progress sink -------------------------------------------------------------------------------
-    def __call__(self, event: ProgressEvent) -> None:
+    # -- the progress sinks ------------------------------------------------------------------------------
+    def sink_for(self, job_id: str, chunks: int) -> Callable[[ProgressEvent], None]:
+        """The progress sink of the executor of job `job_id` (of `chunks` chunks): its chunk times feed the
+        median, and its chunks done open its own backups."""
+        with self._lock:
+            self._job_totals[job_id] = max(1, chunks)
+        return lambda event: self._record(job_id, event)
+
+    def _record(self, job_id: str, event: ProgressEvent) -> None:
         if event.kind in (EventKind.RENDERED, EventKind.SKIPPED, EventKind.FAILED) and event.chunk_id is not None:
             with self._lock:
                 self._finished += 1
+                self._job_finished[job_id] += 1
                 if event.kind is EventKind.RENDERED and event.duration_ms:
                     self._durations.append(event.duration_ms / 1000)
 
@@ -100,7 +115,7 @@ class Backups:
         """Run `attempt` (the calling executor's) on `chunk` of job `job_id` here, on `cancel` (the attempt's
         own event); a backup attempt, through the same `attempt`, may join the race."""
         label = f"{job_id} chunk {chunk.id}" if self.name_jobs else f"chunk {chunk.id}"
-        race = _Race(chunk, attempt, label, cancel, timeout)
+        race = _Race(chunk, attempt, label, cancel, timeout, job_id)
         key = (job_id, chunk.id)
         with self._lock:
             self._races[key] = race
@@ -165,13 +180,21 @@ class Backups:
                     race.backup.start()
 
     def _stragglers(self) -> list[_Race]:
-        """Running attempts past factor x the median chunk time, once enough chunks are done (lock held)."""
-        if self._finished < self.policy.after * self.total or not self._durations:
+        """Running attempts past factor x the median chunk time, of jobs with enough chunks done (lock held)."""
+        if not self._durations:
             return []
         limit = self.policy.factor * statistics.median(self._durations)
         now = time.monotonic()
         return [
             race
             for race in self._races.values()
-            if race.backup is None and not race.finished and now - race.started > limit
+            if race.backup is None and not race.finished and now - race.started > limit and self._opened(race.job_id)
         ]
+
+    def _opened(self, job_id: str) -> bool:
+        """Whether `job_id`'s backups may start: the share of all chunks done reached `after`, or the share of
+        its own did, or all its chunks but one are done (a 2-chunk video waits on the one left)."""
+        if self._finished >= self.policy.after * self.total:
+            return True
+        total = self._job_totals.get(job_id)
+        return total is not None and self._job_finished[job_id] >= min(self.policy.after * total, total - 1)

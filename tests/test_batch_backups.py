@@ -162,3 +162,53 @@ def test_the_batch_flags_set_the_backup_policy(tmp_path: Path, monkeypatch) -> N
     ]
     refused = CliRunner().invoke(batch_command, [*base, "--backup-factor", "1"])
     assert refused.exit_code == 2 and "--backup-factor" in refused.output
+
+
+def test_a_video_s_straggler_gets_its_backup_once_that_video_waits_on_it() -> None:
+    """The share that opens backups is the video's own (or the batch's, whichever comes first): with 1 of 40
+    chunks done in a batch, a video whose other chunk is done (all but one) gets a backup for the one left."""
+    from helios_kit.protocol import ProgressEvent, WorkerStatus
+    from helios_kit.stragglers import Backups
+
+    backups = Backups(BackupPolicy(after=0.75, factor=1.5, poll_s=0.01), total=40, name_jobs=True)
+    first = backups.sink_for("video-1", 2)
+    backups.sink_for("video-2", 38)
+    first(ProgressEvent(kind=EventKind.RENDERED, chunk_id=1, duration_ms=1.0))  # video-1: 1 of 2 done
+    attempts: list[str] = []
+    lock = threading.Lock()
+
+    def attempt(chunk: Chunk, cancel: threading.Event, timeout: float | None) -> WorkerResult:
+        with lock:
+            attempts.append("backup" if attempts else "primary")
+            mine = attempts[-1]
+        if mine == "primary":
+            cancel.wait()  # straggles until the backup wins
+            return WorkerResult.cancelled(chunk.id, "stopped: the backup won")
+        return WorkerResult(chunk_id=chunk.id, status=WorkerStatus.OK, frames=2)
+
+    chunk = Chunk(id=0, start_frame=0, frame_count=2, output_file="c0.mp4")
+    try:
+        result = backups.call("video-1", chunk, threading.Event(), None, attempt)
+    finally:
+        backups.close()
+    assert result.ok and attempts == ["primary", "backup"] and backups.launched == 1 and backups.won == 1
+
+
+def test_a_video_s_backups_open_at_its_own_share_done() -> None:
+    from helios_kit.protocol import ProgressEvent
+    from helios_kit.stragglers import Backups
+
+    backups = Backups(BackupPolicy(after=0.75), total=40, name_jobs=True)
+    sink = backups.sink_for("video-3", 4)
+    backups.sink_for("video-4", 36)
+    sink(ProgressEvent(kind=EventKind.RENDERED, chunk_id=1, duration_ms=1.0))
+    sink(ProgressEvent(kind=EventKind.RENDERED, chunk_id=2, duration_ms=1.0))
+    assert not backups._opened("video-3")  # 2 of 4
+    sink(ProgressEvent(kind=EventKind.SKIPPED, chunk_id=3))
+    assert backups._opened("video-3") and not backups._opened("video-4")  # 3 of 4; the other 0 of 36
+    assert not backups._opened("unknown")
+    for chunk_id in range(26):  # 26 of video-4's 36: 72%, and 29 of 40 for the batch: neither at 75%
+        backups.sink_for("video-4", 36)(ProgressEvent(kind=EventKind.RENDERED, chunk_id=chunk_id, duration_ms=1))
+    assert not backups._opened("video-4")
+    backups.sink_for("video-4", 36)(ProgressEvent(kind=EventKind.FAILED, chunk_id=26))
+    assert backups._opened("video-4") and backups._opened("unknown")  # 30 of 40: the batch's share
