@@ -351,3 +351,39 @@ def test_a_store_that_cannot_exist_is_not_retried(tmp_path: Path, runtime) -> No
     result = worker.run(str(job), 0, store="nosuchscheme://bucket/out")
     assert result.status == "failed" and not result.retryable and not render.calls
     assert result.stderr.startswith("store nosuchscheme://bucket/out") and "\n" not in result.stderr
+
+
+@pytest.mark.render
+def test_a_worker_with_lanes_renders_each_chunk_in_that_many_browsers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HELIOS_WORKER_LANES=2: the chunk is rendered in 2 browsers at once, and equals a one-browser render
+    (the frame-index fixture's frames); a value that is not a count fails the chunk naming it, unretryably."""
+    from helios_kit.render.browser import Browser
+    from tests.render.conftest import FIXTURES, decode, frame_indices
+
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "index.html").write_text((FIXTURES / "frame_index" / "index.html").read_text())
+    spec = plan_job(
+        RenderConfig(input="index.html", width=320, height=240, fps=30, frame_count=40), concurrency=2, job_id="lanes"
+    )
+    (folder / "job.json").write_text(dumps(spec))
+    launches: list[int] = []
+    launch = Browser.__init__
+
+    def counted(self: Browser, *args: object, **kwargs: object) -> None:
+        launches.append(1)
+        launch(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Browser, "__init__", counted)
+    monkeypatch.setenv("HELIOS_WORKER_LANES", "2")
+    result = WorkerRuntime(tmp_path / "ws").run(str(folder / "job.json"), 1)
+    assert result.ok, result.stderr
+    assert len(launches) == 2
+    assert frame_indices(decode(Path(result.output_file), 320, 240)) == [(n, n, n) for n in range(20, 40)]
+
+    monkeypatch.setenv("HELIOS_WORKER_LANES", "two")
+    failed = WorkerRuntime(tmp_path / "ws").run(str(folder / "job.json"), 0)
+    assert not failed.ok and not failed.retryable
+    assert "HELIOS_WORKER_LANES must be a whole number of browsers, 1 or more, got 'two'" in failed.stderr

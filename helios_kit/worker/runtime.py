@@ -14,6 +14,9 @@ Where things resolve:
   the same rule the client uses: a local job's folder; for a URL job the current directory when the
   composition is there, else relative to the job's URL (over http, or downloaded from fsspec).
 
+`HELIOS_WORKER_LANES=N` renders each chunk in N browsers at once (lanes capturing interleaved frames into one
+encoder), for a worker with the cores for them.
+
 `WorkerRuntime(..., warm=WarmBrowser())` renders every chunk in one kept browser, reset between chunks
 (:mod:`helios_kit.render.warm`): the local backend's long-lived workers (:mod:`helios_kit.worker.lines`) and
 in-process callers that run many chunks or videos.
@@ -69,6 +72,22 @@ COMPOSITION_CACHE_DIR = "helios-composition-cache"
 RENDER_ENV_VAR = "HELIOS_WORKER_RENDER"
 
 
+#: Browsers a worker renders each chunk in at once (lanes, `render/parallel.py`), for a worker with cores to
+#: spare (a Cloud Run service or Lambda function of 2+ vCPUs): titles ran 1.3x faster in 2 lanes on 2 cores.
+#: Unset or 1: one browser. A chunk with seam checks, or rendered in a kept browser, uses one.
+LANES_ENV_VAR = "HELIOS_WORKER_LANES"
+
+
+def worker_lanes() -> int:
+    """The lanes `HELIOS_WORKER_LANES` asks for (1 when unset; HeliosError naming a value that is not a count)."""
+    raw = os.environ.get(LANES_ENV_VAR, "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise HeliosError(f"{LANES_ENV_VAR} must be a whole number of browsers, 1 or more, got {raw!r}")
+    return int(raw)
+
+
 def _default_render(config: Any, **kwargs: Any) -> Any:
     reference = os.environ.get(RENDER_ENV_VAR)
     if reference:
@@ -76,6 +95,13 @@ def _default_render(config: Any, **kwargs: Any) -> Any:
 
         kwargs.pop("warm", None)  # a stand-in renderer has no browser to keep
         return resolve_reference(reference)(config, **kwargs)
+    lanes = worker_lanes()
+    if lanes > 1 and kwargs.get("warm") is None and kwargs.get("seam") is None:
+        from helios_kit.render.parallel import render_parallel
+
+        kwargs.pop("warm", None)
+        kwargs.pop("seam", None)
+        return render_parallel(config, parts=lanes, **kwargs)
     from helios_kit.render.session import render_range
 
     return render_range(config, **kwargs)
