@@ -34,7 +34,7 @@ from helios_kit.render.encode import FrameEncoder, ImageFormat, is_lossless
 from helios_kit.render.frame_order import FrameOrder
 from helios_kit.render.load_failures import failed_loads
 from helios_kit.render.page import RenderCancelled
-from helios_kit.render.profile import NULL_PROFILER
+from helios_kit.render.profile import new_profiler, tree_cpu_s
 from helios_kit.render.progress import RenderProgress
 from helios_kit.render.server import CompositionServer
 from helios_kit.render.session import (
@@ -42,11 +42,13 @@ from helios_kit.render.session import (
     RenderStats,
     declares_video,
     fast_forward,
+    finish_encoder,
     frame_error,
     image_encoder,
     preflight,
     prop_urls,
     render_range,
+    report_profile,
     resolve_input,
     shown_media,
     url_dependencies,
@@ -160,6 +162,7 @@ class _Lanes:
         self.local = server is not None
         self.input_location = input_location
         self.fmt: ImageFormat = "png" if is_lossless(config.video_codec, config.crf) else "jpeg"
+        self.profiler = new_profiler()  # HELIOS_PROFILE=1: one profile over every lane
         self.mode: str | None = None  # the capture every lane uses, decided by the first page loaded
         self._deciding = threading.Lock()
         #: Set once the capture is decided: a page that may be one canvas (its HTML draws on a canvas) starts
@@ -193,11 +196,14 @@ class _Lanes:
         loop_started = time.monotonic()
         encoder: FrameEncoder | None = None
         try:
-            encoder = image_encoder(output_path, self.config, frame_count, self.fmt, NULL_PROFILER)
+            encoder = image_encoder(output_path, self.config, frame_count, self.fmt, self.profiler)
             for thread in threads:
                 thread.start()
             self._encode(order, encoder, frame_count, progress)
-            encoder.finish()  # while the lanes close their browsers
+            if self.profiler.active:  # reaped browsers would count as ffmpeg's CPU: close them first
+                for thread in threads:
+                    thread.join()
+            finish_encoder(encoder, self.profiler)  # else while the lanes close their browsers
             for thread in threads:
                 thread.join()
         except BaseException:
@@ -212,7 +218,9 @@ class _Lanes:
         finally:
             abort.set()
             watcher.join()
-        return self._stats(results, frame_count, output_path, (time.monotonic() - loop_started) * 1000)
+        stats = self._stats(results, frame_count, output_path, (time.monotonic() - loop_started) * 1000)
+        label = f"{output_path.name} {stats.capture}, {self.count} lanes"
+        return stats.model_copy(update={"profile": report_profile(self.profiler, frame_count, label)})
 
     @staticmethod
     def _encode(
@@ -285,15 +293,19 @@ class _Lanes:
     ) -> None:
         source = BrowserSource()
         try:
-            page = source.open(self.key(begin_frame), self.executable, self.url, self.config, self.timeout_s, abort)
+            with self.profiler.phase("browser launch + page load"):
+                page = source.open(self.key(begin_frame), self.executable, self.url, self.config, self.timeout_s, abort)
             capture = self._capture(index, page, order)
             if capture is not None:
+                capture.profile = self.profiler
                 position = self._capture_claims(index, page, capture, order, abort, owed)
                 if position == order.stop:  # this lane stepped every frame to the end
                     result.media = shown_media(page, self.server, position, self.timeout_s)
                 result.failed_loads = failed_loads(page, self.server.base_url if self.server is not None else None)
                 if not self.local or self.named:
                     result.dependencies = url_dependencies(page, None if self.local else self.url, self.named)
+                if self.profiler.active:
+                    self.profiler.add("cpu: browser (all processes)", tree_cpu_s(page.browser.process.pid))
         except (CDPError, TimeoutError) as error:
             raise BrowserFault(f"browser failed: {error}") from None
         finally:

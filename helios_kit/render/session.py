@@ -374,14 +374,14 @@ def _release(source: BrowserSource, page: Page, profiler: Profiler) -> None:
         source.release(page)
 
 
-def _finish(encoder: FrameEncoder, profiler: Profiler) -> None:
+def finish_encoder(encoder: FrameEncoder, profiler: Profiler) -> None:
     """Let ffmpeg finish and commit the output (booking ffmpeg's CPU, reaped by the wait)."""
     before = children_cpu_s()
     encoder.finish()
     profiler.add("cpu: ffmpeg", children_cpu_s() - before)
 
 
-def _report(profiler: Profiler, frame_count: int, label: str) -> RenderProfile | None:
+def report_profile(profiler: Profiler, frame_count: int, label: str) -> RenderProfile | None:
     """The render's profile (printed to stderr), or None when profiling is off."""
     if not profiler.active:
         return None
@@ -484,7 +484,7 @@ def _render_once(
             dependencies = url_dependencies(page, None if local else url, named) if key.record_network else []
             _release(source, page, profiler)  # cold: the browser closes; warm: the tab is reset for the next render
             source = None
-            _finish(encoder, profiler)
+            finish_encoder(encoder, profiler)
             encoder = None
             loop_ms = (time.monotonic() - loop_started) * 1000
             if server is not None:
@@ -503,7 +503,7 @@ def _render_once(
             if server is not None:
                 server.close()
     return RenderStats(
-        profile=_report(profiler, frame_count, f"{output_path.name} {capture.mode}"),
+        profile=report_profile(profiler, frame_count, f"{output_path.name} {capture.mode}"),
         frames=frame_count,
         duration_ms=(time.monotonic() - started) * 1000,
         output_path=os.fspath(output_path),

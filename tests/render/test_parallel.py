@@ -199,3 +199,12 @@ def test_cancelling_mid_render_stops_every_lane(tmp_path: pathlib.Path, process_
         parallel(out, 0, 200, parts=2, cancel=cancel, progress=progress)
     assert not out.exists() and leftovers(tmp_path) == []
     assert tagged_processes(process_tag) == []  # no browser, no ffmpeg left running
+
+
+def test_a_profiled_render_in_lanes_reports_every_lane(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HELIOS_PROFILE", "1")
+    stats = parallel(tmp_path / "out.mp4", 0, 12, parts=2)
+    assert stats.profile is not None and stats.profile.frames == 12
+    phases = {phase.name: phase.count for phase in stats.profile.phases}
+    assert phases["browser launch + page load"] == 2 and phases["cpu: browser (all processes)"] == 2
+    assert phases["page step"] == 12 and phases["cpu: ffmpeg"] == 1
