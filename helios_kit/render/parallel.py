@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from helios_kit.composition.deps import Dependency
 from helios_kit.composition.media import MediaScan
-from helios_kit.errors import BrowserFault, RenderError
+from helios_kit.errors import BrowserFault
 from helios_kit.render.browser import BrowserExecutable, CDPError, Page
 from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture
 from helios_kit.render.encode import FrameEncoder, ImageFormat, is_lossless
@@ -45,12 +45,13 @@ from helios_kit.render.session import (
     finish_encoder,
     frame_error,
     image_encoder,
+    local_html,
     preflight,
     prop_urls,
     render_range,
     report_profile,
-    resolve_input,
     shown_media,
+    tab_key,
     url_dependencies,
     use_begin_frame,
 )
@@ -173,9 +174,7 @@ class _Lanes:
             self.decided.set()
 
     def key(self, begin_frame: bool) -> TabKey:
-        record = not self.local or bool(self.named)
-        c = self.config
-        return TabKey(self.executable.path, begin_frame, c.width, c.height, self.input_location, record, self.local)
+        return tab_key(self.executable, begin_frame, self.config, self.input_location, local=self.local)
 
     def render(
         self,
@@ -292,9 +291,10 @@ class _Lanes:
         result: _LaneResult,
     ) -> None:
         source = BrowserSource()
+        key = self.key(begin_frame)
         try:
             with self.profiler.phase("browser launch + page load"):
-                page = source.open(self.key(begin_frame), self.executable, self.url, self.config, self.timeout_s, abort)
+                page = source.open(key, self.executable, self.url, self.config, self.timeout_s, abort)
             capture = self._capture(index, page, order)
             if capture is not None:
                 capture.profile = self.profiler
@@ -302,7 +302,7 @@ class _Lanes:
                 if position == order.stop:  # this lane stepped every frame to the end
                     result.media = shown_media(page, self.server, position, self.timeout_s)
                 result.failed_loads = failed_loads(page, self.server.base_url if self.server is not None else None)
-                if not self.local or self.named:
+                if key.record_network:
                     result.dependencies = url_dependencies(page, None if self.local else self.url, self.named)
                 if self.profiler.active:
                     self.profiler.add("cpu: browser (all processes)", tree_cpu_s(page.browser.process.pid))
@@ -363,14 +363,8 @@ class _Lanes:
 def _may_be_canvas(input_location: str) -> bool:
     """Whether a composition's HTML may make it one canvas (a ``<canvas>`` tag or a ``getContext(`` call);
     True when it cannot be read here (a URL)."""
-    try:
-        _url, html_file = resolve_input(input_location)
-        if html_file is None:
-            return True
-        text = html_file.read_text(errors="replace").lower()
-    except (RenderError, OSError):
-        return True
-    return "<canvas" in text or "getcontext(" in text
+    html = local_html(input_location)
+    return html is None or "<canvas" in html or "getcontext(" in html
 
 
 def _mirror_cancel(cancel: threading.Event | None, abort: threading.Event, order: FrameOrder) -> threading.Thread:

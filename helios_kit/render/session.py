@@ -225,11 +225,27 @@ def declares_video(input_location: str) -> bool:
     picture from load time at a chunk's first frame (element seeked, picture not), in up to 2 of 3 runs of
     the timeline example's chunk-invariance check, while Page.captureScreenshot matched in 10 of 10 runs
     under load; such compositions render with the latter."""
+    html = local_html(input_location)
+    return html is not None and "<video" in html
+
+
+def local_html(input_location: str) -> str | None:
+    """A local composition's HTML, lowercased, for what it says before anything loads; None for a URL, or
+    when it cannot be read (the render itself reports a missing input)."""
     try:
         _url, html_file = resolve_input(input_location)
-        return html_file is not None and "<video" in html_file.read_text(errors="replace").lower()
+        return html_file.read_text(errors="replace").lower() if html_file is not None else None
     except (RenderError, OSError):
-        return False  # the render itself reports a missing input
+        return None
+
+
+def tab_key(
+    executable: BrowserExecutable, begin_frame: bool, config: RenderConfig, input_location: str, *, local: bool
+) -> TabKey:
+    """The tab a render needs: its network recorded when the composition is a URL or its props name assets
+    (those are its dependencies then), trusted by the network guard when served by its own server."""
+    record = not local or bool(prop_urls(config.props))
+    return TabKey(executable.path, begin_frame, config.width, config.height, input_location, record, local)
 
 
 def _encoder(
@@ -449,15 +465,7 @@ def _render_once(
             assert url is not None
             named = prop_urls(config.props)  # assets the props name: dependencies like the composition's files
             local = html_file is not None
-            key = TabKey(
-                executable.path,
-                begin_frame,
-                config.width,
-                config.height,
-                input_location,
-                not local or bool(named),
-                local,
-            )
+            key = tab_key(executable, begin_frame, config, input_location, local=local)
             opening, source = source, None  # a failed open has already discarded what it started
             with profiler.phase("browser launch + page load"):
                 page = opening.open(key, executable, url, config, timeout_s, cancel)
