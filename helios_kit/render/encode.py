@@ -32,9 +32,15 @@ ImageFormat = Literal["jpeg", "png"]
 #: x264/x265 preset used for every chunk (speed matters: capture and encode share two cores). Measured on 60
 #: 1280x720 frames piped as JPEG (ffmpeg CPU seconds, output bytes at crf 18): titles veryfast 2.00 s /
 #: 500 KB, superfast 1.19 s / 974 KB, ultrafast 0.75 s / 1.38 MB; particles 2.86 s / 2.26 MB, 1.76 s /
-#: 3.06 MB, 1.11 s / 4.05 MB. ffmpeg is about a fifth of a DOM render's CPU (the browser the rest), so
-#: superfast would save under a tenth of the render for files up to twice the size: veryfast stays.
+#: 3.06 MB, 1.11 s / 4.05 MB. Most of superfast's larger files come from dropping mbtree: see X264_SEARCH.
 X264_PRESET = "veryfast"
+#: x264's motion search and partitions taken from superfast, keeping veryfast's mbtree and lookahead (which
+#: are what keep its files small). Measured on the same JPEG streams, ffmpeg 5.1, best of 3 (CPU seconds,
+#: bytes, SSIM against the captured frames): titles 1.05 s / 439 KB / 0.99574 plain veryfast, 0.74 s / 459 KB /
+#: 0.99556 with these, 0.76 s / 1010 KB superfast; particles 1.60 s / 2478 KB / 0.9814, 1.10 s / 2880 KB /
+#: 0.9818, 1.17 s / 3512 KB; helios-counter 0.55 s / 73 KB, 0.47 s / 85 KB, 0.47 s / 156 KB. A DOM render is
+#: CPU-bound on both cores, and ffmpeg was a fifth of its CPU: 30% of that is worth files 5-16% larger.
+X264_SEARCH = "me=dia:subme=1:partitions=i8x8,i4x4"
 #: Input options for a piped image stream whose codec and rate are given: no probing. By default ffmpeg
 #: reads up to 5 MB of input (``probesize``) before it starts the output, which at 1280x720 JPEG is about
 #: 60 frames: a 60-frame chunk was encoded only after its last frame arrived (a 1.0 s tail after capture,
@@ -43,6 +49,7 @@ X264_PRESET = "veryfast"
 NO_PROBING: dict[str, object] = {"probesize": 32, "analyzeduration": 0}
 _LOSSLESS_CODECS = {"ffv1", "png", "qtrle", "rawvideo", "utvideo", "huffyuv", "ffvhuff"}
 _X26X = {"libx264", "libx264rgb", "libx265"}
+_X264 = {"libx264", "libx264rgb"}
 
 
 def find_ffmpeg() -> str:
@@ -93,6 +100,8 @@ def output_args(
     }
     if video_codec in _X26X:
         args["preset"] = X264_PRESET
+        if video_codec in _X264:
+            args["x264-params"] = X264_SEARCH
         if crf == 0:
             args["qp"] = 0
         else:

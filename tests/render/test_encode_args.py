@@ -47,3 +47,15 @@ def test_lossless_detection() -> None:
         output_args(video_codec="libx264", pixel_format="yuv420p", crf=0, fps=30, frame_count=1, suffix=".mkv")["qp"]
         == 0
     )
+
+
+def test_x264_gets_superfast_search_and_keeps_veryfast_lookahead() -> None:
+    def args(codec: str) -> dict[str, object]:
+        return output_args(video_codec=codec, pixel_format="yuv420p", crf=18, fps=30, frame_count=1, suffix=".mp4")
+
+    for codec in ("libx264", "libx264rgb"):
+        assert args(codec)["preset"] == "veryfast"
+        params = dict(item.split("=") for item in str(args(codec)["x264-params"]).split(":"))
+        assert params == {"me": "dia", "subme": "1", "partitions": "i8x8,i4x4"}
+    assert "x264-params" not in args("libx265") and args("libx265")["preset"] == "veryfast"
+    assert "x264-params" not in args("libvpx-vp9")
