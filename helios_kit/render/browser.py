@@ -21,6 +21,7 @@ import glob
 import itertools
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -166,6 +167,25 @@ def popen_guarded(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, preexec_fn=_child_setup, **kwargs)
 
 
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Popen.wait(timeout) that returns as the child exits: Python's own sleeps between polls, doubling up
+    to 50 ms, which added ~25 ms on average to every ffmpeg tail and browser close a render waits for.
+    Blocks on a pidfd (Linux 5.3+) instead; elsewhere falls back to Popen.wait. TimeoutExpired as it."""
+    if proc.returncode is not None or not hasattr(os, "pidfd_open"):
+        return proc.wait(timeout=timeout)
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except OSError:  # already reaped, or no pidfd here
+        return proc.wait(timeout=timeout)
+    try:
+        exited, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not exited:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait(timeout=timeout)
+
+
 def kill_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 0.5) -> None:
     """Terminate a process and everything in its process group; wait for it."""
     if proc is None:
@@ -178,12 +198,12 @@ def kill_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 0.5) -> No
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace_s)
+            wait_exit(proc, grace_s)
     if pgid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+        wait_exit(proc, 5)
 
 
 class CDPError(Exception):
@@ -363,7 +383,7 @@ class Browser:
     def _last_words(self) -> str:
         """How Chromium ended (exit status, last line it wrote to stderr), for a failed launch's message."""
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=0.5)
+            wait_exit(self.process, 0.5)
         said = []
         if self.process.returncode is not None:
             said.append(f"exit status {self.process.returncode}")
@@ -395,7 +415,7 @@ class Browser:
         with contextlib.suppress(Exception):
             if self.process.poll() is None and not self.cdp.closed:
                 self.cdp.send_async("Browser.close")
-                self.process.wait(timeout=0.5)
+                wait_exit(self.process, 0.5)
         kill_group(self.process, grace_s=0.2)
         self.cdp.close()
         if self.egress is not None:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import ffmpeg
 
 from helios_kit.errors import RenderError
-from helios_kit.render.browser import kill_group, popen_guarded
+from helios_kit.render.browser import kill_group, popen_guarded, wait_exit
 from helios_kit.render.profile import NULL_PROFILER, Profiler
 
 ImageFormat = Literal["jpeg", "png"]
@@ -245,7 +245,7 @@ class FrameEncoder:
         try:
             with self.profile.phase("ffmpeg tail (after last frame)"):
                 self._writer.join(timeout)
-                code = self.process.wait(timeout=timeout)
+                code = wait_exit(self.process, timeout)
         except subprocess.TimeoutExpired:
             self.abort()
             raise RenderError(f"ffmpeg did not finish within {timeout:g} s") from None

@@ -1,0 +1,52 @@
+"""wait_exit: a child's exit is seen as it happens (a pidfd, not Popen.wait's doubling sleeps), with a timeout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+from helios_kit.render.browser import wait_exit
+
+
+def _waiting_child() -> subprocess.Popen[bytes]:
+    """A child that exits with 7 once its stdin closes."""
+    return subprocess.Popen(["sh", "-c", "read line; exit 7"], stdin=subprocess.PIPE)
+
+
+def _no_sleeping(monkeypatch: pytest.MonkeyPatch) -> None:
+    def sleep(seconds: float) -> None:
+        raise AssertionError(f"polled: slept {seconds} s")
+
+    monkeypatch.setattr(time, "sleep", sleep)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
+def test_exit_is_seen_without_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    child = _waiting_child()
+    _no_sleeping(monkeypatch)
+    assert child.stdin is not None
+    child.stdin.close()
+    assert wait_exit(child, 60) == 7
+    assert wait_exit(child, 60) == 7  # already reaped: the same status
+
+
+def test_a_running_child_times_out_then_is_reaped_when_killed() -> None:
+    child = _waiting_child()
+    with pytest.raises(subprocess.TimeoutExpired):
+        wait_exit(child, 0.05)
+    assert child.poll() is None
+    child.kill()
+    assert wait_exit(child, 60) == -9
+    assert child.stdin is not None
+    child.stdin.close()
+
+
+def test_without_pidfd_it_is_popen_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    child = _waiting_child()
+    assert child.stdin is not None
+    child.stdin.close()
+    assert wait_exit(child, 60) == 7
