@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import time
 
@@ -50,3 +51,21 @@ def test_without_pidfd_it_is_popen_wait(monkeypatch: pytest.MonkeyPatch) -> None
     assert child.stdin is not None
     child.stdin.close()
     assert wait_exit(child, 60) == 7
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfd is Linux 5.3+")
+def test_a_process_with_over_1024_descriptors_open_still_waits() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"cannot open 1100 descriptors (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the pidfd is numbered past 1024
+    try:
+        child = _waiting_child()
+        assert child.stdin is not None
+        child.stdin.close()
+        assert wait_exit(child, 60) == 7
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
