@@ -27,6 +27,7 @@ from fakes.waiting import wait_for
 from helios_dask.backend import DaskBackend, DaskOptions, parse_resources
 
 from helios_kit.backends.base import ChunkContext
+from helios_kit.backends.remote import RemoteFailure
 from helios_kit.errors import SpecError
 from helios_kit.loaders import load_spec
 from helios_kit.plugins import make_backend
@@ -367,3 +368,46 @@ def test_a_closed_backend_starts_no_cluster(tmp_path: Path) -> None:
     assert result.status is WorkerStatus.FAILED and not result.retryable
     assert "the backend is closed" in result.stderr
     assert backend._cluster is None
+
+
+def test_a_live_worker_missing_from_the_schedulers_list_is_waited_for(tmp_path: Path) -> None:
+    """Once a worker is block-listed, a moment in which the scheduler lists no other (seen in CI under load)
+    fails the attempt retryably; only when every worker ever seen is block-listed is it final."""
+    backend = DaskBackend(DaskOptions(workers=1, max_worker_failures=2))
+    listed: dict[str, dict[str, int]] = {}
+    backend._client = SimpleNamespace(scheduler_info=lambda n_workers=-1: {"workers": dict(listed)})
+    try:
+        listed.update({"tcp://127.0.0.1:1": {}, "tcp://127.0.0.1:2": {}})
+        assert backend._allowed_workers() is None  # nothing block-listed: any worker
+        for _ in range(2):
+            backend._count_failure({"status": "failed", "worker": "tcp://127.0.0.1:1"})
+        assert backend._allowed_workers() == ["tcp://127.0.0.1:2"]
+        del listed["tcp://127.0.0.1:2"]  # the good worker drops out of the list for a moment
+        with pytest.raises(RemoteFailure, match="a retry waits for one") as waiting:
+            backend._allowed_workers()
+        assert waiting.value.retryable
+        listed["tcp://127.0.0.1:2"] = {}
+        assert backend._allowed_workers() == ["tcp://127.0.0.1:2"]
+        for _ in range(2):
+            backend._count_failure({"status": "failed", "worker": "tcp://127.0.0.1:2"})
+        with pytest.raises(RemoteFailure, match=r"every worker of .* is block-listed") as final:
+            backend._allowed_workers()
+        assert not final.value.retryable
+    finally:
+        backend._client = None
+        backend.close()
+
+
+def test_a_worker_named_by_an_answer_counts_as_seen() -> None:
+    backend = DaskBackend(DaskOptions(workers=1, max_worker_failures=2))
+    backend._client = SimpleNamespace(scheduler_info=lambda n_workers=-1: {"workers": {"tcp://127.0.0.1:1": {}}})
+    try:
+        backend._count_failure({"status": "done", "worker": "tcp://127.0.0.1:2"})  # a chunk it rendered
+        for _ in range(2):
+            backend._count_failure({"status": "failed", "worker": "tcp://127.0.0.1:1"})
+        with pytest.raises(RemoteFailure) as waiting:
+            backend._allowed_workers()
+        assert waiting.value.retryable
+    finally:
+        backend._client = None
+        backend.close()

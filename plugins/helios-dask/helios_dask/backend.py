@@ -127,6 +127,7 @@ class DaskBackend(RemoteBackend):
         self._closed = False
         self.failures: dict[str, int] = {}  # worker address → failed chunks in this job
         self.blocked: set[str] = set()
+        self.seen: set[str] = set()  # every worker address listed by the scheduler or named by an answer
         if self.options.scheduler:
             self.target = f"Dask scheduler {self.options.scheduler}"
             self._client = self._connect(self.options.scheduler)
@@ -180,7 +181,10 @@ class DaskBackend(RemoteBackend):
         return Client(self._cluster, set_as_default=False)
 
     def _workers(self) -> dict[str, dict[str, Any]]:
-        return self.client.scheduler_info(n_workers=-1).get("workers", {})
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        with self._lock:
+            self.seen.update(workers)
+        return workers
 
     def _slots(self, worker: dict[str, Any]) -> int:
         """How many chunks one worker runs at once: its threads, fewer when its resources say so."""
@@ -273,26 +277,41 @@ class DaskBackend(RemoteBackend):
 
     # -- block-listing workers that keep failing -------------------------------------------------------------
     def _allowed_workers(self) -> list[str] | None:
-        """None (any worker) until one is block-listed; then the others; RemoteFailure when none is left."""
+        """None (any worker) until one is block-listed; then the others. RemoteFailure when none is listed:
+        retryable while a worker that has not failed was seen (the scheduler's list can miss a live worker
+        for a moment: seen under load, with its reply cached without workers), final once every worker seen
+        is block-listed."""
         with self._lock:
             blocked = set(self.blocked)
         if not blocked:
             return None
         allowed = [address for address in self._workers() if address not in blocked]
-        if not allowed:
+        if allowed:
+            return allowed
+        with self._lock:
+            missing = sorted(self.seen - blocked)
+        if missing:
             raise RemoteFailure(
-                f"dask: every worker of {self.target} failed {self.options.max_worker_failures} chunks of this job "
-                f"and is block-listed ({', '.join(sorted(blocked))})",
-                retryable=False,
+                f"dask: no worker of {self.target} but block-listed ones is listed now ({', '.join(missing)} "
+                f"not among them); a retry waits for one",
+                retryable=True,
             )
-        return allowed
+        raise RemoteFailure(
+            f"dask: every worker of {self.target} failed {self.options.max_worker_failures} chunks of this job "
+            f"and is block-listed ({', '.join(sorted(blocked))})",
+            retryable=False,
+        )
 
     def _count_failure(self, answer: Any) -> None:
         """Count a failed chunk against the worker that ran it (the task names it); block-list the worker
         after --max-worker-failures."""
-        if not isinstance(answer, dict) or answer.get("status") != "failed" or not answer.get("worker"):
+        if not isinstance(answer, dict) or not answer.get("worker"):
             return
         worker = str(answer["worker"])
+        with self._lock:
+            self.seen.add(worker)
+        if answer.get("status") != "failed":
+            return
         with self._lock:
             self.failures[worker] = self.failures.get(worker, 0) + 1
             newly = self.failures[worker] >= self.options.max_worker_failures and worker not in self.blocked
