@@ -278,9 +278,8 @@ class DaskBackend(RemoteBackend):
     # -- block-listing workers that keep failing -------------------------------------------------------------
     def _allowed_workers(self) -> list[str] | None:
         """None (any worker) until one is block-listed; then the others. RemoteFailure when none is listed:
-        retryable while a worker that has not failed was seen (the scheduler's list can miss a live worker
-        for a moment: seen under load, with its reply cached without workers), final once every worker seen
-        is block-listed."""
+        retryable while a worker that has not failed was seen (the scheduler's list missed a live worker for
+        a moment in CI under load; why is not known), final once every worker seen is block-listed."""
         with self._lock:
             blocked = set(self.blocked)
         if not blocked:
@@ -303,16 +302,15 @@ class DaskBackend(RemoteBackend):
         )
 
     def _count_failure(self, answer: Any) -> None:
-        """Count a failed chunk against the worker that ran it (the task names it); block-list the worker
-        after --max-worker-failures."""
+        """Note the worker that answered as seen; count a failed chunk against it (the task names it) and
+        block-list it after --max-worker-failures."""
         if not isinstance(answer, dict) or not answer.get("worker"):
             return
         worker = str(answer["worker"])
         with self._lock:
             self.seen.add(worker)
-        if answer.get("status") != "failed":
-            return
-        with self._lock:
+            if answer.get("status") != "failed":
+                return
             self.failures[worker] = self.failures.get(worker, 0) + 1
             newly = self.failures[worker] >= self.options.max_worker_failures and worker not in self.blocked
             if newly:
