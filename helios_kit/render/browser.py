@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import glob
 import itertools
 import json
@@ -161,6 +162,20 @@ def _child_setup() -> None:  # pragma: no cover - runs in the child
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _place_pipe_fds(cmd_read: int, reply_write: int) -> None:  # pragma: no cover - runs in the child
+    """Put the CDP pipe ends on fds 3 and 4, inheritable, and close every fd above them.
+
+    Through copies numbered 5 or more: a copy made with ``os.dup`` takes the lowest free number, which is 3
+    when fd 3 is free at fork time (another thread closed a file; the pipes were made at 4 and up), and
+    ``dup2`` of 3 onto 3 keeps its close-on-exec flag, so Chromium started with no fd 3 ("Remote debugging
+    pipe file descriptors are not open") now and then when two browsers launched at once."""
+    read_copy = fcntl.fcntl(cmd_read, fcntl.F_DUPFD, 5)
+    write_copy = fcntl.fcntl(reply_write, fcntl.F_DUPFD, 5)
+    os.dup2(read_copy, 3)  # dup2 onto another number makes the new fd inheritable
+    os.dup2(write_copy, 4)
+    os.closerange(5, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
 
 
 def popen_guarded(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -346,11 +361,7 @@ class Browser:
         argv = [self.executable.path, *flags, "about:blank"]
 
         def setup() -> None:  # pragma: no cover - runs in the child
-            # Via fresh copies: dup2 onto the same number would keep the close-on-exec flag.
-            read_copy, write_copy = os.dup(cmd_read), os.dup(reply_write)
-            os.dup2(read_copy, 3)
-            os.dup2(write_copy, 4)
-            os.closerange(5, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+            _place_pipe_fds(cmd_read, reply_write)
             _child_setup()
 
         # Chromium's own words (kept in the profile, dropped with it) name why a launch failed.
@@ -379,7 +390,6 @@ class Browser:
         except (TimeoutError, CDPError) as error:
             said = self._last_words()
             self.close()
-            # Seen: a headless shell exiting at once, now and then, when two start together under load.
             raise BrowserFault(f"Chromium {self.executable.path} did not start: {error}{said}") from None
         #: Seconds from launch until the browser answered over CDP.
         self.launch_s = time.perf_counter() - started

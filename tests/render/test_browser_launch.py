@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pathlib
 import stat
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -72,3 +74,45 @@ def test_a_render_whose_first_browser_dies_at_launch_renders_in_the_next(
     )
     assert launches == ["dying", "real"]
     assert decode_frame_indexes(out, 160, 120) == list(range(6))
+
+
+#: Run in a fresh interpreter: fd 3 is taken while the launch makes its pipes (so they land at 4 and up)
+#: and is free again when Chromium is forked, as when another thread closes a file meanwhile.
+_LAUNCH_WITH_FD_3_FREE = """
+import os
+import subprocess
+from helios_kit.render.browser import Browser, find_browser
+
+placeholder = os.open(os.devnull, os.O_RDONLY)
+assert placeholder == 3, placeholder
+real_popen, real_pipe = subprocess.Popen, os.pipe
+
+
+def popen_with_fd_3_free(*args, **kwargs):
+    def pipe_then_free_fd_3():  # Popen's own pipe (its exec-error channel), made just before the fork
+        made = real_pipe()
+        os.close(placeholder)
+        os.pipe = real_pipe
+        return made
+
+    os.pipe = pipe_then_free_fd_3
+    return real_popen(*args, **kwargs)
+
+
+subprocess.Popen = popen_with_fd_3_free
+with Browser(find_browser(), begin_frame_control=True) as browser:
+    print(browser.version["product"])
+"""
+
+
+@pytest.mark.render
+def test_a_browser_launches_when_fd_3_is_free_at_fork_time(tmp_path: pathlib.Path) -> None:
+    """The CDP pipe ends reach Chromium as fds 3 and 4 whatever numbers they had: a copy of one made with
+    os.dup could land on the free fd 3 close-on-exec, and Chromium then started without its pipe."""
+    script = tmp_path / "launch.py"
+    script.write_text(_LAUNCH_WITH_FD_3_FREE)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False, close_fds=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Chrome" in done.stdout
