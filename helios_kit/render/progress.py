@@ -8,26 +8,44 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
-class _FpsColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:5.1f} fps" if speed else "  ... fps", style="cyan")
+def _rich_bar(stream: IO[str]) -> Progress:
+    """The terminal bar; rich is imported here, so a render whose output is not a terminal (a pipeline, a
+    log, a worker) never loads it (~20 ms of start-up)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class FpsColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:5.1f} fps" if speed else "  ... fps", style="cyan")
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        FpsColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(file=stream),
+        transient=False,
+    )
 
 
 class RenderProgress:
@@ -51,7 +69,7 @@ class RenderProgress:
         self._start = time.monotonic()
         self._last_log = float("-inf")
         self._bar: Progress | None = None
-        self._task_id = None
+        self._task_id: Any = None
         self.is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def __enter__(self) -> RenderProgress:
@@ -59,17 +77,7 @@ class RenderProgress:
         if self.quiet:
             return self
         if self.is_tty:
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                _FpsColumn(),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=Console(file=self.stream),
-                transient=False,
-            )
+            self._bar = _rich_bar(self.stream)
             self._bar.start()
             self._task_id = self._bar.add_task(self.label, total=self.total)
         else:
