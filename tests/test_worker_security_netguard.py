@@ -449,12 +449,12 @@ def test_control_a_name_chromium_resolves_to_loopback_reaches_the_service(
 
 @pytest.mark.render
 def test_a_name_resolving_to_loopback_is_blocked(tmp_path: Path, metadata: MetadataServer, monkeypatch) -> None:
-    from helios_kit.render import egress
+    from helios_kit.render import hosts
 
     monkeypatch.setenv("HELIOS_NETGUARD", "on")
     monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
     answers = {REBIND_NAME: ["127.0.0.1"]}
-    monkeypatch.setattr(egress, "system_resolve", lambda host, port: answers.get(host, []))
+    monkeypatch.setattr(hosts, "system_resolve", lambda host, port: answers.get(host, []))
     flags = (f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1",)
     got, _proxy = _attempt(tmp_path, metadata, "fetch_by_name", flags)
     assert got == "blocked" and metadata.requests == []
@@ -468,12 +468,12 @@ def test_dns_rebinding_connects_only_to_the_checked_address(
     (the rebinding). The guarded browser never resolves the name itself: the proxy connects to the address
     it checked (recorded here instead of connecting: no traffic leaves 127.0.0.1) and the loopback
     service never sees a request."""
-    from helios_kit.render import egress
+    from helios_kit.render import egress, hosts
 
     monkeypatch.setenv("HELIOS_NETGUARD", "on")
     monkeypatch.delenv("HELIOS_NETGUARD_ALLOW", raising=False)
     public = "198.51.100.7"
-    monkeypatch.setattr(egress, "system_resolve", lambda host, port: [public] if host == REBIND_NAME else [])
+    monkeypatch.setattr(hosts, "system_resolve", lambda host, port: [public] if host == REBIND_NAME else [])
     attempted: list[tuple[str, int]] = []
     real_connect = egress.EgressProxy.connect
 
@@ -559,7 +559,8 @@ def test_proxy_refuses_every_internal_address_however_asked(ip, port: int, conne
 
 @given(ip=st.ip_addresses(v=4), port=st.integers(1, 65535), path=st.from_regex(r"/[a-z0-9/]{0,20}", fullmatch=True))
 def test_proxy_forwards_public_addresses_as_origin_form_one_request_per_connection(ip, port: int, path: str) -> None:
-    from helios_kit.render.egress import _Request, internal_address
+    from helios_kit.render.egress import _Request
+    from helios_kit.render.hosts import internal_address
 
     head = f"GET http://{ip}:{port}{path}?q=1 HTTP/1.1\r\nHost: {ip}:{port}\r\nProxy-Connection: keep-alive\r\n\r\n"
     request = _Request.parse(head.encode())

@@ -30,18 +30,21 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from helios_kit.render import egress
+from helios_kit.render import hosts
+
+if TYPE_CHECKING:
+    from helios_kit.render.egress import EgressProxy
 
 log = logging.getLogger("helios.render.netguard")
 
 ENV_VAR = "HELIOS_NETGUARD"
 ALLOW_ENV_VAR = "HELIOS_NETGUARD_ALLOW"
-BLOCKED_NAMES = egress.BLOCKED_NAMES
+BLOCKED_NAMES = hosts.BLOCKED_NAMES
 _GUARDED_SCHEMES = ("http", "https", "ws", "wss")
 _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="helios-netguard")
 
@@ -76,20 +79,22 @@ class _HostCheck:
         with self._lock:
             if name in self._cache:
                 return self._cache[name]
-        verdict = egress.internal_host(name)
+        verdict = hosts.internal_host(name)
         with self._lock:
             self._cache[name] = verdict
         return verdict
 
 
-def egress_for_launch(policy: GuardPolicy | None = None) -> egress.EgressProxy | None:
+def egress_for_launch(policy: GuardPolicy | None = None) -> EgressProxy | None:
     """The pinning proxy a browser launched now sends all its traffic through (render/egress.py), or None
     when the guard is off. Names are resolved, checked and connected to by the proxy, so a name that
     resolves to an internal address when Chromium would have connected (DNS rebinding) is never used, and
     service workers, workers and WebSockets, which the page's Fetch guard does not see, are guarded too."""
     if not (policy or GuardPolicy.from_env()).enabled:
         return None
-    return egress.EgressProxy(allowed=lambda: set(GuardPolicy.from_env().allowed))
+    from helios_kit.render.egress import EgressProxy  # asyncio and the proxy load only when the guard is on
+
+    return EgressProxy(allowed=lambda: set(GuardPolicy.from_env().allowed))
 
 
 class PageGuard:
