@@ -199,3 +199,46 @@ def test_backend_flags_import_no_client_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+_GC_PROBE_COMMAND = """
+import gc
+
+import click
+
+ON_AT_IMPORT = gc.isenabled()
+
+
+@click.command("gc-probe")
+def probe() -> None:
+    print(f"import={ON_AT_IMPORT} run={gc.isenabled()} frozen={gc.get_freeze_count()}")
+"""
+
+_GC_PROBE_MAIN = """
+import atexit
+import gc
+import sys
+
+from helios_kit import cli
+
+cli.COMMANDS["gc-probe"] = ("gc_probe_command:probe", "Say what the collector was doing.")
+atexit.register(lambda: print(f"exit frozen={gc.get_freeze_count()}"))  # runs after main's exit freeze
+sys.argv = ["helios", "gc-probe"]
+cli.main()
+"""
+
+
+def test_the_executable_keeps_the_collector_out_of_start_up_and_exit(tmp_path) -> None:
+    """`helios` (cli.main): the collector is off while the subcommand's module loads, back on (with the
+    start-up heap frozen) when it runs, and the heap is frozen again at exit; click's runner leaves it alone."""
+    (tmp_path / "gc_probe_command.py").write_text(_GC_PROBE_COMMAND)
+    (tmp_path / "probe_main.py").write_text(_GC_PROBE_MAIN)
+    done = subprocess.run(
+        [sys.executable, "probe_main.py"], capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    running, exiting = done.stdout.splitlines()
+    assert running.startswith("import=False run=True frozen=")
+    frozen_running, frozen_exiting = int(running.rsplit("=", 1)[1]), int(exiting.rsplit("=", 1)[1])
+    assert frozen_running > 10_000  # click and all that helios_kit.cli loads, frozen before the command runs
+    assert frozen_exiting > frozen_running  # what the command made was frozen too, before the final collection
