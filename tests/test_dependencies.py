@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -56,6 +57,19 @@ def test_server_records_what_was_asked_for_and_refuses_dotfiles_and_escapes(tmp_
     assert by_path["missing.png"].size is None
     assert by_path["style.css"].size == (root / "style.css").stat().st_size
     assert by_path["style.css"].sha256 == deps_module.sha256_file(root / "style.css")
+
+
+def test_server_queues_a_burst_of_connections_while_its_thread_is_busy(tmp_path: Path) -> None:
+    """Two lanes' browsers open six connections each at once. The kernel must queue them all until the
+    serving thread accepts: with the standard library's backlog of 5 it dropped the rest, and each waited
+    for Chromium's SYN retry a second later. Here the accept loop is stopped (its socket still listens), so
+    a connection completes only if the backlog holds it; a dropped one times out."""
+    (tmp_path / "index.html").write_text("<p>hi</p>")
+    with CompositionServer(tmp_path) as server:
+        server._httpd.shutdown()  # the loop stops; the listening socket stays
+        burst = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(24)]
+        for connection in burst:
+            connection.close()
 
 
 # -- checking --------------------------------------------------------------------------------------------------

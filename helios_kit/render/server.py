@@ -161,6 +161,18 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 SHUTDOWN_POLL_S = 0.02
 
 
+#: Connections the kernel queues for the serving thread to accept (the listen backlog). The standard
+#: library's 5 overflowed when two lanes' browsers loaded an ES-module composition at once (six connections
+#: each): the kernel dropped the extra SYNs and Chromium sent them again a second later, so 1 render in 6
+#: of examples/helios-counter took 1.1 s longer (TcpExtListenOverflows counted the drops).
+LISTEN_BACKLOG = 128
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+
 class CompositionServer:
     """Serve `root` on 127.0.0.1; `url_for(path)` gives the URL of a file under it; `served()` what the page
     asked for. A context manager."""
@@ -171,9 +183,8 @@ class CompositionServer:
             mimetypes.add_type(kind, suffix)
         handler = partial(_QuietHandler, directory=str(self.root))
         self._recorder = _Recorder(self.root, hasher)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _HTTPServer(("127.0.0.1", 0), handler)
         self._httpd.recorder = self._recorder  # type: ignore[attr-defined]
-        self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         serve = partial(self._httpd.serve_forever, poll_interval=SHUTDOWN_POLL_S)
         self._thread = threading.Thread(target=serve, name="helios-http", daemon=True)
