@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.loopback import LoopbackHTTPServer
 
 from helios_kit.spec import load
 
@@ -176,7 +177,7 @@ def test_an_asset_prop_naming_a_url_is_loaded_and_counts(project: Path) -> None:
     ETag or body hash), and when the server's answer changes only the video that shows it renders again."""
     import functools
     import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import SimpleHTTPRequestHandler
 
     assets = project / "cdn"
     assets.mkdir()
@@ -186,7 +187,7 @@ def test_an_asset_prop_naming_a_url_is_loaded_and_counts(project: Path) -> None:
     (assets / "b.svg").write_text(svg.format("#ff0000"))
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(assets))
     handler.log_message = lambda *args: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:

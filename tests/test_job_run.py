@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakes.jobs import make_job, tagged_processes, wait_no_tagged_processes
+from fakes.loopback import LoopbackHTTPServer
 from fakes.renders import decode_frame_indexes
 
 from helios_kit.repository import JobState, SQLiteJobRepository
@@ -217,7 +218,7 @@ def test_http_job_runs_in_the_current_folder(tmp_path: Path, fake_render_env: di
 
     make_job(tmp_path / "served", frames=12, chunks=3)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     here = tmp_path / "here"
     here.mkdir()

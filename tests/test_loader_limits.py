@@ -7,10 +7,11 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from click.testing import CliRunner
+from fakes.loopback import LoopbackHTTPServer
 
 from helios_kit.cli import cli
 from helios_kit.errors import LoaderError
@@ -55,7 +56,7 @@ class DripHandler(BaseHTTPRequestHandler):
             pass
 
 
-class QuietServer(ThreadingHTTPServer):
+class QuietServer(LoopbackHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request, client_address) -> None:

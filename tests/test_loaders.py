@@ -8,11 +8,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fakes.loopback import LoopbackHTTPServer
 
 from helios_kit.cli import cli
 from helios_kit.errors import LoaderError, SpecError
@@ -74,7 +75,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b"")
 
 
-class QuietServer(ThreadingHTTPServer):
+class QuietServer(LoopbackHTTPServer):
     def handle_error(self, request, client_address) -> None:  # clients that time out on purpose
         pass
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes.loopback import LoopbackHTTPServer
 from render.conftest import decode
 
 from helios_kit.render import render_range
@@ -100,7 +101,7 @@ def leak_site(folder: Path) -> Iterator[str]:
     """The leak composition at one fixed http origin while in use (storage is kept per origin)."""
     composition(folder, LEAK_HTML)
     handler = functools.partial(QuietHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

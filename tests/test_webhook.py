@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from fakes.jobs import make_job
+from fakes.loopback import LoopbackHTTPServer
 
 from helios_kit.errors import SpecError
 from helios_kit.webhook import (
@@ -54,7 +55,7 @@ class Receiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
+from fakes.loopback import LoopbackHTTPServer
 from fakes.renders import bytes_render
 
 from helios_kit.loaders import LoaderOptions
@@ -59,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class QuietServer(ThreadingHTTPServer):
+class QuietServer(LoopbackHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request, client_address) -> None:

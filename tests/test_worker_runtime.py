@@ -13,6 +13,7 @@ from pathlib import Path
 import fsspec
 import pytest
 from fakes.aws import make_bucket, moto_s3
+from fakes.loopback import LoopbackHTTPServer
 from fakes.renders import bytes_render
 
 from helios_kit.composition import chunk_digest, default_store_url, resolve_composition
@@ -209,7 +210,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def http_root(tmp_path: Path):
     root = tmp_path / "www"
     root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
+    server = LoopbackHTTPServer(("127.0.0.1", 0), lambda *a: _Handler(*a, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}"

@@ -7,11 +7,12 @@ import asyncio
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 from fakes.cloudjobs import make_spec
+from fakes.loopback import LoopbackHTTPServer
 
 from helios_kit.backends.base import ChunkContext, WorkerResult
 from helios_kit.worker.server import ServerConfig, create_app
@@ -92,7 +93,7 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    server = LoopbackHTTPServer(("127.0.0.1", 0), _Stub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     _Stub.calls = 0
     yield server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -34,9 +34,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from fakes.loopback import LoopbackHTTPServer
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
@@ -350,7 +352,7 @@ def gcs_server(*buckets: str) -> Iterator[FakeGcs]:
     for bucket in buckets:
         gcs.buckets[bucket] = {}
     handler = type("Handler", (_Handler,), {"gcs": gcs})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="fake-gcs", daemon=True).start()
     gcs.endpoint = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]

@@ -39,10 +39,11 @@ from collections import Counter
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from fakes.loopback import LoopbackHTTPServer
 from helios_kit.plugins import resolve_reference
 
 _PATH = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
@@ -70,7 +71,7 @@ def call_handler(reference: str, event: dict[str, Any], timeout: float, request_
         return {"ok": False, "errorType": type(error).__name__, "errorMessage": str(error)}
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(LoopbackHTTPServer):
     daemon_threads = True
     request_queue_size = 1024  # hundreds of clients connect at once; the default backlog (5) would drop SYNs
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from functools import partial
 
 import pytest
+from fakes.loopback import LoopbackHTTPServer
 
 from helios_kit.errors import RenderError
 from tests.render.conftest import FIXTURES, config, leftovers, render
@@ -37,7 +38,7 @@ def http_root(tmp_path: pathlib.Path) -> Iterator[str]:
     (site / "ok.html").write_text("<body style='background:#0a0'>ok</body>")
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *a: None  # type: ignore[method-assign]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from fakes.loopback import LoopbackHTTPServer
 
 from helios_kit.errors import RenderError
 from helios_kit.render.audio import discover_audio
@@ -208,7 +209,7 @@ def _slow_server(root: pathlib.Path, delay_s: float) -> Iterator[str]:
         def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server = LoopbackHTTPServer(("127.0.0.1", 0), Slow)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
