@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -182,9 +182,28 @@ def _place_pipe_fds(cmd_read: int, reply_write: int) -> None:  # pragma: no cove
     os.closerange(5, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
 
 
+#: The one thread that forks every guarded child (see :func:`spawn`); started on first use.
+_SPAWNER: ThreadPoolExecutor | None = None
+_SPAWNER_LOCK = threading.Lock()
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` on one long-lived thread of this process.
+
+    ``PR_SET_PDEATHSIG`` (set in the child) fires when the *thread* that forked the child exits, not only the
+    process: a browser launched from a short-lived thread (a web server's pool thread that idles out, a
+    thread that keeps a WarmBrowser for later renders) was SIGKILLed as soon as that thread ended. Children
+    forked on this thread die with the process, as intended, and only then."""
+    global _SPAWNER
+    with _SPAWNER_LOCK:
+        if _SPAWNER is None:
+            _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="helios-spawn")
+    return _SPAWNER.submit(subprocess.Popen, argv, **kwargs).result()
+
+
 def popen_guarded(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start a child in its own process group that is killed if this process dies."""
-    return subprocess.Popen(argv, preexec_fn=_child_setup, **kwargs)
+    return spawn(argv, preexec_fn=_child_setup, **kwargs)
 
 
 def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
@@ -374,7 +393,7 @@ class Browser:
         self._stderr_path = os.path.join(self._profile, STDERR_LOG)
         try:
             with open(self._stderr_path, "wb") as stderr:
-                self.process: subprocess.Popen[bytes] = subprocess.Popen(
+                self.process: subprocess.Popen[bytes] = spawn(
                     argv,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,

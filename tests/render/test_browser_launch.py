@@ -3,11 +3,14 @@ wrote goes with its profile (helios_kit/render/browser.py Browser)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 
 import pytest
 from fakes.jobs import FRAME_INDEX_HTML
@@ -15,7 +18,7 @@ from fakes.renders import decode_frame_indexes
 
 from helios_kit.errors import BrowserFault
 from helios_kit.render import render_range
-from helios_kit.render.browser import Browser, BrowserExecutable, find_browser
+from helios_kit.render.browser import Browser, BrowserExecutable, find_browser, wait_exit
 from helios_kit.spec import RenderConfig
 
 
@@ -116,3 +119,35 @@ def test_a_browser_launches_when_fd_3_is_free_at_fork_time(tmp_path: pathlib.Pat
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Chrome" in done.stdout
+
+
+def _until_thread_gone(native_id: int) -> None:
+    """Until the OS thread has exited (Python's join returns a moment before): the kernel sends
+    PR_SET_PDEATHSIG in that exit, and offers no event to wait on, so its /proc entry is watched."""
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/self/task/{native_id}") and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+@pytest.mark.render
+def test_a_browser_outlives_the_thread_that_launched_it() -> None:
+    """PR_SET_PDEATHSIG fires when the *thread* that forked a child exits: a browser launched from a
+    short-lived thread (a pool thread keeping a WarmBrowser for later renders) was killed with it. Every
+    child is forked on one long-lived thread (browser.spawn), so the browser keeps answering."""
+    launched: list[Browser] = []
+    native_ids: list[int] = []
+
+    def launch() -> None:
+        native_ids.append(threading.get_native_id())
+        launched.append(Browser(find_browser(), begin_frame_control=True))
+
+    thread = threading.Thread(target=launch)
+    thread.start()
+    thread.join()
+    _until_thread_gone(native_ids[0])
+    with launched[0] as browser:
+        # A killed browser is reaped within milliseconds of the thread's exit (-9); this one must not end at
+        # all, so the wait running out is the pass.
+        with pytest.raises(subprocess.TimeoutExpired):
+            wait_exit(browser.process, 1.0)
+        assert browser.new_page(64, 64).evaluate("1 + 1") == 2
