@@ -141,7 +141,10 @@ def test_failure_and_timeout_leave_no_processes(tmp_path: Path, env: dict[str, s
 @pytest.mark.render
 @pytest.mark.parametrize("how", ["helios job cancel", "SIGINT", "SIGTERM"])
 def test_cancel_from_another_terminal_or_a_signal(tmp_path: Path, env: dict[str, str], how: str) -> None:
-    job = make_job(tmp_path / "job", frames=600, chunks=6)
+    # Long enough that the cancel always lands while chunks render: 600 frames at 160x120 took 2.6 s whole
+    # here, and under the load of five suites at once one run finished before `helios job cancel` (a fresh
+    # process) had started, and exited 0. 18,000 frames are minutes of work; the cancel stops them in seconds.
+    job = make_job(tmp_path / "job", frames=18_000, chunks=6)
     run = subprocess.Popen(
         [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "2", "--quiet"],
         env=env,
@@ -160,7 +163,7 @@ def test_cancel_from_another_terminal_or_a_signal(tmp_path: Path, env: dict[str,
         else:
             run.send_signal(getattr(signal, how))
         # No time bound (the suite runs on loaded machines): the exit code, the last line and the record
-        # below say the run stopped because it was cancelled, not because its 3,600 frames were done.
+        # below say the run stopped because it was cancelled, not because its 18,000 frames were done.
         stdout, stderr = run.communicate(timeout=300)
     finally:
         if run.poll() is None:
