@@ -21,7 +21,8 @@ for DOM, ``toDataURL`` for canvas) back to back on the composition loaded bare, 
 (``benchmarks/render_speed.py``), captured alone and piped into the same ffmpeg. Prints seconds and frames/s
 per tool, the CPU seconds of each tool's whole process tree (sampled from /proc: robust where wall time on a
 shared machine is not), each output's frame count and size (a tool that skips drawing shows as a tiny
-file), the ratios (ours vs each peer, by wall and by CPU), ours as it decides vs in 1 lane on each
+file), the ratios (ours vs each peer, by wall and by CPU), the CPU floor (ours' CPU seconds spread perfectly
+over every core, and the best ratio each peer would then see), ours as it decides vs in 1 lane on each
 composition, the load average before and after, and the command; ``--rounds N`` repeats it all (one
 table of ratios per round).
 Peers use the same browser binary as ours (the system headless shell), except the Helios renderer's DOM
@@ -63,6 +64,8 @@ TOOLS = (
     "helios-kit 1 lane",
     "timecut defaults",
 )
+#: The peers, as their rows are named.
+PEER_NAMES = ("timecut", "timecut defaults", "helios-renderer")
 SINGLE_PROCESS_LINE = "    '--single-process',\n"
 
 TIMECUT_JS = r"""
@@ -253,7 +256,19 @@ def _cpu_ratio(fps: dict[tuple[str, str], float], scene: str, peer: str, ours: s
     return f"{theirs / mine:5.2f}x" if theirs and mine else "  n/a"
 
 
-def print_ratios(fps: dict[tuple[str, str], float]) -> None:
+def print_cpu_floor(fps: dict[tuple[str, str], float], scene: str, frames: int) -> None:
+    """The fastest ours could be with its CPU seconds spread perfectly over every core, and the ratios that
+    would give: a ratio goal above them needs less CPU per frame, not better overlap."""
+    cpu, cores = fps.get((scene, "helios-kit cpu")), os.cpu_count() or 1
+    if not cpu:
+        return
+    floor = cpu / cores
+    ceilings = [f"{peer} {frames / fps[(scene, peer)] / floor:4.2f}x" for peer in PEER_NAMES if fps.get((scene, peer))]
+    best = f"{cpu:.2f} CPU-s on {cores} cores = {floor:.2f} s at best"
+    print(f"{scene:6s} CPU floor: {best}; at most {', '.join(ceilings)}")
+
+
+def print_ratios(fps: dict[tuple[str, str], float], frames: int) -> None:
     for scene in ("DOM", "canvas"):
         ours = fps.get((scene, "helios-kit"))
         if not ours:
@@ -261,13 +276,14 @@ def print_ratios(fps: dict[tuple[str, str], float]) -> None:
         raw = fps.get((scene, "raw capture"), 0.0)
         encoded = fps.get((scene, "raw capture+ffmpeg"), 0.0)
         print(f"{scene:6s} ours {ours:5.1f} frames/s; raw capture limit {raw:5.1f} (with ffmpeg {encoded:5.1f})")
-        for peer in ("timecut", "timecut defaults", "helios-renderer"):
+        for peer in PEER_NAMES:
             theirs = fps.get((scene, peer))
             if theirs:
                 print(f"{scene:6s} helios-kit vs {peer:16s}: {ours / theirs:5.2f}x", end="")
                 cli = fps.get((scene, "helios-kit CLI"))
                 print(f"   (CLI: {cli / theirs:5.2f}x)" if cli else "", end="")
                 print(f"   CPU seconds, theirs / ours: {_cpu_ratio(fps, scene, peer, 'helios-kit')}")
+        print_cpu_floor(fps, scene, frames)
     webcodecs = fps.get(("canvas", "helios-kit webcodecs"))
     for peer in ("timecut", "helios-renderer"):
         theirs = fps.get(("canvas", peer))
@@ -300,7 +316,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="helios-peers-") as tmp:
             fps = run_round(args, pathlib.Path(tmp))
         print(f"-- round {round_} ratios ({_load()} after):")
-        print_ratios(fps)
+        print_ratios(fps, args.frames)
     print("command: " + " ".join([pathlib.Path(sys.executable).name, *sys.argv]))
 
 
