@@ -6,8 +6,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from helios_kit.render.netguard import ENV_VAR as NETGUARD_ENV
+
+# No per-example deadline for the property tests: CI runs several suites at once on two cores, where one
+# example can stall past Hypothesis's default 200 ms for reasons that are not the code's (a deadline miss
+# fails the test as "flaky"). What the properties check is correctness; benchmarks measure time.
+settings.register_profile("helios", deadline=None)
+settings.load_profile("helios")
 
 
 @pytest.fixture(autouse=True)

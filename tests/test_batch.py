@@ -119,7 +119,7 @@ def test_two_rows_to_one_output_is_an_error_naming_both(project: Path) -> None:
 
 
 def test_kill_9_then_the_rerun_renders_only_what_was_missing(project: Path) -> None:
-    names = [f"v{index}" for index in range(5)]
+    names = [f"v{index}" for index in range(12)]  # enough that the batch cannot finish before the kill lands
     (project / "rows.csv").write_text("id,color\n" + "".join(f"{name},#ff0000\n" for name in names))
     out = project / "out"
     proc = subprocess.Popen(
@@ -133,6 +133,7 @@ def test_kill_9_then_the_rerun_renders_only_what_was_missing(project: Path) -> N
         while not list(out.glob("*.mp4.done.json")) and proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.05)
+        assert proc.poll() is None, "the batch ended before it could be killed"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
@@ -145,7 +146,7 @@ def test_kill_9_then_the_rerun_renders_only_what_was_missing(project: Path) -> N
     rerun = helios("batch", "card", "rows.csv", "-o", "out/{id}.mp4", "-j", "1", cwd=project)
     assert rerun.returncode == 0, rerun.stderr
     missing = len(names) - len(done)
-    assert f"5 videos: {missing} rendered, {len(done)} skipped (up to date), 0 failed" in rerun.stdout
+    assert f"{len(names)} videos: {missing} rendered, {len(done)} skipped (up to date), 0 failed" in rerun.stdout
     assert {name: (out / name).stat().st_mtime_ns for name in done} == before
     assert {path: path.stat().st_mtime_ns for path in chunks} == chunks  # complete chunks were not rendered again
     assert sorted(path.name for path in out.glob("*.mp4")) == sorted(f"{name}.mp4" for name in names)

@@ -190,7 +190,7 @@ def test_cancel_mid_run_stops_scheduling_and_aborts_running_chunks(tmp_path: Pat
 
 def test_concurrency_is_never_exceeded(tmp_path: Path) -> None:
     job = make_job(tmp_path / "job", frames=24, chunks=12)
-    backend = ScriptedBackend(tmp_path / "ws", sleep=0.05)
+    backend = ScriptedBackend(tmp_path / "ws", sleep=0.3)  # long enough for 3 to overlap on a loaded machine
     report = run(job, backend, concurrency=3)
     assert report.ok
     assert backend.max_active == 3

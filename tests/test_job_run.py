@@ -41,7 +41,7 @@ def helios(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.
 
 
 def assert_no_orphans(env: dict[str, str]) -> None:
-    assert wait_no_tagged_processes(env["HELIOS_TEST_PROCESS_TAG"], timeout=10) == []
+    assert wait_no_tagged_processes(env["HELIOS_TEST_PROCESS_TAG"], timeout=60) == []
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -82,7 +82,10 @@ def test_incremental_runs_are_frame_exact(tmp_path: Path, env: dict[str, str]) -
 
 @pytest.mark.render
 def test_kill_9_mid_chunk_then_resume(tmp_path: Path, env: dict[str, str]) -> None:
-    job = make_job(tmp_path / "job", frames=120, chunks=4)
+    # 250 frames a chunk (about a second each even when fast), so the kill below always lands inside chunk 1;
+    # short leases, so the resumed run takes over the killed run's lease on chunk 1 within seconds.
+    job = make_job(tmp_path / "job", frames=1000, chunks=4)  # frame numbers drawn in 10 bits
+    env = {**env, "HELIOS_LEASE_TTL": "3"}
     chunks = tmp_path / "job" / "chunks"
     run = subprocess.Popen(
         [sys.executable, "-m", "helios_kit.cli", "job", "run", str(job), "--concurrency", "1", "--quiet"],
@@ -91,15 +94,14 @@ def test_kill_9_mid_chunk_then_resume(tmp_path: Path, env: dict[str, str]) -> No
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not (chunks / "chunk-0000.mp4.done.json").exists():
             assert run.poll() is None and time.monotonic() < deadline, "chunk 0 never completed"
             time.sleep(0.05)
-        # now in the middle of chunk 1: wait until its Chromium is up, then kill the run without warning
-        while not any("chrom" in cmd for _, cmd in tagged_processes(env["HELIOS_TEST_PROCESS_TAG"])):
-            assert run.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        time.sleep(0.3)
+        # chunk 1 is leased once its render starts: kill the run without warning in the middle of it
+        while not list(chunks.glob("chunk-0001.mp4.lease-*")):
+            assert run.poll() is None and time.monotonic() < deadline, "chunk 1 never started"
+            time.sleep(0.02)
         os.kill(run.pid, signal.SIGKILL)
         run.wait(10)
     finally:
@@ -114,13 +116,15 @@ def test_kill_9_mid_chunk_then_resume(tmp_path: Path, env: dict[str, str]) -> No
     assert resumed.returncode == 0, resumed.stderr
     summary = f"4 chunks: {4 - len(done)} rendered, {len(done)} skipped (complete), 0 failed"
     assert last_line(resumed).startswith(summary)
-    assert decode_frame_indexes(tmp_path / "job" / "out.mp4", W, H) == list(range(120))
+    assert decode_frame_indexes(tmp_path / "job" / "out.mp4", W, H) == list(range(1000))
     assert_no_orphans(env)
 
 
 @pytest.mark.render
 def test_failure_and_timeout_leave_no_processes(tmp_path: Path, env: dict[str, str]) -> None:
-    job = make_job(tmp_path / "job", frames=8, chunks=2)
+    # a composition that is never ready: every attempt runs into the chunk timeout, however fast renders get
+    never_ready = '<body><script>window.helios.delayRender("never ready");</script></body>'
+    job = make_job(tmp_path / "job", frames=8, chunks=2, html=never_ready)
     timed = helios("job", "run", str(job), "--chunk-timeout", "0.4", "--retries", "1", "--retry-delay", "0.05", env=env)
     assert timed.returncode == 1
     assert "error: chunk 0 failed after 2 attempts: timed out after 0.4 s" in timed.stderr

@@ -81,7 +81,7 @@ def test_cancel_here_and_from_another_process_through_the_repository(tmp_path: P
             JobManager(SQLiteJobRepository(db)).cancel(job_id)
         else:
             manager.cancel(job_id)
-        status, _ = poll(manager, job_id, {JobState.CANCELLED, JobState.COMPLETED, JobState.FAILED}, timeout=10)
+        status, _ = poll(manager, job_id, {JobState.CANCELLED, JobState.COMPLETED, JobState.FAILED}, timeout=60)
         assert status.state is JobState.CANCELLED
         assert status.completed_chunks < 10
         assert any(c.state is ChunkState.CANCELLED for c in status.chunks)
@@ -143,7 +143,7 @@ def test_local_backend_through_the_manager(tmp_path: Path, monkeypatch: pytest.M
     assert status.state is JobState.COMPLETED, status.error
     assert status.backend == "local" and status.result is not None and status.result.frames == 20
     assert decode_frame_indexes(tmp_path / "job" / "out.mp4", 160, 120) == list(range(20))
-    assert wait_no_tagged_processes(tag, timeout=5) == []
+    assert wait_no_tagged_processes(tag, timeout=60) == []
 
 
 def test_create_from_a_spec_object(tmp_path: Path) -> None:

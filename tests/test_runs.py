@@ -210,8 +210,8 @@ def test_a_detached_run_is_one_run(tmp_path: Path) -> None:
     run_id = started.stdout.split(" as run ", 1)[1].split(" ", 1)[0]
     repository = SQLiteJobRepository(tmp_path / "home" / "jobs.db")
     deadline = time.monotonic() + 120
-    while repository.get(run_id).state is not JobState.COMPLETED:
-        assert time.monotonic() < deadline and repository.get(run_id).state.active, repository.get(run_id)
+    while (state := repository.get(run_id).state) is not JobState.COMPLETED:  # one read per look
+        assert time.monotonic() < deadline and state.active, repository.get(run_id)
         time.sleep(0.1)
     (run,) = repository.runs("job-1")
     assert run.run_id == run_id and run.created_at <= run.started_at <= run.finished_at

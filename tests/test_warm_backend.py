@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ def tag(monkeypatch) -> Iterator[str]:
     monkeypatch.setenv("HELIOS_TEST_PROCESS_TAG", value)
     monkeypatch.delenv("HELIOS_WORKER_RENDER", raising=False)
     yield value
-    assert wait_no_tagged_processes(value, timeout=10) == []
+    assert wait_no_tagged_processes(value, timeout=60) == []
 
 
 def chromium_pids(tag: str) -> set[int]:
@@ -46,6 +47,15 @@ def _parent(pid: int) -> int:
             return int(handle.read().rsplit(b")", 1)[1].split()[1])
     except OSError:
         return 0
+
+
+def wait_group_gone(pid: int, timeout: float = 60.0) -> set[int]:
+    """Wait until process group `pid` has no live process (SIGKILL is delivered asynchronously); the
+    survivors, empty when all are gone."""
+    deadline = time.monotonic() + timeout
+    while (left := group_of(pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 def group_of(pid: int) -> set[int]:
@@ -93,7 +103,7 @@ def test_one_worker_and_one_chromium_serve_consecutive_chunks(tmp_path: Path, ta
 
 @pytest.mark.render
 def test_cancel_kills_the_worker_group_and_the_next_chunk_starts_cold(tmp_path: Path, tag: str) -> None:
-    job = make_job(tmp_path / "job", frames=1200, chunks=2)
+    job = make_job(tmp_path / "job", frames=12_000, chunks=2)  # far more than can render before the cancel
     spec = load(job)
     backend = LocalBackend(LocalOptions(warm=True))
     try:
@@ -111,7 +121,7 @@ def test_cancel_kills_the_worker_group_and_the_next_chunk_starts_cold(tmp_path: 
         cancel.set()
         thread.join()
         assert results[0].status is WorkerStatus.CANCELLED
-        assert group_of(worker.pid) == set()  # the worker, its Chromium and its ffmpeg are gone
+        assert wait_group_gone(worker.pid) == set()  # the worker, its Chromium and its ffmpeg are gone
 
         small_job = make_job(tmp_path / "small", frames=4, chunks=1)
         small = load(small_job)

@@ -232,8 +232,9 @@ def test_a_killed_browser_is_replaced(tmp_path: Path, warm) -> None:
 @pytest.mark.render
 def test_a_hung_browser_is_replaced(tmp_path: Path) -> None:
     html = composition(tmp_path / "state", STATE_HTML)
-    with WarmBrowser(health_timeout_s=1.0) as warm:
+    with WarmBrowser() as warm:
         render(html, tmp_path / "one.mp4", warm=warm)
+        warm.health_timeout_s = 1.0  # only now: it also bounds the tab reset after the first render
         hung = warm.pid
         assert hung is not None
         group = os.getpgid(hung)

@@ -80,6 +80,13 @@ def base() -> Iterator[str]:
 
 @pytest.fixture
 def worker(tmp_path: Path) -> WorkerRuntime:
+    return WorkerRuntime(tmp_path / "ws", render=bytes_render)
+
+
+@pytest.fixture
+def impatient_worker(tmp_path: Path) -> WorkerRuntime:
+    """A worker whose fetches give up after 1 s (only for the dripping URL: a loaded machine can take longer
+    than that to answer any loopback request)."""
     return WorkerRuntime(tmp_path / "ws", render=bytes_render, loader_options=LoaderOptions(timeout=1))
 
 
@@ -103,8 +110,8 @@ def test_the_loaders_retryable_flag_decides(base, tmp_path: Path, worker, status
     assert not result.ok and result.retryable is retryable and f"HTTP {status}" in result.stderr
 
 
-def test_a_dripping_spec_url_times_out_and_may_be_retried(base, tmp_path: Path, worker) -> None:
-    result = worker.run(f"{base}/drip.json", 0, store=str(tmp_path / "store"))
+def test_a_dripping_spec_url_times_out_and_may_be_retried(base, tmp_path: Path, impatient_worker) -> None:
+    result = impatient_worker.run(f"{base}/drip.json", 0, store=str(tmp_path / "store"))
     assert not result.ok and result.retryable
     assert result.stderr == f"timed out after 1 s fetching {base}/drip.json"
 

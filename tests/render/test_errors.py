@@ -93,7 +93,8 @@ def test_composition_that_throws_on_load(tmp_path: pathlib.Path) -> None:
 
 
 def test_composition_never_ready_times_out_naming_the_frame(tmp_path: pathlib.Path) -> None:
-    message = _fails(tmp_path, ERRORS / "never_ready.html", 0, 10, timeout_s=1.5)
+    # the timeout bounds the page load too: 5 s leaves a loaded machine room to load the page
+    message = _fails(tmp_path, ERRORS / "never_ready.html", 0, 10, timeout_s=5)
     assert message.startswith("timeout: frame 3 never became ready")
     assert "waiting for data that never comes" in message
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pathlib
 import threading
-import time
 
 import pytest
 
 from helios_kit.render import RenderCancelled
-from tests.render.conftest import FIXTURES, decode, leftovers, render, tagged_processes
+from tests.render.conftest import FIXTURES, decode, leftovers, processes_left, render, tagged_processes
 
 pytestmark = pytest.mark.render
 
@@ -24,10 +23,10 @@ def test_es_module_folder_renders(tmp_path: pathlib.Path) -> None:
 
 def test_no_processes_left_after_success_and_failure(tmp_path: pathlib.Path, process_tag: str) -> None:
     render(FIXTURES / "frame_index", tmp_path / "ok.mp4", 0, 3)
-    assert tagged_processes(process_tag) == []
+    assert processes_left(process_tag) == []
     with pytest.raises(Exception, match="boom at seven"):
         render(FIXTURES / "errors" / "throws_at_frame.html", tmp_path / "bad.mp4", 0, 20)
-    assert tagged_processes(process_tag) == []
+    assert processes_left(process_tag) == []
 
 
 def test_cancel_stops_promptly_without_output(tmp_path: pathlib.Path, process_tag: str) -> None:
@@ -57,7 +56,4 @@ def test_cancel_stops_promptly_without_output(tmp_path: pathlib.Path, process_ta
     assert alive_during, "the tag should have found Chromium and ffmpeg while rendering"
     assert max(seen) <= 6
     assert not out.exists() and leftovers(tmp_path) == []
-    deadline = time.monotonic() + 5
-    while tagged_processes(process_tag) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert tagged_processes(process_tag) == []
+    assert processes_left(process_tag) == []

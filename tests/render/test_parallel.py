@@ -23,7 +23,7 @@ from tests.render.conftest import (
     leftovers,
     probe,
     process_tag,  # noqa: F401 - a fixture
-    tagged_processes,
+    processes_left,
 )
 
 pytestmark = pytest.mark.render
@@ -198,7 +198,7 @@ def test_cancelling_mid_render_stops_every_lane(tmp_path: pathlib.Path, process_
     with pytest.raises(RenderCancelled):
         parallel(out, 0, 200, parts=2, cancel=cancel, progress=progress)
     assert not out.exists() and leftovers(tmp_path) == []
-    assert tagged_processes(process_tag) == []  # no browser, no ffmpeg left running
+    assert processes_left(process_tag) == []  # no browser, no ffmpeg left running
 
 
 def test_a_profiled_render_in_lanes_reports_every_lane(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
