@@ -86,7 +86,9 @@ class WorkerResult(WireModel):
     )
     throttles: int = Field(0, ge=0, description="Times the platform throttled this attempt (backed off, not retried).")
     manifest: str | None = Field(
-        None, description="The done-manifest this attempt committed, exactly as written (the client's done index)."
+        None,
+        description="The done-manifest this attempt committed, or (skipped) found vouching for the chunk, exactly "
+        "as the store holds it (the client's done index).",
     )
 
     @property

@@ -364,6 +364,10 @@ class ArtifactStore:
         index = decode_index(data)
         return index if index is not None and index.job_id == job_id else None
 
+    def known_manifest(self, rel: str) -> str | None:
+        """The done-manifest of `rel` exactly as this instance last read or wrote it (None when it did not)."""
+        return self._known.get(self.manifest_name(rel))
+
     def remember_manifest(self, rel: str, text: str) -> None:
         """A done-manifest of `rel` as a worker reported writing it (for the done index; verified when read)."""
         self._known[self.manifest_name(rel)] = text

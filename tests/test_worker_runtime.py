@@ -77,6 +77,9 @@ def test_local_job_renders_commits_then_skips(tmp_path: Path, runtime) -> None:
     again = worker.run(str(job), 1)
     assert again.status == "skipped" and len(render.calls) == 1
     assert "skipped" in again.stdout
+    # with the manifest that vouched for it, byte for byte (the client's done index learns it from a retry
+    # whose first attempt committed but never answered)
+    assert again.manifest == result.manifest == (tmp_path / "job" / f"{rel}.done.json").read_text()
     # force renders anyway
     forced = worker.run(str(job), 1, force=True)
     assert forced.status == "ok" and len(render.calls) == 2

@@ -230,10 +230,13 @@ class WorkerRuntime:
             and store.is_complete(rel, digest, composition.checker())
             and (not verify_seams or seams.has_images(store, spec, chunk))
         ):
+            # with the manifest that vouched for it: a retry or backup that finds the chunk committed by an
+            # attempt whose answer was lost (or that lost the race) still tells the client's done index
             return result(
                 WorkerStatus.SKIPPED,
                 output_file=store.uri(rel),
                 frames=chunk.frame_count,
+                manifest=store.known_manifest(rel),
                 stdout=f"chunk {chunk.id}: already complete in {store.url}, skipped",
             )
         store.check_writable()

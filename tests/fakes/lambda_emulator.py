@@ -10,7 +10,8 @@ Knobs (all per emulator): `latency`, the least time an invocation takes (the han
 (fractions of invocations answered 429 / Unhandled before the handler runs, from a seeded RNG: each chunk
 draws from its own sequence, so which of a chunk's invocations fail does not depend on how the client's
 concurrent invocations happened to interleave, and a seeded test sees the same outcomes every run),
-`reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `first_delays`
+`reserved_concurrency` (in-flight invocations above it are throttled, as Lambda does), `lost_answers` (chunk
+ids whose first invocation commits its chunk and then answers as a dead runtime would), `first_delays`
 (`{chunk id: seconds}`: the first invocation of that chunk waits that long before its handler starts, a
 straggling instance; later invocations of it run normally), `timeout` (the
 function's time limit, reported as `Task timed out`), `workers` (handler processes), `threads` (see below),
@@ -99,6 +100,9 @@ class LambdaEmulator:
     gather: int = 0
     gather_timeout: float = 60.0
     first_delays: dict[int, float] = field(default_factory=dict)
+    #: Chunk ids whose first invocation runs its handler to the end, then answers as if the runtime died: the
+    #: chunk is committed, its answer is lost (the client retries).
+    lost_answers: set[int] = field(default_factory=set)
     threads: bool = False
     #: Chunk invocations after the first `hold_after` wait, before their handler runs, until :meth:`release`.
     hold_after: int | None = None
@@ -311,12 +315,28 @@ class LambdaEmulator:
                     {"errorMessage": outcome["errorMessage"], "errorType": outcome["errorType"]},
                     {"X-Amz-Function-Error": "Unhandled"},
                 )
+            if self._loses_answer(event):
+                self.counts["lost"] += 1
+                return request._send(
+                    200,
+                    {"errorMessage": "Runtime exited with error: signal: killed", "errorType": "Runtime.ExitError"},
+                    {"X-Amz-Function-Error": "Unhandled"},
+                )
             self.counts["ok"] += 1
             return request._send(200, outcome["value"], {"X-Amz-Executed-Version": "$LATEST"})
         finally:
             with self._lock:
                 self._in_flight -= 1
                 self._lock.notify_all()
+
+    def _loses_answer(self, event: Any) -> bool:
+        """Whether this invocation's answer is lost (the first of a chunk in `lost_answers`)."""
+        if not isinstance(event, dict) or event.get("merge") or not isinstance(event.get("chunkId"), int):
+            return False
+        with self._lock:
+            lost = event["chunkId"] in self.lost_answers
+            self.lost_answers.discard(event["chunkId"])
+        return lost
 
     def _roll(self, event: Any) -> float:
         """The next draw for this invocation: from its chunk's own seeded sequence (the emulator's for others)."""
