@@ -83,6 +83,15 @@ class _Server(LoopbackHTTPServer):
             super().handle_error(request, client_address)
 
 
+def _runtime_died(request: Any) -> None:
+    """Answer as Lambda does when the function's runtime was killed (an `Unhandled` function error)."""
+    return request._send(
+        200,
+        {"errorMessage": "Runtime exited with error: signal: killed", "errorType": "Runtime.ExitError"},
+        {"X-Amz-Function-Error": "Unhandled"},
+    )
+
+
 @dataclass
 class LambdaEmulator:
     handler: str = "helios_lambda.handler:handler"
@@ -288,11 +297,7 @@ class LambdaEmulator:
             if failing:
                 time.sleep(self.latency)
                 self.counts["failed"] += 1
-                return request._send(
-                    200,
-                    {"errorMessage": "Runtime exited with error: signal: killed", "errorType": "Runtime.ExitError"},
-                    {"X-Amz-Function-Error": "Unhandled"},
-                )
+                return _runtime_died(request)
             future = self._submit(event, f"req-{roll}", started)
             # an invocation lasts `latency` (start-up, network) or the handler's own time, whichever is longer
             time.sleep(max(0.0, self.latency - (time.monotonic() - started)))
@@ -317,11 +322,7 @@ class LambdaEmulator:
                 )
             if self._loses_answer(event):
                 self.counts["lost"] += 1
-                return request._send(
-                    200,
-                    {"errorMessage": "Runtime exited with error: signal: killed", "errorType": "Runtime.ExitError"},
-                    {"X-Amz-Function-Error": "Unhandled"},
-                )
+                return _runtime_died(request)
             self.counts["ok"] += 1
             return request._send(200, outcome["value"], {"X-Amz-Executed-Version": "$LATEST"})
         finally:

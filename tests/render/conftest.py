@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 import subprocess
-import time
 import uuid
 
 import numpy as np
@@ -131,13 +130,3 @@ def process_tag(monkeypatch: pytest.MonkeyPatch) -> str:
 def tagged_processes(tag: str) -> list[int]:
     """Live (non-zombie) processes other than this one whose environment carries `tag`."""
     return [pid for pid, _command in tagged_commands(tag)]
-
-
-def processes_left(tag: str, timeout: float = 60.0) -> list[int]:
-    """The processes carrying `tag` that are still alive after up to `timeout` s (empty once all are gone):
-    the render killed its process groups, but a killed process needs the CPU to exit, which a loaded
-    machine hands out late."""
-    deadline = time.monotonic() + timeout
-    while (left := tagged_processes(tag)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left

@@ -6,9 +6,10 @@ import pathlib
 import threading
 
 import pytest
+from fakes.jobs import wait_no_tagged_processes
 
 from helios_kit.render import RenderCancelled
-from tests.render.conftest import FIXTURES, decode, leftovers, processes_left, render, tagged_processes
+from tests.render.conftest import FIXTURES, decode, leftovers, render, tagged_processes
 
 pytestmark = pytest.mark.render
 
@@ -23,10 +24,10 @@ def test_es_module_folder_renders(tmp_path: pathlib.Path) -> None:
 
 def test_no_processes_left_after_success_and_failure(tmp_path: pathlib.Path, process_tag: str) -> None:
     render(FIXTURES / "frame_index", tmp_path / "ok.mp4", 0, 3)
-    assert processes_left(process_tag) == []
+    assert wait_no_tagged_processes(process_tag, timeout=60) == []
     with pytest.raises(Exception, match="boom at seven"):
         render(FIXTURES / "errors" / "throws_at_frame.html", tmp_path / "bad.mp4", 0, 20)
-    assert processes_left(process_tag) == []
+    assert wait_no_tagged_processes(process_tag, timeout=60) == []
 
 
 def test_cancel_stops_promptly_without_output(tmp_path: pathlib.Path, process_tag: str) -> None:
@@ -56,4 +57,4 @@ def test_cancel_stops_promptly_without_output(tmp_path: pathlib.Path, process_ta
     assert alive_during, "the tag should have found Chromium and ffmpeg while rendering"
     assert max(seen) <= 6
     assert not out.exists() and leftovers(tmp_path) == []
-    assert processes_left(process_tag) == []
+    assert wait_no_tagged_processes(process_tag, timeout=60) == []

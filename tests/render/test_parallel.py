@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+from fakes.jobs import wait_no_tagged_processes
 
 import helios_kit.render.parallel as parallel_module
 from helios_kit.errors import BrowserFault, RenderError
@@ -23,7 +24,6 @@ from tests.render.conftest import (
     leftovers,
     probe,
     process_tag,  # noqa: F401 - a fixture
-    processes_left,
 )
 
 pytestmark = pytest.mark.render
@@ -198,7 +198,7 @@ def test_cancelling_mid_render_stops_every_lane(tmp_path: pathlib.Path, process_
     with pytest.raises(RenderCancelled):
         parallel(out, 0, 200, parts=2, cancel=cancel, progress=progress)
     assert not out.exists() and leftovers(tmp_path) == []
-    assert processes_left(process_tag) == []  # no browser, no ffmpeg left running
+    assert wait_no_tagged_processes(process_tag, timeout=60) == []  # no browser, no ffmpeg left running
 
 
 def test_a_profiled_render_in_lanes_reports_every_lane(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch):
