@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from fakes.jobs import make_job, tagged_processes, wait_no_tagged_processes
 from fakes.renders import decode_frame_indexes
+from fakes.waiting import wait_for
 from test_warm_isolation import leak_site, leaks_seen
 
 from helios_kit.backends.base import ChunkContext
@@ -47,15 +47,6 @@ def _parent(pid: int) -> int:
             return int(handle.read().rsplit(b")", 1)[1].split()[1])
     except OSError:
         return 0
-
-
-def wait_group_gone(pid: int, timeout: float = 60.0) -> set[int]:
-    """Wait until process group `pid` has no live process (SIGKILL is delivered asynchronously); the
-    survivors, empty when all are gone."""
-    deadline = time.monotonic() + timeout
-    while (left := group_of(pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def group_of(pid: int) -> set[int]:
@@ -121,7 +112,8 @@ def test_cancel_kills_the_worker_group_and_the_next_chunk_starts_cold(tmp_path: 
         cancel.set()
         thread.join()
         assert results[0].status is WorkerStatus.CANCELLED
-        assert wait_group_gone(worker.pid) == set()  # the worker, its Chromium and its ffmpeg are gone
+        # the worker, its Chromium and its ffmpeg are gone (SIGKILL is delivered asynchronously)
+        wait_for(lambda: not group_of(worker.pid), 60, "the worker's process group to exit")
 
         small_job = make_job(tmp_path / "small", frames=4, chunks=1)
         small = load(small_job)

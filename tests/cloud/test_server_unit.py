@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fakes.cloudjobs import make_spec
 from fakes.loopback import LoopbackHTTPServer
+from fakes.waiting import wait_for
 
 from helios_kit.backends.base import ChunkContext, WorkerResult
 from helios_kit.worker.server import ServerConfig, create_app
@@ -138,10 +139,7 @@ def test_caller_disconnect_cancels_the_render() -> None:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while not server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
+        wait_for(lambda: server.started, 60, "the server to start")
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"http://127.0.0.1:{port}/", json={"jobUrl": "s3://b/j.json", "chunkId": 0}, timeout=0.5)
         assert cancelled.wait(60), "the render was not cancelled when the caller went away"
