@@ -649,7 +649,15 @@
   const VIDEO_PROBE_CONTRAST = 60;
   // A captured point shows a picture when its colour is within this of it (JPEG and scaling noise).
   const VIDEO_PROBE_MATCH = 45;
+  // A first picture (nothing of the video shown before) is missing when more than a quarter of its points
+  // do not show it; a later one is stale when most points show the previous picture.
+  const VIDEO_FIRST_PICTURE_SHARE = 4;
   const videoSynced = new WeakSet(); // videos seeked (and presented) at least once
+  // Videos whose picture a checked capture has shown. Until then the screen holds no picture of theirs
+  // (a video hidden by a clip or off-screen until now has never had its surface drawn: a chunk whose
+  // first frames keep it hidden reveals it later, and the reveal can be captured before its first
+  // submission), so the capture must show the target's picture itself, not merely not the previous one.
+  const videoOnScreen = new WeakSet();
   // Media are found as the original renderer's scanner finds them: in the document, in shadow roots
   // (every one attachShadow made, open or closed, and declarative ones) and in same-origin iframes.
   const shadowRoots = new Set();
@@ -800,7 +808,15 @@
     }
     const first = !videoSynced.has(video);
     videoSynced.add(video);
-    if (!first && Math.abs(video.currentTime - target) <= 1e-4 && video.readyState >= 2 && !video.seeking) return false;
+    if (!first && Math.abs(video.currentTime - target) <= 1e-4 && video.readyState >= 2 && !video.seeking) {
+      // Not moved. A picture no checked capture has shown yet (the video was hidden until now) is still
+      // checked: the capture must show it.
+      if (!videoOnScreen.has(video)) {
+        const probe = videoProbe(video, true);
+        if (probe) finishProbe(video, probe);
+      }
+      return false;
+    }
     const probe = videoProbe(video, first);
     const elided = seekIsElided(video, target);
     const state = !elided && typeof video.requestVideoFrameCallback === "function" ? watchPresentations(video) : null;
@@ -908,13 +924,13 @@
     // No picture on screen yet (a video just added, or its first sync): the captured image must show the
     // target's picture itself. The element may hold decoded data already (readyState >= 2), but what it
     // holds is not what the screen shows until its surface has been submitted once.
-    const fresh = first || video.readyState < 2;
+    const fresh = first || video.readyState < 2 || !videoOnScreen.has(video);
     const rect = pictureRect(video);
     if (!rect) return null;
     const points = hitTestAll(() => probePoints(video, rect));
     if (!points.length) return null;
     const old = fresh ? null : readVideo(video, points);
-    return fresh || old ? { points, old } : null;
+    return fresh || old ? { video, points, old, rect } : null;
   }
   function probePoints(video, rect) {
     const points = [];
@@ -941,16 +957,41 @@
       return null; // a cross-origin video cannot be read: no check
     }
   }
+  // The video's current picture at `points` as the screen shows it: drawn at its on-screen size, so a
+  // scaled picture is compared filtered as the compositor filters it (a point read from one source pixel
+  // of a detailed picture shown smaller can differ from the screen by more than the match distance).
+  let shownCanvas = null;
+  function readVideoAsShown(video, points, rect) {
+    try {
+      const width = Math.max(1, Math.round(rect.width));
+      const height = Math.max(1, Math.round(rect.height));
+      if (!shownCanvas) shownCanvas = document.createElement("canvas");
+      shownCanvas.width = width;
+      shownCanvas.height = height;
+      const context = shownCanvas.getContext("2d", { willReadFrequently: true });
+      context.drawImage(video, 0, 0, rect.vw, rect.vh, 0, 0, width, height);
+      const data = context.getImageData(0, 0, width, height).data;
+      const clamp = (value, size) => Math.min(size - 1, Math.max(0, Math.floor(value)));
+      const out = [];
+      for (const [x, y] of points) {
+        const k = clamp(y - rect.top, height) * width + clamp(x - rect.left, width);
+        out.push(data[4 * k], data[4 * k + 1], data[4 * k + 2], data[4 * k + 3]);
+      }
+      return out;
+    } catch (error) {
+      return null; // a cross-origin video cannot be read: no check
+    }
+  }
   const pixel = (data, k) => [data[4 * k], data[4 * k + 1], data[4 * k + 2]];
   const distance = (a, b) => Math.abs(a[0] - b[0]) + Math.abs(a[1] - b[1]) + Math.abs(a[2] - b[2]);
   function finishProbe(video, probe) {
-    const now = readVideo(video, probe.points);
+    const now = probe.old ? readVideo(video, probe.points) : readVideoAsShown(video, probe.points, probe.rect);
     if (!now) return;
     if (!probe.old) {
-      videoProbes.push({ points: probe.points, old: null, now: probe.points.map((_, k) => pixel(now, k)) });
+      videoProbes.push({ video, points: probe.points, old: null, now: probe.points.map((_, k) => pixel(now, k)) });
       return;
     }
-    const kept = { points: [], old: [], now: [] };
+    const kept = { video, points: [], old: [], now: [] };
     probe.points.forEach((point, k) => {
       const [a, b] = [pixel(probe.old, k), pixel(now, k)];
       if (distance(a, b) <= VIDEO_PROBE_CONTRAST) return; // this point cannot tell the pictures apart
@@ -961,7 +1002,8 @@
     if (kept.points.length) videoProbes.push(kept);
   }
   // Whether the captured image (base64 of `mime`) shows every probed video's target picture: at most of a
-  // probe's points it must be closer to the target's picture than to the previous one.
+  // probe's points it must be closer to the target's picture than to the previous one; a first picture
+  // must show at three quarters of them or more.
   async function checkVideoShot(data, mime) {
     if (!videoProbes.length) return { ok: true };
     const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
@@ -982,8 +1024,12 @@
         if (!probe.old) old += toNow > VIDEO_PROBE_MATCH ? 1 : 0; // a first picture: not shown yet
         else if (distance(shot, probe.old[k]) <= VIDEO_PROBE_MATCH && distance(shot, probe.old[k]) < toNow) old++;
       });
-      if (2 * old > probe.points.length) stale++;
+      // A first picture must show at nearly every point (read as shown, it matched 238-239 of 239 in the
+      // timeline example); a capture without it can still match where the picture has the colour of
+      // what lies under it (the dark half of a picture over a black page).
+      if ((probe.old ? 2 : VIDEO_FIRST_PICTURE_SHARE) * old > probe.points.length) stale++;
     }
+    if (stale === 0) for (const probe of videoProbes) videoOnScreen.add(probe.video);
     return { ok: stale === 0, stale };
   }
 
@@ -1258,7 +1304,8 @@
     }
     else noteMedia();
     if (errors.length) return { error: errors[0] };
-    return videoSeeks ? { videoSeeks, videoCheck: capture ? videoProbes.length : 0 } : null;
+    const videoCheck = capture ? videoProbes.length : 0;
+    return videoSeeks || videoCheck ? { videoSeeks, videoCheck } : null;
   }
 
   // ---- canvas capture ------------------------------------------------------------------------------

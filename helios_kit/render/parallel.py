@@ -159,7 +159,7 @@ class _Lanes:
         self.count = count
         self.timeout_s = timeout_s
         self.named = prop_urls(config.props)
-        self.begin_frame = use_begin_frame() and not declares_video(input_location)
+        self.begin_frame = use_begin_frame()
         self.local = server is not None
         self.input_location = input_location
         self.fmt: ImageFormat = "png" if is_lossless(config.video_codec, config.crf) else "jpeg"

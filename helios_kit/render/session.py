@@ -210,7 +210,7 @@ def render_range(
         warm=warm,
         seam=seam,
     )
-    begin_frame = use_begin_frame() and not declares_video(input_location)
+    begin_frame = use_begin_frame()
     try:
         return _render_once(config, begin_frame=begin_frame, **arguments)
     except BrowserFault as fault:
@@ -221,10 +221,7 @@ def render_range(
 
 
 def declares_video(input_location: str) -> bool:
-    """True when a local composition's HTML has a <video>. Begin-frame capture was seen to keep a video's
-    picture from load time at a chunk's first frame (element seeked, picture not), in up to 2 of 3 runs of
-    the timeline example's chunk-invariance check, while Page.captureScreenshot matched in 10 of 10 runs
-    under load; such compositions render with the latter."""
+    """True when a local composition's HTML has a <video>."""
     html = local_html(input_location)
     return html is not None and "<video" in html
 

@@ -35,7 +35,7 @@ def _video_html(**overrides: str) -> str:
 
 
 def _video_script() -> str:
-    """The same video created by a script at 100 ms (no '<video' in the HTML: begin-frame capture)."""
+    """The same video created by a script at 100 ms (no '<video' in the HTML)."""
     sets = "".join(f"v.setAttribute({key!r}, {value!r});" for key, value in ATTRS.items())
     return (
         "<script>setTimeout(() => { const v = document.createElement('video');"
@@ -101,7 +101,7 @@ def _page(root: pathlib.Path, name: str, body: str) -> pathlib.Path:
     return root / name / "index.html"
 
 
-@pytest.mark.parametrize("mode", ["screenshot", "begin-frame", "new-headless"])
+@pytest.mark.parametrize("mode", ["screenshot", "begin-frame", "begin-frame-script", "new-headless"])
 def test_every_captured_frame_shows_its_video_picture_under_load(
     tmp_path: pathlib.Path,
     clip_dir: pathlib.Path,
@@ -120,7 +120,9 @@ def test_every_captured_frame_shows_its_video_picture_under_load(
         if chromium is None:
             pytest.skip("no new-headless chromium on PATH")
         monkeypatch.setenv("HELIOS_CHROMIUM", chromium)
-    body = _video_script() if mode == "begin-frame" else _video_html()
+    if mode == "screenshot":
+        monkeypatch.setenv("HELIOS_BEGIN_FRAME", "0")  # the capture a render falls back to after a fault
+    body = _video_script() if mode == "begin-frame-script" else _video_html()
     page = _page(clip_dir, mode, body)
     out = tmp_path / "chunk.mkv"
     # New-headless Page.captureScreenshot stalls under heavy load (with 3-4 busy loops: 2 of 3 runs; one run
@@ -259,6 +261,66 @@ def test_a_first_picture_is_checked_even_when_the_element_already_holds_it(
     assert capture_module.video_check(result)
     assert verdicts[0] is False and verdicts[-1] is True
     assert _numbers(_decode_pngs([shot])) == [0]
+
+
+#: The video is clipped away until 1.01 s (a timer in virtual time), then shown whole: from frame 31 on.
+REVEALED_AT_31 = (
+    "<style>body { background: BACKGROUND !important; }</style>"
+    "<div id='wrap' style='position:absolute;inset:0;clip-path:inset(0 0 100% 0)'>{}</div>"
+    "<script>setTimeout(() => { document.getElementById('wrap').style.clipPath = 'none'; }, 1010);</script>"
+)
+
+
+def _revealed_page(clip_dir: pathlib.Path, name: str, background: str) -> pathlib.Path:
+    return _page(clip_dir, name, REVEALED_AT_31.replace("BACKGROUND", background).replace("{}", _video_html()))
+
+
+#: Red is unlike either of the clip's colours; black is its dark bars' own colour (picture 31 is half dark).
+@pytest.mark.parametrize("background", ["red", "black"])
+def test_a_video_revealed_after_a_chunk_starts_is_checked_as_a_first_picture(
+    clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch, background: str
+) -> None:
+    """A chunk that starts while its video is clipped away seeks the video at every frame, but the screen has
+    never shown a picture of it: at the reveal, the capture can come before the video's surface is first
+    drawn (seen in 2 of 3 begin-frame renders of the timeline example from frame 29: the card's background
+    where the video belongs at frame 31). A capture without the picture must not pass the check as merely
+    "not the previous picture", nor because it matches where the picture has the page's colour: it is
+    captured again."""
+    page_path = _revealed_page(clip_dir, f"revealed-{background}", background)
+    server = CompositionServer(page_path.parent)
+    browser = Browser(find_browser())
+    verdicts = record_verdicts(monkeypatch)
+    blank = subprocess.run(  # the page's background, where the video's picture has not arrived
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color={background}:s={W}x{H}", "-frames:v", "1", *PNG_OUT],
+        capture_output=True,
+        check=True,
+    ).stdout
+    try:
+        settings = RenderConfig(input="index.html", width=W, height=H, fps=30, frame_count=4)
+        page = open_page(browser, server.url_for(page_path), settings, 30.0, None)
+        fast_forward(page, 0, 29, 30.0, None)
+        grab = capture_module.DomCapture(page, "png", 30.0)
+        hidden = [capture_module.step_frame(page, frame, 30.0) for frame in (29, 30)]
+        result = capture_module.step_frame(page, 31, 30.0)
+        shot = capture_module.until_video_fresh(page, 31, blank, grab.screenshot, 30.0)
+    finally:
+        browser.close()
+        server.close()
+    assert not any(capture_module.video_check(step) for step in hidden)  # nothing of it on screen to check
+    assert capture_module.video_check(result)
+    assert verdicts[0] is False and verdicts[-1] is True
+    assert _numbers(_decode_pngs([shot])) == [31]
+
+
+def test_a_chunk_that_reveals_its_video_shows_the_picture_from_the_first_frame_it_is_seen(
+    tmp_path: pathlib.Path, clip_dir: pathlib.Path
+) -> None:
+    """The same page rendered as a chunk from frame 29 (begin-frame capture): hidden, hidden, then the
+    pictures themselves."""
+    page = _revealed_page(clip_dir, "revealed-chunk", "black")
+    out = tmp_path / "chunk.mkv"
+    render(page, out, 29, 4, config(W, H, lossless=True))
+    assert _numbers(decode(out, W, H, pix_fmt="gray")) == [0, 0, 31, 32]
 
 
 #: The page itself takes the picture a loaded video shows with requestVideoFrameCallback.
