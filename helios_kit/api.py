@@ -89,7 +89,7 @@ def render(
         **base,
     )
     where = dict(input_location=entry.location, start_frame=start_frame, frame_count=config.frame_count)
-    parts = parts or auto_parts(config.frame_count, capture=config.capture.value, input_location=entry.location)
+    parts = parts or auto_parts(config.frame_count, capture=config.capture.value)
     if parts <= 1:
         stats = render_range(config, **where, output_path=output_path, progress=progress, cancel=cancel, quiet=quiet)
     else:

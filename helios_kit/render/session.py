@@ -220,12 +220,6 @@ def render_range(
         return _render_once(config, begin_frame=False, **arguments)
 
 
-def declares_video(input_location: str) -> bool:
-    """True when a local composition's HTML has a <video>."""
-    html = local_html(input_location)
-    return html is not None and "<video" in html
-
-
 def local_html(input_location: str) -> str | None:
     """A local composition's HTML, lowercased, for what it says before anything loads; None for a URL, or
     when it cannot be read (the render itself reports a missing input)."""

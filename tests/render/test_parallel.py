@@ -106,15 +106,6 @@ def test_auto_parts_only_split_long_renders() -> None:
     assert auto_parts(10_000, cpus=2, capture="canvas") == 1
 
 
-def test_auto_parts_keep_a_composition_with_video_in_one_part(tmp_path: pathlib.Path) -> None:
-    """A <video> page renders in the full browser through screenshots, which alone keeps both cores busy."""
-    (tmp_path / "video.html").write_text('<!doctype html><video src="clip.webm" muted></video>')
-    (tmp_path / "text.html").write_text("<!doctype html><p>titles</p>")
-    assert auto_parts(10_000, cpus=2, input_location=str(tmp_path / "video.html")) == 1
-    assert auto_parts(10_000, cpus=2, input_location=str(tmp_path / "text.html")) == 2
-    assert auto_parts(10_000, cpus=2, input_location="http://127.0.0.1:9/index.html") == 2  # not read: unknown
-
-
 def test_lanes_far_into_a_range_show_every_frame_in_order(tmp_path: pathlib.Path) -> None:
     """Each lane reaches the range's start in batches, then steps over the other lane's frames."""
     out = tmp_path / "out.mp4"
