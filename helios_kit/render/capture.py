@@ -128,6 +128,18 @@ def step_frame(
         raise
 
 
+class UncheckedVideo(BrowserFault):
+    """A ``<video>`` on screen that the picture check cannot see (in a shadow root or an iframe, behind
+    opacity or a filter, rotated, cross-origin). Begin-frame capture draws only when asked, and such a
+    picture could be captured before it arrives, unnoticed: the render goes on with Page.captureScreenshot."""
+
+
+def video_unchecked(result: Any) -> str | None:
+    """Why a <video> on screen at this step cannot be checked (clock.js ``videoProbe``), or None."""
+    reason = result.get("videoUnchecked") if isinstance(result, dict) else None
+    return str(reason) if reason else None
+
+
 def video_check(result: Any) -> bool:
     """True when the step seeked a <video> whose captured picture can (and must) be checked."""
     return isinstance(result, dict) and bool(result.get("videoCheck"))
@@ -185,6 +197,9 @@ class BeginFrameCapture(DomCapture):
 
     def frame(self, frame: int, steps_from: int | None = None) -> bytes:
         result = step_frame(self.page, frame, self.timeout, self.profile, steps_from)
+        reason = video_unchecked(result)
+        if reason:
+            raise UncheckedVideo(f"frame {frame}: a <video> {reason} cannot have its picture checked")
         picture = self._picture(frame)
         if video_check(result):
             # A seeked <video> picture can reach the display a frame late: draw on until it shows.

@@ -845,6 +845,7 @@
   async function seekVideos(frame, deadline) {
     const media = noteMedia();
     videoProbes = [];
+    videoUnchecked = null;
     const waits = [];
     for (const video of media) {
       if (video.tagName !== "VIDEO" || video.hasAttribute("data-helios-manual")) continue;
@@ -908,38 +909,54 @@
   // Hit tests see every element, also those with pointer-events: none (an overlay the page made click-through
   // still covers the video); a constructed sheet, so the page's own DOM and observers see no change.
   let hitSheet = null;
-  function hitTestAll(fn) {
+  function hitTestAll(fn, root = document) {
     if (!hitSheet) {
       hitSheet = new CSSStyleSheet();
       hitSheet.replaceSync("* { pointer-events: auto !important; }");
     }
-    const sheets = document.adoptedStyleSheets;
-    document.adoptedStyleSheets = [...sheets, hitSheet];
-    try { return fn(); } finally { document.adoptedStyleSheets = sheets; }
+    const scopes = root instanceof ShadowRoot ? [document, root] : [document];
+    const sheets = scopes.map((scope) => scope.adoptedStyleSheets);
+    scopes.forEach((scope, k) => { scope.adoptedStyleSheets = [...sheets[k], hitSheet]; });
+    try { return fn(); } finally { scopes.forEach((scope, k) => { scope.adoptedStyleSheets = sheets[k]; }); }
+  }
+  // Why a <video> on screen at this captured frame cannot be checked (the first reason seen), or null.
+  // Begin-frame capture renders such a page again with Page.captureScreenshot (capture.UncheckedVideo):
+  // it draws only when asked, and a picture nothing checks could be captured before it arrives.
+  let videoUnchecked = null;
+  function uncheckable(reason) {
+    videoUnchecked = videoUnchecked || reason;
+    return null;
   }
   function videoProbe(video, first) {
-    // Only where the video's colours reach the screen unchanged: behind opacity or a filter a captured
-    // point could match the previous picture by chance (a video fading in over black) and never pass.
-    if (video.getRootNode() !== document || !axisAligned(video) || !plainColours(video)) return null;
     // No picture on screen yet (a video just added, or its first sync): the captured image must show the
     // target's picture itself. The element may hold decoded data already (readyState >= 2), but what it
     // holds is not what the screen shows until its surface has been submitted once.
     const fresh = first || video.readyState < 2 || !videoOnScreen.has(video);
+    const root = video.getRootNode();
     const rect = pictureRect(video);
-    if (!rect) return null;
-    const points = hitTestAll(() => probePoints(video, rect));
-    if (!points.length) return null;
+    const box = video.getBoundingClientRect();
+    const area = rect || { left: box.left, top: box.top, width: box.width, height: box.height, vw: 1, vh: 1 };
+    const points = hitTestAll(() => probePoints(video, area, root), root);
+    if (!points.length) return null; // nothing of it on screen
+    if (!rect) return uncheckable("placed by object-position, a border or padding");
+    if (root !== document) return uncheckable(root instanceof ShadowRoot ? "in a shadow root" : "in an iframe");
+    if (window !== window.top) return uncheckable("in an iframe"); // the top page's capture checks its own
+    if (!axisAligned(video)) return uncheckable("rotated, skewed or in 3D");
+    // Only where the video's colours reach the screen unchanged: behind opacity or a filter a captured
+    // point could match the previous picture by chance (a video fading in over black) and never pass.
+    if (!plainColours(video)) return uncheckable("behind opacity, a filter or a blend mode");
     const old = fresh ? null : readVideo(video, points);
-    return fresh || old ? { video, points, old, rect } : null;
+    if (!fresh && !old) return uncheckable("cross-origin");
+    return { video, points, old, rect };
   }
-  function probePoints(video, rect) {
+  function probePoints(video, rect, root = document) {
     const points = [];
     for (let i = 0; i < VIDEO_PROBE_GRID; i++) {
       for (let j = 0; j < VIDEO_PROBE_GRID; j++) {
         const x = Math.floor(rect.left + ((i + 0.5) * rect.width) / VIDEO_PROBE_GRID) + 0.5;
         const y = Math.floor(rect.top + ((j + 0.5) * rect.height) / VIDEO_PROBE_GRID) + 0.5;
         if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight) continue;
-        if (document.elementFromPoint(x, y) !== video) continue;
+        if (root.elementFromPoint(x, y) !== video) continue;
         points.push([x, y, ((x - rect.left) * rect.vw) / rect.width, ((y - rect.top) * rect.vh) / rect.height]);
       }
     }
@@ -1196,14 +1213,16 @@
   }
   async function stepChildFrames(frame, capture) {
     let videoSeeks = 0;
+    let unchecked = null;
     for (const iframe of document.querySelectorAll("iframe")) {
       const child = childShim(iframe);
       if (!child) continue;
       const result = await child.step(frame, capture);
       if (result && result.error) record("in iframe " + (iframe.getAttribute("src") || "(srcdoc)") + ": " + result.error);
       if (result && result.videoSeeks) videoSeeks += result.videoSeeks;
+      if (result && result.videoUnchecked) unchecked = unchecked || result.videoUnchecked;
     }
-    return videoSeeks;
+    return { videoSeeks, unchecked };
   }
 
   // ---- the composition's own driver: window.helios and GSAP ----------------------------------------
@@ -1297,7 +1316,8 @@
       if (h) { try { h.seek(instanceFrame(h, frame)); } catch (error) { record(describe(error)); } }
       await withTimeout(seekAnimations(collectAnimations()), frame, deadline, "animation.ready");
     }
-    let videoSeeks = await stepChildFrames(frame, capture);
+    const children = await stepChildFrames(frame, capture);
+    let videoSeeks = children.videoSeeks;
     if (capture) {
       await awaitAssets(frame, deadline);
       videoSeeks += await seekVideos(frame, deadline);
@@ -1305,7 +1325,8 @@
     else noteMedia();
     if (errors.length) return { error: errors[0] };
     const videoCheck = capture ? videoProbes.length : 0;
-    return videoSeeks || videoCheck ? { videoSeeks, videoCheck } : null;
+    const unchecked = capture ? children.unchecked || videoUnchecked : null;
+    return videoSeeks || videoCheck || unchecked ? { videoSeeks, videoCheck, videoUnchecked: unchecked } : null;
   }
 
   // ---- canvas capture ------------------------------------------------------------------------------

@@ -38,7 +38,14 @@ from helios_kit.composition.meta import locate_entry
 from helios_kit.errors import BrowserFault, HeliosError, RenderError
 from helios_kit.render import clock, webcodecs
 from helios_kit.render.browser import BrowserExecutable, CDPError, Page, find_browser
-from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, run_step
+from helios_kit.render.capture import (
+    CanvasCapture,
+    DomCapture,
+    FrameError,
+    UncheckedVideo,
+    choose_capture,
+    run_step,
+)
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
 from helios_kit.render.encode_stream import StreamCopyEncoder
 from helios_kit.render.load_failures import failed_loads
@@ -216,7 +223,8 @@ def render_range(
     except BrowserFault as fault:
         if _cancelled(cancel):
             raise
-        log.warning("%s; rendering again in a fresh browser with Page.captureScreenshot", fault)
+        level = logging.INFO if isinstance(fault, UncheckedVideo) else logging.WARNING
+        log.log(level, "%s; rendering again in a fresh browser with Page.captureScreenshot", fault)
         return _render_once(config, begin_frame=False, **arguments)
 
 

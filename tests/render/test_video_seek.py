@@ -323,6 +323,47 @@ def test_a_chunk_that_reveals_its_video_shows_the_picture_from_the_first_frame_i
     assert _numbers(decode(out, W, H, pix_fmt="gray")) == [0, 0, 31, 32]
 
 
+def _shadow_video() -> str:
+    """The video in a closed shadow root (the top page's hit tests see only its host)."""
+    sets = "".join(f"v.setAttribute({key!r}, {value!r});" for key, value in ATTRS.items())
+    return (
+        "<div id='host'></div><script>const root = document.getElementById('host').attachShadow({ mode: 'closed' });"
+        f"const v = document.createElement('video'); {sets} v.muted = true; v.style.cssText = {STYLE!r};"
+        "root.appendChild(v);</script>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "reason"),
+    [
+        ("shadow", _shadow_video(), "in a shadow root"),
+        ("translucent", f"<div style='opacity:.99'>{_video_html()}</div>", "behind opacity"),
+        ("plain", _video_html(), None),
+    ],
+)
+def test_a_video_the_check_cannot_see_renders_with_screenshots(
+    tmp_path: pathlib.Path,
+    clip_dir: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    body: str,
+    reason: str | None,
+) -> None:
+    """Begin-frame capture draws only when asked: a video whose picture no check covers could be captured
+    before it arrives, unnoticed. Such a page renders with Page.captureScreenshot instead (one line at INFO,
+    no warning); a video the check sees stays in begin-frame capture."""
+    page = _page(clip_dir, f"unchecked-{name}", body)
+    out = tmp_path / "chunk.mkv"
+    with caplog.at_level("INFO", logger="helios.render"):
+        render(page, out, 30, 4, config(W, H, lossless=True))
+    assert _numbers(decode(out, W, H, pix_fmt="gray")) == [30, 31, 32, 33]
+    fallbacks = [r for r in caplog.records if "cannot have its picture checked" in r.getMessage()]
+    if reason is None:
+        assert not fallbacks
+    else:
+        assert [r.levelname for r in fallbacks] == ["INFO"] and reason in fallbacks[0].getMessage()
+
+
 #: The page itself takes the picture a loaded video shows with requestVideoFrameCallback.
 PAGE_SEES_PICTURE = """<script>
 const video = document.querySelector("video");
