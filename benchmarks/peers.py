@@ -167,7 +167,7 @@ def run_ours(html: pathlib.Path, out: pathlib.Path, args, capture: str, parts: i
         input="index.html", width=args.width, height=args.height, fps=30, frame_count=args.frames, capture=capture
     )
     started = time.perf_counter()
-    parts = parts or auto_parts(args.frames, capture=capture, input_location=str(html))
+    parts = parts or auto_parts(args.frames, capture=capture)
     if parts > 1:
         render_parallel(config, input_location=str(html), start_frame=0, frame_count=args.frames, output_path=out,
                         parts=parts)  # fmt: skip
