@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -132,6 +133,12 @@ class UncheckedVideo(BrowserFault):
     """A ``<video>`` on screen that the picture check cannot see (in a shadow root or an iframe, behind
     opacity or a filter, rotated, cross-origin). Begin-frame capture draws only when asked, and such a
     picture could be captured before it arrives, unnoticed: the render goes on with Page.captureScreenshot."""
+
+
+def fallback_level(fault: BrowserFault) -> int:
+    """How loudly a render going on with Page.captureScreenshot after `fault` is logged: a video the check
+    cannot see is a feature of the page (INFO), anything else a fault of the browser (WARNING)."""
+    return logging.INFO if isinstance(fault, UncheckedVideo) else logging.WARNING
 
 
 def video_unchecked(result: Any) -> str | None:

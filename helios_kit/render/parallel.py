@@ -29,7 +29,7 @@ from helios_kit.composition.deps import Dependency
 from helios_kit.composition.media import MediaScan
 from helios_kit.errors import BrowserFault
 from helios_kit.render.browser import BrowserExecutable, CDPError, Page
-from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, UncheckedVideo, choose_capture
+from helios_kit.render.capture import CanvasCapture, DomCapture, FrameError, choose_capture, fallback_level
 from helios_kit.render.encode import FrameEncoder, ImageFormat, is_lossless
 from helios_kit.render.frame_order import FrameOrder
 from helios_kit.render.load_failures import failed_loads
@@ -259,8 +259,8 @@ class _Lanes:
             except BrowserFault as fault:
                 if abort.is_set():
                     raise
-                level = logging.INFO if isinstance(fault, UncheckedVideo) else logging.WARNING
-                log.log(level, "%s; lane %d carries on in a fresh browser with Page.captureScreenshot", fault, index)
+                message = "%s; lane %d carries on in a fresh browser with Page.captureScreenshot"
+                log.log(fallback_level(fault), message, fault, index)
                 self._session(index, False, order, abort, owed, result)
         except RenderCancelled:
             order.wake()

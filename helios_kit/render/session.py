@@ -42,8 +42,8 @@ from helios_kit.render.capture import (
     CanvasCapture,
     DomCapture,
     FrameError,
-    UncheckedVideo,
     choose_capture,
+    fallback_level,
     run_step,
 )
 from helios_kit.render.encode import FrameEncoder, ImageFormat, check_output_dir, find_ffmpeg, is_lossless
@@ -223,8 +223,7 @@ def render_range(
     except BrowserFault as fault:
         if _cancelled(cancel):
             raise
-        level = logging.INFO if isinstance(fault, UncheckedVideo) else logging.WARNING
-        log.log(level, "%s; rendering again in a fresh browser with Page.captureScreenshot", fault)
+        log.log(fallback_level(fault), "%s; rendering again in a fresh browser with Page.captureScreenshot", fault)
         return _render_once(config, begin_frame=False, **arguments)
 
 

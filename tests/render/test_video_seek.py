@@ -230,6 +230,15 @@ def test_a_hidden_video_is_never_taken_for_a_stale_one(
 PNG_OUT = ["-f", "image2pipe", "-c:v", "png", "-"]
 
 
+def _solid_png(color: str) -> bytes:
+    """A W x H PNG of one colour (an ffmpeg colour name)."""
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color={color}:s={W}x{H}", "-frames:v", "1", *PNG_OUT],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
 def test_a_first_picture_is_checked_even_when_the_element_already_holds_it(
     clip_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,11 +249,7 @@ def test_a_first_picture_is_checked_even_when_the_element_already_holds_it(
     server = CompositionServer(page_path.parent)
     browser = Browser(find_browser())
     verdicts = record_verdicts(monkeypatch)
-    blank = subprocess.run(  # what the page shows where the video's picture has not arrived (white)
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color=white:s={W}x{H}", "-frames:v", "1", *PNG_OUT],
-        capture_output=True,
-        check=True,
-    ).stdout
+    blank = _solid_png("white")  # what the page shows where the video's picture has not arrived
     try:
         settings = RenderConfig(input="index.html", width=W, height=H, fps=30, frame_count=4)
         page = open_page(browser, server.url_for(page_path), settings, 30.0, None)
@@ -290,11 +295,7 @@ def test_a_video_revealed_after_a_chunk_starts_is_checked_as_a_first_picture(
     server = CompositionServer(page_path.parent)
     browser = Browser(find_browser())
     verdicts = record_verdicts(monkeypatch)
-    blank = subprocess.run(  # the page's background, where the video's picture has not arrived
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"color={background}:s={W}x{H}", "-frames:v", "1", *PNG_OUT],
-        capture_output=True,
-        check=True,
-    ).stdout
+    blank = _solid_png(background)  # the page's background, where the video's picture has not arrived
     try:
         settings = RenderConfig(input="index.html", width=W, height=H, fps=30, frame_count=4)
         page = open_page(browser, server.url_for(page_path), settings, 30.0, None)
