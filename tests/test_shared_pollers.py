@@ -140,7 +140,8 @@ def test_poller_lists_the_folder_and_reads_only_new_heartbeats(monkeypatch: pyte
 
     poller = HeartbeatPoller(interval=0.01, reads_per_s=1000)
     poller._stores[url] = store  # the memory filesystem is one per process anyway
-    stops = [poller.watch(url, rel, on_frames if index == 1 else lambda _: None) for index, rel in enumerate(rels)]
+    with poller._wake:  # all three in flight before the first read: a lone chunk is read without a listing
+        stops = [poller.watch(url, rel, on_frames if index == 1 else lambda _: None) for index, rel in enumerate(rels)]
     with listed:
         assert listed.wait_for(lambda: listings[0] >= 3, timeout=GUARD_S)
     assert reads == []  # nothing written yet: no GET at all
